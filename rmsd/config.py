@@ -1,0 +1,414 @@
+"""Typed configuration: recipes (`recipes/<benchmark>/*.yaml`) and teacher pools (`teachers/*.yaml`).
+
+Every key is read by name into a pydantic model; unknown keys are errors, ranges are
+validated, and every problem is reported with its YAML path. A recipe may `include:` other
+YAML files (paths relative to the including file; the including file wins key by key) and
+any key can be overridden from the command line: `--set distill.sft.lr=1e-4`.
+
+    rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rmsd.data.items import TASK_TYPES
+from rmsd.errors import RmsdError
+
+TaskType = Literal["mcq", "numeric", "open", "grounding"]
+_KEY_LIKE = re.compile(r"^(sk-|sk_|AIza)[A-Za-z0-9_\-]{16,}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- dataset
+class DatasetConfig(Strict):
+    benchmark: str = Field(description="registry name: synthvid, videomme, videommmu, mathverse")
+    path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
+    split: str = Field("train", description="split sampled by the teachers and distilled on")
+    eval_split: str = Field("test", description="split `rmsd eval` scores")
+    config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
+    video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
+    num_frames: int = Field(8, ge=1, le=1024, description="frames sampled uniformly per video")
+    max_side: int | None = Field(None, ge=16, description="downscale frames so the longer side is at most this")
+    limit: int | None = Field(None, ge=1, description="use only the first N items (debugging)")
+
+
+# ----------------------------------------------------------------------------- teacher pool
+class GenParamsConfig(Strict):
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = None
+
+
+class PriceConfig(Strict):
+    """USD per million tokens; used only for the cost line of the sampling summary."""
+
+    input_per_1m: float = Field(0.0, ge=0.0)
+    output_per_1m: float = Field(0.0, ge=0.0)
+
+
+class OpenAIOptions(Strict):
+    """Any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, transformers serve, Gemini)."""
+
+    model: str
+    base_url: str | list[str] = Field("https://api.openai.com/v1", description="several URLs spread the load")
+    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key")
+    use_n: Literal["auto", "always", "never"] = Field(
+        "auto", description="ask for K samples in one request (video billed once); auto detects servers that ignore n"
+    )
+    logprobs: bool = Field(False, description="request token logprobs where the endpoint offers them")
+    top_logprobs: int = Field(0, ge=0, le=20)
+    video_mode: Literal["frames", "video_url"] = Field(
+        "frames", description="frames: base64 JPEG image_url parts (works everywhere); video_url: servers that take one"
+    )
+    image_detail: Literal["low", "high", "auto"] = "low"
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="passed through to the server")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError("API keys are never read from a YAML file: export the key and name the variable in api_key_env")
+        return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if _KEY_LIKE.match(v) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return v
+
+
+class HFOptions(Strict):
+    """A local transformers VLM (AutoModelForImageTextToText + AutoProcessor)."""
+
+    model_path: str
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = Field(4, ge=1, description="items per generate call (each with num_return_sequences=K)")
+    max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame given to the processor")
+
+
+class SimulatedOptions(Strict):
+    """The synthvid noisy oracle (a SIMULATOR: it reads the ground truth)."""
+
+    accuracy: dict[TaskType, float] = Field(default_factory=lambda: {t: 0.8 for t in TASK_TYPES})
+    difficulty_penalty: dict[Literal["easy", "medium", "hard"], float] = Field(default_factory=dict)
+    bias_letter: str | None = Field(None, pattern=r"^[A-Z]$")
+    bias_strength: float = Field(0.0, ge=0.0, le=1.0)
+    format_error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    inconsistency_rate: float = Field(0.0, ge=0.0, le=1.0)
+    verbosity: Literal["short", "long"] = "short"
+    error_seed: int | None = Field(None, description="teachers sharing an error_seed make the same mistakes")
+
+    @field_validator("accuracy")
+    @classmethod
+    def _probabilities(cls, v: dict[str, float]) -> dict[str, float]:
+        for task, p in v.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"accuracy of {task} must be in [0, 1], got {p}")
+        return v
+
+
+class TeacherConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples")
+    backend: str = Field(description="openai | hf | simulated | package.module:TeacherClass")
+    samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher")
+    task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool")
+    params: GenParamsConfig = Field(default_factory=GenParamsConfig)
+    concurrency: int = Field(8, ge=1, description="requests in flight for this teacher")
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    price: PriceConfig | None = None
+    openai: OpenAIOptions | None = None
+    hf: HFOptions | None = None
+    simulated: SimulatedOptions | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of a custom Teacher class")
+
+    @model_validator(mode="after")
+    def _backend_section(self) -> TeacherConfig:
+        builtin = {"openai", "hf", "simulated"}
+        if self.backend not in builtin and ":" not in self.backend:
+            raise ValueError(f"backend {self.backend!r} is unknown: use openai, hf, simulated or package.module:Class")
+        if self.backend in builtin and getattr(self, self.backend) is None:
+            raise ValueError(f"backend {self.backend} needs a `{self.backend}:` section")
+        for other in builtin - {self.backend}:
+            if getattr(self, other) is not None:
+                raise ValueError(f"section `{other}:` does not apply to backend {self.backend}")
+        return self
+
+
+class PoolConfig(Strict):
+    name: str
+    description: str = ""
+    system_prompt: str | None = Field(None, description="system message sent to every teacher")
+    prompt_template: str = Field("{prompt}", description="user text; {prompt} is the benchmark's prompt")
+    teachers: list[TeacherConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PoolConfig:
+        names = [t.name for t in self.teachers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"teacher names must be unique; repeated: {', '.join(dupes)}")
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {prompt}")
+        return self
+
+
+# ----------------------------------------------------------------------------- sampling
+class SamplingConfig(Strict):
+    out: str = Field("runs/{name}/samples", description="sample store folder; {name} is the recipe name")
+    concurrency: int = Field(64, ge=1, description="requests in flight over the whole pool")
+    flush_every: int = Field(1, ge=1, description="records per flush+fsync (1 = lose nothing on kill -9)")
+
+
+# ----------------------------------------------------------------------------- matching
+class MatchingConfig(Strict):
+    out: str = Field("runs/{name}/matched", description="matched dataset folder")
+    use_ground_truth: bool = Field(True, description="closed-ended: weight by correctness where the answer is known")
+    consensus: Literal["dawid_skene", "majority"] = Field("dawid_skene", description="label-free weighting")
+    ds_model: Literal["one_coin", "full"] = Field("one_coin", description="full: per-teacher letter confusion (bias)")
+    min_weight: float = Field(0.5, ge=0.0, le=1.0, description="closed-ended samples below this weight are dropped")
+    grounding_iou: float = Field(0.5, gt=0.0, le=1.0, description="spans with tIoU above this count as one answer")
+    open_weighting: Literal["uniform", "centrality"] = Field("uniform", description="R-MSD: uniform over valid samples")
+    open_outlier_z: float | None = Field(None, gt=0.0, description="drop open samples this many std below mean centrality")
+    require_format: bool = Field(True, description="drop samples without <think>…</think><answer>…</answer>")
+
+
+# ----------------------------------------------------------------------------- student
+class StudentConfig(Strict):
+    path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
+    build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
+    build_out: str = Field("runs/{name}/student", description="where a built student is written")
+    max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame (real checkpoints)")
+    device: str = Field("cpu", description="cpu | cuda | cuda:0 ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentConfig:
+        if (self.path is None) == (self.build is None):
+            raise ValueError("set exactly one of student.path (a checkpoint) or student.build (tiny|small|base)")
+        return self
+
+
+# ----------------------------------------------------------------------------- distill
+class TrainCommon(Strict):
+    enabled: bool = True
+    lr: float = Field(1e-3, gt=0.0, lt=1.0)
+    max_steps: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1, description="items per step (all of an item's kept samples come along)")
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(100, ge=1, description="checkpoint every N steps (resume point)")
+
+
+class SFTStageConfig(TrainCommon):
+    samples_per_item: int | None = Field(None, ge=1, description="1 = single-sample baseline (first valid sample)")
+    weighting: Literal["matched", "uniform"] = Field("matched", description="matched: R-MSD quality weights")
+    max_length: int = Field(512, ge=16, description="tokens per sequence, prompt included")
+
+
+class CurriculumConfig(Strict):
+    enabled: bool = False
+    source: Literal["agreement", "pass_rate"] = Field("agreement", description="difficulty = 1 - pool agreement, or pass rate")
+    pacing: Literal["linear", "root"] = "linear"
+    start_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of easiest items available at step 0")
+    full_at: float = Field(0.7, gt=0.0, le=1.0, description="fraction of training after which all items are used")
+
+
+class VISDConfig(Strict):
+    enabled: bool = False
+    judge: Literal["rules", "llm"] = Field("rules", description="rules: synthvid ground truth; llm: a pool teacher")
+    judge_teacher: str | None = Field(None, description="pool teacher name used as the LLM judge")
+    teacher: Literal["ema", "fixed"] = Field("ema", description="privileged teacher: EMA of the student, or frozen init")
+    ema_decay: float = Field(0.99, ge=0.0, le=1.0)
+    lam: float = Field(0.5, ge=0.0, le=1.0, description="lambda: 0 = plain GRPO update")
+    lam_schedule: Literal["constant", "linear"] = Field("linear", description="linear decays lambda to 0")
+    eps: float = Field(0.2, ge=0.0, lt=1.0, description="clip of the token magnitude factor exp(sign(A)*delta)")
+    feedback_template: str | None = Field(None, description="teacher prompt with {prompt} {feedback} {reference}")
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+
+
+class AdversarialStageConfig(TrainCommon):
+    enabled: bool = False
+    lr: float = Field(1e-4, gt=0.0, lt=1.0)
+    disc_lr: float = Field(1e-4, gt=0.0, lt=1.0)
+    num_generations: int = Field(8, ge=2, description="G rollouts per item (GAD: 8)")
+    temperature: float = Field(0.8, gt=0.0, le=2.0, description="rollout temperature (GAD: 0.8)")
+    max_completion_length: int = Field(64, ge=1)
+    disc_warmup_steps: int = Field(10, ge=0, description="steps that train the discriminator alone")
+    beta: float = Field(0.0, ge=0.0, description="KL to the reference (0 = no reference model)")
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip")
+    reward_weights: dict[Literal["discriminator", "format", "correctness"], float] = Field(
+        default_factory=lambda: {"discriminator": 1.0}, description="reward = sum of weight * component"
+    )
+    visd: VISDConfig = Field(default_factory=VISDConfig)
+
+
+class DistillConfig(Strict):
+    out: str = Field("runs/{name}/student_distilled", description="stage checkpoints go to OUT/<stage>")
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
+    adversarial: AdversarialStageConfig = Field(default_factory=AdversarialStageConfig)
+
+
+# ----------------------------------------------------------------------------- eval
+class EvalConfig(Strict):
+    out: str = Field("runs/{name}/eval", description="predictions + results JSON")
+    limit: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    extraction: Literal["harness", "strict", "legacy"] = Field("harness", description="harness = comparable numbers")
+    judge_teacher: str | None = Field(None, description="MathVerse: pool teacher used as the LLM judge")
+
+
+# ----------------------------------------------------------------------------- recipe
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    dataset: DatasetConfig
+    pool: str | None = Field(None, description="teacher pool YAML (relative to the recipe file or the cwd)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    student: StudentConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    source: str | None = Field(None, exclude=True, description="(set by the loader) path of the recipe file")
+
+    def path_of(self, template: str) -> Path:
+        return Path(template.format(name=self.name))
+
+    def load_pool(self) -> PoolConfig:
+        if self.pool is None:
+            raise RmsdError(f"recipe {self.name} names no teacher pool: set `pool: teachers/<pool>.yaml`")
+        return load_pool(resolve_path(self.pool, self.source))
+
+
+# ----------------------------------------------------------------------------- loading
+def resolve_path(path: str, relative_to: str | None) -> Path:
+    """A path from a YAML file: relative to that file if it exists there, else to the cwd."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and relative_to is not None:
+        beside = Path(relative_to).parent / p
+        if beside.exists():
+            return beside
+    return p
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise RmsdError(f"{path}: no such file")
+    if path.resolve() in seen:
+        raise RmsdError(f"{path}: include cycle ({' -> '.join(str(s) for s in seen)})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RmsdError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise RmsdError(f"{path}: expected a mapping of keys at the top level")
+    includes = data.pop("include", None) or []
+    merged: dict[str, Any] = {}
+    for inc in [includes] if isinstance(includes, str) else includes:
+        merged = _deep_merge(merged, _read_yaml(resolve_path(inc, str(path)), seen + (path.resolve(),)))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; the value is parsed as YAML (numbers, lists, null)."""
+    for item in overrides:
+        if "=" not in item:
+            raise RmsdError(f"--set {item!r}: expected key.path=value, e.g. distill.sft.lr=1e-4")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise RmsdError(f"--set {dotted}: {k} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _format_errors(path: Path, err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and section)"
+        lines.append(f"{path}: {loc}: {msg}")
+    return lines
+
+
+def _parse(model: type[BaseModel], path: Path, data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(path, err)) from None
+
+
+class ConfigError(RmsdError):
+    """One or more config problems, each with its file and YAML path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), overrides or [])
+    if "teachers" in data:
+        raise RmsdError(f"{path}: this is a teacher pool, not a recipe; pass it as `pool:` in a recipe")
+    recipe = _parse(Recipe, path, data)
+    recipe.source = str(path)
+    return recipe
+
+
+def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfig:
+    path = Path(path)
+    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []))
+
+
+def validate_file(path: str | Path) -> list[str]:
+    """Every problem of a recipe or pool file (and of the pool a recipe names); [] when valid."""
+    path = Path(path)
+    try:
+        data = _read_yaml(path)
+        if "teachers" in data:
+            _parse(PoolConfig, path, data)
+            return []
+        recipe = load_recipe(path)
+        if recipe.pool is not None:
+            pool_path = resolve_path(recipe.pool, str(path))
+            if not pool_path.is_file():
+                return [f"{path}: pool: {recipe.pool}: no such file"]
+            return validate_file(pool_path)
+        return []
+    except ConfigError as e:
+        return e.problems
+    except RmsdError as e:
+        return [str(e)]

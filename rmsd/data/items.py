@@ -1,0 +1,82 @@
+"""The item: one video (or image) + one question + task type + optional ground truth.
+
+Every benchmark loader (`rmsd.data.benchmarks`) turns its own schema into `Item`s; every
+later stage (sample, match, distill, eval) reads only this type. The benchmark's own
+fields stay in `meta` under their public names, so breakdowns (duration, domain, subject,
+problem version) and judges can read them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASK_TYPES = ("mcq", "numeric", "open", "grounding")
+CLOSED_TASK_TYPES = frozenset({"mcq", "numeric", "grounding"})
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass
+class Item:
+    """One question about one video or image.
+
+    item_id: unique within its benchmark.
+    benchmark: registry name of the loader that made it ("synthvid", "videomme", ...).
+    task_type: one of TASK_TYPES.
+    question: the bare question text.
+    options: option texts without their letters (["red", "blue", ...]); [] when none.
+    answer: ground truth or None: an option letter (mcq), a number as text (numeric),
+        free text (open), "[start, end]" seconds (grounding).
+    prompt: the full user text the model sees, built by the benchmark exactly as the
+        community harness builds it.
+    video / image: absolute path of the media file, or None.
+    meta: the benchmark's other fields under their public names (duration, domain, ...);
+        for synthvid the scene ground truth (objects, colours, trajectories, times).
+    """
+
+    item_id: str
+    benchmark: str
+    task_type: str
+    question: str
+    prompt: str
+    options: list[str] = field(default_factory=list)
+    answer: str | None = None
+    video: str | None = None
+    image: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"item {self.item_id}: unknown task_type {self.task_type!r}; expected one of {TASK_TYPES}")
+
+    @property
+    def closed(self) -> bool:
+        return self.task_type in CLOSED_TASK_TYPES
+
+    @property
+    def letters(self) -> list[str]:
+        """Option letters in order ("A", "B", ...), one per option."""
+        return list(OPTION_LETTERS[: len(self.options)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Item:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+def write_items(items: list[Item], path: str | Path) -> None:
+    """Write items as JSONL (readable by `datasets.load_dataset("json", ...)`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for item in items:
+            f.write(json.dumps(item.to_dict()) + "\n")
+
+
+def read_items(path: str | Path) -> list[Item]:
+    with Path(path).open() as f:
+        return [Item.from_dict(json.loads(line)) for line in f if line.strip()]

@@ -1,0 +1,133 @@
+"""Recipes and pools: every shipped file validates; mistakes are reported with their YAML path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rmsd.cli import app
+from rmsd.config import ConfigError, load_pool, load_recipe, validate_file
+from rmsd.errors import RmsdError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml")) + sorted((ROOT / "teachers").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_and_pool_validates(path):
+    assert validate_file(path) == []
+
+
+def _write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _recipe(**over):
+    data = {"name": "r", "dataset": {"benchmark": "synthvid", "path": "data"}, "student": {"build": "tiny"}}
+    data.update(over)
+    return data
+
+
+def test_unknown_key_is_reported_with_its_path(tmp_path):
+    p = _write(tmp_path, "r.yaml", _recipe(distill={"sft": {"lr": 1e-3, "learning_rate": 2}}))
+    problems = validate_file(p)
+    assert problems == [f"{p}: distill.sft.learning_rate: unknown key (check its spelling and section)"]
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path):
+    p = _write(tmp_path, "r.yaml", _recipe(dataset={"benchmark": "synthvid", "path": "d", "num_frames": 0},
+                                           eval={"batch_size": -1}))
+    problems = validate_file(p)
+    assert len(problems) == 2
+    assert any("dataset.num_frames" in line for line in problems)
+    assert any("eval.batch_size" in line for line in problems)
+
+
+def test_include_merges_and_the_including_file_wins(tmp_path):
+    _write(tmp_path, "base.yaml", _recipe(distill={"sft": {"lr": 0.5, "max_steps": 7}}))
+    p = _write(tmp_path, "child.yaml", {"include": "base.yaml", "name": "child", "distill": {"sft": {"lr": 0.1}}})
+    recipe = load_recipe(p)
+    assert recipe.name == "child"
+    assert recipe.distill.sft.lr == 0.1
+    assert recipe.distill.sft.max_steps == 7
+
+
+def test_include_cycle_is_an_error(tmp_path):
+    _write(tmp_path, "a.yaml", {"include": "b.yaml"})
+    p = _write(tmp_path, "b.yaml", {"include": "a.yaml"})
+    with pytest.raises(RmsdError, match="include cycle"):
+        load_recipe(p)
+
+
+def test_set_overrides_parse_values_as_yaml(tmp_path):
+    p = _write(tmp_path, "r.yaml", _recipe())
+    recipe = load_recipe(p, ["distill.sft.lr=1e-4", "distill.adversarial.enabled=true", "dataset.limit=5"])
+    assert recipe.distill.sft.lr == 1e-4
+    assert recipe.distill.adversarial.enabled is True
+    assert recipe.dataset.limit == 5
+    with pytest.raises(ConfigError, match="distill.sft.lr"):
+        load_recipe(p, ["distill.sft.lr=fast"])
+    with pytest.raises(RmsdError, match="expected key.path=value"):
+        load_recipe(p, ["distill.sft.lr"])
+
+
+def test_student_needs_exactly_one_source(tmp_path):
+    p = _write(tmp_path, "r.yaml", _recipe(student={"build": "tiny", "path": "/models/x"}))
+    assert "exactly one of student.path" in validate_file(p)[0]
+
+
+def _pool(**teacher):
+    t = {"name": "t", "backend": "openai", "openai": {"model": "gpt-4o"}}
+    t.update(teacher)
+    return {"name": "p", "teachers": [t]}
+
+
+def test_api_key_in_yaml_is_rejected(tmp_path):
+    p = _write(tmp_path, "pool.yaml", _pool(openai={"model": "gpt-4o", "api_key": "sk-abc"}))
+    (problem,) = validate_file(p)
+    assert "teachers.0.openai" in problem and "never read from a YAML" in problem
+    p = _write(tmp_path, "pool2.yaml", _pool(openai={"model": "m", "api_key_env": "sk-proj1234567890abcdefghij"}))
+    assert "NAME of an environment variable" in validate_file(p)[0]
+
+
+def test_backend_section_must_match(tmp_path):
+    p = _write(tmp_path, "pool.yaml", _pool(backend="hf"))
+    assert "backend hf needs a `hf:` section" in validate_file(p)[0]
+    p = _write(tmp_path, "pool2.yaml", _pool(backend="nope"))
+    assert "unknown" in validate_file(p)[0]
+    custom = _pool(backend="mypkg.teachers:MyTeacher", openai=None, options={"url": "x"})
+    assert load_pool(_write(tmp_path, "pool3.yaml", custom)).teachers[0].options == {"url": "x"}
+
+
+def test_duplicate_teacher_names(tmp_path):
+    t = {"name": "same", "backend": "simulated", "simulated": {}}
+    p = _write(tmp_path, "pool.yaml", {"name": "p", "teachers": [t, t]})
+    assert "repeated: same" in validate_file(p)[0]
+
+
+def test_recipe_pool_path_resolves_beside_the_recipe(tmp_path):
+    _write(tmp_path, "pool.yaml", {"name": "p", "teachers": [{"name": "s", "backend": "simulated", "simulated": {}}]})
+    p = _write(tmp_path, "r.yaml", _recipe(pool="pool.yaml"))
+    assert load_recipe(p).load_pool().teachers[0].name == "s"
+    missing = _write(tmp_path, "r2.yaml", _recipe(pool="nowhere.yaml"))
+    assert validate_file(missing) == [f"{missing}: pool: nowhere.yaml: no such file"]
+
+
+def test_cli_validate_reports_problems_and_exit_code(tmp_path):
+    bad = _write(tmp_path, "bad.yaml", _recipe(extra_key=1))
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "extra_key: unknown key" in result.output
+    result = CliRunner().invoke(app, ["validate", str(ROOT / "recipes"), str(ROOT / "teachers")])
+    assert result.exit_code == 0, result.output
+    assert "0 problems" in result.output
+
+
+def test_not_yaml_is_one_line_error(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: [unclosed\n")
+    (problem,) = validate_file(p)
+    assert "not valid YAML" in problem and "\n" not in problem
