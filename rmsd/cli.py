@@ -45,7 +45,7 @@ def synthvid(
     n: int = typer.Option(200, "--n", min=1, help="number of items (questions)"),
     seed: int = typer.Option(0, "--seed", help="same seed, same dataset (byte for byte)"),
     test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=0.9, help="share of videos held out"),
-    frame_size: int = typer.Option(84, "--frame-size", min=28, help="frame side in pixels"),
+    frame_size: int = typer.Option(84, "--frame-size", min=28, help="frame side in pixels (even)"),
 ) -> None:
     """Generate the synthvid benchmark: procedural mp4 videos with questions of all four task types."""
     from rmsd.data.synthvid import generate

@@ -108,6 +108,7 @@ class SimulatedOptions(Strict):
     format_error_rate: float = Field(0.0, ge=0.0, le=1.0)
     inconsistency_rate: float = Field(0.0, ge=0.0, le=1.0)
     verbosity: Literal["short", "long"] = "short"
+    seed: int = Field(0, description="sample i of an item is a fixed function of (seed, name, item, i)")
     error_seed: int | None = Field(None, description="teachers sharing an error_seed make the same mistakes")
 
     @field_validator("accuracy")

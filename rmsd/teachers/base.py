@@ -56,8 +56,14 @@ class Teacher(abc.ABC):
         self.name = name
 
     @abc.abstractmethod
-    async def generate(self, item: Item, media: Media, n: int, params: GenParams) -> list[Response]:
-        """Return exactly `n` responses for `item` (or raise; the runner retries)."""
+    async def generate(
+        self, item: Item, media: Media, n: int, params: GenParams, start_index: int = 0
+    ) -> list[Response]:
+        """Return exactly `n` responses for `item`: samples start_index .. start_index+n-1.
+
+        Deterministic backends must give sample i the same text whichever batch asked for
+        it (a resumed run asks only for the missing indices). Raise to let the runner retry.
+        """
 
     async def aclose(self) -> None:
         """Release clients, servers or models."""

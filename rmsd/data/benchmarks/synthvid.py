@@ -1,0 +1,67 @@
+"""synthvid loader: the JSONL written by `rmsd.data.synthvid.generate` back into `Item`s.
+
+Rows are already `Item` dicts (prompt, options, letter answers, scene ground truth in
+`meta`); the only change is the video path, stored relative to the dataset folder so the
+folder can move, and made absolute here. The files are plain JSONL that
+`datasets.load_dataset("json", data_files=...)` also reads (same rows); this loader uses
+`json` directly because it is faster and needs no Arrow cache.
+
+    rmsd synthvid --out data/synthvid && rmsd eval --recipe recipes/synthvid/tiny_rmsd.yaml
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+
+NAME = "synthvid"
+SPLITS = ("train", "test")
+BREAKDOWNS = ("task_type", "difficulty", "question_kind")
+
+
+def _split_file(path: Path, split: str) -> Path:
+    hint = f"run `rmsd synthvid --out {path}` first"
+    if path.is_file():  # a JSONL file named directly; its folder holds videos/
+        return path
+    if not path.is_dir():
+        raise RmsdError(f"synthvid folder {path} not found: {hint}")
+    file = path / f"{split}.jsonl"
+    if not file.is_file():
+        present = ", ".join(sorted(p.stem for p in path.glob("*.jsonl"))) or "none"
+        raise RmsdError(f"synthvid split {split!r} not found in {path} (splits present: {present}): {hint}")
+    return file
+
+
+def load_items(path: str | Path, split: str = "train", video_root: str | Path | None = None,
+               limit: int | None = None) -> list[Item]:
+    """Items of one split, video paths absolute (under `video_root`, default the dataset folder)."""
+    file = _split_file(Path(path), split)
+    root = Path(video_root) if video_root is not None else file.parent
+    items = []
+    with file.open() as f:
+        for n, line in enumerate(f, 1):
+            if limit is not None and len(items) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): regenerate with `rmsd synthvid`") from None
+            item = Item.from_dict(row)
+            item.video = str((root / item.video).resolve())
+            items.append(item)
+    missing = [it.video for it in items if not Path(it.video).is_file()]
+    if missing:
+        raise RmsdError(f"{len(missing)} synthvid videos missing, e.g. {missing[0]}: "
+                        f"pass the folder holding videos/ as video_root or regenerate")
+    return items
+
+
+def breakdowns(item: Item) -> dict[str, str]:
+    """The groups `rmsd eval` reports accuracy by."""
+    return {"task_type": item.task_type, "difficulty": item.meta["difficulty"],
+            "question_kind": item.meta["question_kind"]}

@@ -1,0 +1,299 @@
+"""A SIMULATED teacher: a scripted noisy oracle that reads the ground truth of synthvid items.
+
+It is not a model. It looks at `item.answer` and the scene in `item.meta`, decides per
+sample whether to be right (accuracy per task type, minus a penalty per difficulty tier),
+and writes a `<think>…</think><answer>…</answer>` response whose reasoning cites the scene
+("The red square appears at 1.0 s and moves left until 3.5 s."). Its mistakes are plausible
+(another option, a count off by one, a shifted or shrunk span, a description with a wrong
+colour or direction) and its reasoning argues for the answer it gives, except at
+`inconsistency_rate`, where the reasoning argues for something else (material for the VISD
+judge). Other knobs: a bias toward one option letter, a format error rate, verbosity.
+
+It exists to measure the distillation method under known teacher noise; results obtained
+with it say nothing about real teachers, and it is labelled as a simulator in its class
+name, docstring, `backend` and `is_simulator`. Every sample is a pure function of
+(seed, name, item, sample_index) through hash-seeded `random.Random`s, so a resumed run
+reproduces the same text; teachers sharing an `error_seed` make the same mistakes.
+
+    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml   # with teachers/synthvid_sim.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+import re
+from typing import Any
+
+from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
+from rmsd.data.synthvid import DIRECTIONS, PALETTE, SHAPES, TIME_STEP, describe_objects, format_span, object_name
+from rmsd.errors import RmsdError
+from rmsd.teachers.base import GenParams, Media, Response, Teacher
+
+TIERS = ("easy", "medium", "hard")
+FORMAT_ERRORS = ("no_tags", "broken_tags", "unextractable")
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_OPENERS = ("I go through the frames in order.", "Let me track each object over time.",
+            "I watch how every object moves.")
+_CONCLUDE = ("So the answer is {}.", "Therefore the answer is {}.", "The correct answer is {}.")
+
+
+def _rng(*parts: Any) -> random.Random:
+    """A private generator seeded by a hash of `parts` (never the global random state)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _span(text: str) -> tuple[float, float]:
+    a, b = re.findall(r"-?\d+(?:\.\d+)?", text)[:2]
+    return float(a), float(b)
+
+
+def _iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+class SimulatedTeacher(Teacher):
+    """SIMULATOR: a scripted noisy oracle over synthvid ground truth (see the module docstring).
+
+    accuracy: probability of a correct answer per task type ({"mcq": 0.8, ...}); a float
+        applies to all four.
+    difficulty_penalty: subtracted from accuracy per tier ({"hard": 0.2}), so hard items are
+        harder for every simulated teacher.
+    bias_letter, bias_strength: when wrong on an mcq, answer `bias_letter` with this
+        probability (1.0: every mistake lands on it), else another wrong option at random.
+    format_error_rate: share of responses with no tags, broken tags or an answer in a form
+        no extractor reads.
+    inconsistency_rate: share of responses whose reasoning argues for a different answer.
+    verbosity: "short" (one fact + conclusion) or "long" (a timestamped timeline first).
+    seed: style and format randomness; error_seed: mistakes (default: private per teacher).
+    """
+
+    backend = "simulated"
+    is_simulator = True
+
+    def __init__(self, name: str, accuracy: dict[str, float] | float, difficulty_penalty: dict[str, float] | None = None,
+                 bias_letter: str | None = None, bias_strength: float = 0.0, format_error_rate: float = 0.0,
+                 inconsistency_rate: float = 0.0, verbosity: str = "short", seed: int = 0,
+                 error_seed: int | None = None):
+        super().__init__(name)
+        self.accuracy = {t: float(accuracy) for t in TASK_TYPES} if isinstance(accuracy, int | float) else dict(accuracy)
+        self.difficulty_penalty = dict(difficulty_penalty or {})
+        self.bias_letter, self.bias_strength = bias_letter, float(bias_strength)
+        self.format_error_rate, self.inconsistency_rate = float(format_error_rate), float(inconsistency_rate)
+        self.verbosity, self.seed, self.error_seed = verbosity, seed, error_seed
+        self._validate()
+
+    def _validate(self) -> None:
+        where = f"simulated teacher {self.name!r}"
+        if set(self.accuracy) - set(TASK_TYPES):
+            raise RmsdError(f"{where}: accuracy keys must be task types {TASK_TYPES}, got {sorted(self.accuracy)}")
+        if set(self.difficulty_penalty) - set(TIERS):
+            raise RmsdError(f"{where}: difficulty_penalty keys must be {TIERS}, got {sorted(self.difficulty_penalty)}")
+        probs = {**{f"accuracy[{k}]": v for k, v in self.accuracy.items()},
+                 **{f"difficulty_penalty[{k}]": v for k, v in self.difficulty_penalty.items()},
+                 "bias_strength": self.bias_strength, "format_error_rate": self.format_error_rate,
+                 "inconsistency_rate": self.inconsistency_rate}
+        for key, value in probs.items():
+            if not 0.0 <= value <= 1.0:
+                raise RmsdError(f"{where}: {key} must be in [0, 1], got {value}")
+        if self.bias_letter is not None and not re.fullmatch(r"[A-Z]", self.bias_letter):
+            raise RmsdError(f"{where}: bias_letter must be one capital letter, got {self.bias_letter!r}")
+        if self.verbosity not in ("short", "long"):
+            raise RmsdError(f"{where}: verbosity must be 'short' or 'long', got {self.verbosity!r}")
+
+    def __repr__(self) -> str:
+        return f"SimulatedTeacher(name={self.name!r}, SIMULATOR reading ground truth, accuracy={self.accuracy})"
+
+    async def generate(self, item: Item, media: Media, n: int, params: GenParams, start_index: int = 0) -> list[Response]:
+        """n responses for sample indices start_index .. start_index+n-1 (media and params are ignored:
+        the noise comes from this teacher's own knobs, not from the sampling temperature)."""
+        return [self.respond(item, start_index + i) for i in range(n)]
+
+    def respond(self, item: Item, sample_index: int) -> Response:
+        text = self.sample_text(item, sample_index)
+        return Response(text=text, finish_reason="stop", prompt_tokens=len(item.prompt.split()),
+                        completion_tokens=len(text.split()))
+
+    # ------------------------------------------------------------------------- decisions
+    def p_correct(self, item: Item) -> float:
+        """Probability that this teacher answers `item` correctly."""
+        if item.task_type not in self.accuracy:
+            raise RmsdError(f"simulated teacher {self.name!r} has no accuracy for task type {item.task_type!r}: "
+                            f"add it under simulated.accuracy")
+        penalty = self.difficulty_penalty.get(item.meta.get("difficulty"), 0.0)
+        return min(max(self.accuracy[item.task_type] - penalty, 0.0), 1.0)
+
+    def sample_text(self, item: Item, sample_index: int) -> str:
+        """The response text of sample `sample_index` (deterministic)."""
+        if item.answer is None:
+            raise RmsdError(f"simulated teacher {self.name!r} needs ground truth, item {item.item_id} has no answer")
+        errors = self._error_rng(item, sample_index)
+        style = _rng("style", self.seed, self.name, item.benchmark, item.item_id, sample_index)
+        correct = errors.random() < self.p_correct(item)
+        inconsistent = style.random() < self.inconsistency_rate
+        scene = item.meta.get("objects")
+        if item.task_type == "open" and scene:
+            claimed = scene if correct else _mutate(scene, errors)
+            answer = describe_objects(claimed, timed=item.meta.get("difficulty") == "hard")
+            basis, basis_objects = answer, _mutate(claimed, style) if inconsistent else claimed
+        else:
+            answer = item.answer if correct else self._perturb(item, item.answer, errors, biased=True)
+            basis = self._perturb(item, answer, style, biased=False) if inconsistent else answer
+            basis_objects = _claimed_objects(item, basis) if scene else None
+        reasoning = self._reasoning(item, basis, basis_objects, style)
+        return self._format(item, reasoning, answer, style)
+
+    def _error_rng(self, item: Item, sample_index: int) -> random.Random:
+        if self.error_seed is not None:  # shared by every teacher with this error_seed: correlated mistakes
+            return _rng("error", self.error_seed, item.benchmark, item.item_id, sample_index)
+        return _rng("error", self.seed, self.name, item.benchmark, item.item_id, sample_index)
+
+    def _perturb(self, item: Item, answer: str, rng: random.Random, biased: bool) -> str:
+        """A plausible answer different from `answer`."""
+        if item.task_type == "mcq":
+            letters = item.letters or list("ABCD")
+            others = [x for x in letters if x != answer] or letters
+            if biased and self.bias_letter in others and rng.random() < self.bias_strength:
+                return self.bias_letter
+            return rng.choice(others)
+        if item.task_type == "numeric":
+            return _perturb_number(answer, rng, item.meta.get("question_kind"))
+        if item.task_type == "grounding":
+            return _perturb_span(answer, rng, float(item.meta.get("duration", 0.0)))
+        return "I cannot tell what happens in the video."  # open item without a scene
+
+    # ------------------------------------------------------------------------- text
+    def _reasoning(self, item: Item, basis: str, objects: list[dict] | None, rng: random.Random) -> str:
+        parts = []
+        if self.verbosity == "long":
+            parts.append(rng.choice(_OPENERS))
+            if objects:
+                parts.append(describe_objects(objects, timed=True))
+        parts.append(_fact(item, basis, objects))
+        if item.task_type != "open":
+            shown = f"({basis})" if item.task_type == "mcq" else basis
+            parts.append(rng.choice(_CONCLUDE).format(shown))
+        return " ".join(parts)
+
+    def _format(self, item: Item, reasoning: str, answer: str, rng: random.Random) -> str:
+        shown = f"({answer})" if item.task_type == "mcq" else answer
+        if rng.random() >= self.format_error_rate:
+            return f"<think>{reasoning}</think><answer>{shown}</answer>"
+        error = rng.choice(FORMAT_ERRORS)
+        if error == "no_tags":
+            return f"{reasoning} Final answer: {shown}"
+        if error == "broken_tags":
+            return rng.choice((f"<think>{reasoning}</think><answer>{shown}",
+                               f"<think>{reasoning}<answer>{shown}</answer>"))
+        return f"<think>{reasoning}</think><answer>{_unextractable(item, answer)}</answer>"
+
+
+# ----------------------------------------------------------------------------- wrong answers
+def _perturb_number(answer: str, rng: random.Random, kind: str | None) -> str:
+    value = float(answer)
+    if value != int(value):
+        return f"{value * rng.choice((0.5, 1.5)):g}"
+    floor = 1 if kind in ("count", "max_visible") else 0  # a scene has at least one object
+    candidates = [int(value) + d for d in (-1, 1) if int(value) + d >= floor]
+    return str(rng.choice(candidates))
+
+
+def _perturb_span(answer: str, rng: random.Random, duration: float) -> str:
+    """A shifted or shrunk span with tIoU < 0.5 against `answer` (wrong under the usual threshold)."""
+    a, b = _span(answer)
+    end = max(duration, b)
+    length = b - a
+    candidates = [(a + s, b + s) for s in (-2.0, -1.5, -1.0, 1.0, 1.5, 2.0)]
+    candidates += [(a, a + 0.3 * length), (b - 0.3 * length, b), (a + 0.35 * length, b - 0.35 * length)]
+    candidates = [(max(0.0, x), min(end, y)) for x, y in candidates]
+    good = [c for c in candidates if c[1] - c[0] >= 0.2 and _iou(c, (a, b)) < 0.5]
+    start, stop = rng.choice(good) if good else (max(0.0, a - length - 1.0), max(0.0, a - 0.5))
+    return format_span(start, stop)
+
+
+def _mutate(objects: list[dict], rng: random.Random) -> list[dict]:
+    """The scene with one object's colour (to one absent from it) or direction changed."""
+    out = copy.deepcopy(objects)
+    obj = rng.choice(out)
+    if rng.random() < 0.5:
+        obj["colour"] = rng.choice([c for c in PALETTE if c not in {o["colour"] for o in out}])
+    else:
+        obj["direction"] = rng.choice([d for d in (*DIRECTIONS, "none") if d != obj["direction"]])
+    return out
+
+
+def _option(item: Item, letter: str) -> str:
+    index = OPTION_LETTERS.index(letter)
+    return item.options[index] if index < len(item.options) else letter
+
+
+def _claimed_objects(item: Item, basis: str) -> list[dict]:
+    """The scene as a teacher answering `basis` must have perceived it."""
+    objects = copy.deepcopy(item.meta["objects"])
+    kind, target_id = item.meta.get("question_kind"), item.meta.get("target")
+    target = next((o for o in objects if o["id"] == target_id), None)
+    if kind in ("colour", "direction") and target is not None:
+        target[kind] = _option(item, basis)
+    elif kind in ("order", "last") and target is not None:
+        named = next((o for o in objects if object_name(o) == _option(item, basis)), None)
+        if named is None:  # an object that is not in the video: the teacher saw the target as it
+            target["colour"], target["shape"] = (_option(item, basis).split(" ", 1) + ["square"])[:2]
+        else:
+            named["appear_s"], target["appear_s"] = target["appear_s"], named["appear_s"]
+    elif kind == "count":
+        k = int(float(basis))
+        objects = objects[:k] + [_hallucinated(objects, i) for i in range(k - len(objects))]
+    elif kind == "when" and target is not None:
+        target["appear_s"], target["disappear_s"] = _span(basis)
+    return objects
+
+
+def _hallucinated(objects: list[dict], i: int) -> dict:
+    colour = [c for c in PALETTE if c not in {o["colour"] for o in objects}][i % 2]
+    return {"id": len(objects) + i, "colour": colour, "shape": SHAPES[i % len(SHAPES)], "size": objects[0]["size"],
+            "appear_s": TIME_STEP * (i + 1), "disappear_s": TIME_STEP * (i + 4), "start": [0, 0], "end": [0, 0],
+            "direction": "none"}
+
+
+def _fact(item: Item, basis: str, objects: list[dict] | None) -> str:
+    """The one sentence of evidence behind `basis`."""
+    kind = item.meta.get("question_kind")
+    if not objects:
+        return {"mcq": f"Option ({basis}) fits what I see.", "numeric": f"I estimate {basis}.",
+                "grounding": f"It happens during {basis} seconds.", "open": "I summarise what happens."}[item.task_type]
+    target = next((o for o in objects if o["id"] == item.meta.get("target")), None)
+    names = ", ".join(f"the {object_name(o)}" for o in objects)
+    if kind == "colour" and target is not None:
+        if item.meta.get("difficulty") == "easy":
+            return f"The object is {target['colour']}."
+        return f"The object moving {target['direction']} is {target['colour']}."
+    if kind == "direction" and target is not None:
+        return f"The {target['colour']} object moves {target['direction']}."
+    if kind in ("order", "last"):
+        pick = min if kind == "order" else max
+        first = pick(objects, key=lambda o: o["appear_s"])
+        return f"The {object_name(first)} appears {'first' if kind == 'order' else 'last'}, at {first['appear_s']:.1f} s."
+    if kind == "count":
+        return f"I count {len(objects)} object{'s' if len(objects) != 1 else ''}: {names}."
+    if kind == "max_visible":
+        return f"At most {basis} objects are on screen at the same time."
+    if kind == "when" and target is not None:
+        return (f"The {object_name(target)} is visible from {target['appear_s']:.1f} s "
+                f"to {target['disappear_s']:.1f} s.")
+    return f"I follow each object: {names}."
+
+
+def _unextractable(item: Item, answer: str) -> str:
+    """The answer in a form no extractor reads (option text, number words, a vague time)."""
+    if item.task_type == "mcq":
+        return _option(item, answer).lower()
+    if item.task_type == "numeric":
+        value = float(answer)
+        return _NUMBER_WORDS[int(value)] if value == int(value) and 0 <= value <= 10 else "several"
+    if item.task_type == "grounding":
+        return "somewhere in the middle of the video"
+    return ""
