@@ -1,0 +1,277 @@
+"""Model inputs and generation for Qwen2.5-VL-style students and local teachers: the one input builder.
+
+`load_student` opens a from_pretrained folder (the tiny offline student or a real
+Qwen2.5-VL checkpoint, same code path). `encode` turns prompts + video frames (+ optional
+responses) into the tensors the model takes; `generate` decodes completions. Evaluation,
+distillation and the `hf` teacher all go through here, so training sees exactly the prompt
+that generation and evaluation see.
+
+How it differs from calling the processor directly:
+- frames come pre-sampled (`rmsd.data.video.Frames`) and their real rate reaches the
+  processor as `video_metadata`; left alone the processor assumes 24 fps, which shrinks
+  `second_per_grid_ts` and collapses the temporal position encoding (NOTES.md: motion
+  questions then learn much worse);
+- with `responses`, each assistant turn is tokenised on its own and appended to the
+  prompt's ids: the training sequence is exactly the generation prompt followed by the
+  response tokens + `<|im_end|>`, and `labels` are -100 everywhere else;
+- `generate` returns completions only, grouped per prompt, and overrides the checkpoint's
+  sampling defaults (Qwen ships top_k=1, which would make every "sample" identical).
+
+    python -c "from rmsd.models.processing import load_student; print(load_student('runs/student-tiny')[0])"
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rmsd.errors import RmsdError
+
+END_OF_TURN = "<|im_end|>"
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_student(path: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                 max_pixels: int | None = None) -> tuple[Any, Any]:
+    """(model, processor) from a from_pretrained folder; model in eval mode on `device`.
+
+    dtype: "float32" (default), "bfloat16", "float16", "auto" (as stored) or a torch dtype.
+    max_pixels: per-frame pixel budget of the image and video processors (real checkpoints
+    default to ~1M pixels per frame).
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise RmsdError(f"student {folder} not found: build one with `rmsd build-student --out {folder}` "
+                        "or point to a from_pretrained checkpoint folder")
+    if not (folder / "config.json").is_file():
+        raise RmsdError(f"student {folder} has no config.json: point to a from_pretrained checkpoint folder")
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_dtype(dtype))
+    processor = AutoProcessor.from_pretrained(folder)
+    if max_pixels is not None:
+        set_max_pixels(processor, max_pixels)
+    return model.to(device).eval(), processor
+
+
+def _dtype(dtype: str | torch.dtype | None) -> str | torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise RmsdError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} or auto")
+    return DTYPES[dtype]
+
+
+def set_max_pixels(processor: Any, max_pixels: int) -> None:
+    """Cap the pixels per frame of the image and video processors (frames above it are shrunk)."""
+    for name in ("image_processor", "video_processor"):
+        sub = getattr(processor, name, None)
+        if sub is None:
+            continue
+        floor = sub.size.get("shortest_edge") if hasattr(sub.size, "get") else sub.size.shortest_edge
+        if floor is not None and max_pixels < floor:
+            raise RmsdError(f"max_pixels={max_pixels} is below the processor's minimum of {floor} pixels per frame")
+        sub.size = {"shortest_edge": floor, "longest_edge": int(max_pixels)}
+
+
+# ----------------------------------------------------------------------------- inputs
+def prompt_text(processor: Any, prompt: str, video: bool, image: bool, system: str | None = None) -> str:
+    """The chat-formatted prompt up to and including the assistant header (the model's own template)."""
+    content: list[dict[str, str]] = []
+    if video:
+        content.append({"type": "video"})
+    if image:
+        content.append({"type": "image"})
+    content.append({"type": "text", "text": prompt})
+    messages = ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else [])
+    messages.append({"role": "user", "content": content})
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def video_metadata(frames: Any) -> dict[str, Any]:
+    """The processor's metadata for pre-sampled frames: every frame kept, at the frames' own rate."""
+    array = frames.array
+    fps = getattr(frames, "fps", None)
+    if fps is None or not fps > 0:
+        raise RmsdError(f"frames of {getattr(frames, 'path', 'a video')} have no positive fps ({fps}): "
+                        "load them with rmsd.data.video.load_frames")
+    n, height, width = array.shape[:3]
+    return {"total_num_frames": n, "fps": float(fps), "frames_indices": list(range(n)),
+            "width": width, "height": height, "duration": n / float(fps)}
+
+
+def encode(
+    processor: Any,
+    prompts: list[str],
+    frames: list[Any] | None,
+    responses: list[str] | None = None,
+    system: str | None = None,
+    images: list[Any] | None = None,
+    padding_side: str = "right",
+) -> Any:
+    """A padded batch: input_ids, attention_mask, mm_token_type_ids (+ the processor's vision tensors).
+
+    frames: one `Frames` (uint8 `array` [N, H, W, 3] and `fps`) or None per prompt.
+    images: one image array (or PIL image) or None per prompt.
+    responses: one assistant reply per prompt; adds `labels`, -100 except on the reply and
+        its closing `<|im_end|>`.
+    padding_side: "right" for training, "left" for generation.
+    Vision tensors: pixel_values_videos, video_grid_thw, second_per_grid_ts (videos),
+    pixel_values, image_grid_thw (images), rows in prompt order.
+    """
+    from transformers import BatchFeature
+
+    n = len(prompts)
+    frames = list(frames) if frames is not None else [None] * n
+    images = list(images) if images is not None else [None] * n
+    if len(frames) != n or len(images) != n or (responses is not None and len(responses) != n):
+        raise ValueError(f"encode: {n} prompts need as many frames, images and responses; got "
+                         f"{len(frames)}, {len(images)}, {None if responses is None else len(responses)}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    texts = [prompt_text(processor, p, f is not None, im is not None, system)
+             for p, f, im in zip(prompts, frames, images, strict=True)]
+    media: dict[str, Any] = {}
+    clips = [f for f in frames if f is not None]
+    if clips:
+        media["videos"] = [_uint8(f.array) for f in clips]
+        media["video_metadata"] = [video_metadata(f) for f in clips]
+    if any(im is not None for im in images):
+        media["images"] = [im for im in images if im is not None]
+    batch = processor(text=texts, padding=True, padding_side="right", return_tensors="pt", **media)
+    rows = _unpad(batch)
+    labels = None
+    if responses is not None:
+        rows, labels = _append_responses(processor, rows, responses)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    data = _pad(rows, labels, tokenizer.pad_token_id, padding_side)
+    data.update({k: v for k, v in batch.items() if k not in TOKEN_KEYS})
+    return BatchFeature(data=data)
+
+
+def _uint8(array: Any) -> Any:
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"frames must be [N, H, W, 3], got shape {array.shape}")
+    if array.dtype != np.uint8:
+        return np.clip(array, 0, 255).astype(np.uint8)
+    # Cached frames are read-only; torch.from_numpy warns on those, so hand it a private copy.
+    return array if array.flags.writeable else array.copy()
+
+
+def _unpad(batch: Any) -> list[dict[str, list[int]]]:
+    """Per row, the unpadded token ids and mm token types of a right-padded processor batch."""
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    types = batch.get("mm_token_type_ids")
+    rows = []
+    for i, length in enumerate(lengths):
+        ids = batch["input_ids"][i, :length].tolist()
+        rows.append({"ids": ids, "types": types[i, :length].tolist() if types is not None else [0] * length})
+    return rows
+
+
+def _append_responses(processor: Any, rows: list[dict[str, list[int]]],
+                      responses: list[str]) -> tuple[list[dict[str, list[int]]], list[list[int]]]:
+    """Rows with each response's ids + <|im_end|> appended, and their labels."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    reply_ids = tokenizer([r + end_of_turn(tokenizer) for r in responses], add_special_tokens=False)["input_ids"]
+    out, labels = [], []
+    for row, reply in zip(rows, reply_ids, strict=True):
+        out.append({"ids": row["ids"] + reply, "types": row["types"] + [0] * len(reply)})
+        labels.append([-100] * len(row["ids"]) + reply)
+    return out, labels
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """The token closing an assistant turn: Qwen's <|im_end|>, else the tokenizer's eos."""
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    return END_OF_TURN if token_id is not None and token_id != tokenizer.unk_token_id else tokenizer.eos_token
+
+
+def _pad(rows: list[dict[str, list[int]]], labels: list[list[int]] | None, pad_id: int,
+         side: str) -> dict[str, torch.Tensor]:
+    width = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long) if labels is not None else None
+    for i, row in enumerate(rows):
+        length = len(row["ids"])
+        span = slice(width - length, width) if side == "left" else slice(0, length)
+        ids[i, span] = torch.tensor(row["ids"], dtype=torch.long)
+        types[i, span] = torch.tensor(row["types"], dtype=torch.long)
+        mask[i, span] = 1
+        if lab is not None:
+            lab[i, span] = torch.tensor(labels[i], dtype=torch.long)
+    data = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types}
+    if lab is not None:
+        data["labels"] = lab
+    return data
+
+
+def to_model(batch: Any, model: Any) -> dict[str, Any]:
+    """The batch on the model's device, floating tensors (pixels) in the model's dtype."""
+    param = next(model.parameters())
+    return {k: (v.to(param.device, param.dtype) if v.is_floating_point() and k != "second_per_grid_ts"
+                else v.to(param.device)) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- generation
+def generate(
+    model: Any,
+    processor: Any,
+    prompts: list[str],
+    frames: list[Any] | None,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float | None = 1.0,
+    num_return_sequences: int = 1,
+    system: str | None = None,
+    images: list[Any] | None = None,
+    top_p: float = 1.0,
+) -> list[list[str]]:
+    """`num_return_sequences` decoded completions per prompt (special tokens stripped), in prompt order.
+
+    Greedy decoding (`do_sample=False`) is deterministic, so its n completions are one
+    completion repeated. Sampling uses `temperature` and `top_p` only: the checkpoint's own
+    top_k / top_p defaults are switched off.
+    """
+    if num_return_sequences < 1 or max_new_tokens < 1:
+        raise ValueError("num_return_sequences and max_new_tokens must be >= 1")
+    if do_sample and (temperature is None or temperature <= 0):
+        raise ValueError(f"sampling needs a temperature > 0, got {temperature}")
+    tokenizer = getattr(processor, "tokenizer", processor)
+    batch = to_model(encode(processor, prompts, frames, system=system, images=images, padding_side="left"), model)
+    n_model = num_return_sequences if do_sample else 1
+    config = _generation_config(model, tokenizer, max_new_tokens, do_sample, temperature, top_p, n_model)
+    with torch.no_grad():
+        out = model.generate(**batch, generation_config=config)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    if not do_sample:
+        return [[text] * num_return_sequences for text in texts]
+    return [texts[i : i + n_model] for i in range(0, len(texts), n_model)]
+
+
+def _generation_config(model: Any, tokenizer: Any, max_new_tokens: int, do_sample: bool,
+                       temperature: float | None, top_p: float, n: int) -> Any:
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens, config.num_return_sequences, config.do_sample = max_new_tokens, n, do_sample
+    config.max_length = None
+    if do_sample:
+        config.temperature, config.top_p, config.top_k = float(temperature), float(top_p), 0
+    else:  # greedy: sampling knobs are unused; unset them so transformers does not warn
+        config.temperature, config.top_p, config.top_k = None, None, None
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
+    return config
