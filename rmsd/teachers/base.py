@@ -3,16 +3,25 @@
 Backends (`openai_api.py`, `hf_local.py`, `simulated.py`) and user teachers subclass
 `Teacher`. The sampling runner prepares `Media` once per item (frames decoded once,
 JPEG-encoded once) and hands the same object to every teacher and every sample, so a
-video is never decoded twice for one item.
+video is never decoded twice for one item. A teacher says what it needs of the video in
+`media_needs` (the runner decodes nothing for a teacher that needs nothing).
+
+The pool (`rmsd.teachers.pool`) sets `system_prompt` and `prompt_template` on every teacher;
+`render_prompt(item)` gives the user text. `ask(prompt)` is a text-only call for LLM judges.
+A backend raises `TeacherError(retryable=...)` to tell the runner whether to retry; any
+other exception is retried too (except `RmsdError`, a user mistake).
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from rmsd.data.items import Item
+
+MEDIA_KINDS = frozenset({"frames", "jpeg", "video"})
 
 
 @dataclass
@@ -34,10 +43,15 @@ class Media:
 
     frames: a `rmsd.data.video.Frames` (uint8 array, fps, timestamps) or None.
     jpeg_b64: the same frames (or the image) as base64 JPEG strings, for API teachers.
+    video_b64: the video file itself, base64, for servers that take a `video_url`.
+    Each field is filled only when a teacher of the pool needs it (`Teacher.media_needs`).
     """
 
     frames: Any = None
     jpeg_b64: list[str] = field(default_factory=list)
+    video_b64: str | None = None
+    timestamps: list[float] = field(default_factory=list)  # seconds of each frame
+    duration: float | None = None  # seconds of the video
 
 
 @dataclass
@@ -47,13 +61,47 @@ class Response:
     logprobs: list[dict[str, Any]] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None  # a response the backend flags as unusable (e.g. content filter); not retried
+
+
+class TeacherError(Exception):
+    """A failed request; `retryable` tells the runner whether to try again, after `retry_after` seconds at least."""
+
+    def __init__(self, reason: str, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retryable, self.retry_after = retryable, retry_after
 
 
 class Teacher(abc.ABC):
     """A sampler of responses. `name` identifies it in records and keys."""
 
+    media_needs: frozenset[str] = frozenset({"frames", "jpeg"})  # subset of MEDIA_KINDS
+    system_prompt: str | None = None
+    prompt_template: str = "{prompt}"
+
     def __init__(self, name: str):
         self.name = name
+
+    def render_prompt(self, item: Item) -> str:
+        """The user text: the pool's template around the benchmark's prompt (other braces left alone)."""
+        return self.prompt_template.replace("{prompt}", item.prompt)
+
+    def max_n_per_request(self) -> int | None:
+        """Most samples one `generate` call should be asked for (None: any n); the runner splits above it."""
+        return None
+
+    def estimate_tokens(self, item: Item, media: Media, n: int, params: GenParams) -> int:
+        """Tokens a call will bill, guessed before it (for tokens-per-minute limits)."""
+        text = len(self.render_prompt(item)) + len(self.system_prompt or "")
+        return text // 4 + 85 * len(media.jpeg_b64) + params.max_tokens * n
+
+    async def ask(self, prompt: str, system: str | None = None, params: GenParams | None = None) -> str:
+        """One text-only answer to `prompt` (LLM judges): the pool's system prompt and template are not applied."""
+        item = Item(item_id="ask", benchmark="ask", task_type="open", question=prompt, prompt=prompt)
+        bare = copy.copy(self)  # shares clients/models; concurrent generate() calls keep the pool's prompts
+        bare.system_prompt, bare.prompt_template = system, "{prompt}"
+        responses = await bare.generate(item, Media(), 1, params or GenParams(temperature=0.0))
+        return responses[0].text
 
     @abc.abstractmethod
     async def generate(

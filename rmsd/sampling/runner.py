@@ -1,0 +1,487 @@
+"""`rmsd sample`: query a task-adaptive teacher pool K times per item into a resumable store.
+
+The runner plans every record key (item x teacher serving its task type x sample index),
+drops the keys the store already holds, and runs the rest on one asyncio loop:
+- frames are decoded and JPEG-encoded once per item, in a worker thread, only for what the
+  pool's teachers need (`Teacher.media_needs`), shared by every teacher and sample, and
+  released when the item is done (a window of items in flight bounds memory);
+- per teacher: a concurrency limit, requests- and tokens-per-minute buckets, K samples per
+  request where the teacher allows (`max_n_per_request`), retries with jittered exponential
+  backoff honouring Retry-After on anything but a user error or a non-retryable HTTP status,
+  a per-request timeout, and a circuit breaker: after CIRCUIT_BREAK_AFTER requests in a row
+  fail for good, the teacher's remaining work is recorded as failed at once instead of
+  retrying against a dead server for hours (a re-run retries it);
+- a global concurrency limit over the pool; records appended as they complete; a failure
+  (item, teacher, reason, keys) logged for each request that finally failed, including a
+  missing or corrupt video, while the rest of the run completes;
+- a rich progress bar (done/total, rate, errors, tokens) and a summary (counts, tokens,
+  cost where prices are set, wall time, throughput) saved as summary.json.
+
+`--shard I/N` keeps the items whose stable hash of item_id is I mod N, so N machines split a
+run with no coordination and `rmsd sample merge` joins their stores.
+
+    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml [--limit 50] [--shard 0/4]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import PoolConfig, Recipe, TeacherConfig
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+from rmsd.sampling.ratelimit import RateLimiter, backoff_delay
+from rmsd.sampling.store import SampleStore, now_iso, record_key
+from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError
+from rmsd.teachers.pool import gen_params, identity, model_name
+
+CIRCUIT_BREAK_AFTER = 5
+MEDIA_THREADS = 4
+
+
+# ----------------------------------------------------------------------------- sharding
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"I/N"` -> (I, N) with 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise RmsdError(f"--shard {text!r}: expected I/N, e.g. 0/4 (0-based shard I of N)") from None
+    if n < 1 or not 0 <= i < n:
+        raise RmsdError(f"--shard {text}: need 0 <= I < N, e.g. 0/4 .. 3/4")
+    return i, n
+
+
+def shard_of(item_id: str, n: int) -> int:
+    """Stable across machines and Python runs (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % n
+
+
+def shard_items(items: list[Item], shard: tuple[int, int]) -> list[Item]:
+    i, n = shard
+    return [it for it in items if shard_of(it.item_id, n) == i]
+
+
+# ----------------------------------------------------------------------------- plan
+@dataclass
+class Lane:
+    """One teacher's share of a run: its limits, counters and key function."""
+
+    cfg: TeacherConfig
+    teacher: Teacher
+    params: GenParams
+    sem: asyncio.Semaphore
+    limiter: RateLimiter
+    key_parts: tuple[Any, ...]
+    model: str
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("records", "failed", "requests", "retries", "prompt_tokens", "completion_tokens", "truncated", "flagged"), 0))
+    failures_in_a_row: int = 0
+    down_reason: str | None = None
+
+    def key(self, item_id: str, index: int) -> str:
+        ident, params, system, template = self.key_parts
+        return record_key(item_id, self.cfg.name, ident, params, system, template, index)
+
+
+@dataclass
+class _Failure:
+    reason: str
+    retryable: bool
+    retry_after: float | None = None
+    skipped: bool = False  # not sent: the teacher's circuit breaker is open
+
+
+@dataclass
+class Job:
+    item: Item
+    lane: Lane
+    indices: list[int]  # missing sample indices
+    keys: dict[int, str]
+
+
+def make_lanes(pool: PoolConfig, teachers: dict[str, Teacher]) -> dict[str, Lane]:
+    missing = [t.name for t in pool.teachers if t.name not in teachers]
+    if missing:
+        raise RmsdError(f"no Teacher object for pool teacher(s) {', '.join(missing)}")
+    lanes = {}
+    for cfg in pool.teachers:
+        params = gen_params(cfg)
+        lanes[cfg.name] = Lane(
+            cfg=cfg, teacher=teachers[cfg.name], params=params, sem=asyncio.Semaphore(cfg.concurrency),
+            limiter=RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute),
+            key_parts=(identity(cfg), params.key_dict(), pool.system_prompt, pool.prompt_template),
+            model=model_name(cfg))
+    return lanes
+
+
+def plan(items: list[Item], lanes: dict[str, Lane], store: SampleStore) -> tuple[list[tuple[Item, list[Job]]], list[str]]:
+    """Per item, the jobs (teacher, missing indices) still to do; and every key planned."""
+    work, planned, seen = [], [], set()
+    for item in items:
+        if item.item_id in seen:
+            raise RmsdError(f"item id {item.item_id!r} appears twice in the dataset: item ids must be unique")
+        seen.add(item.item_id)
+        jobs = []
+        for lane in lanes.values():
+            if item.task_type not in lane.cfg.task_types:
+                continue  # task-adaptive pool: this teacher does not serve this task type
+            keys = {i: lane.key(item.item_id, i) for i in range(lane.cfg.samples)}
+            planned.extend(keys.values())
+            missing = [i for i, k in keys.items() if k not in store]
+            if missing:
+                jobs.append(Job(item, lane, missing, keys))
+        if jobs:
+            work.append((item, jobs))
+    return work, planned
+
+
+def chunks(indices: list[int], max_n: int | None) -> list[list[int]]:
+    """Contiguous runs of `indices`, each at most `max_n` long (a request asks for start..start+n-1)."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and out[-1][-1] == i - 1 and (max_n is None or len(out[-1]) < max_n):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _logprobs(lp: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The store's logprob schema (token, logprob, top_logprobs[token, logprob]), whatever a backend returned."""
+    if lp is None:
+        return None
+    return [{"token": str(t.get("token", "")), "logprob": float(t.get("logprob", 0.0)),
+             "top_logprobs": [{"token": str(a.get("token", "")), "logprob": float(a.get("logprob", 0.0))}
+                              for a in t.get("top_logprobs") or []]} for t in lp]
+
+
+# ----------------------------------------------------------------------------- run
+async def _all(coros: Any) -> None:
+    """Await coroutines concurrently; a single one directly (no task: most items have one job, one request)."""
+    coros = list(coros)
+    if len(coros) == 1:
+        await coros[0]
+    else:
+        await asyncio.gather(*coros)
+
+
+async def _timeout(coro: Any, seconds: float) -> Any:
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request, unlike wait_for
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
+
+
+class _Run:
+    def __init__(self, store: SampleStore, concurrency: int, num_frames: int, max_side: int | None,
+                 progress: _Progress, backoff_base_s: float, backoff_cap_s: float, secrets: list[str]):
+        self.store, self.progress = store, progress
+        self.num_frames, self.max_side = num_frames, max_side
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.media_slots = asyncio.Semaphore(MEDIA_THREADS)
+        self.backoff = (backoff_base_s, backoff_cap_s)
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        self.rng = random.Random()
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    async def all(self, work: list[tuple[Item, list[Job]]]) -> None:
+        window = asyncio.Semaphore(max(2 * self.concurrency, 8))  # items in flight (their media held in memory)
+        tasks: set[asyncio.Task] = set()
+        crashed: list[BaseException] = []
+
+        def finished(task: asyncio.Task) -> None:
+            window.release()
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                crashed.append(task.exception())
+
+        try:
+            for item, jobs in work:
+                await window.acquire()
+                if crashed:  # a bug, not a failed request: stop feeding work and raise it
+                    break
+                task = asyncio.create_task(self.item(item, jobs))
+                task.add_done_callback(finished)
+                tasks.add(task)
+            await asyncio.gather(*list(tasks))
+            if crashed:
+                raise crashed[0]
+        finally:
+            for t in list(tasks):
+                t.cancel()
+
+    async def item(self, item: Item, jobs: list[Job]) -> None:
+        needs = frozenset().union(*(j.lane.teacher.media_needs for j in jobs if j.lane.down_reason is None))
+        media = Media()
+        if needs and (item.video or item.image):
+            try:
+                async with self.media_slots:
+                    media = await asyncio.to_thread(build_media, item, needs, self.num_frames, self.max_side)
+            except Exception as e:  # a missing/corrupt video fails this item, for the teachers that look at it
+                reason = str(e) if isinstance(e, RmsdError) else f"cannot read media of {item.item_id}: {e}"
+                for job in (j for j in jobs if j.lane.teacher.media_needs):
+                    self.fail(job, job.indices, f"media: {reason}", attempts=0, breaker=False)
+                jobs = [j for j in jobs if not j.lane.teacher.media_needs]
+        await _all(self.job(job, media) for job in jobs)
+
+    async def job(self, job: Job, media: Media) -> None:
+        parts = chunks(job.indices, job.lane.teacher.max_n_per_request())
+        await _all(self.request(job, part, media) for part in parts)
+
+    async def request(self, job: Job, part: list[int], media: Media) -> None:
+        lane, attempt = job.lane, 0
+        while True:
+            outcome = await self.attempt(job, part, media)
+            if not isinstance(outcome, _Failure):
+                lane.failures_in_a_row = 0
+                return await self.write(job, part, *outcome)
+            if outcome.skipped:
+                return self.fail(job, part, outcome.reason, attempt, breaker=False)
+            if not outcome.retryable or attempt >= lane.cfg.max_retries:
+                return self.fail(job, part, outcome.reason, attempt + 1)
+            lane.stats["retries"] += 1
+            await asyncio.sleep(backoff_delay(attempt, *self.backoff, retry_after=outcome.retry_after, rng=self.rng))
+            attempt += 1
+
+    async def attempt(self, job: Job, part: list[int], media: Media) -> tuple[list[Response], float] | _Failure:
+        """One request: (responses, latency in s), or why it failed."""
+        lane, n = job.lane, len(part)
+        estimate = lane.teacher.estimate_tokens(job.item, media, n, lane.params)
+        async with lane.sem:
+            if lane.down_reason is not None:  # checked once a slot is ours: many requests wait here
+                return _Failure(f"skipped: {lane.down_reason}; re-run to retry", False, skipped=True)
+            await lane.limiter.acquire(estimate)
+            async with self.slots:  # taken last: a rate-limited teacher does not hold slots others could use
+                lane.stats["requests"] += 1
+                started = time.perf_counter()
+                try:
+                    out = await _timeout(lane.teacher.generate(job.item, media, n, lane.params, start_index=part[0]),
+                                         lane.cfg.timeout_s)
+                except TeacherError as e:
+                    return _Failure(self.redact(str(e)), e.retryable, e.retry_after)
+                except (asyncio.TimeoutError, TimeoutError):
+                    return _Failure(f"timeout: no response within {lane.cfg.timeout_s:g} s", True)
+                except RmsdError as e:
+                    return _Failure(self.redact(str(e)), False)
+                except Exception as e:  # malformed output of a backend: worth another try
+                    return _Failure(self.redact(f"{type(e).__name__}: {e}")[:500], True)
+                latency = time.perf_counter() - started
+        if not isinstance(out, list) or len(out) != n or not all(isinstance(r, Response) for r in out):
+            got = len(out) if isinstance(out, list) else type(out).__name__
+            return _Failure(f"teacher returned {got} responses for n={n} (expected a list of {n} Response)", True)
+        lane.limiter.settle(estimate, sum(r.prompt_tokens + r.completion_tokens for r in out))
+        return out, latency
+
+    async def write(self, job: Job, part: list[int], responses: list[Response], latency: float) -> None:
+        lane, created = job.lane, now_iso()
+        for index, r in zip(part, responses, strict=True):
+            self.store.append({
+                "key": job.keys[index], "item_id": job.item.item_id, "teacher": lane.cfg.name,
+                "model": lane.model, "sample_index": index, "text": r.text,
+                "finish_reason": r.finish_reason, "logprobs": _logprobs(r.logprobs),
+                "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens),
+                "latency_s": round(latency, 4), "error": r.error, "created_at": created})
+            s = lane.stats
+            s["records"] += 1
+            s["prompt_tokens"] += int(r.prompt_tokens)
+            s["completion_tokens"] += int(r.completion_tokens)
+            s["truncated"] += r.finish_reason == "length"  # kept as is, marked by finish_reason
+            s["flagged"] += r.error is not None
+        self.progress.advance(len(part), tokens=sum(r.prompt_tokens + r.completion_tokens for r in responses))
+        await self.store.sync_if_due()
+
+    def fail(self, job: Job, part: list[int], reason: str, attempts: int, breaker: bool = True) -> None:
+        lane = job.lane
+        self.store.add_failure(job.item.item_id, lane.cfg.name, reason, [job.keys[i] for i in part], attempts)
+        lane.stats["failed"] += len(part)
+        self.progress.advance(len(part), errors=len(part))
+        if breaker:
+            lane.failures_in_a_row += 1
+            if lane.failures_in_a_row >= CIRCUIT_BREAK_AFTER and lane.down_reason is None:
+                lane.down_reason = (f"teacher {lane.cfg.name} stopped after {CIRCUIT_BREAK_AFTER} requests in a row "
+                                    f"failed (last: {reason})")
+
+
+# ----------------------------------------------------------------------------- media
+def build_media(item: Item, needs: frozenset[str], num_frames: int, max_side: int | None) -> Media:
+    """Decode/encode once what the pool's teachers need of the item's video or image (a worker thread runs it)."""
+    from rmsd.data.video import encode_jpeg_b64, load_frames, load_image
+
+    media = Media()
+    if item.video:
+        path = Path(item.video)
+        if needs & {"frames", "jpeg"}:
+            frames = load_frames(path, num_frames, max_side)
+            media.timestamps = [float(t) for t in frames.timestamps]
+            media.duration = float(frames.duration) if frames.duration is not None else None
+            media.frames = frames if "frames" in needs else None
+            media.jpeg_b64 = encode_jpeg_b64(frames.array) if "jpeg" in needs else []
+        if "video" in needs:
+            if not path.is_file():
+                raise RmsdError(f"{path}: video file not found")
+            media.video_b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+    elif item.image:
+        image = load_image(item.image, max_side)  # [H, W, 3]
+        media.frames = image if "frames" in needs else None
+        media.jpeg_b64 = encode_jpeg_b64(image) if needs & {"jpeg", "video"} else []  # an image has no video_url
+    return media
+
+
+# ----------------------------------------------------------------------------- progress + summary
+class _Progress:
+    """A rich progress bar (done/total, rate, errors, tokens) on stderr; counters only when disabled."""
+
+    def __init__(self, total: int, enabled: bool, description: str):
+        self.done = self.errors = self.tokens = 0
+        self.started = time.perf_counter()
+        self._bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+            self._task = self._bar.add_task(description, total=total, stats="")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, n: int, errors: int = 0, tokens: int = 0) -> None:
+        self.done += n
+        self.errors += errors
+        self.tokens += tokens
+        if self._bar is not None:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            self._bar.update(self._task, advance=n,
+                             stats=f"{rate:.1f}/s · {self.errors} errors · {self.tokens:,} tokens")
+
+
+def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig) -> float | None:
+    if cfg.price is None:
+        return None
+    return round((prompt_tokens * cfg.price.input_per_1m + completion_tokens * cfg.price.output_per_1m) / 1e6, 6)
+
+
+def summarize(lanes: dict[str, Lane], store: SampleStore, planned: list[str], wall_s: float) -> dict[str, Any]:
+    """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall."""
+    teachers = {}
+    for name, lane in lanes.items():
+        s: dict[str, Any] = dict(lane.stats)
+        total: dict[str, Any] = dict(store.totals.get(name, {"records": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+        s["cost_usd"] = _cost(s["prompt_tokens"], s["completion_tokens"], lane.cfg)
+        total["cost_usd"] = _cost(total["prompt_tokens"], total["completion_tokens"], lane.cfg)
+        teachers[name] = {**s, "store": total}
+
+    def add(key: str, where: str | None = None) -> Any:
+        vals = [(t[where] if where else t)[key] for t in teachers.values()]
+        vals = [v for v in vals if v is not None]
+        return round(sum(vals), 6) if vals else None
+
+    failures = store.open_failures()
+    new = add("records")
+    return {
+        "store": str(store.path), "planned": len(planned), "records": len(store), "new_records": new,
+        "missing": sum(k not in store for k in planned),
+        "failures": len(failures), "failed_samples": sum(len(f["keys"]) for f in failures),
+        "failures_this_run": store.failures_this_run, "truncated": add("truncated"), "flagged": add("flagged"),
+        "requests": add("requests"), "retries": add("retries"),
+        "prompt_tokens": add("prompt_tokens"), "completion_tokens": add("completion_tokens"),
+        "cost_usd": add("cost_usd"), "wall_s": round(wall_s, 3),
+        "responses_per_s": round(new / wall_s, 3) if wall_s > 0 else None,
+        "tokens_per_s": round((add("prompt_tokens") + add("completion_tokens")) / wall_s, 1) if wall_s > 0 else None,
+        "totals": {"records": len(store), "prompt_tokens": add("prompt_tokens", "store"),
+                   "completion_tokens": add("completion_tokens", "store"), "cost_usd": add("cost_usd", "store")},
+        "teachers": teachers,
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"rmsd sample: {summary['store']}", show_edge=False)
+    for col in ("teacher", "new", "failed", "retries", "cut", "in tok", "out tok", "cost $"):
+        table.add_column(col, justify="left" if col == "teacher" else "right")
+    for name, t in summary["teachers"].items():
+        cost = "-" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
+        table.add_row(name, str(t["records"]), str(t["failed"]), str(t["retries"]), str(t["truncated"]),
+                      f"{t['prompt_tokens']:,}", f"{t['completion_tokens']:,}", cost)
+    console = Console()
+    console.print(table)
+    console.print("new: records written by this run; cut: responses ended by max_tokens (kept, finish_reason=length)")
+    console.print(f"{summary['new_records']} new records in {summary['wall_s']:.1f} s "
+                  f"({summary['responses_per_s'] or 0:.1f}/s); store holds {summary['records']} of "
+                  f"{summary['planned']} planned, {summary['missing']} missing")
+    if summary["failures"]:
+        console.print(f"[yellow]{summary['failures']} item/teacher pairs failed ({summary['failed_samples']} samples): "
+                      f"see {Path(summary['store']) / 'failures.jsonl'}; re-run the same command to retry them")
+
+
+# ----------------------------------------------------------------------------- entry points
+async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
+                       num_frames: int = 8, max_side: int | None = None, concurrency: int = 64, progress: bool = True,
+                       *, backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0) -> dict[str, Any]:
+    """Sample every missing key of `items` into `store`; returns (and saves) the summary."""
+    started = time.perf_counter()
+    lanes = make_lanes(pool, teachers)
+    work, planned = plan(items, lanes, store)
+    todo = sum(len(job.indices) for _, jobs in work for job in jobs)
+    secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
+    with _Progress(todo, progress, f"{pool.name}: {len(work)} items") as bar:
+        run = _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s, secrets)
+        await run.all(work)
+    summary = summarize(lanes, store, planned, time.perf_counter() - started)
+    store.write_summary(summary)
+    return summary
+
+
+async def _sample_then_close(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
+                             **kw: Any) -> dict[str, Any]:
+    try:
+        return await run_sampling(items, pool, teachers, store, **kw)
+    finally:  # clients belong to this event loop: close them in it
+        await asyncio.gather(*(t.aclose() for t in teachers.values()), return_exceptions=True)
+
+
+def sample_recipe(recipe: Recipe, out: Path | None = None, limit: int | None = None,
+                  shard: tuple[int, int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """`rmsd sample`: the recipe's items (limited, sharded) through its pool into its store; the summary."""
+    from rmsd.pipeline import load_recipe_items
+    from rmsd.teachers.pool import build_teachers
+
+    pool = recipe.load_pool()
+    items = load_recipe_items(recipe, limit=limit)
+    if shard is not None:
+        items = shard_items(items, shard)
+    teachers = build_teachers(pool)  # every config error is raised here, before any request
+    out = Path(out) if out is not None else recipe.path_of(recipe.sampling.out)
+    ds = recipe.dataset
+    with SampleStore(out, flush_every=recipe.sampling.flush_every) as store:
+        summary = asyncio.run(_sample_then_close(items, pool, teachers, store, num_frames=ds.num_frames,
+                                                 max_side=ds.max_side, concurrency=recipe.sampling.concurrency,
+                                                 progress=progress))
+        summary.update(recipe=recipe.name, pool=pool.name, shard=f"{shard[0]}/{shard[1]}" if shard else None)
+        store.write_summary(summary)
+    if progress:
+        print_summary(summary)
+    return summary

@@ -1,0 +1,67 @@
+"""The `hf` backend: the tiny offline student as a local teacher, batched, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rmsd.config import HFOptions, PoolConfig
+from rmsd.data.benchmarks.synthvid import load_items
+from rmsd.data.synthvid import generate
+from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.store import SampleStore, read_records
+from rmsd.teachers.hf_local import HFTeacher
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    from rmsd.models.tiny import build_student
+
+    torch.set_num_threads(1)
+    return build_student(tmp_path_factory.mktemp("student") / "tiny")
+
+
+def test_local_teacher_batches_items_with_k_samples_each_off_the_event_loop(student, tmp_path):
+    generate(tmp_path / "data", n=8, seed=1, frame_size=56)
+    items = load_items(tmp_path / "data", split="train")[:5]
+    pool = PoolConfig.model_validate({"name": "local", "system_prompt": "Answer briefly.", "teachers": [
+        {"name": "tiny", "backend": "hf", "samples": 3, "concurrency": 8, "params": {"max_tokens": 6, "seed": 0},
+         "hf": {"model_path": str(student), "batch_size": 4}}]})
+    teacher = HFTeacher("tiny", pool.teachers[0].hf)
+    teacher.system_prompt = pool.system_prompt
+    ticks_during_generate = []
+
+    async def go():
+        async def ticker():
+            while True:
+                ticks_during_generate.append(teacher.running)
+                await asyncio.sleep(0.005)
+
+        tick = asyncio.create_task(ticker())
+        with SampleStore(tmp_path / "store") as store:
+            summary = await run_sampling(items, pool, {"tiny": teacher}, store, num_frames=4, progress=False)
+        tick.cancel()
+        model = teacher._state.model
+        answers = await asyncio.gather(teacher.ask("Is the sky blue?"), teacher.ask("Count to three.", system="Be brief."))
+        assert teacher._state.model is model and all(isinstance(a, str) for a in answers)  # same model, no reload
+        await teacher.aclose()
+        return summary
+
+    summary = asyncio.run(go())
+    recs = read_records(tmp_path / "store")
+    assert summary["missing"] == 0 and len(recs) == 15
+    assert sum(teacher.batches[:-2]) == 5 and max(teacher.batches) > 1  # batched calls, num_return_sequences=3 each
+    assert teacher.batches[-2:] == [1, 1]  # the two asks: different system prompts never share a generate call
+    assert any(ticks_during_generate)  # the event loop kept running while the model generated
+    assert all(isinstance(r["text"], str) and r["finish_reason"] in ("stop", "length") for r in recs)
+    assert all(r["model"] == str(student) and r["completion_tokens"] <= 6 for r in recs)
+
+
+def test_a_missing_checkpoint_is_a_config_error(tmp_path):
+    from rmsd.errors import RmsdError
+
+    with pytest.raises(RmsdError, match="no config.json"):
+        HFTeacher("t", HFOptions(model_path=str(tmp_path)))

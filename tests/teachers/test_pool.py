@@ -1,0 +1,106 @@
+"""Building teachers from a pool: builtins by name, custom classes by import path, identities in keys."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from rmsd.config import ConfigError, PoolConfig, load_pool
+from rmsd.errors import RmsdError
+from rmsd.teachers.base import Teacher
+from rmsd.teachers.pool import build_teacher, build_teachers, identity, load_class, model_name
+from rmsd.teachers.simulated import SimulatedTeacher
+
+
+def pool(*teachers: dict, **kw) -> PoolConfig:
+    return PoolConfig.model_validate({"name": "p", "teachers": list(teachers), **kw})
+
+
+SIM = {"name": "sim", "backend": "simulated", "simulated": {"accuracy": {"mcq": 0.9}}}
+API = {"name": "api", "backend": "openai", "openai": {"model": "gpt-x", "base_url": "http://127.0.0.1:9/v1"}}
+
+
+@pytest.fixture
+def custom_module(tmp_path, monkeypatch):
+    (tmp_path / "my_teachers.py").write_text(textwrap.dedent("""
+        from rmsd.teachers.base import Response, Teacher
+
+        class Echo(Teacher):
+            media_needs = frozenset()
+
+            def __init__(self, name, prefix="echo"):
+                super().__init__(name)
+                self.prefix = prefix
+
+            async def generate(self, item, media, n, params, start_index=0):
+                return [Response(text=f"{self.prefix} {item.item_id} {start_index + i}") for i in range(n)]
+
+        class NotATeacher:
+            pass
+
+        class Abstract(Teacher):
+            pass
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_teachers"
+    sys.modules.pop("my_teachers", None)
+
+
+def test_builtins_are_built_by_name_with_the_pool_prompts():
+    p = pool(SIM, API, system_prompt="Be careful.", prompt_template="Q: {prompt}")
+    teachers = build_teachers(p)
+    assert isinstance(teachers["sim"], SimulatedTeacher) and teachers["sim"].media_needs == frozenset()
+    assert teachers["api"].media_needs == frozenset({"jpeg"})
+    for t in teachers.values():
+        assert t.system_prompt == "Be careful." and t.prompt_template == "Q: {prompt}"
+    assert [model_name(c) for c in p.teachers] == ["simulated", "gpt-x"]
+
+
+def test_identity_changes_with_what_changes_answers_only():
+    base = pool(SIM, API).teachers
+    tuned = pool({**SIM, "concurrency": 99}, {**API, "openai": {**API["openai"], "base_url": "http://10.0.0.2/v1"},
+                                                 "concurrency": 3}).teachers
+    assert [identity(c) for c in base] == [identity(c) for c in tuned]  # plumbing does not re-sample
+    other = pool({**SIM, "simulated": {"accuracy": {"mcq": 0.5}}}, {**API, "openai": {"model": "gpt-y"}}).teachers
+    assert all(identity(a) != identity(b) for a, b in zip(base, other, strict=True))
+
+
+def test_custom_teacher_by_import_path(custom_module):
+    p = pool({"name": "mine", "backend": f"{custom_module}:Echo", "options": {"prefix": "hi"}})
+    t = build_teachers(p)["mine"]
+    assert isinstance(t, Teacher) and t.name == "mine" and t.prefix == "hi"
+    assert identity(p.teachers[0]) == {"model": f"{custom_module}:Echo", "options": {"prefix": "hi"}}
+
+
+@pytest.mark.parametrize("backend, options, message", [
+    ("no_such_module_xyz:Thing", {}, "cannot import no_such_module_xyz"),
+    ("{m}:Missing", {}, "has no Missing"),
+    ("{m}:NotATeacher", {}, "not a subclass of rmsd.teachers.base.Teacher"),
+    ("{m}:Abstract", {}, "does not implement"),
+    ("{m}:Echo", {"colour": "red"}, "rejected its options"),
+])
+def test_custom_teacher_errors_are_one_clear_line(custom_module, backend, options, message):
+    cfg = pool({"name": "mine", "backend": backend.format(m=custom_module), "options": options}).teachers[0]
+    with pytest.raises(RmsdError, match=message) as e:
+        build_teacher(cfg)
+    assert "\n" not in str(e.value) and "mine" in str(e.value)
+
+
+def test_bad_pools_stop_before_any_request(tmp_path, monkeypatch):
+    with pytest.raises(Exception, match="unknown"):
+        pool({"name": "x", "backend": "gpt5"})
+    f = tmp_path / "pool.yaml"
+    f.write_text("name: p\nteachers:\n  - {name: a, backend: openai, openai: {model: m, api_key: sk-abc}}\n")
+    with pytest.raises(ConfigError, match="never read from a YAML"):
+        load_pool(f)
+    monkeypatch.delenv("REMOTE_KEY_FOR_TEST", raising=False)
+    remote = {"name": "r", "backend": "openai",
+              "openai": {"model": "m", "base_url": "https://api.example.com/v1", "api_key_env": "REMOTE_KEY_FOR_TEST"}}
+    with pytest.raises(RmsdError, match="REMOTE_KEY_FOR_TEST is not set"):
+        build_teachers(pool(SIM, remote))
+    with pytest.raises(RmsdError, match="no config.json"):
+        build_teachers(pool({"name": "h", "backend": "hf", "hf": {"model_path": str(tmp_path / "none")}}))
+    with pytest.raises(RmsdError, match="expected package.module:ClassName"):
+        load_class("pkg.mod:", "t")
