@@ -1,0 +1,209 @@
+"""The benchmark interface: load items, build the harness prompt, extract, score, aggregate.
+
+One `Benchmark` subclass per benchmark (`videomme.py`, `videommmu.py`, `mathverse.py`; the
+synthvid adapter lives in the registry). Loaders read a local dataset folder or file in the
+public schema (parquet, JSON, JSONL, as the hub stores them) or, for a hub id, go through
+`datasets.load_dataset`; the benchmark's own fields stay in `Item.meta` under their public
+names. Unlike lmms-eval, which wires a task from YAML + `!function` hooks, a benchmark here is
+one class, and the same object serves `rmsd sample` (prompts), `rmsd match` (strict
+extraction) and `rmsd eval` (harness extraction, the benchmark's own aggregation).
+
+    rmsd eval --recipe recipes/videomme/qwen2_5_vl_3b_rmsd.yaml --model runs/.../student
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+from rmsd.matching import extract as ex
+
+DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
+VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv")  # the harness falls back to .MP4 and .mkv
+
+
+class Benchmark:
+    """One benchmark: its items, prompt, extractor, scorer and aggregation.
+
+    name: registry name; default_split: the split `load_items` reads when none is given;
+    breakdown_keys: the groups `aggregate` reports (keys of `breakdowns(item)`);
+    breakdown_order: display order of known group values (others follow, sorted);
+    modes: extraction modes this benchmark accepts.
+    """
+
+    name = "base"
+    default_split = "test"
+    breakdown_keys: tuple[str, ...] = ()
+    breakdown_order: dict[str, tuple[str, ...]] = {}
+    modes: tuple[str, ...] = ex.MODES
+
+    def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
+                   limit: int | None = None, config: str | None = None) -> list[Item]:
+        raise NotImplementedError
+
+    def extract(self, text: str | None, item: Item, mode: str = "harness") -> str | None:
+        """The answer read from `text` (None: nothing readable). Default: by task type."""
+        self.check_mode(mode)
+        return ex.extract_answer(text, item, mode)
+
+    def score(self, pred: str | None, item: Item) -> float:
+        """Score in [0, 1] of an extracted answer. Default: by task type (rmsd.matching.extract.score)."""
+        return ex.score(pred, item)
+
+    def breakdowns(self, item: Item) -> dict[str, str]:
+        """The groups this item is reported in ({"duration": "short", ...})."""
+        return {}
+
+    def aggregate(self, per_item: list[dict[str, Any]]) -> dict[str, Any]:
+        """Overall accuracy (the mean per-item score) and the mean per breakdown group."""
+        return aggregate_scores(per_item, self.breakdown_keys, self.breakdown_order)
+
+    def prefetch(self, items: list[Item], texts: list[str], mode: str = "harness") -> None:
+        """Warm any slow scorer for a batch before per-item `extract`/`score` (an LLM judge
+        runs concurrently here); a no-op for rule-based benchmarks."""
+
+    def check_mode(self, mode: str) -> None:
+        if mode not in self.modes:
+            raise RmsdError(f"{self.name}: extraction mode {mode!r} is not available; use one of {', '.join(self.modes)}")
+
+    def __repr__(self) -> str:
+        return f"<benchmark {self.name}>"
+
+
+# ----------------------------------------------------------------------------- aggregation
+def aggregate_scores(rows: list[dict[str, Any]], keys: Iterable[str],
+                     order: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """{"overall", "n", "breakdowns": {key: {value: mean score}}, "counts": {key: {value: n}}}.
+
+    The overall number is instance-weighted (every item counts once), which is how the
+    harness reports Video-MME and Video-MMMU (the latter's "Overall" weights subjects by size).
+    """
+    rows = list(rows)
+    overall = sum(float(r["score"]) for r in rows) / len(rows) if rows else 0.0
+    breakdowns: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for key in keys:
+        totals: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            if r.get(key) is not None:
+                totals[str(r[key])].append(float(r["score"]))
+        known = (order or {}).get(key, ())
+        values = [v for v in known if v in totals] + sorted(v for v in totals if v not in known)
+        breakdowns[key] = {v: sum(totals[v]) / len(totals[v]) for v in values}
+        counts[key] = {v: len(totals[v]) for v in values}
+    return {"overall": overall, "n": len(rows), "breakdowns": breakdowns, "counts": counts}
+
+
+# ----------------------------------------------------------------------------- reading data
+def read_rows(path: str | Path, split: str, config: str | None, benchmark: str) -> tuple[list[dict], Path | None]:
+    """Rows of one split (and config) and the folder they came from (None for a hub dataset).
+
+    `path` is a data file, a folder holding data files (searched recursively; a file belongs
+    to `split` when its name is `split` or starts with `split-`/`split_`/`split.`, or a parent
+    folder is named `split`; with `config`, a parent folder must be named `config`), or a hub
+    id read with `datasets.load_dataset(path, config, split=split)`.
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return read_data_file(p), p.parent
+    if p.is_dir():
+        return [row for f in data_files(p, split, config, benchmark) for row in read_data_file(f)], p
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(path)):
+        return _load_hub(str(path), split, config, benchmark), None
+    raise RmsdError(f"{benchmark}: dataset {path} not found: pass a local folder/file in the public schema "
+                    f"or a hub id (owner/name)")
+
+
+def data_files(root: Path, split: str, config: str | None, benchmark: str) -> list[Path]:
+    everything = sorted(f for f in root.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file()
+                        and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    files = everything
+    if config:
+        files = [f for f in files if config.lower() in (d.lower() for d in f.relative_to(root).parts[:-1])]
+    pattern = re.compile(rf"{re.escape(split)}(?:[-_.].*)?", re.I)
+    files = [f for f in files if pattern.fullmatch(f.stem) or split in f.relative_to(root).parts[:-1]]
+    if not files:
+        present = ", ".join(str(f.relative_to(root)) for f in everything[:6]) or "none"
+        wanted = f"split {split!r}" + (f", config {config!r}" if config else "")
+        raise RmsdError(f"{benchmark}: no data file for {wanted} under {root} (data files present: {present}); "
+                        f"pass the right split/config or point path at the file")
+    return files
+
+
+def read_data_file(file: Path) -> list[dict[str, Any]]:
+    """Rows of a .parquet, .jsonl or .json (a list of rows) file."""
+    try:
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(file).to_pylist()
+        text = file.read_text(encoding="utf-8")
+        if file.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise RmsdError(f"cannot read {file}: {e}") from None
+    if not isinstance(rows, list):
+        raise RmsdError(f"{file}: expected a JSON list of rows, got {type(rows).__name__}")
+    return rows
+
+
+def _load_hub(path: str, split: str, config: str | None, benchmark: str) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(path, config, split=split)
+    except Exception as e:  # network, auth, missing config: all mean "cannot get the data"
+        raise RmsdError(f"{benchmark}: could not load hub dataset {path!r} (config {config!r}, split {split!r}): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; download it and pass "
+                        f"the local folder instead") from None
+    return [dict(row) for row in ds]
+
+
+def require_fields(rows: list[dict], fields: Iterable[str], benchmark: str, source: Any) -> None:
+    missing = [f for f in fields if rows and f not in rows[0]]
+    if missing:
+        raise RmsdError(f"{benchmark}: rows of {source} lack the field(s) {', '.join(missing)}: "
+                        f"expected the public {benchmark} schema")
+
+
+def find_media(roots: Iterable[Path | None], names: Iterable[str]) -> Path | None:
+    """The first existing `root / name` (roots and names tried in order)."""
+    names = list(names)
+    for root in roots:
+        if root is None:
+            continue
+        for name in names:
+            candidate = Path(root) / name
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+def default_video_roots(data_dir: Path | None) -> list[Path]:
+    """Where videos usually sit when no video_root is given: `data/` or `videos/` beside the
+    data files (or beside their folder, for hub layouts with the parquet in a subfolder)."""
+    roots: list[Path] = []
+    for d in (data_dir, data_dir.parent) if data_dir is not None else ():
+        roots += [d / "data", d / "videos", d]
+    return roots
+
+
+def missing_media_error(benchmark: str, missing: list[str], roots: list[Path | None]) -> RmsdError:
+    looked = ", ".join(str(r) for r in roots if r is not None) or "nowhere (no folder known)"
+    return RmsdError(f"{benchmark}: {len(missing)} media file(s) missing, e.g. {missing[0]} (looked under {looked}): "
+                     f"pass the folder holding them as video_root")
+
+
+def strip_option_letters(options: list[str]) -> list[str]:
+    """Option texts without their "A. " prefixes when every option carries its own letter."""
+    letters = [chr(ord("A") + i) for i in range(len(options))]
+    if options and all(str(o).startswith(f"{x}.") for o, x in zip(options, letters, strict=True)):
+        return [str(o)[2:].strip() for o in options]
+    return [str(o) for o in options]

@@ -1,0 +1,86 @@
+"""Recipe-level glue shared by the CLI commands and the quickstart.
+
+Each function takes a `Recipe` and does one box of the data-flow diagram with the paths
+the recipe names: load the items, match a sample store, evaluate a checkpoint, get the
+student folder. The work itself lives in the stage modules; this file only wires them.
+
+    rmsd match --recipe recipes/synthvid/tiny_rmsd.yaml --samples runs/synthvid-tiny-rmsd/samples
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import Recipe
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+
+
+def benchmark_of(recipe: Recipe) -> Any:
+    from rmsd.data.benchmarks import get_benchmark
+
+    return get_benchmark(recipe.dataset.benchmark)
+
+
+def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | None = None) -> list[Item]:
+    """The recipe's items of `split` (default: the training split)."""
+    ds = recipe.dataset
+    return benchmark_of(recipe).load_items(
+        ds.path, split=split or ds.split, video_root=ds.video_root, limit=limit or ds.limit, config=ds.config
+    )
+
+
+def student_path(recipe: Recipe) -> Path:
+    """The student checkpoint folder: `student.path`, or a built offline student (built once)."""
+    s = recipe.student
+    if s.path is not None:
+        path = Path(s.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise RmsdError(f"student.path {path}: no config.json there; point it at a from_pretrained folder")
+        return path
+    from rmsd.models.tiny import build_student
+
+    path = recipe.path_of(s.build_out)
+    if not (path / "config.json").is_file():
+        build_student(path, size=s.build, seed=recipe.distill.sft.seed)
+    return path
+
+
+def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Match a sample store into weighted training targets; returns the report's statistics."""
+    from rmsd.matching.matcher import match_samples, write_matched
+    from rmsd.matching.report import write_report
+    from rmsd.sampling.store import read_records
+
+    samples = Path(samples)
+    if not samples.is_dir():
+        raise RmsdError(f"{samples}: no sample store there; run `rmsd sample --recipe ...` first")
+    records = read_records(samples)
+    if not records:
+        raise RmsdError(f"{samples}: the sample store holds no records")
+    items = load_recipe_items(recipe)
+    rows, stats = match_samples(items, records, benchmark_of(recipe), recipe.matching)
+    out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
+    write_matched(rows, out)
+    write_report(stats, out)
+    return stats
+
+
+def eval_recipe(
+    recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on the recipe's eval split with the benchmark's scorer."""
+    from rmsd.eval.evaluate import evaluate
+
+    model = Path(model)
+    if not (model / "config.json").is_file():
+        raise RmsdError(f"--model {model}: no config.json there; point it at a from_pretrained folder")
+    ev, ds = recipe.eval, recipe.dataset
+    items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
+    out = Path(out) if out is not None else recipe.path_of(ev.out) / model.name
+    return evaluate(
+        model, items, benchmark_of(recipe), out, extraction=ev.extraction, batch_size=ev.batch_size,
+        max_new_tokens=ev.max_new_tokens, num_frames=ds.num_frames, max_side=ds.max_side,
+        device=recipe.student.device, max_pixels=recipe.student.max_pixels, show=show,
+    )
