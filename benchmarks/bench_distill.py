@@ -1,0 +1,299 @@
+"""Cost of `rmsd distill`'s trainers against stock TRL on the same tiny student and the same batch.
+
+For each stage, seconds per optimizer step (median and 10th percentile over the timed steps:
+the machine is shared, and the p10 is the least disturbed) and peak extra
+memory (resident set size above the level before the run, sampled every 5 ms; this is a
+CPU machine) of:
+- stage sft: `MultiSampleSFTTrainer` (K samples per item, per-item weighted loss) against
+  stock `trl.SFTTrainer` fed the *same* collated sequences (our collator minus the weight
+  columns, since TRL's own collator is image-only) with its token-mean NLL;
+- stage adversarial: `AdversarialTrainer` (video carried into every log-prob forward,
+  discriminator scored and trained every step, format reward) and the same trainer without
+  the discriminator, against stock `trl.GRPOTrainer` with the format reward, its prompts
+  carrying the same frames as arrays. Stock TRL passes the video to generation and drops
+  it from its loss forward, so it does less work per step than a correct video trainer.
+All variants share the model size, items, batch, number of rollouts and completion length
+(`min_new_tokens` pins every rollout to the full length, so sampling luck does not move
+the timings). Variants run in one process, interleaved over rounds, so drift of a shared
+machine hits them alike. Target: an adversarial step at most 1.5x a stock GRPO step.
+
+    .venv/bin/python benchmarks/bench_distill.py               # writes benchmarks/results/distill.md
+    .venv/bin/python benchmarks/bench_distill.py --rounds 1 --steps 3 --no-write   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+RESULTS = Path(__file__).parent / "results" / "distill.md"
+FORMAT_TEXT = "<think>I watch the clip.</think><answer>{}</answer>"
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step, and the peak RSS seen while the steps ran."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t0 = 0.0
+        self._proc = psutil.Process()
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._t0)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._stop.set()
+        self._thread.join()
+
+
+def _release_memory() -> None:
+    """Give freed heap back to the OS between variants, so each starts from a comparable RSS."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def setup(root: Path, n_items: int) -> dict[str, Any]:
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.tiny import build_student
+
+    generate(root / "data", n=n_items, seed=0)
+    items = load_items(root / "data", split="train")
+    matched = []
+    for it in items:
+        answer = f"({it.answer})" if it.task_type == "mcq" else str(it.answer)
+        for k, weight in enumerate([1.0, 0.5]):
+            matched.append({"item_id": it.item_id, "teacher": "sim", "sample_index": k, "format_ok": True,
+                            "text": FORMAT_TEXT.format(answer).replace("watch", "watch " * (k + 1)),
+                            "weight": weight, "kept": True, "task_type": it.task_type})
+    return {"items": {it.item_id: it for it in items}, "matched": matched,
+            "student": build_student(root / "student", size="tiny", seed=0), "root": root}
+
+
+def _common(out: Path, steps: int, timer: StepTimer) -> dict[str, Any]:
+    return dict(output_dir=str(out), max_steps=steps, learning_rate=1e-4, logging_steps=10_000, save_strategy="no",
+                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0)
+
+
+# ----------------------------------------------------------------------------- variants
+def sft_ours(env, out, steps, batch, timer):
+    from rmsd.models.processing import load_student
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+
+    model, processor = load_student(env["student"], device="cpu")
+    args = MultiSampleSFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512)
+    return MultiSampleSFTTrainer(model, args, Dataset.from_list(sft_rows(env["matched"])), processor, env["items"],
+                                 callbacks=[timer])
+
+
+def sft_stock(env, out, steps, batch, timer):
+    from trl import SFTConfig, SFTTrainer
+
+    from rmsd.models.processing import load_student
+    from rmsd.train.collate import MultiSampleCollator
+    from rmsd.train.sft_trainer import sft_rows
+
+    model, processor = load_student(env["student"], device="cpu")
+    ours = MultiSampleCollator(processor, env["items"], max_length=512)
+
+    def collate(rows):  # the same sequences, without the per-item weighting columns
+        return {k: v for k, v in ours(rows).items() if k not in ("weights", "item_index")}
+
+    args = SFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512,
+                     dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)
+    return SFTTrainer(model, args, data_collator=collate, train_dataset=Dataset.from_list(sft_rows(env["matched"])),
+                      processing_class=processor, callbacks=[timer])
+
+
+def _grpo_args(cls, out, steps, batch, timer, gens, length, **extra):
+    return cls(**_common(out, steps, timer), per_device_train_batch_size=batch * gens, num_generations=gens,
+               max_completion_length=length, temperature=0.8, generation_kwargs={"min_new_tokens": length}, **extra)
+
+
+def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards):
+    from rmsd.models.processing import load_student
+    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
+    from rmsd.train.discriminator import TeacherSamples
+
+    model, processor = load_student(env["student"], device="cpu")
+    teacher = TeacherSamples.from_matched(env["matched"])
+    data = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
+    args = _grpo_args(AdversarialConfig, out, steps, batch, timer, gens, length, rewards=rewards, disc_lr=1e-4)
+    return AdversarialTrainer(model, args, data, processor, env["items"], teacher_samples=teacher, callbacks=[timer])
+
+
+def grpo_stock(env, out, steps, batch, timer, gens, length):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rmsd.data.video import load_frames
+    from rmsd.matching.extract import format_ok
+    from rmsd.models.processing import load_student
+
+    def format_reward(completions, **_):
+        return [float(format_ok(c[0]["content"])) for c in completions]
+
+    model, processor = load_student(env["student"], device="cpu")
+    frames = {i: load_frames(it.video, num_frames=8).array for i, it in env["items"].items()}
+
+    def as_messages(batch):  # the clip as an array part of the chat prompt, built when a row is read
+        return {"prompt": [[{"role": "user", "content": [{"type": "video", "video": frames[i]},
+                                                         {"type": "text", "text": env["items"][i].prompt}]}]
+                           for i in batch["item_id"]]}
+
+    dataset = Dataset.from_list([{"item_id": i} for i in env["items"]]).with_transform(as_messages)
+    args = _grpo_args(GRPOConfig, out, steps, batch, timer, gens, length)
+    return GRPOTrainer(model, reward_funcs=format_reward, args=args, train_dataset=dataset,
+                       processing_class=processor, callbacks=[timer])
+
+
+# ----------------------------------------------------------------------------- driver
+def run(build, out: Path, steps: int, warmup: int) -> tuple[list[float], int]:
+    _release_memory()
+    timer = StepTimer()
+    trainer = build(out, steps + warmup, timer)
+    trainer.train()
+    extra = timer.peak - timer.base
+    del trainer
+    _release_memory()
+    return timer.times[warmup:], extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=4, help="items per step")
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--length", type=int, default=32, help="completion tokens")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true")
+    a = parser.parse_args()
+    torch.set_num_threads(a.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = setup(Path(tmp), a.items)
+        g, n, b = a.generations, a.length, a.batch
+        variants = {
+            "sft: MultiSampleSFTTrainer": lambda o, s, t: sft_ours(env, o, s, b, t),
+            "sft: stock SFTTrainer": lambda o, s, t: sft_stock(env, o, s, b, t),
+            "adversarial: AdversarialTrainer (D + format)": lambda o, s, t: adversarial_ours(
+                env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}),
+            "adversarial: AdversarialTrainer (format only)": lambda o, s, t: adversarial_ours(
+                env, o, s, b, t, g, n, {"format": 1.0}),
+            "adversarial: stock GRPOTrainer (format)": lambda o, s, t: grpo_stock(env, o, s, b, t, g, n),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        memory: dict[str, list[int]] = {k: [] for k in variants}
+        for build in variants.values():  # untimed: fills the frame cache, tokenizer caches, lazy imports
+            run(build, Path(tmp) / "warm", 1, 0)
+        for r in range(a.rounds):
+            for name, build in variants.items():
+                t, m = run(build, Path(tmp) / f"run{r}", a.steps, a.warmup)
+                times[name] += t
+                memory[name].append(m)
+                print(f"round {r} {name}: {statistics.median(t):.3f} s/step, +{m / 2**20:.0f} MiB", flush=True)
+    rows = summarise(times, memory)
+    table = render(rows, a)
+    print(table)
+    if not a.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(table)
+        print(f"wrote {RESULTS}")
+
+
+def summarise(times: dict[str, list[float]], memory: dict[str, list[int]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, t in times.items():
+        stage = name.split(":")[0]
+        stock = next(k for k in times if k.startswith(stage) and "stock" in k)
+        med, ref = statistics.median(t), statistics.median(times[stock])
+        best, ref_best = _p10(t), _p10(times[stock])
+        mem, ref_mem = statistics.median(memory[name]), statistics.median(memory[stock])
+        rows.append({"variant": name, "s_per_step": med, "ratio": med / ref, "p10": best, "p10_ratio": best / ref_best,
+                     "mem_mib": mem / 2**20, "mem_ratio": mem / ref_mem if ref_mem else float("nan"), "steps": len(t)})
+    return rows
+
+
+def _p10(values: list[float]) -> float:
+    """10th percentile: the step time with the least interference from other work on a shared machine."""
+    ordered = sorted(values)
+    return ordered[int(0.1 * (len(ordered) - 1))]
+
+
+def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
+    lines = [
+        "# distill: trainer cost against stock TRL",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_distill.py --items {a.items} --batch {a.batch} "
+        f"--generations {a.generations} --length {a.length} --steps {a.steps} --rounds {a.rounds} "
+        f"--threads {a.threads}`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
+        f"torch {torch.__version__}, {a.threads} thread(s); tiny student (`build_student(size='tiny')`), "
+        f"synthvid clips, 8 frames. sft: {a.batch} items x 2 samples per step. adversarial: {a.batch} items x "
+        f"{a.generations} rollouts x {a.length} tokens per step.",
+        "",
+        f"Load average when it finished: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min).",
+        "",
+        "| variant | s/step median | x stock | s/step p10 | x stock | peak extra RSS (MiB) | x stock | steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['s_per_step']:.3f} | {r['ratio']:.2f} | {r['p10']:.3f} | "
+                     f"{r['p10_ratio']:.2f} | {r['mem_mib']:.0f} | {r['mem_ratio']:.2f} | {r['steps']} |")
+    lines += [
+        "",
+        "Reading the rows:",
+        "- sft: the same sequences and the same fused-LM-head forward in both trainers; ours runs the vision",
+        "  tower once per item for its K samples (`rmsd.train.collate.vision_kwargs`), stock once per sequence.",
+        "- adversarial, format only: the cost of a *correct* video GRPO step. Stock GRPO drops the video from",
+        "  its loss forward (it never runs the vision tower there, and never trains it); ours carries it and",
+        "  encodes each item's clip once for its G rollouts.",
+        "- adversarial, D + format: adds the discriminator (a copy of the student's language backbone): one",
+        "  forward + backward over B teacher samples and B·G rollouts per step, each prompt read once through a",
+        "  shared key/value prefix; the rollouts' rewards come from the same forward.",
+    ]
+    lines += ["", "Raw rows: " + json.dumps([{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                                             for r in rows]), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Stage `adversarial` of `rmsd distill`: GRPO against a discriminator, on video (R-MSD after GAD).
+
+The student generates G rollouts per item; a discriminator D (`rmsd.train.discriminator`)
+trained to tell teacher samples from student rollouts scores each rollout, and that score
+(plus optional verifiable rewards: answer format, correctness against the item's ground
+truth) is the GRPO reward. Advantages are TRL's group-normalised ones,
+`A_i = (r_i − mean_g) / (std_g + 1e-4)`, and the update is TRL's clipped-ratio loss,
+optionally with a KL penalty to a reference (GAD, arXiv 2511.10643, section 3).
+
+How it differs from `trl.GRPOTrainer`:
+- **Video reaches the loss.** TRL 1.16 passes a video prompt to generation but builds its
+  log-prob forward from image tensors only, so video is silently dropped. Here each item's
+  prompt and frames are encoded once (`rmsd.models.processing.encode`, frame cache), and
+  the vision tensors ride with every rollout row (key `vision`, one dict per row, so TRL's
+  shuffling and splitting keep them aligned) into generation, the old/reference log-probs
+  and the loss forward. The overridden methods are the narrow ones: `_tokenize_prompts`,
+  `_get_per_token_logps_and_entropies`, `_generate_and_score_completions` (a wrapper) and
+  `_compute_loss` (a wrapper).
+- **A per-token advantage seam.** After the rollout advantages A [B] are computed,
+  `token_advantages(rollout, rows)` turns them into [B, T]; the default broadcasts A, which
+  leaves TRL's update exactly unchanged. VISD (issue 6) overrides that one method.
+- **Discriminator warm-up.** For `disc_warmup_steps` steps rollouts are generated and D is
+  trained, but the student takes no step (its gradients stay None, so the optimizer skips it).
+- D is saved in every checkpoint (weights, optimizer, rng) and restored on resume.
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+from rmsd.train.collate import VISION_KEYS, encode_pairs, load_media, merge_vision, vision_kwargs
+from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
+
+REWARDS = ("discriminator", "format", "correctness")
+DISC_DIR = "discriminator"
+
+
+@dataclass
+class AdversarialConfig(GRPOConfig):
+    """`trl.GRPOConfig` plus the discriminator, reward and video options (inherited fields keep TRL's meaning).
+
+    `per_device_train_batch_size` counts rollouts (items x num_generations), as in TRL.
+    `reward_weights` is derived from `rewards`; do not set both.
+    """
+
+    # -- discriminator ----------------------------------------------------------------
+    disc_lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the discriminator."})
+    disc_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the discriminator."})
+    disc_warmup_steps: int = field(default=0, metadata={"help": "First steps train D alone (student frozen)."})
+    # -- rewards ----------------------------------------------------------------------
+    rewards: dict[str, float] = field(
+        default_factory=lambda: {"discriminator": 1.0},
+        metadata={"help": "reward = sum of weight * component; components: discriminator, format, correctness."},
+    )
+    # -- video ------------------------------------------------------------------------
+    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
+    max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rewards) - set(REWARDS))
+        if unknown or not self.rewards:
+            raise ValueError(f"rewards must name some of {REWARDS}; got {sorted(self.rewards)}")
+        if self.disc_warmup_steps < 0 or self.disc_lr <= 0:
+            raise ValueError("disc_warmup_steps must be >= 0 and disc_lr > 0")
+        self.reward_weights = [float(w) for w in self.rewards.values()]
+        super().__post_init__()
+
+
+# ----------------------------------------------------------------------------- rewards
+class FormatReward:
+    """1 when a rollout follows `<think>…</think><answer>…</answer>`, else 0."""
+
+    __name__ = "format"
+
+    def __call__(self, completions: list[str], **_: Any) -> list[float]:
+        from rmsd.matching.extract import format_ok
+
+        return [float(format_ok(c)) for c in completions]
+
+
+class CorrectnessReward:
+    """The benchmark's own score of the strictly extracted answer against the item's ground truth."""
+
+    __name__ = "correctness"
+
+    def __init__(self, items: Mapping[str, Item], benchmark: Any):
+        self.items = items
+        self.benchmark = benchmark
+
+    def __call__(self, completions: list[str], item_id: list[str], **_: Any) -> list[float | None]:
+        out: list[float | None] = []
+        for text, iid in zip(completions, item_id, strict=True):
+            item = self.items[iid]
+            # No ground truth: None, which TRL leaves out of the group baseline (advantage 0).
+            out.append(None if item.answer is None else
+                       float(self.benchmark.score(self.benchmark.extract(text, item, mode="strict"), item)))
+        return out
+
+
+# ----------------------------------------------------------------------------- trainer
+class AdversarialTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` with video inputs, a discriminator reward and a per-token advantage hook.
+
+    items: every item the dataset rows name, by item_id.
+    teacher_samples: matched teacher samples (required when `rewards` has "discriminator").
+    benchmark: the benchmark module (`extract`, `score`; required for "correctness").
+    The dataset has one row per item: `{"prompt": item.prompt, "item_id": ...}`.
+    """
+
+    def __init__(self, model: Any, args: AdversarialConfig, train_dataset: Any, processing_class: Any,
+                 items: Mapping[str, Item], teacher_samples: TeacherSamples | None = None, benchmark: Any = None,
+                 callbacks: list[Any] | None = None):
+        if isinstance(model, str):
+            raise TypeError("AdversarialTrainer needs a loaded model (its discriminator copies the backbone)")
+        self.items = items
+        self._prompt_rows: list[tuple[list[int], dict[str, torch.Tensor]]] | None = None
+        self._vision_rows: list[dict[str, torch.Tensor]] | None = None
+        self.adversary = self._build_adversary(model, args, processing_class, teacher_samples)
+        funcs = {"discriminator": self.adversary, "format": FormatReward()}
+        if "correctness" in args.rewards:
+            if benchmark is None:
+                raise RmsdError("reward `correctness` needs the benchmark's scorer: pass benchmark=get_benchmark(name)")
+            funcs["correctness"] = CorrectnessReward(items, benchmark)
+        super().__init__(model=model, reward_funcs=[funcs[name] for name in args.rewards], args=args,
+                         train_dataset=train_dataset, processing_class=processing_class, callbacks=callbacks)
+        if self.adversary is not None:
+            self.adversary.attach(self.accelerator)
+        # A sampled vision placeholder would not match any features in the loss forward.
+        config = self.accelerator.unwrap_model(self.model).config
+        suppress = [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+                    if t is not None]
+        self.generation_kwargs["suppress_tokens"] = suppress
+        self.generation_config.suppress_tokens = suppress
+        self._token_types = {getattr(config, "image_token_id", -1): 1, getattr(config, "video_token_id", -1): 2}
+
+    @staticmethod
+    def _build_adversary(model: Any, args: AdversarialConfig, processor: Any,
+                         teacher_samples: TeacherSamples | None) -> Adversary | None:
+        if "discriminator" not in args.rewards:
+            return None
+        if teacher_samples is None or not teacher_samples.texts:
+            raise RmsdError("the discriminator reward needs matched teacher samples: none were kept for these items")
+        disc = Discriminator.from_student(model, seed=args.seed)
+        return Adversary(disc, processor, teacher_samples, lr=args.disc_lr, weight_decay=args.disc_weight_decay,
+                         max_grad_norm=args.max_grad_norm, max_response_tokens=args.max_completion_length,
+                         system=args.system_prompt, seed=args.seed)
+
+    # -- the VISD seam ------------------------------------------------------------------
+    def token_advantages(self, rollout: dict[str, Any], rows: list[dict[str, Any]]) -> torch.Tensor:
+        """Per-token advantages [B, T] from the rollout-level ones `rollout["advantages"]` [B].
+
+        rollout: this process's rollouts as TRL built them (`prompt_ids`, `prompt_mask`,
+            `completion_ids`, `completion_mask`, `advantages`, ...) plus `vision` (one dict
+            of vision tensors per row); rows: the dataset rows they came from (`item_id`, `prompt`).
+        The default broadcasts A over the completion, which is TRL's GRPO update exactly.
+        """
+        return rollout["advantages"].unsqueeze(1).expand_as(rollout["completion_mask"]).contiguous()
+
+    # -- rollouts: encode the prompts once, carry their vision tensors -------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._prompt_rows = self._encode_prompts(inputs)
+        self._vision_rows = [vision for _, vision in self._prompt_rows]
+        if self.adversary is not None:
+            self.adversary.update_enabled = self.model.training
+        try:
+            rollout = super()._generate_and_score_completions(inputs)
+        finally:
+            self._prompt_rows = None
+            vision, self._vision_rows = self._vision_rows, None
+        rollout["vision"] = vision
+        rollout["advantages"] = self.token_advantages(rollout, inputs)
+        return rollout
+
+    def _encode_prompts(self, inputs: list[dict[str, Any]]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+        """(prompt token ids, vision tensors) per row; each item is encoded once for its G rows."""
+        cache: dict[str, tuple[list[int], dict[str, torch.Tensor]]] = {}
+        rows = []
+        for x in inputs:
+            item_id = x["item_id"]
+            if item_id not in cache:
+                item = self.items[item_id]
+                media = load_media(item, self.args.num_frames, self.args.max_side)
+                enc = encode_pairs(self.processing_class, [item], [media], system=self.args.system_prompt,
+                                   padding_side="left")
+                vision = {k: enc[k].to(self.accelerator.device) for k in VISION_KEYS if k in enc}
+                cache[item_id] = (enc["input_ids"][0].tolist(), vision)
+            rows.append(cache[item_id])
+        return rows
+
+    def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, Any]]:
+        if self._prompt_rows is None or len(self._prompt_rows) != len(prompts):
+            raise RuntimeError("prompts reached _tokenize_prompts without the rows encoded by this trainer")
+        prompt_ids = [ids for ids, _ in self._prompt_rows]
+        fields = merge_vision([vision for _, vision in self._prompt_rows])
+        # A per-token list: TRL left-pads it like the prompt ids before generate().
+        fields["mm_token_type_ids"] = [self.token_types(torch.tensor(ids)).tolist() for ids in prompt_ids]
+        return prompt_ids, None, fields
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Qwen's mm_token_type_ids: 1 on image placeholders, 2 on video placeholders, else 0."""
+        types = torch.zeros_like(input_ids)
+        for token_id, kind in self._token_types.items():
+            types[input_ids == token_id] = kind
+        return types
+
+    # -- log-prob forwards with the vision tensors --------------------------------------
+    @torch.no_grad()
+    def completion_logps(self, model: Any, rollout: dict[str, Any], prompt_ids: torch.Tensor | None = None,
+                         prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(y_t | prompt, y_<t) [B, T] of the rollout's completion tokens under `model`, with its vision inputs.
+
+        For per-token signals (VISD's teacher reads the same clip behind a different
+        prompt): pass that prompt's left-padded `prompt_ids`/`prompt_mask`, else the
+        rollout's own. `model` must carry TRL's fused LM head
+        (`trl.trainer.utils.add_fused_lm_head`, with the rollout temperature), as the policy
+        and the reference model do; padding positions come back as 0.
+        """
+        prompt_ids = rollout["prompt_ids"] if prompt_ids is None else prompt_ids
+        prompt_mask = rollout["prompt_mask"] if prompt_mask is None else prompt_mask
+        ids = torch.cat([prompt_ids, rollout["completion_ids"]], dim=1)
+        mask = torch.cat([prompt_mask, rollout["completion_mask"]], dim=1)
+        previous, self._vision_rows = self._vision_rows, rollout["vision"]
+        try:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model, ids, mask, rollout["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size)
+        finally:
+            self._vision_rows = previous
+        return logps
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        self._vision_rows = inputs.get("vision")
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._vision_rows = None
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: int | None = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        vision_rows = self._vision_rows
+        if vision_rows is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **kwargs)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies, aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids = input_ids[start: start + batch_size]
+            mask = attention_mask[start: start + batch_size]
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100  # only completion tokens are scored
+            rows = vision_rows[start: start + batch_size]
+            # The G rollouts of an item share one vision dict: its clip is encoded once.
+            model_inputs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": self.token_types(ids),
+                            **vision_kwargs(self.accelerator.unwrap_model(model), rows, [id(r) for r in rows])}
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            with self.accelerator.autocast():
+                out = model(**model_inputs, labels=labels, fused_lm_head=True)
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                aux.append(out.aux_loss)
+        return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
+                torch.stack(aux).mean() if compute_aux_loss else None)
+
+    # -- discriminator warm-up ------------------------------------------------------------
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        if self.adversary is None or self.state.global_step >= self.args.disc_warmup_steps:
+            return super().training_step(model, inputs, num_items_in_batch)
+        # Rollouts are generated and D takes its step inside the reward; the student has no
+        # backward, so its gradients stay None and the optimizer step leaves it unchanged.
+        model.train()
+        self._prepare_inputs(inputs)
+        self._step += 1
+        return torch.zeros((), device=self.accelerator.device)
+
+    # -- checkpoints: D travels with the student ----------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.adversary is not None and self.args.should_save:
+            # Checkpoints (internal calls) also keep D's optimizer and rng, the resume point.
+            self.adversary.save(Path(output_dir or self.args.output_dir) / DISC_DIR, with_state=_internal_call)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.adversary is not None:
+            if not self.adversary.load(os.path.join(checkpoint, DISC_DIR)):
+                raise RmsdError(f"checkpoint {checkpoint} has no discriminator: it was not written by this stage")
+

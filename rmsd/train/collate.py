@@ -1,0 +1,201 @@
+"""Batches for multi-sample SFT: one Qwen-style video sequence per (item, kept teacher sample).
+
+A dataset row is one item with its selected teacher samples and their weights
+(`{"item_id", "texts", "weights"}`, built by `rmsd.train.sft_trainer.sft_rows`). The
+collator expands each row into one sequence per sample: the item's prompt and frames
+(decoded once per item through the cached `rmsd.data.video.load_frames`, the real fps
+handed to the processor) followed by the teacher's response, every token but the
+assistant's masked out of the labels. Alongside the model inputs it returns `weights`
+(the sample's match weight) and `item_index` (which row of the batch the sequence came
+from), so the loss can normalise the weights per item.
+
+It differs from TRL's `DataCollatorForVisionLanguageModeling`, which is image-only and
+one sample per row: video tensors (`pixel_values_videos`, `video_grid_thw`,
+`second_per_grid_ts`, `mm_token_type_ids`) are built here, and an item fans out into K
+sequences. Inputs come from `rmsd.models.processing.encode`, the one input builder of the
+project, so training sees exactly the prompt format that generation and evaluation use.
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+
+# Keys of a batch that carry one value per sequence (dim 0) and one per token (dim 1).
+TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids")
+# Per-video (or per-image) tensors of an encoded prompt, rows in prompt order.
+VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+# (pixels, grid, encoder method, mm_encoder_outputs key) per modality, as Qwen2.5-VL names them.
+MODALITIES = (("pixel_values_videos", "video_grid_thw", "get_video_features", "video"),
+              ("pixel_values", "image_grid_thw", "get_image_features", "image"))
+
+
+def load_media(item: Item, num_frames: int, max_side: int | None) -> tuple[Any, Any]:
+    """(frames, image) of one item: exactly one is set for video/image items, neither for text."""
+    if item.video:
+        from rmsd.data.video import load_frames
+
+        return load_frames(item.video, num_frames=num_frames, max_side=max_side), None
+    if item.image:
+        from rmsd.data.video import load_image
+
+        return None, load_image(item.image, max_side=max_side)
+    return None, None
+
+
+def encode_pairs(
+    processor: Any,
+    items: list[Item],
+    media: list[tuple[Any, Any]],
+    responses: list[str] | None = None,
+    system: str | None = None,
+    padding_side: str = "right",
+) -> Any:
+    """`encode` for a list of items (video, image or text); images are passed only when present."""
+    from rmsd.models.processing import encode
+
+    frames = [m[0] for m in media]
+    images = [m[1] for m in media]
+    extra = {"images": images} if any(im is not None for im in images) else {}
+    return encode(processor, [it.prompt for it in items], frames, responses=responses, system=system,
+                  padding_side=padding_side, **extra)
+
+
+def truncate(batch: dict[str, torch.Tensor], max_length: int | None, item_ids: list[str]) -> dict[str, torch.Tensor]:
+    """Cut right-padded sequences to `max_length` tokens, never through the prompt's vision tokens.
+
+    Only the end of a response may be cut: a cut video placeholder would no longer match
+    its features, and a sequence left with no assistant token would train on nothing.
+    """
+    if max_length is None or batch["input_ids"].size(1) <= max_length:
+        return batch
+    tail_vision = batch["mm_token_type_ids"][:, max_length:].ne(0).any(dim=1) if "mm_token_type_ids" in batch else None
+    out = {k: (v[:, :max_length] if k in TOKEN_KEYS else v) for k, v in batch.items()}
+    no_target = out["labels"][:, 1:].eq(-100).all(dim=1) if "labels" in out else torch.zeros(0, dtype=torch.bool)
+    for i in range(out["input_ids"].size(0)):
+        if (tail_vision is not None and tail_vision[i]) or (no_target.numel() and no_target[i]):
+            needed = int(batch["attention_mask"][i].sum())
+            raise RmsdError(
+                f"item {item_ids[i]}: its prompt does not fit in max_length={max_length} tokens "
+                f"(the sequence needs {needed}): raise distill.sft.max_length or lower dataset.num_frames/max_side"
+            )
+    return out
+
+
+@dataclass
+class MultiSampleCollator:
+    """Collate item rows into (item, sample) sequences with `weights` and `item_index`.
+
+    processor: the student's processor (tokenizer + video/image processor + chat template).
+    items: every item the rows may name, by item_id.
+    num_frames / max_side: frames sampled per video and their size bound (dataset config).
+    max_length: tokens per sequence, prompt included; longer responses are cut at the end.
+    system: optional system message, as in sampling and evaluation.
+    """
+
+    processor: Any
+    items: Mapping[str, Item]
+    num_frames: int = 8
+    max_side: int | None = None
+    max_length: int | None = None
+    system: str | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pair_items: list[Item] = []
+        pair_media: list[tuple[Any, Any]] = []
+        responses: list[str] = []
+        weights: list[float] = []
+        item_index: list[int] = []
+        for i, row in enumerate(rows):
+            item = self._item(row["item_id"])
+            media = load_media(item, self.num_frames, self.max_side)  # once per item, shared by its samples
+            if len(row["texts"]) != len(row["weights"]) or not row["texts"]:
+                raise ValueError(f"row of item {item.item_id}: texts and weights must be non-empty and equally long")
+            for text, weight in zip(row["texts"], row["weights"], strict=True):
+                pair_items.append(item)
+                pair_media.append(media)
+                responses.append(text)
+                weights.append(float(weight))
+                item_index.append(i)
+        batch = dict(encode_pairs(self.processor, pair_items, pair_media, responses=responses, system=self.system))
+        batch = truncate(batch, self.max_length, [it.item_id for it in pair_items])
+        batch["weights"] = torch.tensor(weights, dtype=torch.float32)
+        batch["item_index"] = torch.tensor(item_index, dtype=torch.long)
+        return batch
+
+    def _item(self, item_id: str) -> Item:
+        try:
+            return self.items[item_id]
+        except KeyError:
+            raise RmsdError(
+                f"matched sample names item {item_id!r}, which is not in the dataset: "
+                "match and distill with the same recipe (dataset.path, split)"
+            ) from None
+
+
+# ----------------------------------------------------------------------------- vision tensors
+def merge_vision(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate per-row vision tensors in row order (the order the model meets the placeholders)."""
+    merged: dict[str, list[torch.Tensor]] = {}
+    for row in rows:
+        for key, value in row.items():
+            merged.setdefault(key, []).append(value)
+    return {key: torch.cat(values) for key, values in merged.items()}
+
+
+def split_vision(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Per-sequence vision dicts of a batch whose sequences hold at most one clip or image each."""
+    rows: list[dict[str, torch.Tensor]] = [{} for _ in range(batch["input_ids"].size(0))]
+    for pixels, grid, _, kind in MODALITIES:
+        if pixels not in batch:
+            continue
+        owners = batch["mm_token_type_ids"].eq(2 if kind == "video" else 1).any(dim=1).nonzero().flatten().tolist()
+        chunks = batch[pixels].split(batch[grid].prod(-1).tolist())
+        if len(owners) != len(chunks):
+            raise ValueError(f"{len(chunks)} {kind}s for {len(owners)} sequences: one per sequence at most")
+        for n, (row, chunk) in enumerate(zip(owners, chunks, strict=True)):
+            rows[row][pixels], rows[row][grid] = chunk, batch[grid][n: n + 1]
+            if kind == "video" and "second_per_grid_ts" in batch:
+                rows[row]["second_per_grid_ts"] = batch["second_per_grid_ts"][n: n + 1]
+    return rows
+
+
+def vision_kwargs(model: Any, rows: list[dict[str, torch.Tensor]], keys: list[Hashable]) -> dict[str, Any]:
+    """Model kwargs for per-row vision tensors, running the vision tower once per distinct clip.
+
+    Rows with equal `keys` hold the same clip (an item's G rollouts, or its K teacher
+    samples). Their clip is encoded once and its features are handed to the model as
+    `mm_encoder_outputs`, shared by every row; gradients from all of them flow back
+    through the one encoding, exactly as with K separate copies. A model without that
+    interface gets the plain concatenated pixels.
+    """
+    merged = merge_vision(rows)
+    firsts: dict[Hashable, dict[str, torch.Tensor]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        if row:
+            firsts.setdefault(key, row)
+    if len(firsts) == sum(1 for r in rows if r) or not all(hasattr(model, m[2]) for m in MODALITIES):
+        return merged  # nothing shared (or no encoder interface): plain pixels
+    out = {k: v for k, v in merged.items() if k not in ("pixel_values_videos", "pixel_values")}
+    encoded: dict[str, Any] = {}
+    for pixels, grid, method, kind in MODALITIES:
+        distinct = [(key, row) for key, row in firsts.items() if pixels in row]
+        if not distinct:
+            continue
+        if any(row[grid].size(0) != 1 for _, row in distinct):
+            raise ValueError(f"vision_kwargs takes one {kind} per row")
+        features = getattr(model, method)(torch.cat([r[pixels] for _, r in distinct]),
+                                          torch.cat([r[grid] for _, r in distinct]), return_dict=True)
+        by_key = dict(zip([key for key, _ in distinct], features.pooler_output, strict=True))
+        features.pooler_output = [by_key[key] for key, row in zip(keys, rows, strict=True) if pixels in row]
+        encoded[kind] = features
+    out["mm_encoder_outputs"] = encoded
+    return out

@@ -1,0 +1,291 @@
+"""The discriminator of R-MSD's adversarial stage: D_φ(x, y) -> a scalar, and its training side.
+
+After GAD ("Black-Box On-Policy Distillation of LLMs", arXiv 2511.10643): D is a copy of
+the student's language backbone with a scalar head read at the last response token. It is
+trained with the Bradley–Terry loss `-log σ(D(x, y_teacher) − D(x, y_student))` on pairs of
+a teacher sample and a student rollout for the same item, and its score of a rollout is the
+student's reward. R-MSD's quality-aware part: the teacher side of each pair is drawn from
+the item's matched samples *in proportion to their match weights*, so a low-quality teacher
+sample is rarely the positive D learns to prefer.
+
+How it differs from GAD: D reads the prompt's text, not the video (it is the language
+backbone only), so it judges the response against the question, the options and the
+teacher style; grounding in the video comes from the student's verifiable rewards.
+Teacher samples are cut to the student's completion budget, so D cannot win on length
+or on the truncation of student rollouts alone. One teacher sample per item meets its G
+rollouts (as in GAD), and one forward serves both the rewards and D's step, reading each
+prompt once through a shared key/value prefix. Under several processes every process
+keeps a replica of D; their gradients are averaged before each step, so replicas agree.
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rmsd.losses.bradley_terry import bradley_terry_loss, discriminator_accuracy
+
+WEIGHTS_FILE = "discriminator.safetensors"
+STATE_FILE = "discriminator_state.pt"
+
+
+class Discriminator(nn.Module):
+    """D_φ(x, y): a causal text backbone and a linear scalar head at one position per sequence."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, seed: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, 1)
+        # Seeded init: every process builds the same head, so replicas start identical.
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=gen) / hidden_size**0.5)
+            self.head.bias.zero_()
+        self.head.to(dtype=next(backbone.parameters()).dtype)
+
+    @classmethod
+    def from_student(cls, student: nn.Module, seed: int = 0) -> Discriminator:
+        """A copy of the student's language backbone (no vision tower, no LM head) plus a fresh head."""
+        backbone = copy.deepcopy(student.get_decoder())
+        if getattr(backbone, "is_gradient_checkpointing", False):
+            backbone.gradient_checkpointing_disable()  # it would refuse the shared-prompt KV cache
+        return cls(backbone, student.config.get_text_config().hidden_size, seed=seed).to(student.device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, score_index: torch.Tensor,
+                prefix_ids: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None,
+                row_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [B] read at `score_index` (the last response token of each row).
+
+        Without `prefix_ids`, each row is a whole (right-padded) sequence. With them, the rows
+        continue shared prompts: `prefix_ids` [P, Lp] (left-padded) are read once, their
+        key/value cache is gathered for each row (`row_prefix` [B] names the row's prompt),
+        and `input_ids` [B, Lr] (right-padded) hold only the responses. An item's G rollouts
+        and its teacher sample then pay for its prompt once; gradients from every row flow
+        into the one prompt pass. RoPE scores depend on relative positions only, so the
+        prompts' left padding does not change any score.
+        """
+        cache = None
+        if prefix_ids is not None:
+            cache = self.backbone(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
+            cache.batch_select_indices(row_prefix)
+            attention_mask = torch.cat([prefix_mask[row_prefix], attention_mask], dim=1)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                               use_cache=cache is not None).last_hidden_state
+        rows = torch.arange(hidden.size(0), device=hidden.device)
+        return self.head(hidden[rows, score_index]).squeeze(-1).float()
+
+
+@dataclass
+class TeacherSamples:
+    """Kept teacher samples per item and their match weights, drawn in proportion to the weights."""
+
+    texts: dict[str, list[str]]
+    weights: dict[str, list[float]]
+
+    @classmethod
+    def from_matched(cls, matched: list[dict[str, Any]]) -> TeacherSamples:
+        texts: dict[str, list[str]] = defaultdict(list)
+        weights: dict[str, list[float]] = defaultdict(list)
+        for row in matched:
+            w = float(row.get("weight") or 0.0)
+            if row.get("kept") and w > 0.0 and row.get("text"):
+                texts[row["item_id"]].append(row["text"])
+                weights[row["item_id"]].append(w)
+        return cls(dict(texts), dict(weights))
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.texts
+
+    def draw(self, item_ids: list[str], rng: random.Random) -> list[str]:
+        return [rng.choices(self.texts[i], weights=self.weights[i])[0] for i in item_ids]
+
+
+@dataclass
+class Adversary:
+    """D's side of the game: scores student rollouts (the reward) and takes one Bradley–Terry step per batch.
+
+    Called by TRL as a reward function (`__call__` has the reward signature); it then
+    scores the rollouts with the current D and, while training, updates D on (drawn
+    teacher sample, rollout) pairs of the same items. `update_enabled` is switched off
+    outside training.
+    """
+
+    disc: Discriminator
+    processor: Any
+    teacher: TeacherSamples
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_response_tokens: int | None = None
+    system: str | None = None
+    seed: int = 0
+    update_enabled: bool = True
+    accelerator: Any = None
+    optimizer: torch.optim.Optimizer = field(init=False)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.rng = random.Random(self.seed)
+        self.__name__ = "discriminator"  # the reward's name in TRL's logs (rewards/discriminator/mean)
+
+    def attach(self, accelerator: Any) -> None:
+        """Place D on the trainer's device; a per-process rng keeps the teacher draws independent."""
+        self.accelerator = accelerator
+        self.disc.to(accelerator.device)
+        self.rng = random.Random(self.seed * 1000 + accelerator.process_index)
+
+    # -- inputs -------------------------------------------------------------------------
+    def inputs(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+        """D's inputs for text-only (prompt, response) chats, scored at each last response token.
+
+        When prompts repeat (an item's rollouts), the prompt and response tokens of
+        `encode`'s sequences are split apart so that each distinct prompt is read once
+        (see `Discriminator.forward`); otherwise the whole sequences go in as they are.
+        """
+        from rmsd.models.processing import encode
+
+        batch = encode(self.processor, prompts, [None] * len(prompts), responses=responses, system=self.system)
+        ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+        device = next(self.disc.parameters()).device
+        prompt_len = (labels.eq(-100) & mask.bool()).cumprod(dim=1).sum(dim=1).tolist()  # leading non-target tokens
+        length = mask.sum(dim=1).tolist()
+        distinct = list(dict.fromkeys(prompts))
+        if len(distinct) == len(prompts):
+            score_index = torch.tensor(length) - 1  # encode ends each row with its reply's <|im_end|>
+            return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "score_index": score_index.to(device)}
+        first = {p: prompts.index(p) for p in distinct}
+        pad = getattr(self.processor, "tokenizer", self.processor).pad_token_id
+        prefix = _pad([ids[first[p], : prompt_len[first[p]]] for p in distinct], pad, left=True)
+        reply = _pad([ids[n, prompt_len[n]: length[n]] for n in range(len(prompts))], pad, left=False)
+        return {"input_ids": reply[0].to(device), "attention_mask": reply[1].to(device),
+                "score_index": (torch.tensor(length) - torch.tensor(prompt_len) - 1).to(device),
+                "prefix_ids": prefix[0].to(device), "prefix_mask": prefix[1].to(device),
+                "row_prefix": torch.tensor([distinct.index(p) for p in prompts], device=device)}
+
+    def _cut(self, texts: list[str]) -> list[str]:
+        """Teacher responses cut to the student's token budget (the student's rollouts are)."""
+        if self.max_response_tokens is None:
+            return texts
+        tok = getattr(self.processor, "tokenizer", self.processor)
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        return [t if len(i) <= self.max_response_tokens else tok.decode(i[: self.max_response_tokens])
+                for t, i in zip(texts, ids, strict=True)]
+
+    # -- reward and update --------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        was_training = self.disc.training
+        self.disc.eval()
+        scores = self.disc(**self.inputs(prompts, responses))
+        self.disc.train(was_training)
+        return scores
+
+    def step(self, prompts: list[str], student: list[str], item_ids: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Score the rollouts and take one optimizer step of D on (teacher, rollout) pairs.
+
+        As in GAD, one teacher sample is drawn per item and paired with each of its G
+        rollouts, so one forward covers B teacher samples and B·G rollouts (not 2·B·G).
+        Returns the rollouts' scores [B·G] from *before* the step (the student's reward) and
+        metrics measured on the same forward.
+        """
+        firsts: dict[str, int] = {}  # item -> its first row (for the prompt)
+        for n, item_id in enumerate(item_ids):
+            if item_id in self.teacher:
+                firsts.setdefault(item_id, n)
+        paired = list(firsts)
+        teacher = self._cut(self.teacher.draw(paired, self.rng))
+        self.disc.train()
+        scores = self.disc(**self.inputs([prompts[firsts[i]] for i in paired] + prompts, teacher + student))
+        s_teacher_item, s_student = scores[: len(paired)], scores[len(paired):]
+        rows = [n for n, i in enumerate(item_ids) if i in firsts]
+        column = {i: k for k, i in enumerate(paired)}
+        s_teacher = s_teacher_item[[column[item_ids[n]] for n in rows]]
+        s_rows = s_student[rows]
+        # No pair on this process still takes part in the gradient average (a zero gradient).
+        loss = bradley_terry_loss(s_teacher, s_rows) if rows else scores.sum() * 0.0
+        loss.backward()
+        self._sync_gradients()
+        torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = {} if not rows else {
+            "loss": loss.item(), "accuracy": float(discriminator_accuracy(s_teacher.detach(), s_rows.detach())),
+            "score_teacher": s_teacher_item.mean().item(), "score_student": s_student.mean().item()}
+        return s_student.detach(), metrics
+
+    def _sync_gradients(self) -> None:
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return
+        grads = [p.grad for p in self.disc.parameters() if p.grad is not None]
+        flat = self.accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def __call__(self, prompts: list[str], completions: list[str], item_id: list[str],
+                 log_metric: Any = None, **_: Any) -> list[float]:
+        if not self.update_enabled:
+            return self.score(prompts, completions).tolist()
+        scores, metrics = self.step(prompts, completions, item_id)
+        for name, value in metrics.items():
+            if log_metric is not None:
+                log_metric(f"discriminator/{name}", value)
+        return scores.tolist()
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self, directory: str | Path, with_state: bool = True) -> None:
+        """D's weights (safetensors) and, for a resume point, its optimizer and rng state; atomic writes."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.disc.state_dict().items()}
+        _atomic(directory / WEIGHTS_FILE, lambda p: save_file(weights, str(p)))
+        if with_state:
+            state = {"optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate()}
+            _atomic(directory / STATE_FILE, lambda p: torch.save(state, p))
+
+    def load(self, directory: str | Path) -> bool:
+        """Restore D (and its optimizer/rng when saved); False when `directory` holds no discriminator."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / WEIGHTS_FILE).is_file():
+            return False
+        device = next(self.disc.parameters()).device
+        self.disc.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=str(device)))
+        if (directory / STATE_FILE).is_file():
+            state = torch.load(directory / STATE_FILE, map_location=device, weights_only=False)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.rng.setstate(state["rng"])
+        return True
+
+
+def _pad(rows: list[torch.Tensor], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of 1-D token rows padded to one width, on the left or the right."""
+    width = max(r.numel() for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - row.numel(), width) if left else slice(0, row.numel())
+        ids[i, span], mask[i, span] = row, 1
+    return ids, mask
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """Write through a temporary file and rename, so a killed run never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

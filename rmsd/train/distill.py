@@ -1,0 +1,218 @@
+"""`rmsd distill`: run a recipe's training stages in order, each a TRL trainer, each a checkpoint.
+
+setup (items, matched samples, student) → stage `sft` (multi-sample weighted SFT,
+`rmsd.train.sft_trainer`) → stage `adversarial` (GRPO against a discriminator, starting
+from the SFT checkpoint, `rmsd.train.adversarial_trainer`). Each enabled stage writes a
+`from_pretrained` folder (model + processor) to `OUT/<stage>`, with its resume points in
+`OUT/<stage>/checkpoint-N` and its logs in `OUT/<stage>/runs` (TensorBoard by default,
+any `report_to` integration transformers knows). A finished stage leaves
+`OUT/<stage>/stage.json`; with `resume=True` a finished stage is skipped and a killed one
+continues from its last complete checkpoint (model, optimizers, rng, step, and for the
+adversarial stage the discriminator).
+
+Batch sizes are per process: under `accelerate launch --num_processes N` a step sees N
+times `batch_size` items. Unlike a plain script, the student is built once (main process
+first) and every stage reads the previous one from disk, so a stage can be re-run alone.
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+    accelerate launch --multi_gpu --num_processes 2 -m rmsd.cli distill --recipe R --matched DIR
+    (on a CPU-only machine that starts two gloo processes; `accelerate launch --cpu` starts one)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import AdversarialStageConfig, DatasetConfig, Recipe, SFTStageConfig, StudentConfig, TrainCommon
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+
+STAGE_FILE = "stage.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class DistillContext:
+    """What every stage reads: the data, how to load the student, where to write, how to log."""
+
+    items: Mapping[str, Item]
+    matched: list[dict[str, Any]]
+    out: Path
+    dataset: DatasetConfig
+    student: StudentConfig
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    resume: bool = False
+    benchmark: Any = None
+    callbacks: list[Any] = field(default_factory=list)
+
+
+def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
+                   resume: bool = False, callbacks: list[Any] | None = None) -> dict[str, Path]:
+    """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
+    from accelerate import PartialState
+
+    from rmsd.pipeline import benchmark_of, load_recipe_items, student_path
+
+    matched = read_matched(matched_dir)
+    items = {it.item_id: it for it in load_recipe_items(recipe)}
+    with PartialState().main_process_first():  # build the offline student once, not once per process
+        student = student_path(recipe)
+    ctx = DistillContext(
+        items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
+        dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
+        benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
+    )
+    return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
+
+
+def run_stages(sft: SFTStageConfig, adversarial: AdversarialStageConfig, ctx: DistillContext,
+               student: Path) -> dict[str, Path]:
+    """sft → adversarial, each starting from the previous stage's checkpoint."""
+    if not (sft.enabled or adversarial.enabled):
+        raise RmsdError("no stage is enabled: set distill.sft.enabled or distill.adversarial.enabled")
+    done: dict[str, Path] = {}
+    if sft.enabled:
+        done["sft"] = student = run_stage("sft", sft, ctx, student)
+    if adversarial.enabled:
+        done["adversarial"] = run_stage("adversarial", adversarial, ctx, student)
+    return done
+
+
+def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) -> Path:
+    """Train one stage from `student` into OUT/<stage>, resuming or skipping as `ctx.resume` says."""
+    from accelerate import PartialState
+
+    out = ctx.out / stage
+    checkpoint = _resume_point(out, ctx.resume)
+    if checkpoint == "finished":
+        return out
+    trainer = build_trainer(stage, cfg, ctx, student, out)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    state = PartialState()
+    if state.is_main_process:
+        (out / STAGE_FILE).write_text(json.dumps({
+            "stage": stage, "student": str(student), "global_step": trainer.state.global_step,
+            "resumed_from": checkpoint, "seconds": round(time.time() - started, 1), "config": cfg.model_dump(),
+        }, indent=2))
+    state.wait_for_everyone()  # the next stage loads this folder in every process
+    del trainer
+    return out
+
+
+def _resume_point(out: Path, resume: bool) -> str | None:
+    """None (fresh start), a checkpoint path to resume from, or "finished"."""
+    finished = (out / STAGE_FILE).is_file() and (out / "config.json").is_file()
+    checkpoints = sorted((int(m.group(1)), p) for p in out.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name)))
+    if not resume:
+        if finished or checkpoints:
+            raise RmsdError(f"{out} holds a previous run: pass --resume to continue it, or choose another --out")
+        return None
+    if finished:
+        return "finished"
+    # The trainer state is the last file a checkpoint writes: without it the save was cut short.
+    complete = [p for _, p in checkpoints if (p / "trainer_state.json").is_file()]
+    return str(complete[-1]) if complete else None
+
+
+# ----------------------------------------------------------------------------- stage builders
+def build_trainer(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path, out: Path) -> Any:
+    """The stage's trainer, ready to `train()`: the student loaded from `student`, writing to `out`."""
+    if stage == "sft":
+        return _sft_trainer(cfg, ctx, student, out)
+    if stage == "adversarial":
+        return _adversarial_trainer(cfg, ctx, student, out)
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _common_args(cfg: TrainCommon, ctx: DistillContext, out: Path) -> dict[str, Any]:
+    """TrainingArguments shared by both stages, mapped from the recipe's stage config."""
+    on_cpu = ctx.student.device == "cpu"
+    return dict(
+        output_dir=str(out), learning_rate=cfg.lr, max_steps=cfg.max_steps, gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=2,  # the resume point and the one before it (a kill can cut the newest short)
+        report_to=ctx.report_to or "none", use_cpu=on_cpu, bf16=not on_cpu and ctx.student.dtype == "bfloat16",
+        fp16=not on_cpu and ctx.student.dtype == "float16", dataloader_num_workers=0, disable_tqdm=True,
+        num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side,
+    )
+
+
+def _load(ctx: DistillContext, student: Path) -> tuple[Any, Any]:
+    from rmsd.models.processing import load_student
+
+    return load_student(student, device=ctx.student.device, dtype=ctx.student.dtype,
+                        max_pixels=ctx.student.max_pixels)
+
+
+def _sft_trainer(cfg: SFTStageConfig, ctx: DistillContext, student: Path, out: Path) -> Any:
+    from datasets import Dataset
+
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+
+    rows = sft_rows(ctx.matched, cfg.samples_per_item, cfg.weighting)
+    if not rows:
+        raise RmsdError("the matched dataset has no usable sample for stage sft: check `rmsd match`'s report")
+    args = MultiSampleSFTConfig(
+        **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+        samples_per_item=cfg.samples_per_item, weighting=cfg.weighting,
+    )
+    model, processor = _load(ctx, student)
+    return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, ctx.items,
+                                 callbacks=list(ctx.callbacks))
+
+
+def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, student: Path, out: Path) -> Any:
+    from datasets import Dataset
+
+    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
+    from rmsd.train.discriminator import TeacherSamples
+
+    if cfg.visd.enabled:
+        raise RmsdError("distill.adversarial.visd is not available in this build: set visd.enabled=false")
+    rewards = {name: w for name, w in cfg.reward_weights.items() if w != 0.0}
+    if not rewards:
+        raise RmsdError("distill.adversarial.reward_weights gives every reward weight 0: the student would learn nothing")
+    teacher = TeacherSamples.from_matched(ctx.matched)
+    ids = [i for i in teacher.texts if i in ctx.items]
+    if not ids:
+        raise RmsdError("the matched dataset keeps no teacher sample of the recipe's items: check `rmsd match`'s report")
+    args = AdversarialConfig(
+        **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+        num_generations=cfg.num_generations, temperature=cfg.temperature,
+        max_completion_length=cfg.max_completion_length, beta=cfg.beta, epsilon=cfg.epsilon,
+        disc_lr=cfg.disc_lr, disc_warmup_steps=cfg.disc_warmup_steps, rewards=rewards,
+    )
+    model, processor = _load(ctx, student)
+    dataset = Dataset.from_list([{"prompt": ctx.items[i].prompt, "item_id": i} for i in ids])
+    return AdversarialTrainer(model, args, dataset, processor, ctx.items, teacher_samples=teacher,
+                              benchmark=ctx.benchmark, callbacks=list(ctx.callbacks))
+
+
+def read_matched(matched_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of `rmsd match`'s output (`DIR/matched.jsonl`, or a JSONL file named directly)."""
+    path = Path(matched_dir)
+    file = path / "matched.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise RmsdError(f"{path}: no matched dataset there; run `rmsd match --recipe ...` first")
+    rows = []
+    with file.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): re-run `rmsd match`") from None
+    missing = {"item_id", "text", "weight", "kept"} - set(rows[0]) if rows else set()
+    if not rows or missing:
+        raise RmsdError(f"{file}: not a matched dataset (empty, or rows lack {sorted(missing)}): re-run `rmsd match`")
+    return rows

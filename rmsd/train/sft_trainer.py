@@ -1,0 +1,150 @@
+"""Stage `sft` of `rmsd distill`: multi-sample, quality-weighted SFT of a video student (R-MSD).
+
+Every kept teacher sample of an item is a target, weighted by its match weight normalised
+per item (DESIGN.md section 4):
+
+    L = - sum_k wbar_k * (1/|y_k|) * sum_t log p(y_k,t | x, y_k,<t),   wbar_k = w_k / sum_j w_j
+
+The maths is `rmsd.losses.multisample_sft_loss`; this trainer only feeds it per-token
+log-probabilities. How it differs from `trl.SFTTrainer`: a dataset row is an *item* with
+its K samples, not one sequence; the collator (`rmsd.train.collate`) builds Qwen video
+inputs that TRL's image-only collator cannot; and the loss averages each sample over its
+own tokens before weighting, so a long response does not outweigh a short one (plain SFT
+averages over all tokens of the batch). `samples_per_item=1` is the single-sample
+baseline: the first format-valid sample of each item, unweighted.
+
+The log-probabilities come from TRL's fused LM head (`model(..., fused_lm_head=True)`),
+which never materialises the `[sequences, tokens, vocab]` logits.
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from rmsd.data.items import Item
+from rmsd.losses.multisample_sft import multisample_sft_loss
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, split_vision, vision_kwargs
+
+WEIGHTINGS = ("matched", "uniform")
+
+
+@dataclass
+class MultiSampleSFTConfig(SFTConfig):
+    """`trl.SFTConfig` plus the multi-sample options (every inherited field keeps TRL's meaning).
+
+    `per_device_train_batch_size` counts *items*; each brings all its selected samples.
+    `max_length` bounds every (prompt + response) sequence; only response ends are cut.
+    """
+
+    # -- samples ----------------------------------------------------------------------
+    samples_per_item: int | None = field(
+        default=None,
+        metadata={"help": "Samples per item: None = every kept sample; 1 = the single-sample baseline (first "
+                          "format-valid sample, kept or not); K = the first K kept samples."},
+    )
+    weighting: str = field(
+        default="matched",
+        metadata={"help": "matched: each sample weighted by its match weight (R-MSD); uniform: equal weights."},
+    )
+    # -- video ------------------------------------------------------------------------
+    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
+    max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
+
+    def __post_init__(self) -> None:
+        if self.samples_per_item is not None and self.samples_per_item < 1:
+            raise ValueError(f"samples_per_item must be None or >= 1, got {self.samples_per_item}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        # Rows are items, collated by MultiSampleCollator: TRL must neither tokenise the
+        # dataset nor drop the columns its model signature does not name.
+        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        self.remove_unused_columns = False
+        super().__post_init__()
+
+
+def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None = None,
+             weighting: str = "matched") -> list[dict[str, Any]]:
+    """Dataset rows `{"item_id", "texts", "weights"}` from matched samples (one row per item).
+
+    Samples are taken in a fixed order (sample_index, then teacher), so the baseline's
+    "first" sample does not depend on the order the sampler finished in. Items without a
+    usable sample are left out.
+    """
+    by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in matched:
+        by_item[row["item_id"]].append(row)
+    rows = []
+    for item_id, samples in by_item.items():
+        samples = sorted(samples, key=lambda r: (r.get("sample_index", 0), str(r.get("teacher", ""))))
+        if samples_per_item == 1:
+            chosen = [r for r in samples if r.get("format_ok") and r.get("text")][:1]
+            weights = [1.0] * len(chosen)
+        else:
+            chosen = [r for r in samples if r.get("kept") and float(r.get("weight", 0.0)) > 0.0]
+            chosen = chosen[:samples_per_item] if samples_per_item is not None else chosen
+            weights = [float(r["weight"]) if weighting == "matched" else 1.0 for r in chosen]
+        if chosen:
+            rows.append({"item_id": item_id, "texts": [r["text"] for r in chosen], "weights": weights})
+    return rows
+
+
+class MultiSampleSFTTrainer(SFTTrainer):
+    """`trl.SFTTrainer` whose loss is the per-item weighted multi-sample SFT loss on video inputs.
+
+    items: every item the dataset rows name, by item_id (prompt, video path, ...).
+    Other arguments are SFTTrainer's; `data_collator` defaults to `MultiSampleCollator`.
+    """
+
+    def __init__(self, model: Any, args: MultiSampleSFTConfig, train_dataset: Any, processing_class: Any,
+                 items: Mapping[str, Item], data_collator: Any = None, **kwargs: Any):
+        collator = data_collator or MultiSampleCollator(
+            processing_class, items, num_frames=args.num_frames, max_side=args.max_side,
+            max_length=args.max_length, system=args.system_prompt,
+        )
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+                         processing_class=processing_class, **kwargs)
+        # The loss is a mean over items, not a sum over tokens: let Trainer divide it by the
+        # accumulation steps rather than by a token count it would pass as num_items_in_batch.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        weights = inputs.pop("weights")
+        item_index = inputs.pop("item_index")
+        vision = {k: inputs.pop(k) for k in VISION_KEYS if k in inputs}
+        if vision:  # an item's K sequences share its clip: the vision tower runs once per item
+            rows = split_vision({**vision, "input_ids": inputs["input_ids"],
+                                 "mm_token_type_ids": inputs["mm_token_type_ids"]})
+            inputs.update(vision_kwargs(self.accelerator.unwrap_model(model), rows, item_index.tolist()))
+        outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+        # Fused head: log_probs[:, t] scores token t+1, zero where its label is -100.
+        loss = multisample_sft_loss(outputs.log_probs, outputs.label_mask, weights, item_index)
+        self._log_batch(outputs, inputs, item_index)
+        return (loss, outputs) if return_outputs else loss
+
+    def _log_batch(self, outputs: Any, inputs: dict[str, Any], item_index: torch.Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        n_tok = gather(outputs.label_mask.sum()).sum()
+        if outputs.is_top1 is not None:
+            correct = gather(outputs.is_top1.sum()).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / n_tok.clamp(min=1)).item())
+        if outputs.entropy is not None:
+            entropy = gather(outputs.entropy.detach().sum()).sum()
+            self._metrics[mode]["entropy"].append((entropy / n_tok.clamp(min=1)).item())
+        items = int(item_index.max()) + 1 if item_index.numel() else 0
+        self._metrics[mode]["samples_per_item"].append(item_index.numel() / max(items, 1))
+        if mode == "train":
+            self._total_train_tokens += int(gather(inputs["attention_mask"].sum()).sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]

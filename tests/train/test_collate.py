@@ -1,0 +1,178 @@
+"""The multi-sample collator and the SFT row selection, on real synthvid clips and the tiny student."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rmsd.errors import RmsdError
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, split_vision, truncate, vision_kwargs
+from rmsd.train.sft_trainer import sft_rows
+
+
+def _answer(item) -> str:
+    return f"({item.answer})" if item.task_type == "mcq" else str(item.answer)
+
+
+def matched_rows(items) -> list[dict]:
+    """Per item: two kept samples (weights 1.0, 0.5), a wrong one (dropped), a malformed one."""
+    rows = []
+    for it in items:
+        good = f"<think>I watch the clip.</think><answer>{_answer(it)}</answer>"
+        for teacher, idx, text, weight, kept, fmt in [
+            ("sim-a", 0, good, 1.0, True, True),
+            ("sim-b", 0, good.replace("watch", "see"), 0.5, True, True),
+            ("sim-a", 1, "<think>a guess</think><answer>(Z)</answer>", 0.0, False, True),
+            ("sim-b", 1, "no format at all", 0.0, False, False),
+        ]:
+            rows.append({"key": f"{it.item_id}-{teacher}-{idx}", "item_id": it.item_id, "teacher": teacher,
+                         "sample_index": idx, "text": text, "answer": None, "format_ok": fmt, "weight": weight,
+                         "kept": kept, "agreement": 0.5, "difficulty": 0.5, "task_type": it.task_type})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.processing import load_student
+    from rmsd.models.tiny import build_student
+
+    root = tmp_path_factory.mktemp("collate")
+    generate(root / "data", n=6, seed=0)
+    items = load_items(root / "data", split="train")
+    model, processor = load_student(build_student(root / "student", size="tiny", seed=0), device="cpu")
+    return {"items": {it.item_id: it for it in items}, "order": items, "processor": processor, "model": model}
+
+
+def test_sft_rows_selection():
+    class It:  # sft_rows only reads item ids from the matched rows
+        def __init__(self, i):
+            self.item_id, self.task_type, self.answer = i, "mcq", "B"
+
+    matched = matched_rows([It("a"), It("b")])
+    rows = {r["item_id"]: r for r in sft_rows(list(reversed(matched)))}  # order of the store must not matter
+    assert rows["a"]["weights"] == [1.0, 0.5]
+    assert rows["a"]["texts"][0].startswith("<think>I watch")
+    assert all("(Z)" not in t and "no format" not in t for t in rows["a"]["texts"])  # dropped samples never train
+
+    single = {r["item_id"]: r for r in sft_rows(matched, samples_per_item=1)}
+    assert single["a"]["texts"] == [rows["a"]["texts"][0]] and single["a"]["weights"] == [1.0]
+    assert sft_rows(matched, weighting="uniform")[0]["weights"] == [1.0, 1.0]
+    assert len(sft_rows(matched, samples_per_item=2)[0]["texts"]) == 2
+
+    # The single-sample baseline takes the first *format-valid* sample even when matching dropped it.
+    only_wrong = [dict(r, kept=False, weight=0.0) for r in matched if r["item_id"] == "a"]
+    assert sft_rows(only_wrong, samples_per_item=1)[0]["texts"] == [rows["a"]["texts"][0]]
+    assert sft_rows(only_wrong) == []  # no kept sample: the item is left out of multi-sample SFT
+
+
+def test_collator_builds_one_sequence_per_sample(env):
+    processor, items = env["processor"], env["items"]
+    first = env["order"][0]
+    second = next(it for it in env["order"] if it.video != first.video)  # synthvid asks 2 questions per clip
+    rows = [{"item_id": first.item_id, "texts": ["<think>a</think><answer>(A)</answer>", "<think>bb</think><answer>3</answer>"],
+             "weights": [1.0, 0.25]},
+            {"item_id": second.item_id, "texts": ["<think>c</think><answer>(C)</answer>"], "weights": [0.5]}]
+    batch = MultiSampleCollator(processor, items, num_frames=8)(rows)
+
+    assert batch["item_index"].tolist() == [0, 0, 1]
+    assert batch["weights"].tolist() == [1.0, 0.25, 0.5]
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert ids.shape == labels.shape == mask.shape == batch["mm_token_type_ids"].shape and ids.size(0) == 3
+
+    tok = processor.tokenizer
+    for i, text in enumerate([t for r in rows for t in r["texts"]]):
+        target = tok.decode(ids[i][labels[i] != -100], skip_special_tokens=True)
+        assert target.strip() == text  # only the assistant's response is trained on
+        assert (labels[i][mask[i] == 0] == -100).all()
+
+    video_id = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert torch.equal(batch["mm_token_type_ids"] == 2, ids == video_id)
+    grid = batch["video_grid_thw"]
+    assert grid.shape == (3, 3) and batch["pixel_values_videos"].size(0) == int(grid.prod(-1).sum())
+    # Samples of one item share its clip: identical patches, grid and time step.
+    rows_per_video = grid.prod(-1).tolist()
+    pv = batch["pixel_values_videos"].split(rows_per_video)
+    assert torch.equal(pv[0], pv[1]) and not torch.equal(pv[0], pv[2])
+    # The real fps reached the processor: a temporal patch of 2 frames at the clip's sampled rate.
+    from rmsd.data.video import load_frames
+
+    frames = load_frames(first.video, num_frames=8)
+    temporal = processor.video_processor.temporal_patch_size
+    assert batch["second_per_grid_ts"][0].item() == pytest.approx(temporal / frames.fps, rel=1e-3)
+
+
+def test_shared_clip_encoding_matches_separate_copies(env):
+    """Encoding an item's clip once for its K sequences gives the same outputs and gradients."""
+    processor, items, model = env["processor"], env["items"], env["model"]
+    first = env["order"][0]
+    second = next(it for it in env["order"] if it.video != first.video)
+    rows = [{"item_id": first.item_id, "texts": ["<think>a</think><answer>(A)</answer>", "<think>b</think>"],
+             "weights": [1.0, 1.0]},
+            {"item_id": second.item_id, "texts": ["<think>c</think><answer>(C)</answer>"], "weights": [1.0]}]
+    batch = MultiSampleCollator(processor, items)(rows)
+    text = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    vision = {k: batch[k] for k in VISION_KEYS if k in batch}
+
+    shared = vision_kwargs(model, split_vision(batch), batch["item_index"].tolist())
+    assert "mm_encoder_outputs" in shared and "pixel_values_videos" not in shared
+    assert len(shared["mm_encoder_outputs"]["video"].pooler_output) == 3
+
+    outputs = []
+    for kwargs in (vision, shared):
+        model.zero_grad()
+        logits = model(**text, **kwargs).logits
+        (logits.float().square().mean()).backward()
+        outputs.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-5, atol=1e-5)
+    assert outputs[0][1].keys() == outputs[1][1].keys() and any(n.startswith("model.visual") for n in outputs[0][1])
+    for name, grad in outputs[0][1].items():
+        torch.testing.assert_close(grad, outputs[1][1][name], rtol=1e-4, atol=1e-6)
+    model.zero_grad()
+
+
+def test_image_items_collate_and_share_their_encoding(env, tmp_path):
+    """Image benchmarks (MathVerse) take the same path: pixel_values + image_grid_thw, type 1 placeholders."""
+    import numpy as np
+    from PIL import Image
+
+    from rmsd.data.items import Item
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(tmp_path / "d.png")
+    item = Item(item_id="img", benchmark="mathverse", task_type="numeric", question="x?", prompt="What is x?",
+                image=str(tmp_path / "d.png"), answer="3")
+    rows = [{"item_id": "img", "texts": ["<think>a</think><answer>3</answer>", "<answer>4</answer>"],
+             "weights": [1.0, 1.0]}]
+    batch = MultiSampleCollator(env["processor"], {"img": item})(rows)
+    assert "pixel_values" in batch and "pixel_values_videos" not in batch
+    image_id = env["processor"].tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert torch.equal(batch["mm_token_type_ids"] == 1, batch["input_ids"] == image_id)
+    shared = vision_kwargs(env["model"], split_vision(batch), batch["item_index"].tolist())
+    plain = {k: batch[k] for k in ("pixel_values", "image_grid_thw")}
+    text = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    with torch.no_grad():
+        torch.testing.assert_close(env["model"](**text, **shared).logits, env["model"](**text, **plain).logits)
+
+
+def test_truncation_cuts_responses_never_prompts(env):
+    processor, items, first = env["processor"], env["items"], env["order"][0]
+    long = "<think>" + "the square moves left " * 40 + "</think><answer>(A)</answer>"
+    rows = [{"item_id": first.item_id, "texts": [long, "<think>x</think><answer>(A)</answer>"], "weights": [1, 1]}]
+    full = MultiSampleCollator(processor, items)(rows)
+    prompt_len = int((full["labels"][1] == -100).logical_and(full["attention_mask"][1] == 1).sum())
+    cut = MultiSampleCollator(processor, items, max_length=prompt_len + 5)(rows)
+    assert cut["input_ids"].size(1) == prompt_len + 5
+    assert torch.equal(cut["pixel_values_videos"], full["pixel_values_videos"])
+    assert (cut["labels"][0] != -100).sum() > 0
+
+    with pytest.raises(RmsdError, match="max_length"):
+        MultiSampleCollator(processor, items, max_length=prompt_len - 3)(rows)
+    with pytest.raises(RmsdError, match="not in the dataset"):
+        MultiSampleCollator(processor, items)([{"item_id": "nope", "texts": ["x"], "weights": [1.0]}])
+
+
+def test_truncate_keeps_short_batches_untouched():
+    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long),
+             "labels": torch.ones(2, 4, dtype=torch.long)}
+    assert truncate(batch, 8, ["a", "b"]) is batch

@@ -1,0 +1,114 @@
+"""Stage sft: the multi-sample weighted loss on video, smoke-trained on synthvid with the tiny student."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from rmsd.train.collate import MultiSampleCollator
+from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+
+
+def _matched(items) -> list[dict]:
+    """Two kept samples per item with different weights, and one dropped sample."""
+    rows = []
+    for it in items:
+        answer = f"({it.answer})" if it.task_type == "mcq" else str(it.answer)
+        for idx, (text, weight, kept) in enumerate([
+            (f"<think>I watch the clip.</think><answer>{answer}</answer>", 1.0, True),
+            (f"<think>Seen it.</think><answer>{answer}</answer>", 0.25, True),
+            ("<think>a guess</think><answer>(Z)</answer>", 0.0, False),
+        ]):
+            rows.append({"item_id": it.item_id, "teacher": "sim", "sample_index": idx, "text": text,
+                         "format_ok": True, "weight": weight, "kept": kept, "task_type": it.task_type})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.tiny import build_student
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("sft")
+    generate(root / "data", n=6, seed=0)
+    items = load_items(root / "data", split="train")
+    return {"root": root, "student": build_student(root / "student", size="tiny", seed=0),
+            "items": {it.item_id: it for it in items}, "matched": _matched(items)}
+
+
+def _trainer(env, out, **overrides):
+    from rmsd.models.processing import load_student
+
+    model, processor = load_student(env["student"], device="cpu")
+    args = dict(output_dir=str(out), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3,
+                logging_steps=1, save_steps=2, use_cpu=True, bf16=False, report_to="none", disable_tqdm=True,
+                max_length=256, seed=0)
+    rows = sft_rows(env["matched"], overrides.pop("samples_per_item", None), overrides.get("weighting", "matched"))
+    args.update(overrides)
+    return MultiSampleSFTTrainer(model, MultiSampleSFTConfig(**args), Dataset.from_list(rows), processor, env["items"])
+
+
+def test_loss_is_the_per_item_weighted_mean_of_sample_nlls(env, tmp_path):
+    """The fused-head loss equals DESIGN.md's formula computed by hand from full logits."""
+    trainer = _trainer(env, tmp_path / "loss")
+    rows = sft_rows(env["matched"])[:2]
+    batch = MultiSampleCollator(trainer.processing_class, env["items"], max_length=256)(rows)
+    model = trainer.model
+    model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "weights", "item_index")}).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    seq_nll = -(logp * mask).sum(1) / mask.sum(1)
+    w, idx = batch["weights"], batch["item_index"]
+    expected = sum(
+        (w[idx == i] / w[idx == i].sum() * seq_nll[idx == i]).sum() for i in range(len(rows))
+    ) / len(rows)
+    assert idx.tolist() == [0, 0, 1, 1] and w.tolist() == [1.0, 0.25, 1.0, 0.25]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_smoke_train_updates_vision_and_checkpoints_reload(env, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    trainer = _trainer(env, tmp_path / "run")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    trainer.save_model(str(tmp_path / "run"))
+
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert any(n.startswith("model.visual") for n in changed), "the vision tower got no gradient"
+    assert any("language_model" in n for n in changed)
+    assert [h["samples_per_item"] for h in trainer.state.log_history if "samples_per_item" in h][0] == 2.0
+
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoint-2"):
+        reloaded = AutoModelForImageTextToText.from_pretrained(folder)
+        AutoProcessor.from_pretrained(folder)
+        if folder.name == "run":
+            for n, p in reloaded.named_parameters():
+                assert torch.equal(p, dict(trainer.model.named_parameters())[n].detach())
+
+
+def test_single_sample_baseline_trains_on_one_sequence_per_item(env, tmp_path):
+    trainer = _trainer(env, tmp_path / "single", samples_per_item=1, weighting="uniform", max_steps=1)
+    trainer.train()
+    spi = [h["samples_per_item"] for h in trainer.state.log_history if "samples_per_item" in h]
+    assert spi == [1.0]
+
+
+def test_config_validates_and_forces_collation_settings(tmp_path):
+    cfg = MultiSampleSFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    assert cfg.dataset_kwargs["skip_prepare_dataset"] and cfg.remove_unused_columns is False
+    with pytest.raises(ValueError, match="weighting"):
+        MultiSampleSFTConfig(output_dir=str(tmp_path), weighting="best", use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="samples_per_item"):
+        MultiSampleSFTConfig(output_dir=str(tmp_path), samples_per_item=0, use_cpu=True, bf16=False)
