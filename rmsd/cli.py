@@ -83,6 +83,110 @@ def validate(paths: list[Path] = typer.Argument(..., help="recipe or pool YAML f
         raise typer.Exit(1)
 
 
+def _recipe(path: Path, overrides: list[str]):
+    from rmsd.config import load_recipe
+
+    return load_recipe(path, overrides)
+
+
+RECIPE = typer.Option(..., "--recipe", "-r", help="recipe YAML (recipes/<benchmark>/*.yaml)")
+SET = typer.Option([], "--set", help="override a recipe key: --set distill.sft.lr=1e-4 (repeatable)")
+
+sample_app = typer.Typer(cls=_Group, help="Query the teacher pool K times per item into a resumable sample store.")
+app.add_typer(sample_app, name="sample")
+
+
+@sample_app.callback(invoke_without_command=True)
+def sample(
+    ctx: typer.Context,
+    recipe: Path = typer.Option(None, "--recipe", "-r", help="recipe YAML (recipes/<benchmark>/*.yaml)"),
+    out: Path = typer.Option(None, "--out", help="sample store folder (default: the recipe's sampling.out)"),
+    limit: int = typer.Option(None, "--limit", min=1, help="only the first N items"),
+    shard: str = typer.Option(None, "--shard", help="I/N: this machine's share of the items (0-based I)"),
+    overrides: list[str] = SET,
+) -> None:
+    """Sample every item from every teacher K times. Re-running the same command resumes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if recipe is None:
+        raise RmsdError("--recipe is required: rmsd sample --recipe recipes/<benchmark>/<recipe>.yaml")
+    from rmsd.sampling.runner import parse_shard, sample_recipe
+
+    sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None)
+
+
+@sample_app.command("merge")
+def sample_merge(
+    stores: list[Path] = typer.Argument(..., help="shard stores to join"),
+    out: Path = typer.Option(..., "--out", help="merged store folder"),
+) -> None:
+    """Join shard stores (from --shard I/N runs) into one, without duplicates."""
+    from rmsd.sampling.store import merge_stores
+
+    n = merge_stores(stores, out)
+    typer.echo(f"merged {n} records into {out}")
+
+
+@app.command()
+def match(
+    recipe: Path = RECIPE,
+    samples: Path = typer.Option(..., "--samples", help="sample store written by rmsd sample"),
+    out: Path = typer.Option(None, "--out", help="matched dataset folder (default: the recipe's matching.out)"),
+    overrides: list[str] = SET,
+) -> None:
+    """Weight every teacher sample by quality (correctness or Dawid–Skene consensus; uniform for open-ended)."""
+    from rmsd.pipeline import match_recipe
+
+    r = _recipe(recipe, overrides)
+    stats = match_recipe(r, samples, out)
+    typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; "
+               f"{stats['items_without_usable_sample']} items have no usable sample; "
+               f"wrote {out or r.path_of(r.matching.out)}")
+
+
+@app.command()
+def distill(
+    recipe: Path = RECIPE,
+    matched: Path = typer.Option(..., "--matched", help="matched dataset written by rmsd match"),
+    out: Path = typer.Option(None, "--out", help="checkpoints folder (default: the recipe's distill.out)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed stage from its last checkpoint"),
+    overrides: list[str] = SET,
+) -> None:
+    """Train the student: multi-sample weighted SFT, then adversarial distillation (+ VISD)."""
+    from rmsd.train.distill import distill_recipe
+
+    ckpts = distill_recipe(_recipe(recipe, overrides), matched, out=out, resume=resume)
+    for stage, path in ckpts.items():
+        typer.echo(f"{stage}: {path}")
+
+
+@app.command("eval")
+def eval_(
+    recipe: Path = RECIPE,
+    model: Path = typer.Option(..., "--model", help="checkpoint folder (from_pretrained)"),
+    limit: int = typer.Option(None, "--limit", min=1, help="only the first N items"),
+    out: Path = typer.Option(None, "--out", help="predictions + results folder"),
+    overrides: list[str] = SET,
+) -> None:
+    """Score a checkpoint with the benchmark's prompt, greedy decoding and the harness's scorer."""
+    from rmsd.pipeline import eval_recipe
+
+    eval_recipe(_recipe(recipe, overrides), model, limit=limit, out=out)
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="folder for every artifact"),
+    n: int = typer.Option(400, "--n", min=20, help="synthvid items to generate"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    overrides: list[str] = SET,
+) -> None:
+    """Run the whole pipeline on the embedded default (synthvid, simulated pool, tiny student)."""
+    from rmsd.quickstart import run_quickstart
+
+    run_quickstart(out, n=n, overrides=[f"student.device={device}", *overrides])
+
+
 def main() -> None:
     app(prog_name="rmsd")
 
