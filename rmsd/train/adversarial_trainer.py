@@ -18,7 +18,11 @@ How it differs from `trl.GRPOTrainer`:
   `_compute_loss` (a wrapper).
 - **A per-token advantage seam.** After the rollout advantages A [B] are computed,
   `token_advantages(rollout, rows)` turns them into [B, T]; the default broadcasts A, which
-  leaves TRL's update exactly unchanged. VISD (issue 6) overrides that one method.
+  leaves TRL's update exactly unchanged. With a VISD `StructuredSignal`
+  (`rmsd.train.visd`: judge → privileged EMA teacher → decoupled magnitudes) the signal
+  computes them instead, and its EMA teacher follows every optimizer step.
+- **Curriculum.** With a `Curriculum` (`rmsd.train.curriculum`), items are drawn easy → hard
+  in TRL's repeat layout; with the pass-rate source, every rollout's correctness updates it.
 - **Discriminator warm-up.** For `disc_warmup_steps` steps rollouts are generated and D is
   trained, but the student takes no step (its gradients stay None, so the optimizer skips it).
 - D is saved in every checkpoint (weights, optimizer, rng) and restored on resume.
@@ -28,6 +32,7 @@ How it differs from `trl.GRPOTrainer`:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,15 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.train.collate import VISION_KEYS, encode_pairs, load_media, merge_vision, vision_kwargs
+from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
+from rmsd.train.visd import TEACHER_DIR, StructuredSignal
 
 REWARDS = ("discriminator", "format", "correctness")
 DISC_DIR = "discriminator"
+CURRICULUM_FILE = "curriculum.json"
 
 
 @dataclass
@@ -116,15 +125,23 @@ class AdversarialTrainer(GRPOTrainer):
     items: every item the dataset rows name, by item_id.
     teacher_samples: matched teacher samples (required when `rewards` has "discriminator").
     benchmark: the benchmark module (`extract`, `score`; required for "correctness").
+    visd: the VISD structured signal (`StructuredSignal.from_config`, built from the student
+        *before* it is passed here, so its EMA copy has no fused head yet).
+    curriculum: an easy → hard order over the dataset's rows (`Curriculum.from_config`).
     The dataset has one row per item: `{"prompt": item.prompt, "item_id": ...}`.
     """
 
     def __init__(self, model: Any, args: AdversarialConfig, train_dataset: Any, processing_class: Any,
                  items: Mapping[str, Item], teacher_samples: TeacherSamples | None = None, benchmark: Any = None,
-                 callbacks: list[Any] | None = None):
+                 callbacks: list[Any] | None = None, visd: StructuredSignal | None = None,
+                 curriculum: Curriculum | None = None):
         if isinstance(model, str):
             raise TypeError("AdversarialTrainer needs a loaded model (its discriminator copies the backbone)")
         self.items = items
+        self.visd, self.curriculum = visd, curriculum
+        self._correctness = CorrectnessReward(items, benchmark) if benchmark is not None else None
+        if curriculum is not None and curriculum.source == "pass_rate" and visd is None and benchmark is None:
+            raise RmsdError("curriculum source pass_rate needs the benchmark's scorer or the VISD judge")
         self._prompt_rows: list[tuple[list[int], dict[str, torch.Tensor]]] | None = None
         self._vision_rows: list[dict[str, torch.Tensor]] | None = None
         self.adversary = self._build_adversary(model, args, processing_class, teacher_samples)
@@ -133,10 +150,18 @@ class AdversarialTrainer(GRPOTrainer):
             if benchmark is None:
                 raise RmsdError("reward `correctness` needs the benchmark's scorer: pass benchmark=get_benchmark(name)")
             funcs["correctness"] = CorrectnessReward(items, benchmark)
+        callbacks = [*(callbacks or []), *([_EMAFollows(visd)] if visd is not None else [])]
         super().__init__(model=model, reward_funcs=[funcs[name] for name in args.rewards], args=args,
                          train_dataset=train_dataset, processing_class=processing_class, callbacks=callbacks)
         if self.adversary is not None:
             self.adversary.attach(self.accelerator)
+        if visd is not None:
+            from trl.trainer.utils import add_fused_lm_head
+
+            # the teacher scores tokens like the policy: same fused head, same rollout temperature
+            add_fused_lm_head(visd.teacher.model, temperature=self.temperature,
+                              cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
+            visd.teacher.to(self.accelerator.device)
         # A sampled vision placeholder would not match any features in the loss forward.
         config = self.accelerator.unwrap_model(self.model).config
         suppress = [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
@@ -166,7 +191,34 @@ class AdversarialTrainer(GRPOTrainer):
             of vision tensors per row); rows: the dataset rows they came from (`item_id`, `prompt`).
         The default broadcasts A over the completion, which is TRL's GRPO update exactly.
         """
+        if self.visd is not None:
+            return self.visd.token_advantages(self, rollout, rows)
         return rollout["advantages"].unsqueeze(1).expand_as(rollout["completion_mask"]).contiguous()
+
+    # -- curriculum -----------------------------------------------------------------------
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        if self.curriculum is None:
+            return super()._get_train_sampler(dataset)
+        return CurriculumSampler(self.curriculum, batch_size=self.args.generation_batch_size // self.num_generations,
+                                 mini_repeat_count=self.num_generations,
+                                 repeat_count=self.num_iterations * self.args.steps_per_generation)
+
+    def _update_pass_rates(self, rollout: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Feed every rollout's correctness to a pass-rate curriculum, the same on every process."""
+        if self.visd is not None and len(self.visd.last_verdicts) == len(rows):
+            scores = [v.scores["answer_correctness"] if v.ok else None for v in self.visd.last_verdicts]
+        else:
+            from rmsd.train.visd import completion_texts
+
+            texts = completion_texts(self.processing_class, rollout["completion_ids"], rollout["completion_mask"])
+            scores = self._correctness(texts, [r["item_id"] for r in rows])
+        results = [(r["item_id"], s) for r, s in zip(rows, scores, strict=True) if s is not None]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            results = gather_object(results)
+        for item_id, score in results:
+            self.curriculum.update(item_id, score)
 
     # -- rollouts: encode the prompts once, carry their vision tensors -------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,6 +233,8 @@ class AdversarialTrainer(GRPOTrainer):
             vision, self._vision_rows = self._vision_rows, None
         rollout["vision"] = vision
         rollout["advantages"] = self.token_advantages(rollout, inputs)
+        if self.curriculum is not None and self.curriculum.source == "pass_rate" and self.model.training:
+            self._update_pass_rates(rollout, inputs)
         return rollout
 
     def _encode_prompts(self, inputs: list[dict[str, Any]]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
@@ -292,13 +346,37 @@ class AdversarialTrainer(GRPOTrainer):
     # -- checkpoints: D travels with the student ----------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
-        if self.adversary is not None and self.args.should_save:
+        if not self.args.should_save:
+            return
+        directory = Path(output_dir or self.args.output_dir)
+        if self.adversary is not None:
             # Checkpoints (internal calls) also keep D's optimizer and rng, the resume point.
-            self.adversary.save(Path(output_dir or self.args.output_dir) / DISC_DIR, with_state=_internal_call)
+            self.adversary.save(directory / DISC_DIR, with_state=_internal_call)
+        if self.visd is not None and _internal_call:
+            self.visd.save(directory / TEACHER_DIR)  # the EMA teacher is part of the resume point
+        if self.curriculum is not None and _internal_call:
+            (directory / CURRICULUM_FILE).write_text(json.dumps(self.curriculum.state_dict()))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self.adversary is not None:
-            if not self.adversary.load(os.path.join(checkpoint, DISC_DIR)):
-                raise RmsdError(f"checkpoint {checkpoint} has no discriminator: it was not written by this stage")
+        if checkpoint is None:
+            return
+        if self.adversary is not None and not self.adversary.load(os.path.join(checkpoint, DISC_DIR)):
+            raise RmsdError(f"checkpoint {checkpoint} has no discriminator: it was not written by this stage")
+        if self.visd is not None and not self.visd.load(os.path.join(checkpoint, TEACHER_DIR)):
+            raise RmsdError(f"checkpoint {checkpoint} has no VISD teacher: it was written without visd enabled")
+        state = Path(checkpoint) / CURRICULUM_FILE
+        if self.curriculum is not None and state.is_file():
+            self.curriculum.load_state_dict(json.loads(state.read_text()))
+
+
+class _EMAFollows(TrainerCallback):
+    """Moves the VISD teacher toward the student after every optimizer step."""
+
+    def __init__(self, visd: StructuredSignal):
+        self.visd = visd
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
+        if model is not None:
+            self.visd.on_optimizer_step(getattr(model, "module", model))
 

@@ -50,6 +50,7 @@ class DistillContext:
     resume: bool = False
     benchmark: Any = None
     callbacks: list[Any] = field(default_factory=list)
+    pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
 
 
 def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
@@ -67,6 +68,7 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
         dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
         benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
+        pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None,
     )
     return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
@@ -176,15 +178,17 @@ def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, stude
     from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
 
-    if cfg.visd.enabled:
-        raise RmsdError("distill.adversarial.visd is not available in this build: set visd.enabled=false")
     rewards = {name: w for name, w in cfg.reward_weights.items() if w != 0.0}
     if not rewards:
         raise RmsdError("distill.adversarial.reward_weights gives every reward weight 0: the student would learn nothing")
     teacher = TeacherSamples.from_matched(ctx.matched)
-    ids = [i for i in teacher.texts if i in ctx.items]
+    if "discriminator" in rewards:  # D needs a teacher sample of every item it sees
+        ids = [i for i in teacher.texts if i in ctx.items]
+    else:  # verifiable rewards only: every matched item with a ground truth to score against
+        ids = [i for i in dict.fromkeys(r["item_id"] for r in ctx.matched)
+               if i in ctx.items and ctx.items[i].answer is not None]
     if not ids:
-        raise RmsdError("the matched dataset keeps no teacher sample of the recipe's items: check `rmsd match`'s report")
+        raise RmsdError("the matched dataset keeps no usable item for stage adversarial: check `rmsd match`'s report")
     args = AdversarialConfig(
         **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
         num_generations=cfg.num_generations, temperature=cfg.temperature,
@@ -193,8 +197,35 @@ def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, stude
     )
     model, processor = _load(ctx, student)
     dataset = Dataset.from_list([{"prompt": ctx.items[i].prompt, "item_id": i} for i in ids])
+    draws = max(1, cfg.max_steps * cfg.grad_accum // args.steps_per_generation)  # generation batches in the run
+    visd = _structured_signal(cfg, ctx, model, out) if cfg.visd.enabled else None
+    curriculum = None
+    if cfg.visd.curriculum.enabled:
+        from rmsd.train.curriculum import Curriculum, difficulty_from_matched
+
+        curriculum = Curriculum.from_config(cfg.visd.curriculum, ids, difficulty_from_matched(ctx.matched),
+                                            total_steps=draws, seed=cfg.seed)
     return AdversarialTrainer(model, args, dataset, processor, ctx.items, teacher_samples=teacher,
-                              benchmark=ctx.benchmark, callbacks=list(ctx.callbacks))
+                              benchmark=ctx.benchmark, callbacks=list(ctx.callbacks), visd=visd,
+                              curriculum=curriculum)
+
+
+def _structured_signal(cfg: AdversarialStageConfig, ctx: DistillContext, model: Any, out: Path) -> Any:
+    """The VISD signal: the recipe's judge and an EMA copy of the freshly loaded student."""
+    from rmsd.train.visd import StructuredSignal
+
+    v = cfg.visd
+    if v.judge == "rules":
+        from rmsd.judge.rules import RuleJudge
+
+        judge = RuleJudge()
+    else:
+        from rmsd.judge.llm import LLMJudge
+
+        if v.judge_teacher is None or ctx.pool is None:
+            raise RmsdError("visd.judge=llm needs visd.judge_teacher: the name of a teacher in the recipe's pool")
+        judge = LLMJudge.from_pool(ctx.pool, v.judge_teacher, cache_path=out / "judge_cache.jsonl")
+    return StructuredSignal.from_config(v, judge, model, total_steps=cfg.max_steps)
 
 
 def read_matched(matched_dir: str | Path) -> list[dict[str, Any]]:

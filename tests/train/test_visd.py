@@ -1,0 +1,174 @@
+"""VISD in the adversarial stage: λ = 0 is TRL's update bit for bit, the teacher reads the feedback
+and the student does not, the magnitudes follow δ, the EMA teacher follows and resumes, the curriculum draws."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from rmsd.config import VISDConfig
+from rmsd.data.benchmarks import get_benchmark
+from rmsd.judge.rules import RuleJudge
+from rmsd.losses.advantages import advantage_bounds
+from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
+from rmsd.train.curriculum import Curriculum, CurriculumSampler
+from rmsd.train.discriminator import TeacherSamples
+from rmsd.train.visd import TEACHER_DIR, StructuredSignal
+
+
+def _matched(items) -> list[dict]:
+    rows = []
+    for it in items:
+        answer = f"({it.answer})" if it.task_type == "mcq" else str(it.answer)
+        rows.append({"item_id": it.item_id, "teacher": "sim", "sample_index": 0, "format_ok": True, "weight": 1.0,
+                     "kept": True, "task_type": it.task_type, "agreement": 0.5 + 0.1 * len(rows) % 0.5,
+                     "text": f"<think>I watch the clip.</think><answer>{answer}</answer>"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.tiny import build_student
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("visd")
+    generate(root / "data", n=6, seed=1)
+    items = load_items(root / "data", split="train")
+    return {"student": build_student(root / "student", size="tiny", seed=0),
+            "items": {it.item_id: it for it in items}, "matched": _matched(items)}
+
+
+def _trainer(env, out, visd: dict | None = None, curriculum: dict | None = None, **overrides):
+    from rmsd.models.processing import load_student
+
+    model, processor = load_student(env["student"], device="cpu")
+    args = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, num_generations=2,
+                max_completion_length=12, learning_rate=1e-3, disc_lr=1e-3, logging_steps=1, save_steps=1,
+                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0,
+                rewards={"discriminator": 1.0, "correctness": 1.0, "format": 0.5})
+    args.update(overrides)
+    teacher = TeacherSamples.from_matched(env["matched"])
+    ids = list(teacher.texts)
+    signal = None
+    if visd is not None:
+        signal = StructuredSignal.from_config(VISDConfig(enabled=True, **visd), RuleJudge(), model,
+                                              total_steps=args["max_steps"])
+    order = None
+    if curriculum is not None:
+        from rmsd.config import CurriculumConfig
+        from rmsd.train.curriculum import difficulty_from_matched
+
+        order = Curriculum.from_config(CurriculumConfig(enabled=True, **curriculum), ids,
+                                       difficulty_from_matched(env["matched"]), total_steps=args["max_steps"])
+    dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in ids])
+    trainer = AdversarialTrainer(model, AdversarialConfig(**args), dataset, processor, env["items"],
+                                 teacher_samples=teacher, benchmark=get_benchmark("synthvid"), visd=signal,
+                                 curriculum=order)
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def _rollout(trainer, env):
+    trainer.model.train()
+    ids = list(env["items"])[:2]
+    rows = [{"prompt": env["items"][i].prompt, "item_id": i} for i in ids for _ in range(trainer.num_generations)]
+    return trainer._generate_and_score_completions(rows), rows
+
+
+def test_lambda_zero_reproduces_the_plain_update_exactly(env, tmp_path):
+    from rmsd.models.processing import load_student
+
+    start = {n: p.detach().clone() for n, p in load_student(env["student"])[0].named_parameters()}
+    plain = _trainer(env, tmp_path / "plain")
+    plain.train()
+    visd = _trainer(env, tmp_path / "visd", visd={"lam": 0.0, "lam_schedule": "constant"})
+    visd.train()
+    assert visd.visd.teacher.num_updates == 2 and visd.state.global_step == 2
+    assert any(k.startswith("visd/judge/") for k in visd.state.log_history[0])  # the judge and teacher ran
+    reference = dict(plain.model.named_parameters())
+    for name, p in visd.model.named_parameters():
+        assert torch.equal(p, reference[name]), name
+    vision = [n for n in start if ".visual." in n]
+    assert vision and any(not torch.equal(reference[n], start[n]) for n in vision)  # and the clip was trained
+
+
+def test_teacher_reads_feedback_the_student_never_sees_and_modulates_magnitudes_only(env, tmp_path):
+    trainer = _trainer(env, tmp_path, visd={"lam": 1.0, "lam_schedule": "constant", "eps": 0.2})
+    seen = {}
+    original = trainer.visd.token_advantages
+
+    def spy(tr, rollout, rows):
+        seen["A"] = rollout["advantages"].clone()
+        return original(tr, rollout, rows)
+
+    trainer.visd.token_advantages = spy
+    rollout, rows = _rollout(trainer, env)
+    tokenizer = trainer.processing_class.tokenizer
+    student_prompts = tokenizer.batch_decode(rollout["prompt_ids"], skip_special_tokens=False)
+    teacher_prompts = trainer.visd.last_prompts
+    assert all(p is not None and "A reviewer checked" in p for p in teacher_prompts)
+    for verdict, prompt in zip(trainer.visd.last_verdicts, teacher_prompts, strict=True):
+        assert verdict.feedback.strip().splitlines()[0] in prompt
+    assert not any("reviewer" in p or "Reference answer" in p for p in student_prompts)
+
+    A, token_adv, mask = seen["A"], rollout["advantages"], rollout["completion_mask"].bool()
+    assert token_adv.shape == mask.shape
+    for n in range(A.numel()):
+        got = token_adv[n][mask[n]]
+        if A[n] == 0:
+            assert torch.all(got == 0)
+            continue
+        assert torch.all(torch.sign(got) == torch.sign(A[n]))  # the direction is the rollout's alone
+        low, high = advantage_bounds(float(A[n]), lam=1.0, eps=0.2)
+        assert torch.all(got.abs() >= low - 1e-6) and torch.all(got.abs() <= high + 1e-6)
+    assert not torch.allclose(token_adv[mask], A.unsqueeze(1).expand_as(token_adv)[mask])  # δ moved them
+
+
+def test_privileged_prompt_keeps_the_rollouts_vision_placeholders(env, tmp_path):
+    from rmsd.train.visd import privileged_prompts
+
+    trainer = _trainer(env, tmp_path, visd={"lam": 0.5})
+    rollout, rows = _rollout(trainer, env)
+    items = [env["items"][r["item_id"]] for r in rows]
+    ids, mask = privileged_prompts(trainer, items, trainer.visd.last_prompts, rollout["prompt_ids"],
+                                   rollout["prompt_mask"])
+    video = trainer.accelerator.unwrap_model(trainer.model).config.video_token_id
+    for n in range(len(rows)):
+        assert (ids[n][mask[n].bool()] == video).sum() == (rollout["prompt_ids"][n][rollout["prompt_mask"][n].bool()]
+                                                           == video).sum() > 0
+    assert ids.size(1) > rollout["prompt_ids"].size(1)  # the feedback made the prompt longer
+
+
+def test_ema_teacher_follows_checkpoints_and_resumes(env, tmp_path):
+    start = {k: v.clone() for k, v in _trainer(env, tmp_path / "init").model.state_dict().items()}
+    trainer = _trainer(env, tmp_path / "run", visd={"lam": 0.5, "ema_decay": 0.5})
+    trainer.train()
+    teacher = trainer.visd.teacher.model.state_dict()
+    student = trainer.model.state_dict()
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(teacher[name], start[name]) and not torch.equal(teacher[name], student[name])
+    ckpt = tmp_path / "run" / "checkpoint-2" / TEACHER_DIR
+    assert (ckpt / "model.safetensors").is_file()
+
+    resumed = _trainer(env, tmp_path / "run", visd={"lam": 0.5, "ema_decay": 0.5}, max_steps=3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    assert resumed.visd.teacher.num_updates == 3  # 2 restored + 1 new step
+
+    fixed = _trainer(env, tmp_path / "fixed", visd={"lam": 0.5, "teacher": "fixed"})
+    fixed.train()
+    assert torch.equal(fixed.visd.teacher.model.state_dict()[name], start[name])
+
+
+def test_curriculum_replaces_the_sampler_and_pass_rates_follow_the_rollouts(env, tmp_path):
+    trainer = _trainer(env, tmp_path, visd={"lam": 0.5}, curriculum={"source": "pass_rate", "start_fraction": 0.5})
+    assert isinstance(trainer._get_train_sampler(), CurriculumSampler)
+    before = dict(trainer.curriculum.pass_rate)
+    _rollout(trainer, env)
+    after = trainer.curriculum.pass_rate
+    moved = [i for i in after if after[i] != before[i]]
+    assert moved and set(moved) <= set(list(env["items"])[:2])  # only the items that were rolled out
+    trainer.train()
+    assert (tmp_path / "checkpoint-2" / "curriculum.json").is_file()
