@@ -11,7 +11,9 @@ ignore it and answer one choice), logprobs, a required API key (a 401 then echoe
 got, as careless servers do — the key-leak test relies on it), and faults consumed one per
 request: "429" (with Retry-After), "500", "hang" (past any client timeout), "garbage"
 (a 200 whose body is not JSON), "empty" (no choices); and a 500 for every request whose
-body contains `fail_if_contains` (a poisoned item). `Stats` counts requests, choices,
+body contains `fail_if_contains` (a poisoned item); and scripted `replies`, consumed one per
+answered request and sent as the text of its choices (the deterministic text once they run
+out: LLM-judge tests script good and malformed verdicts this way). `Stats` counts requests, choices,
 image parts and billed tokens; GET /stats and POST /control expose both over HTTP when the
 server runs in its own process (the benchmark does that so it does not share a GIL with
 the client):
@@ -53,6 +55,7 @@ class Behaviour:
     retry_after_s: float = 0.05
     hang_s: float = 30.0
     fail_if_contains: str | None = None  # a 500 for every request whose body contains this text
+    replies: list[str] = field(default_factory=list)  # texts of the next answered requests, one each
 
 
 @dataclass
@@ -211,9 +214,11 @@ class FakeOpenAI:
             self._counter += 1
         prompt_hash = _h(json.dumps(body.get("messages", [])[-1:], sort_keys=True)[:2000], body.get("model"))
         choices, completion = [], 0
+        scripted = b.replies.pop(0) if b.replies and fault != "empty" else None
         for i in range(0 if fault == "empty" else given):
             seed_key = _h(prompt_hash, seed if seed is not None else self._counter, i)
-            choice, used = _choice(i, _response_text(seed_key, b.words, images), body.get("max_tokens"), top)
+            text = scripted if scripted is not None else _response_text(seed_key, b.words, images)
+            choice, used = _choice(i, text, body.get("max_tokens"), top)
             choices.append(choice)
             completion += used
         s.prompt_tokens += prompt_tokens

@@ -22,8 +22,6 @@ its aggregate carries `"judge": "rule-fallback"` so such numbers are never taken
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from typing import Any
 from rmsd.data.benchmarks.base import Benchmark, find_media, missing_media_error, read_rows, require_fields
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
+from rmsd.judge.cache import JsonlCache, PrivateLoop, content_key
 from rmsd.matching import extract as ex
 
 FIELDS = ("sample_index", "problem_index", "problem_version", "question", "image", "answer", "question_type",
@@ -115,10 +114,6 @@ def score_prompt(question: str, answer: str, extraction: str) -> str:
     return SCORE_DEMO.strip().format(question=question, gt=answer, extraction=extraction)
 
 
-def _key(*parts: str) -> str:
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- LLM judge
 @dataclass
 class JudgeVerdict:
@@ -152,21 +147,12 @@ class MathVerseJudge:
         self.unparsed = 0
         self._verdicts: dict[str, dict[str, Any]] = {}
         self._matches: dict[str, bool] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        if self.cache_path is not None and self.cache_path.is_file():
-            self._load()
+        self._cache = JsonlCache(self.cache_path, name)
+        self._loop = PrivateLoop("MathVerseJudge")
+        self._load()
 
     def _load(self) -> None:
-        lines = self.cache_path.read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(lines, 1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if n == len(lines):
-                    continue  # a last line cut short by a killed run: that verdict is asked again
-                raise RmsdError(f"{self.cache_path}:{n} is not JSON: delete the judge cache or fix that line") from None
-            if rec.get("judge", self.name) != self.name:
-                continue  # another judge's verdicts: this judge decides afresh
+        for _, rec in self._cache.records():
             if rec.get("key"):
                 self._verdicts[rec["key"]] = rec
             if rec.get("match_key"):
@@ -176,10 +162,7 @@ class MathVerseJudge:
         if rec.get("key"):
             self._verdicts[rec["key"]] = rec
         self._matches[rec["match_key"]] = rec["correct"]
-        if self.cache_path is not None:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._cache.append(rec)
 
     async def extract(self, response: str) -> str:
         """Step 1: the answer the judge reads out of `response` ("" for an empty response)."""
@@ -197,7 +180,7 @@ class MathVerseJudge:
 
     async def match(self, question: str, extraction: str, answer: str) -> bool:
         """Step 2: does the extraction match the standard answer (cached)?"""
-        mkey = _key(question, extraction, answer)
+        mkey = content_key(question, extraction, answer)
         if mkey not in self._matches:
             correct = await self._decide(question, extraction, answer)
             self._write({"key": None, "match_key": mkey, "extraction": extraction, "correct": correct,
@@ -206,12 +189,12 @@ class MathVerseJudge:
 
     async def judge(self, question: str, response: str, answer: str) -> JudgeVerdict:
         """Both steps for one response, from the cache when this triple was judged before."""
-        key = _key(question, response, answer)
+        key = content_key(question, response, answer)
         if key in self._verdicts:
             rec = self._verdicts[key]
             return JudgeVerdict(rec["extraction"], bool(rec["correct"]), rec.get("judge", self.name), cached=True)
         extraction = await self.extract(response)
-        mkey = _key(question, extraction, answer)
+        mkey = content_key(question, extraction, answer)
         correct = self._matches[mkey] if mkey in self._matches else await self._decide(question, extraction, answer)
         self._write({"key": key, "match_key": mkey, "extraction": extraction, "correct": correct, "judge": self.name})
         return JudgeVerdict(extraction, correct, self.name)
@@ -220,29 +203,19 @@ class MathVerseJudge:
         """`judge` over (question, response, answer) triples, `concurrency` at a time; repeated
         triples are judged once."""
         gate = asyncio.Semaphore(self.concurrency)
-        unique = {_key(*t): t for t in triples}
+        unique = {content_key(*t): t for t in triples}
 
         async def one(triple: tuple[str, str, str]) -> JudgeVerdict:
             async with gate:
                 return await self.judge(*triple)
 
         done = dict(zip(unique, await asyncio.gather(*(one(t) for t in unique.values())), strict=True))
-        return [done[_key(*t)] for t in triples]
+        return [done[content_key(*t)] for t in triples]
 
     def run(self, coro: Awaitable[Any]) -> Any:
         """Run a judge coroutine from synchronous code, on one private event loop kept for the
         judge's lifetime (an async client bound to its first loop keeps working)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            if asyncio.iscoroutine(coro):
-                coro.close()  # never awaited: close it so Python does not warn about it
-            raise RmsdError("MathVerseJudge.run was called inside a running event loop: await judge(...) instead")
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+        return self._loop.run(coro)
 
 
 # ----------------------------------------------------------------------------- rule fallback
