@@ -51,10 +51,11 @@ class DistillContext:
     benchmark: Any = None
     callbacks: list[Any] = field(default_factory=list)
     pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
+    progress: bool = True  # a rich bar per stage instead of printed log dicts
 
 
 def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
-                   resume: bool = False, callbacks: list[Any] | None = None) -> dict[str, Path]:
+                   resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Path]:
     """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
     from accelerate import PartialState
 
@@ -68,7 +69,7 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
         dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
         benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
-        pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None,
+        pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
     )
     return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
@@ -95,6 +96,13 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
     if checkpoint == "finished":
         return out
     trainer = build_trainer(stage, cfg, ctx, student, out)
+    if ctx.progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        from rmsd.train.progress import RichProgress
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(RichProgress(stage))
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
