@@ -60,6 +60,7 @@ def predict(
 
 def score_predictions(items: list[Item], texts: list[str], benchmark: Any, extraction: str) -> list[dict[str, Any]]:
     """One row per item: the raw text, the extracted answer, the score and the breakdown keys."""
+    benchmark.prefetch(items, texts, mode=extraction)  # a judge-backed benchmark scores the batch concurrently
     rows = []
     for item, text in zip(items, texts, strict=True):
         pred = benchmark.extract(text, item, mode=extraction)
@@ -93,6 +94,7 @@ def evaluate(
     """Load a checkpoint, predict every item greedily, score, write predictions + results."""
     from rmsd.models.processing import load_student
 
+    benchmark.check_mode(extraction)  # a bad mode fails now, not after decoding the whole split
     model, processor = load_student(model_path, device=device, max_pixels=max_pixels)
     t0 = time.perf_counter()
     texts = predict(model, processor, items, batch_size=batch_size, max_new_tokens=max_new_tokens,

@@ -1,0 +1,163 @@
+"""`rmsd.eval.evaluate.evaluate` on the tiny offline student: synthvid items made in the test
+and a Video-MME folder in the public schema (parquet + mp4 clips written with PyAV).
+
+Predictions are checked against the benchmark's own extractor and scorer row by row, the
+results against the mean of those rows, and batched greedy decoding against one item at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rmsd.data.benchmarks import get_benchmark
+from rmsd.data.synthvid import encode_mp4, generate
+from rmsd.errors import RmsdError
+from rmsd.eval.evaluate import evaluate
+from rmsd.models.tiny import build_student
+
+MAX_NEW_TOKENS = 10
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return build_student(tmp_path_factory.mktemp("student") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def synthvid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthvid")
+    generate(root, n=12, seed=0, test_fraction=0.0)
+    bench = get_benchmark("synthvid")
+    items = bench.load_items(root, split="train")
+    picked = {it.task_type: it for it in reversed(items)}  # one item of every task type, then fill up to 6
+    items = list(picked.values()) + [it for it in items if it not in picked.values()][: 6 - len(picked)]
+    assert len(picked) == 4, f"synthvid made only {sorted(picked)}"
+    return bench, items
+
+
+@pytest.fixture(scope="module")
+def batched(student, synthvid, tmp_path_factory):
+    bench, items = synthvid
+    out = tmp_path_factory.mktemp("eval") / "batched"
+    results = evaluate(student, items, bench, out, batch_size=4, max_new_tokens=MAX_NEW_TOKENS, show=False)
+    return results, out
+
+
+def read_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_predictions_one_per_item_with_extracted_answer_and_score(synthvid, batched):
+    bench, items = synthvid
+    _, out = batched
+    rows = read_rows(out)
+    assert [r["item_id"] for r in rows] == [it.item_id for it in items]
+    for row, item in zip(rows, items, strict=True):
+        assert row["task_type"] == item.task_type and row["answer"] == item.answer
+        assert isinstance(row["response"], str)
+        assert row["prediction"] == bench.extract(row["response"], item, mode="harness")
+        assert row["score"] == bench.score(row["prediction"], item) and 0.0 <= row["score"] <= 1.0
+        assert (row["difficulty"], row["question_kind"]) == (item.meta["difficulty"], item.meta["question_kind"])
+
+
+def test_results_are_the_mean_of_the_rows_with_task_type_breakdowns(synthvid, batched):
+    _, items = synthvid
+    results, out = batched
+    assert json.loads((out / "results.json").read_text()) == results
+    rows = read_rows(out)
+    assert results["n_items"] == results["n"] == len(items)
+    assert results["benchmark"] == "synthvid" and results["extraction"] == "harness"
+    assert results["overall"] == pytest.approx(np.mean([r["score"] for r in rows]))
+    by_type = results["breakdowns"]["task_type"]
+    assert list(by_type) == ["mcq", "numeric", "grounding", "open"]  # the benchmark's display order
+    for task, acc in by_type.items():
+        assert acc == pytest.approx(np.mean([r["score"] for r in rows if r["task_type"] == task]))
+    assert sum(results["counts"]["task_type"].values()) == len(items)
+    assert set(results["breakdowns"]) == {"task_type", "difficulty", "question_kind"}
+
+
+def test_batched_greedy_decoding_matches_one_item_at_a_time(student, synthvid, batched, tmp_path):
+    bench, items = synthvid
+    _, out = batched
+    evaluate(student, items, bench, tmp_path, batch_size=1, max_new_tokens=MAX_NEW_TOKENS, show=False)
+    # left padding must not change what greedy decoding produces
+    assert [r["response"] for r in read_rows(tmp_path)] == [r["response"] for r in read_rows(out)]
+
+
+def test_extraction_mode_passes_through_to_the_benchmark(student, synthvid, batched, tmp_path):
+    bench, items = synthvid
+    _, out = batched
+    results = evaluate(student, items, bench, tmp_path, extraction="strict", batch_size=4,
+                       max_new_tokens=MAX_NEW_TOKENS, show=False)
+    assert results["extraction"] == "strict"
+    strict, harness = read_rows(tmp_path), read_rows(out)
+    assert [r["response"] for r in strict] == [r["response"] for r in harness]  # same greedy text, re-read
+    for row, item in zip(strict, items, strict=True):
+        assert row["prediction"] == bench.extract(row["response"], item, mode="strict")
+        assert row["score"] == bench.score(row["prediction"], item)
+    assert results["overall"] == pytest.approx(np.mean([r["score"] for r in strict]))
+
+
+def test_an_unknown_extraction_mode_fails_before_the_model_loads(synthvid, tmp_path):
+    bench, items = synthvid
+    with pytest.raises(RmsdError, match="extraction mode 'legacy' is not available"):
+        evaluate(tmp_path / "no-such-checkpoint", items, bench, tmp_path / "out", extraction="legacy", show=False)
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- Video-MME
+def videomme_row(n: int, duration: str, domain: str, task_type: str, answer: str) -> dict:
+    """One row in the public `lmms-lab/Video-MME` schema."""
+    return {"video_id": f"{n:03d}", "duration": duration, "domain": domain, "sub_category": "Astronomy",
+            "url": f"https://www.youtube.com/watch?v=vid{n}", "videoID": f"vid{n}", "question_id": f"{n:03d}-1",
+            "task_type": task_type, "question": f"What happens in clip {n}?",
+            "options": ["A. A rocket launches.", "B. A star explodes.", "C. A comet passes.", "D. Nothing."],
+            "answer": answer}
+
+
+@pytest.fixture
+def videomme_dir(tmp_path: Path) -> Path:
+    rows = [videomme_row(1, "short", "Knowledge", "Temporal Reasoning", "A"),
+            videomme_row(2, "short", "Sports Competition", "Counting Problem", "B"),
+            videomme_row(3, "medium", "Knowledge", "Temporal Reasoning", "C"),
+            videomme_row(4, "long", "Sports Competition", "OCR Problems", "D")]
+    (tmp_path / "videomme").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "videomme" / "test-00000-of-00001.parquet")
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(1, 5):  # a real 2 s clip per video: 8 frames of 56 x 56 at 4 fps
+        encode_mp4(rng.integers(0, 255, (8, 56, 56, 3), dtype=np.uint8), tmp_path / "data" / f"vid{n}.mp4", fps=4)
+    return tmp_path
+
+
+def test_videomme_evaluation_reports_duration_domain_and_task_type(student, videomme_dir, tmp_path):
+    bench = get_benchmark("videomme")
+    items = bench.load_items(videomme_dir)
+    results = evaluate(student, items, bench, tmp_path / "eval", batch_size=4, max_new_tokens=MAX_NEW_TOKENS,
+                       num_frames=4, show=False)
+    rows = read_rows(tmp_path / "eval")
+    assert [r["item_id"] for r in rows] == ["001-1", "002-1", "003-1", "004-1"]
+    for row, item in zip(rows, items, strict=True):
+        assert row["prediction"] == bench.extract(row["response"], item, mode="harness")
+        assert row["prediction"] is None or row["prediction"] in "ABCD"
+        assert row["score"] == float(row["prediction"] == item.answer)
+        assert row["task_type"] == item.meta["task_type"]  # Video-MME's own task type, not "mcq"
+    scores = [r["score"] for r in rows]
+    assert results["benchmark"] == "videomme" and results["overall"] == pytest.approx(np.mean(scores))
+    b, counts = results["breakdowns"], results["counts"]
+    assert set(b) == {"duration", "domain", "sub_category", "task_type"}
+    assert list(b["duration"]) == ["short", "medium", "long"]  # Video-MME's order, not alphabetical
+    assert b["duration"]["short"] == pytest.approx(np.mean(scores[:2]))
+    assert b["domain"]["Knowledge"] == pytest.approx(np.mean([scores[0], scores[2]]))
+    assert b["task_type"]["Temporal Reasoning"] == pytest.approx(np.mean([scores[0], scores[2]]))
+    assert counts["duration"] == {"short": 2, "medium": 1, "long": 1}
+    assert counts["domain"] == {"Knowledge": 2, "Sports Competition": 2}
+    assert counts["task_type"] == {"Counting Problem": 1, "OCR Problems": 1, "Temporal Reasoning": 2}

@@ -1,0 +1,63 @@
+"""`rmsd quickstart` reduced to a smoke run: every phase on a small synthvid set, a few steps
+per stage, and its report (quickstart.json, the printed table, every artifact on disk)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rmsd.cli import app
+from rmsd.quickstart import console, run_quickstart
+
+FEW_STEPS = [
+    "distill.sft.max_steps=2", "distill.sft.batch_size=4", "distill.sft.warmup_steps=0",
+    "distill.adversarial.max_steps=2", "distill.adversarial.batch_size=2", "distill.adversarial.num_generations=2",
+    "distill.adversarial.max_completion_length=8", "distill.adversarial.disc_warmup_steps=1",
+    "eval.max_new_tokens=8", "eval.batch_size=8",
+]
+VARIANTS = ["untrained", "single-sample SFT", "R-MSD SFT", "R-MSD SFT + adversarial"]
+
+
+def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "qs"
+    started = time.perf_counter()
+    with console.capture() as printed:
+        report = run_quickstart(out, n=20, overrides=FEW_STEPS)
+    seconds = time.perf_counter() - started
+    text = printed.get()
+
+    assert json.loads((out / "quickstart.json").read_text()) == json.loads(json.dumps(report, default=str))
+    assert list(report["results"]) == VARIANTS
+    for name, results in report["results"].items():
+        assert 0.0 <= results["overall"] <= 1.0 and results["breakdowns"]["task_type"], name
+        predictions = out / "eval" / name.replace(" ", "_") / "predictions.jsonl"
+        assert len(predictions.read_text().splitlines()) == results["n_items"] > 0
+
+    artifacts = report["artifacts"]
+    assert set(artifacts) == {"data", "student", "samples", "matched", "eval", *VARIANTS}
+    missing = {k: v for k, v in artifacts.items() if not Path(v).exists()}
+    assert not missing, f"artifacts not on disk: {missing}"
+    for checkpoint in VARIANTS:
+        assert (Path(artifacts[checkpoint]) / "config.json").is_file(), checkpoint
+    assert (Path(artifacts["samples"]) / "summary.json").is_file()
+    assert (Path(artifacts["matched"]) / "matched.jsonl").is_file()
+    # the baseline is one sample per item and no adversarial stage; R-MSD runs both stages
+    single = json.loads((out / "single_sample" / "sft" / "stage.json").read_text())
+    assert single["config"]["samples_per_item"] == 1 and not (out / "single_sample" / "adversarial").exists()
+    assert json.loads((out / "rmsd" / "adversarial" / "stage.json").read_text())["global_step"] == 2
+
+    for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
+        assert phase in text
+    assert "synthvid test accuracy" in text and "overall" in text
+    assert report["seconds"] == pytest.approx(seconds, abs=5.0)
+
+    # a second run into the same folder stops at once with what to do (distill would ask for --resume)
+    again = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--n", "20"])
+    assert again.exit_code == 2 and again.stderr.startswith(f"error: {out} holds an earlier quickstart run")
+    assert len(again.stderr.splitlines()) == 1 and "1/6" not in again.stdout
