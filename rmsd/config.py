@@ -324,6 +324,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RmsdError(f"{path}: expected a mapping of keys at the top level")
     includes = data.pop("include", None) or []
+    if isinstance(data.get("pool"), str):  # a pool named in an included file is relative to *that* file
+        data["pool"] = str(resolve_path(data["pool"], str(path)))
     merged: dict[str, Any] = {}
     for inc in [includes] if isinstance(includes, str) else includes:
         merged = _deep_merge(merged, _read_yaml(resolve_path(inc, str(path)), seen + (path.resolve(),)))

@@ -23,6 +23,27 @@ def benchmark_of(recipe: Recipe) -> Any:
     return get_benchmark(recipe.dataset.benchmark)
 
 
+def eval_benchmark(recipe: Recipe, out: Path) -> Any:
+    """The benchmark that scores `rmsd eval`: with `eval.judge_teacher`, MathVerse asks that pool
+    teacher (extract, then match; verdicts cached in OUT/judge_cache.jsonl), else its rule fallback."""
+    name = recipe.eval.judge_teacher
+    if name is None:
+        return benchmark_of(recipe)
+    if recipe.dataset.benchmark != "mathverse":
+        raise RmsdError(f"eval.judge_teacher is for MathVerse's LLM judge; {recipe.dataset.benchmark} scores by rule")
+    from rmsd.data.benchmarks.mathverse import MathVerse, MathVerseJudge
+    from rmsd.teachers.pool import build_teacher, model_name
+
+    pool = recipe.load_pool()
+    configs = {t.name: t for t in pool.teachers}
+    if name not in configs:
+        raise RmsdError(f"eval.judge_teacher {name!r} is not in pool {pool.name}: choose one of {sorted(configs)}")
+    teacher = build_teacher(configs[name], pool)
+    judge = MathVerseJudge(teacher.ask, cache_path=out / "judge_cache.jsonl",
+                           name=f"llm:{name}:{model_name(configs[name])}")
+    return MathVerse(judge=judge)
+
+
 def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | None = None) -> list[Item]:
     """The recipe's items of `split` (default: the training split)."""
     ds = recipe.dataset
@@ -78,9 +99,10 @@ def eval_recipe(
         raise RmsdError(f"--model {model}: no config.json there; point it at a from_pretrained folder")
     ev, ds = recipe.eval, recipe.dataset
     items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
-    out = Path(out) if out is not None else recipe.path_of(ev.out) / model.name
+    # runs/a/sft and runs/b/sft must not overwrite each other's results
+    out = Path(out) if out is not None else recipe.path_of(ev.out) / f"{model.parent.name}-{model.name}"
     return evaluate(
-        model, items, benchmark_of(recipe), out, extraction=ev.extraction, batch_size=ev.batch_size,
+        model, items, eval_benchmark(recipe, out), out, extraction=ev.extraction, batch_size=ev.batch_size,
         max_new_tokens=ev.max_new_tokens, num_frames=ds.num_frames, max_side=ds.max_side,
         device=recipe.student.device, max_pixels=recipe.student.max_pixels, show=show,
     )

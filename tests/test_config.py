@@ -131,3 +131,13 @@ def test_not_yaml_is_one_line_error(tmp_path):
     p.write_text("name: [unclosed\n")
     (problem,) = validate_file(p)
     assert "not valid YAML" in problem and "\n" not in problem
+
+
+def test_a_pool_named_in_an_included_recipe_resolves_beside_that_recipe(tmp_path, monkeypatch):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    p = _write(other, "variant.yaml", {"include": str(ROOT / "recipes" / "synthvid" / "tiny_rmsd.yaml"),
+                                       "name": "variant"})
+    monkeypatch.chdir(tmp_path)  # neither the cwd nor the variant's folder holds ../../teachers/
+    recipe = load_recipe(p)
+    assert recipe.load_pool().name == "synthvid-sim"

@@ -8,6 +8,7 @@ results against the mean of those rows, and batched greedy decoding against one 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,47 @@ def test_videomme_evaluation_reports_duration_domain_and_task_type(student, vide
     assert counts["duration"] == {"short": 2, "medium": 1, "long": 1}
     assert counts["domain"] == {"Knowledge": 2, "Sports Competition": 2}
     assert counts["task_type"] == {"Counting Problem": 1, "OCR Problems": 1, "Temporal Reasoning": 2}
+
+
+def test_mathverse_eval_asks_the_recipes_judge_teacher_and_caches_it(student, tmp_path):
+    """`eval.judge_teacher` makes `rmsd eval` score MathVerse with that pool teacher (a real HTTP
+    server here), not with the rule fallback; a second run reads every verdict from the cache."""
+    import yaml
+    from PIL import Image
+
+    from rmsd.config import load_recipe
+    from rmsd.pipeline import eval_recipe
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_openai import FakeOpenAIServer
+
+    data = tmp_path / "mathverse"
+    (data / "images").mkdir(parents=True)
+    Image.new("RGB", (28, 28), (255, 0, 0)).save(data / "images" / "a.png")
+    rows = [{"sample_index": str(i), "problem_index": str(i), "problem_version": "Vision Only",
+             "question": f"Find x{i}.", "image": "images/a.png", "answer": "3", "question_type": "free-form",
+             "metadata": {"split": "testmini", "source": "GeoQA", "subject": "Plane Geometry", "subfield": "Length"},
+             "query_wo": f"Please directly answer the question. Question: Find x{i}.\n",
+             "query_cot": f"Question: Find x{i}.", "question_for_eval": f"Find x{i}."} for i in range(3)]
+    (data / "testmini.json").write_text(json.dumps(rows))
+    with FakeOpenAIServer() as server:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(yaml.safe_dump({"name": "graders", "teachers": [
+            {"name": "grader", "backend": "openai", "openai": {"model": "fake-judge", "base_url": server.url}}]}))
+        recipe_file = tmp_path / "r.yaml"
+        recipe_file.write_text(yaml.safe_dump({
+            "name": "mv", "dataset": {"benchmark": "mathverse", "path": str(data), "split": "testmini",
+                                      "eval_split": "testmini"},
+            "pool": str(pool), "student": {"path": str(student)},
+            "eval": {"judge_teacher": "grader", "max_new_tokens": 4, "batch_size": 3}}))
+        recipe = load_recipe(recipe_file)
+        server.reset(replies=["1"] * 6)  # each item: the extraction "1", then the match verdict "1"
+        first = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)
+        asked = server.stats.requests
+        again = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)
+        assert server.stats.requests == asked  # every verdict came from the cache
+    rule = evaluate(student, get_benchmark("mathverse").load_items(data), get_benchmark("mathverse"),
+                    tmp_path / "rule", max_new_tokens=4, show=False)
+    assert asked == 6  # two judge calls (extract, match) per item
+    assert first["overall"] == again["overall"] == 1.0 != rule["overall"]
+    assert (tmp_path / "eval" / "judge_cache.jsonl").is_file()
