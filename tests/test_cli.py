@@ -191,15 +191,15 @@ def test_the_cli_chain_from_synthvid_to_eval(tmp_path):
     assert changed(untrained, after_sft) and changed(after_sft, after_adv)
     assert all(torch.isfinite(v).all() for v in after_adv.values() if v.is_floating_point())
 
-    # eval: the first 8 test items, results + one prediction per item under eval.out/<checkpoint name>
+    # eval: the first 8 test items, results + one prediction per item under eval.out/<run>-<checkpoint>
     result = run_ok("eval", "--recipe", str(recipe_file), "--model", str(adversarial), "--limit", "8",
                     "--set", "eval.max_new_tokens=12")
     assert "overall" in result.output
-    results = json.loads((tmp_path / "eval" / "adversarial" / "results.json").read_text())
+    results = json.loads((tmp_path / "eval" / "distilled-adversarial" / "results.json").read_text())
     assert 0.0 <= results["overall"] <= 1.0 and results["n_items"] == 8
     by_type = results["breakdowns"]["task_type"]
     assert by_type and all(0.0 <= v <= 1.0 for v in by_type.values())
-    predictions = (tmp_path / "eval" / "adversarial" / "predictions.jsonl").read_text().splitlines()
+    predictions = (tmp_path / "eval" / "distilled-adversarial" / "predictions.jsonl").read_text().splitlines()
     test_items = load_recipe_items(recipe, split="test", limit=8)
     assert [json.loads(p)["item_id"] for p in predictions] == [it.item_id for it in test_items]
     assert len(load_recipe_items(recipe, split="test")) > 8  # --limit really cut the split
