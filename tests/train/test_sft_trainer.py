@@ -28,17 +28,8 @@ def _matched(items) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("sft")
-    generate(root / "data", n=6, seed=0)
-    items = load_items(root / "data", split="train")
-    return {"root": root, "student": build_student(root / "student", size="tiny", seed=0),
-            "items": {it.item_id: it for it in items}, "matched": _matched(items)}
+def env(make_env):
+    return make_env(n=6, seed=0, matched=_matched)
 
 
 def _trainer(env, out, **overrides):

@@ -1,0 +1,24 @@
+"""Shared by the trainer tests: a few synthvid items and the tiny student, built offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def make_env(tmp_path_factory):
+    """`make_env(n, seed, matched)` -> {"root", "student", "items", "matched"}; `matched(items)` builds the rows."""
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.tiny import build_student
+
+    def make(n: int, seed: int, matched) -> dict:
+        torch.set_num_threads(1)
+        root = tmp_path_factory.mktemp("env")
+        generate(root / "data", n=n, seed=seed)
+        items = load_items(root / "data", split="train")
+        return {"root": root, "student": build_student(root / "student", size="tiny", seed=0),
+                "items": {it.item_id: it for it in items}, "matched": matched(items)}
+
+    return make
