@@ -37,6 +37,7 @@ from rmsd.data.benchmarks.synthvid import load_items
 from rmsd.data.items import Item
 from rmsd.data.synthvid import generate as generate_synthvid
 from rmsd.data.video import load_frames
+from rmsd.matching.extract import rouge_l
 from rmsd.models.processing import encode, generate, load_student, to_model
 from rmsd.models.tiny import PRESETS, build_student
 
@@ -105,7 +106,7 @@ def _tiou(pred: list[float], gold: list[float]) -> float:
     return inter / (max(pred[1], gold[1]) - min(pred[0], gold[0]))
 
 
-def score(text: str, item: Item, rouge) -> float:
+def score(text: str, item: Item) -> float:
     """Strict: 0 without an <answer> tag; mcq/numeric exact, grounding tIoU, open ROUGE-L F1."""
     pred = answer_text(text)
     if pred is None:
@@ -117,10 +118,10 @@ def score(text: str, item: Item, rouge) -> float:
         return float(bool(values) and math.isclose(values[0], float(item.answer)))
     if item.task_type == "grounding":
         return _tiou(_numbers(pred)[:2], _numbers(item.answer))
-    return rouge.score(item.answer, pred)["rougeL"].fmeasure
+    return rouge_l(pred, item.answer)
 
 
-def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: int, rouge,
+def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: int,
              predictions: Path | None = None) -> dict[str, float]:
     """Mean score overall and per tier, task type and tier/question kind (greedy decoding)."""
     model.eval()
@@ -134,7 +135,7 @@ def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: 
     by_group: dict[str, list[float]] = defaultdict(list)
     rows = []
     for item, text in zip(items, texts, strict=True):
-        s = score(text, item, rouge)
+        s = score(text, item)
         rows.append({"item_id": item.item_id, "kind": item.meta["question_kind"], "answer": item.answer,
                      "response": text, "score": s})
         by_group["overall"].append(s)
@@ -222,14 +223,11 @@ def main() -> None:
     student = build_student(args.data.parent / re.sub(r"[^\w.-]+", "_", f"student-{args.size}-{args.seed}"), size=args.size, seed=args.seed)
     model, processor = load_student(student)
     longest = max(len(processor.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
-    from rouge_score import rouge_scorer
-
-    rouge = rouge_scorer.RougeScorer(["rougeL"])
     curve: list[dict] = []
 
     def on_eval(step: int, seconds: float, loss: float) -> None:
         row = {"step": step, "min": seconds / 60, "loss": loss,
-               **evaluate(model, processor, test_items, frames, longest + 4, rouge, args.data.parent / "predictions.jsonl")}
+               **evaluate(model, processor, test_items, frames, longest + 4, args.data.parent / "predictions.jsonl")}
         curve.append(row)
         print(f"step {step} ({seconds / 60:.1f} min) loss {loss:.3f} overall {row['overall']:.2f} "
               + " ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k or k in ("easy", "medium", "hard")),

@@ -209,7 +209,7 @@ def test_transformers_serve_ignores_n_and_logprobs_and_the_fallback_copes(tmp_pa
     proc = subprocess.Popen([str(exe), "serve", str(tmp_path / "model"), "--host", "127.0.0.1", "--port", str(port),
                              "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded 2-core machine starts it slowly
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
