@@ -163,3 +163,73 @@ def test_curriculum_replaces_the_sampler_and_pass_rates_follow_the_rollouts(env,
     assert moved and set(moved) <= set(list(env["items"])[:2])  # only the items that were rolled out
     trainer.train()
     assert (tmp_path / "checkpoint-2" / "curriculum.json").is_file()
+
+
+def _stage(env, tmp_path, visd: dict, pool=None):
+    """The adversarial trainer as `rmsd distill` builds it from a recipe's stage config."""
+    from rmsd.config import AdversarialStageConfig, DatasetConfig, StudentConfig
+    from rmsd.train.distill import DistillContext, build_trainer
+
+    ctx = DistillContext(items=env["items"], matched=env["matched"], out=tmp_path,
+                         dataset=DatasetConfig(benchmark="synthvid", path="-"),
+                         student=StudentConfig(path=str(env["student"])), report_to=[],
+                         benchmark=get_benchmark("synthvid"), pool=pool, progress=False)
+    cfg = AdversarialStageConfig(enabled=True, max_steps=2, batch_size=2, num_generations=2, max_completion_length=8,
+                                 disc_warmup_steps=0, warmup_steps=0,
+                                 reward_weights={"correctness": 1.0, "format": 0.5}, visd={"enabled": True, **visd})
+    trainer = build_trainer("adversarial", cfg, ctx, env["student"], tmp_path / "adversarial")
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def test_recipe_builds_rules_judge_and_agreement_curriculum(env, tmp_path):
+    trainer = _stage(env, tmp_path, {"judge": "rules", "curriculum": {"enabled": True, "source": "agreement"}})
+    assert isinstance(trainer.visd.judge, RuleJudge) and trainer.adversary is None  # no discriminator reward
+    sampler = trainer._get_train_sampler()
+    first = [trainer.train_dataset[i]["item_id"] for i in list(iter(sampler))[:2 * trainer.num_generations]]
+    easiest = min(trainer.curriculum.pool_difficulty.values())
+    assert all(trainer.curriculum.pool_difficulty[i] <= easiest + 0.5 for i in first)
+    trainer.train()
+    assert trainer.state.global_step == 2 and trainer.visd.teacher.num_updates == 2
+
+
+def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_only(env, tmp_path, caplog):
+    import json
+    import sys
+    from pathlib import Path
+
+    from rmsd.config import PoolConfig
+    from rmsd.judge.llm import LLMJudge
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_openai import FakeOpenAIServer
+
+    good = json.dumps({"answer_correctness": 1.0, "logical_consistency": 0.5, "spatiotemporal_grounding": 0.0,
+                       "feedback": "answer_correctness: right\nspatiotemporal_grounding: wrong, no time cited"})
+    with FakeOpenAIServer() as server:
+        pool = PoolConfig(name="judges", teachers=[{"name": "grader", "backend": "openai",
+                                                    "openai": {"model": "judge", "base_url": server.url}}])
+        trainer = _stage(env, tmp_path, {"judge": "llm", "judge_teacher": "grader", "lam": 1.0,
+                                         "lam_schedule": "constant"}, pool=pool)
+        assert isinstance(trainer.visd.judge, LLMJudge)
+        server.reset(replies=[good] * 4)
+        rollout, _ = _rollout(trainer, env)
+        assert all(v.ok for v in trainer.visd.last_verdicts)
+        assert all("no time cited" in p for p in trainer.visd.last_prompts)
+        server.reset(replies=["not json"] * 40)  # every try of every rollout malformed
+        seen = {}
+        original = trainer.visd.token_advantages
+
+        def spy(tr, ro, rows):
+            seen["A"] = ro["advantages"].clone()
+            return original(tr, ro, rows)
+
+        trainer.visd.token_advantages = spy
+        rollout, _ = _rollout(trainer, env)
+        trainer.visd.judge.close()
+    assert not any(v.ok for v in trainer.visd.last_verdicts)
+    assert trainer._metrics["train"]["visd/judge_failed"][-1] == 1.0
+    assert "this rollout gets reward-only credit" in caplog.text  # and the fallback is logged
+    expected = seen["A"].unsqueeze(1).expand_as(rollout["advantages"])
+    mask = rollout["completion_mask"].bool()
+    assert torch.equal(rollout["advantages"][mask], expected[mask])  # reward-only credit: Â = A
