@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from rmsd.data.benchmarks import BENCHMARKS, get_benchmark
@@ -18,10 +17,8 @@ from rmsd.data.benchmarks.mathverse import MathVerse, MathVerseJudge
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import score_predictions
 
-
-def write_parquet(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from schemas import mathverse_row, videomme_row, write_parquet  # noqa: E402
 
 
 def touch(path: Path) -> None:
@@ -30,14 +27,6 @@ def touch(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- Video-MME
-def videomme_row(n: int, duration: str, task_type: str, answer: str) -> dict:
-    return {"video_id": f"{n:03d}", "duration": duration, "domain": "Knowledge", "sub_category": "Astronomy",
-            "url": f"https://www.youtube.com/watch?v=vid{n}", "videoID": f"vid{n}", "question_id": f"{n:03d}-1",
-            "task_type": task_type, "question": f"What happens in clip {n}?",
-            "options": ["A. A rocket launches.", "B. A star explodes.", "C. A comet passes.", "D. Nothing."],
-            "answer": answer}
-
-
 @pytest.fixture
 def videomme_dir(tmp_path: Path) -> Path:
     rows = [videomme_row(1, "short", "Temporal Reasoning", "A"), videomme_row(2, "short", "Counting Problem", "B"),
@@ -224,14 +213,6 @@ def test_videommmu_random_fallback_is_per_item_and_strict_refuses(videommmu_dir)
 
 
 # ----------------------------------------------------------------------------- MathVerse
-def mathverse_row(index: int, version: str, qtype: str, answer: str, image: object, question: str) -> dict:
-    return {"sample_index": str(index), "problem_index": str(index), "problem_version": version,
-            "question": question, "image": image, "answer": answer, "question_type": qtype,
-            "metadata": {"split": "testmini", "source": "GeoQA", "subject": "Plane Geometry", "subfield": "Length"},
-            "query_wo": f"  Please directly answer the question. Question: {question}\n",
-            "query_cot": f"Please first conduct reasoning. Question: {question}", "question_for_eval": question}
-
-
 MCQ_Q = "As shown in the figure, find BC.\nChoices:\nA:2\nB:2√{3}\nC:√{3}\nD:2√{2}"
 
 

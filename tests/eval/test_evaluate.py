@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -22,6 +20,9 @@ from rmsd.data.synthvid import encode_mp4, generate
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import evaluate
 from rmsd.models.tiny import build_student
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from schemas import mathverse_row, videomme_row, write_parquet  # noqa: E402
 
 MAX_NEW_TOKENS = 10
 
@@ -115,23 +116,13 @@ def test_an_unknown_extraction_mode_fails_before_the_model_loads(synthvid, tmp_p
 
 
 # ----------------------------------------------------------------------------- Video-MME
-def videomme_row(n: int, duration: str, domain: str, task_type: str, answer: str) -> dict:
-    """One row in the public `lmms-lab/Video-MME` schema."""
-    return {"video_id": f"{n:03d}", "duration": duration, "domain": domain, "sub_category": "Astronomy",
-            "url": f"https://www.youtube.com/watch?v=vid{n}", "videoID": f"vid{n}", "question_id": f"{n:03d}-1",
-            "task_type": task_type, "question": f"What happens in clip {n}?",
-            "options": ["A. A rocket launches.", "B. A star explodes.", "C. A comet passes.", "D. Nothing."],
-            "answer": answer}
-
-
 @pytest.fixture
 def videomme_dir(tmp_path: Path) -> Path:
-    rows = [videomme_row(1, "short", "Knowledge", "Temporal Reasoning", "A"),
-            videomme_row(2, "short", "Sports Competition", "Counting Problem", "B"),
-            videomme_row(3, "medium", "Knowledge", "Temporal Reasoning", "C"),
-            videomme_row(4, "long", "Sports Competition", "OCR Problems", "D")]
-    (tmp_path / "videomme").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "videomme" / "test-00000-of-00001.parquet")
+    rows = [videomme_row(1, "short", "Temporal Reasoning", "A"),
+            videomme_row(2, "short", "Counting Problem", "B", domain="Sports Competition"),
+            videomme_row(3, "medium", "Temporal Reasoning", "C"),
+            videomme_row(4, "long", "OCR Problems", "D", domain="Sports Competition")]
+    write_parquet(tmp_path / "videomme" / "test-00000-of-00001.parquet", rows)
     (tmp_path / "data").mkdir()
     rng = np.random.default_rng(0)
     for n in range(1, 5):  # a real 2 s clip per video: 8 frames of 56 x 56 at 4 fps
@@ -168,22 +159,16 @@ def test_mathverse_eval_asks_the_recipes_judge_teacher_and_caches_it(student, tm
     """`eval.judge_teacher` makes `rmsd eval` score MathVerse with that pool teacher (a real HTTP
     server here), not with the rule fallback; a second run reads every verdict from the cache."""
     import yaml
+    from fake_openai import FakeOpenAIServer
     from PIL import Image
 
     from rmsd.config import load_recipe
     from rmsd.pipeline import eval_recipe
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fake_openai import FakeOpenAIServer
-
     data = tmp_path / "mathverse"
     (data / "images").mkdir(parents=True)
     Image.new("RGB", (28, 28), (255, 0, 0)).save(data / "images" / "a.png")
-    rows = [{"sample_index": str(i), "problem_index": str(i), "problem_version": "Vision Only",
-             "question": f"Find x{i}.", "image": "images/a.png", "answer": "3", "question_type": "free-form",
-             "metadata": {"split": "testmini", "source": "GeoQA", "subject": "Plane Geometry", "subfield": "Length"},
-             "query_wo": f"Please directly answer the question. Question: Find x{i}.\n",
-             "query_cot": f"Question: Find x{i}.", "question_for_eval": f"Find x{i}."} for i in range(3)]
+    rows = [mathverse_row(i, "Vision Only", "free-form", "3", "images/a.png", f"Find x{i}.") for i in range(3)]
     (data / "testmini.json").write_text(json.dumps(rows))
     with FakeOpenAIServer() as server:
         pool = tmp_path / "pool.yaml"
