@@ -4,16 +4,22 @@ Reads the per-step training logs that `benchmarks/reproduce.py` records for the 
 stage (`train_log`: TRL's `rewards/correctness/mean` of each step's rollouts) and compares
 a baseline method with its VISD counterpart — same start (the shared SFT stage), same
 rewards, same seeds, same steps; only `distill.adversarial.visd.enabled` differs:
-`sft_rl` vs `visd_rl` (the paper's setting, verifiable rewards only) and `rmsd` vs `visd`
-(with the discriminator).
+`sft_rl` vs `visd_rl` (the paper's setting, verifiable rewards only, the recipes' RL lr
+2e-5) and `sft_rl_2e4` vs `visd_rl_2e4` (the same at lr 2e-4, where GRPO moves the reward
+within the stage). rmsd and visd log no correctness reward (theirs is the discriminator's
+score); their test accuracy is in reproduce.md's table.
 
 Target: the reward the baseline *ends* at — the mean over seeds of its last `window`
 steps — fixed before either curve is searched, so neither method picks its own bar. A
-run's steps-to-target is the first step at which its running mean over `window` steps
-reaches the target (None when it never does). The paper reports VISD needing about half
-the steps of GRPO; this reports what we measure.
+run's steps-to-target is the last step of the first full `window` whose mean reaches the
+target (None when none does). Each run's gain (mean of its last `window` steps minus its
+first) is reported beside it: when the baseline gains nothing, every run "reaches" its
+final reward at once and the step count says nothing. The paper reports VISD needing
+about half the steps of GRPO; this reports what we measure.
 
     python benchmarks/reproduce.py --methods sft_rl visd_rl --seeds 0 1 2   (writes the section)
+    python benchmarks/reproduce.py --methods sft_rl_2e4 visd_rl_2e4 --seeds 0 1 2 --points 5 \
+        --results benchmarks/results/visd_lr2e-4     (reuses the SFT stages of the main run)
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-PAIRS = (("sft_rl", "visd_rl"), ("rmsd", "visd"))
+PAIRS = (("sft_rl", "visd_rl"), ("sft_rl_2e4", "visd_rl_2e4"))
 METRIC = "rewards/correctness/mean"
 WINDOW = 5
 
@@ -37,9 +43,16 @@ def running_mean(values: list[float], window: int) -> list[float]:
 
 
 def steps_to(curve: list[tuple[int, float]], target: float, window: int) -> int | None:
-    """First step whose running mean over `window` steps reaches `target`."""
+    """Last step of the first full window of `window` steps whose mean reaches `target`."""
     smooth = running_mean([v for _, v in curve], window)
-    return next((step for (step, _), s in zip(curve, smooth, strict=True) if s >= target - 1e-12), None)
+    return next((step for n, ((step, _), s) in enumerate(zip(curve, smooth, strict=True))
+                 if n + 1 >= window and s >= target - 1e-12), None)
+
+
+def gain(curve: list[tuple[int, float]], window: int) -> float:
+    """Mean of the last `window` values minus the mean of the first `window`."""
+    values = [v for _, v in curve]
+    return statistics.mean(values[-window:]) - statistics.mean(values[:window])
 
 
 def compare(runs: list[dict[str, Any]], base: str, visd: str, window: int = WINDOW) -> dict[str, Any] | None:
@@ -53,7 +66,9 @@ def compare(runs: list[dict[str, Any]], base: str, visd: str, window: int = WIND
     rows = [{"seed": s, base: steps_to(curves[base][s], target, window),
              visd: steps_to(curves[visd][s], target, window),
              f"{base}_final": statistics.mean(v for _, v in curves[base][s][-window:]),
-             f"{visd}_final": statistics.mean(v for _, v in curves[visd][s][-window:])} for s in seeds]
+             f"{visd}_final": statistics.mean(v for _, v in curves[visd][s][-window:]),
+             f"{base}_gain": gain(curves[base][s], window), f"{visd}_gain": gain(curves[visd][s], window)}
+            for s in seeds]
     return {"base": base, "visd": visd, "metric": METRIC, "window": window, "target": target, "rows": rows,
             "steps": len(curves[base][seeds[0]])}
 
@@ -70,11 +85,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"steps over seeds; a run reaches it when its running mean over {result['window']} steps does. "
              f"Stage length: {result['steps']} steps.",
              "",
-             f"| seed | {base} steps | {visd} steps | {base} final | {visd} final |",
-             "|---:|---:|---:|---:|---:|"]
+             f"| seed | {base} steps | {visd} steps | {base} final | {visd} final | {base} gain | {visd} gain |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['seed']} | {cell(r[base], result['steps'])} | {cell(r[visd], result['steps'])} | "
-                     f"{r[f'{base}_final']:.3f} | {r[f'{visd}_final']:.3f} |")
+                     f"{r[f'{base}_final']:.3f} | {r[f'{visd}_final']:.3f} | {r[f'{base}_gain']:+.3f} | "
+                     f"{r[f'{visd}_gain']:+.3f} |")
     reached = [(r[base], r[visd]) for r in result["rows"] if r[base] is not None and r[visd] is not None]
     if reached:
         ratio = statistics.mean(v / b for b, v in reached if b > 0) if all(b > 0 for b, _ in reached) else None

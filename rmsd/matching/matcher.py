@@ -27,6 +27,7 @@ known, so the report can set its reliability estimates beside the true accuracie
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -143,9 +144,11 @@ def write_matched(rows: list[dict[str, Any]], out_dir: str | Path, stats: dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "matched.jsonl"
-    with path.open("w") as f:
+    partial = path.with_suffix(".jsonl.partial")
+    with partial.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(partial, path)  # a killed match, or a reader meanwhile, never sees half a file
     if stats is not None:
         from rmsd.matching.report import write_report
 
