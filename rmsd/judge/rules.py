@@ -131,8 +131,9 @@ def _option(item: Item, letter: str) -> str:
     return f"({letter}) {item.options[index]}" if index < len(item.options) else f"({letter})"
 
 
-def _count(token: str) -> int:
-    return WORDS[token] if token in WORDS else int(token)
+def _count(token: str) -> float:
+    """A number the reasoning states: a word ("three") or digits, decimals included ("3.1")."""
+    return float(WORDS[token]) if token in WORDS else float(token)
 
 
 # ----------------------------------------------------------------------------- claims

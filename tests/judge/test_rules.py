@@ -170,3 +170,12 @@ def test_simulated_teachers_right_and_wrong_are_told_apart():
     assert all(v.scores["answer_correctness"] < 0.5 for v in closed)
     mean = sum(v.scores["logical_consistency"] for v in bad_v) / len(bad_v)
     assert mean < 0.3  # the reasoning argues for something else almost everywhere
+
+
+def test_a_decimal_conclusion_on_a_count_is_judged_not_a_crash():
+    # a student rollout seen in training: the reasoning concludes 3.1 for a count question
+    v = judge.judge(COUNT, "<think>So the answer is 3.1.</think><answer>2</answer>")
+    assert v.ok and v.scores["answer_correctness"] == 1.0
+    assert v.scores["logical_consistency"] == 0.0  # concluded 3.1, answered 2
+    same = judge.judge(COUNT, "<think>So the answer is 2.0.</think><answer>2</answer>")
+    assert same.scores["logical_consistency"] == 1.0
