@@ -48,7 +48,7 @@ from rmsd.errors import RmsdError
 from rmsd.train.collate import VISION_KEYS, encode_pairs, load_media, merge_vision, vision_kwargs
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
-from rmsd.train.visd import TEACHER_DIR, StructuredSignal
+from rmsd.train.visd import TEACHER_DIR, StructuredSignal, completion_texts
 
 REWARDS = ("discriminator", "format", "correctness")
 DISC_DIR = "discriminator"
@@ -208,8 +208,6 @@ class AdversarialTrainer(GRPOTrainer):
         if self.visd is not None and len(self.visd.last_verdicts) == len(rows):
             scores = [v.scores["answer_correctness"] if v.ok else None for v in self.visd.last_verdicts]
         else:
-            from rmsd.train.visd import completion_texts
-
             texts = completion_texts(self.processing_class, rollout["completion_ids"], rollout["completion_mask"])
             scores = self._correctness(texts, [r["item_id"] for r in rows])
         results = [(r["item_id"], s) for r, s in zip(rows, scores, strict=True) if s is not None]

@@ -69,6 +69,19 @@ def _rollout(trainer, env):
     return trainer._generate_and_score_completions(rows), rows
 
 
+def _spy_rollout_advantages(trainer) -> dict:
+    """Records the rollout-level A the signal is handed (under key "A") on each call."""
+    seen = {}
+    original = trainer.visd.token_advantages
+
+    def spy(tr, rollout, rows):
+        seen["A"] = rollout["advantages"].clone()
+        return original(tr, rollout, rows)
+
+    trainer.visd.token_advantages = spy
+    return seen
+
+
 def test_lambda_zero_reproduces_the_plain_update_exactly(env, tmp_path):
     from rmsd.models.processing import load_student
 
@@ -88,14 +101,7 @@ def test_lambda_zero_reproduces_the_plain_update_exactly(env, tmp_path):
 
 def test_teacher_reads_feedback_the_student_never_sees_and_modulates_magnitudes_only(env, tmp_path):
     trainer = _trainer(env, tmp_path, visd={"lam": 1.0, "lam_schedule": "constant", "eps": 0.2})
-    seen = {}
-    original = trainer.visd.token_advantages
-
-    def spy(tr, rollout, rows):
-        seen["A"] = rollout["advantages"].clone()
-        return original(tr, rollout, rows)
-
-    trainer.visd.token_advantages = spy
+    seen = _spy_rollout_advantages(trainer)
     rollout, rows = _rollout(trainer, env)
     tokenizer = trainer.processing_class.tokenizer
     student_prompts = tokenizer.batch_decode(rollout["prompt_ids"], skip_special_tokens=False)
@@ -217,14 +223,7 @@ def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_on
         assert all(v.ok for v in trainer.visd.last_verdicts)
         assert all("no time cited" in p for p in trainer.visd.last_prompts)
         server.reset(replies=["not json"] * 40)  # every try of every rollout malformed
-        seen = {}
-        original = trainer.visd.token_advantages
-
-        def spy(tr, ro, rows):
-            seen["A"] = ro["advantages"].clone()
-            return original(tr, ro, rows)
-
-        trainer.visd.token_advantages = spy
+        seen = _spy_rollout_advantages(trainer)
         rollout, _ = _rollout(trainer, env)
         trainer.visd.judge.close()
     assert not any(v.ok for v in trainer.visd.last_verdicts)
