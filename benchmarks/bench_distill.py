@@ -144,7 +144,7 @@ def _grpo_args(cls, out, steps, batch, timer, gens, length, **extra):
                max_completion_length=length, temperature=0.8, generation_kwargs={"min_new_tokens": length}, **extra)
 
 
-def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards):
+def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_rollouts=None):
     from rmsd.models.processing import load_student
     from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
@@ -152,7 +152,8 @@ def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards):
     model, processor = load_student(env["student"], device="cpu")
     teacher = TeacherSamples.from_matched(env["matched"])
     data = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
-    args = _grpo_args(AdversarialConfig, out, steps, batch, timer, gens, length, rewards=rewards, disc_lr=1e-4)
+    args = _grpo_args(AdversarialConfig, out, steps, batch, timer, gens, length, rewards=rewards, disc_lr=1e-4,
+                      disc_rollouts_per_item=disc_rollouts)
     return AdversarialTrainer(model, args, data, processor, env["items"], teacher_samples=teacher, callbacks=[timer])
 
 
@@ -215,6 +216,8 @@ def main() -> None:
             "sft: stock SFTTrainer": lambda o, s, t: sft_stock(env, o, s, b, t),
             "adversarial: AdversarialTrainer (D + format)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}),
+            "adversarial: AdversarialTrainer (D on 1 rollout/item + format)": lambda o, s, t: adversarial_ours(
+                env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}, disc_rollouts=1),
             "adversarial: AdversarialTrainer (format only)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"format": 1.0}),
             "adversarial: stock GRPOTrainer (format)": lambda o, s, t: grpo_stock(env, o, s, b, t, g, n),
@@ -289,6 +292,9 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
         "- adversarial, D + format: adds the discriminator (a copy of the student's language backbone): one",
         "  forward + backward over B teacher samples and B·G rollouts per step, each prompt read once through a",
         "  shared key/value prefix; the rollouts' rewards come from the same forward.",
+        "- adversarial, D on 1 rollout/item (`disc_rollouts_per_item: 1`): D's loss reads one of each item's G",
+        "  rollouts, the others are scored under no_grad (the reward still covers every rollout); the default",
+        "  (null) trains on all G, as GAD does.",
     ]
     lines += ["", "Raw rows: " + json.dumps([{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                                              for r in rows]), ""]

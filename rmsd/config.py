@@ -254,6 +254,8 @@ class AdversarialStageConfig(TrainCommon):
     temperature: float = Field(0.8, gt=0.0, le=2.0, description="rollout temperature (GAD: 0.8)")
     max_completion_length: int = Field(64, ge=1)
     disc_warmup_steps: int = Field(10, ge=0, description="steps that train the discriminator alone")
+    disc_rollouts_per_item: int | None = Field(None, ge=1, description=(
+        "rollouts of each item the discriminator trains on per step (the rest are only scored); null: all G"))
     beta: float = Field(0.0, ge=0.0, description="KL to the reference (0 = no reference model)")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip")
     reward_weights: dict[Literal["discriminator", "format", "correctness"], float] = Field(

@@ -134,7 +134,7 @@ FEW_STEPS = [f"--set={kv}" for kv in (
     "distill.sft.max_steps=3", "distill.sft.batch_size=4", "distill.sft.warmup_steps=0",
     "distill.adversarial.max_steps=2", "distill.adversarial.batch_size=2", "distill.adversarial.num_generations=2",
     "distill.adversarial.max_completion_length=8", "distill.adversarial.disc_warmup_steps=1",
-    "distill.adversarial.warmup_steps=0",
+    "distill.adversarial.warmup_steps=0", "distill.adversarial.disc_rollouts_per_item=1",
 )]
 
 

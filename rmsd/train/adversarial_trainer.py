@@ -67,6 +67,8 @@ class AdversarialConfig(GRPOConfig):
     disc_lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the discriminator."})
     disc_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the discriminator."})
     disc_warmup_steps: int = field(default=0, metadata={"help": "First steps train D alone (student frozen)."})
+    disc_rollouts_per_item: int | None = field(default=None, metadata={
+        "help": "Rollouts of each item D trains on per step (the rest are only scored); None: all G."})
     # -- rewards ----------------------------------------------------------------------
     rewards: dict[str, float] = field(
         default_factory=lambda: {"discriminator": 1.0},
@@ -83,6 +85,8 @@ class AdversarialConfig(GRPOConfig):
             raise ValueError(f"rewards must name some of {REWARDS}; got {sorted(self.rewards)}")
         if self.disc_warmup_steps < 0 or self.disc_lr <= 0:
             raise ValueError("disc_warmup_steps must be >= 0 and disc_lr > 0")
+        if self.disc_rollouts_per_item is not None and self.disc_rollouts_per_item < 1:
+            raise ValueError(f"disc_rollouts_per_item must be >= 1 or None, got {self.disc_rollouts_per_item}")
         self.reward_weights = [float(w) for w in self.rewards.values()]
         super().__post_init__()
 
@@ -180,7 +184,7 @@ class AdversarialTrainer(GRPOTrainer):
         disc = Discriminator.from_student(model, seed=args.seed)
         return Adversary(disc, processor, teacher_samples, lr=args.disc_lr, weight_decay=args.disc_weight_decay,
                          max_grad_norm=args.max_grad_norm, max_response_tokens=args.max_completion_length,
-                         system=args.system_prompt, seed=args.seed)
+                         rollouts_per_item=args.disc_rollouts_per_item, system=args.system_prompt, seed=args.seed)
 
     # -- the VISD seam ------------------------------------------------------------------
     def token_advantages(self, rollout: dict[str, Any], rows: list[dict[str, Any]]) -> torch.Tensor:

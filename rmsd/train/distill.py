@@ -201,7 +201,8 @@ def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, stude
         **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
         num_generations=cfg.num_generations, temperature=cfg.temperature,
         max_completion_length=cfg.max_completion_length, beta=cfg.beta, epsilon=cfg.epsilon,
-        disc_lr=cfg.disc_lr, disc_warmup_steps=cfg.disc_warmup_steps, rewards=rewards,
+        disc_lr=cfg.disc_lr, disc_warmup_steps=cfg.disc_warmup_steps, disc_rollouts_per_item=cfg.disc_rollouts_per_item,
+        rewards=rewards,
     )
     model, processor = _load(ctx, student)
     dataset = Dataset.from_list([{"prompt": ctx.items[i].prompt, "item_id": i} for i in ids])

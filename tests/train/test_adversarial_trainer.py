@@ -263,3 +263,37 @@ def test_kl_to_a_reference_reloaded_from_the_student_path(env, tmp_path):
     kl = [h["kl"] for h in trainer.state.log_history if "kl" in h]
     # Step 1: policy == reference, on the same clip (a reference blind to the video would differ already).
     assert len(kl) == 2 and abs(kl[0]) < 1e-6 and kl[1] > 0 and math.isfinite(kl[1])
+
+
+def test_discriminator_trains_on_a_subset_of_rollouts_and_scores_them_all(env):
+    """rollouts_per_item = m: D's step equals a step on m rollouts per item; every rollout is still scored."""
+    import copy
+
+    from rmsd.models.processing import load_student
+    from rmsd.train.discriminator import Discriminator
+
+    model, processor = load_student(env["student"], device="cpu")
+    teacher = TeacherSamples.from_matched(env["matched"])
+    first, second = list(env["items"].values())[:2]
+    prompts = [first.prompt] * 3 + [second.prompt] * 3
+    ids = [first.item_id] * 3 + [second.item_id] * 3
+    rollouts = ["<think>a</think><answer>(A)</answer>", "left", "<think>it stops</think>", "2", "<answer>3</answer>",
+                "<think>two objects</think><answer>2</answer>"]
+    disc = Discriminator.from_student(model)
+    sub = Adversary(disc, processor, teacher, lr=1e-2, rollouts_per_item=1, seed=3)
+    ref = Adversary(copy.deepcopy(disc), processor, teacher, lr=1e-2, seed=3)
+    before = sub.score(prompts, rollouts)
+    chosen: list[int] = []
+    pick = sub._trained_rows
+    sub._trained_rows = lambda *a: chosen.extend(pick(*a)) or chosen
+    scores, metrics = sub.step(prompts, rollouts, ids)
+    torch.testing.assert_close(scores, before, rtol=1e-5, atol=1e-5)  # the reward: every rollout, pre-step D
+    assert len(chosen) == 2 and {ids[n] for n in chosen} == {first.item_id, second.item_id}
+    assert set(metrics) == {"loss", "accuracy", "score_teacher", "score_student"}
+    ref.step([prompts[n] for n in chosen], [rollouts[n] for n in chosen], [ids[n] for n in chosen])
+    for a, b in zip(sub.disc.parameters(), ref.disc.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    fresh = Discriminator.from_student(model)  # seeded: the D both started from
+    assert any(not torch.allclose(a, b) for a, b in zip(sub.disc.parameters(), fresh.parameters(), strict=True))  # the step did change D (so the equality above can fail)
+    with pytest.raises(ValueError, match="disc_rollouts_per_item"):
+        AdversarialConfig(output_dir="x", use_cpu=True, bf16=False, disc_rollouts_per_item=0)
