@@ -72,6 +72,8 @@ def test_set_overrides_parse_values_as_yaml(tmp_path):
         load_recipe(p, ["distill.sft.lr=fast"])
     with pytest.raises(ConfigError, match="distill.adversarial.disc_rollouts_per_item"):
         load_recipe(p, ["distill.adversarial.disc_rollouts_per_item=0"])
+    with pytest.raises(ConfigError, match="matching.anchor_fraction"):
+        load_recipe(p, ["matching.anchor_fraction=2"])
     with pytest.raises(RmsdError, match="expected key.path=value"):
         load_recipe(p, ["distill.sft.lr"])
 

@@ -10,7 +10,9 @@ Per item, from its K×T samples (DESIGN.md section 3):
   pool per task type (teacher reliabilities learned without labels; `rmsd.matching.consensus`)
   or the plain vote share. Numeric answers vote by their normalised value; grounding spans
   are first clustered by temporal IoU ≥ `grounding_iou`, and a span votes for its cluster.
-  Samples below `min_weight` (or at weight 0) are dropped.
+  Samples below `min_weight` (or at weight 0) are dropped. With `anchor_fraction` > 0, that
+  share of the items with a known answer (a fixed, hashed subset) are gold items: the
+  teachers' error models are measured on them and applied to every other item.
 - **Open-ended.** Uniform weight 1 over valid samples, as in R-MSD; optionally the centrality
   (mean ROUGE-L to the item's other valid samples, divided by the item's largest) and
   dropping outliers whose centrality z-score is below `-open_outlier_z`. `min_weight` does
@@ -26,6 +28,7 @@ known, so the report can set its reliability estimates beside the true accuracie
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import defaultdict
@@ -65,6 +68,10 @@ class MatchConfig:
         below their item's mean; None keeps them all.
     require_format: samples without `<think>…</think><answer>…</answer>` are dropped; when
         False, their answer is read by the benchmark's lenient (harness) extractor.
+    anchor_fraction: semi-supervised Dawid–Skene: this share of the items with a known answer
+        (a fixed subset, chosen by a hash of the item id) anchors EM with its truth. Label-free
+        EM cannot tell teachers that share their mistakes from teachers that agree because
+        they are right; a few labelled items can. 0 = label-free.
     """
 
     use_ground_truth: bool = True
@@ -75,6 +82,7 @@ class MatchConfig:
     open_weighting: str = "uniform"
     open_outlier_z: float | None = None
     require_format: bool = True
+    anchor_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         choices = {"consensus": CONSENSUS, "ds_model": DS_MODELS, "open_weighting": OPEN_WEIGHTING}
@@ -85,6 +93,8 @@ class MatchConfig:
             raise RmsdError(f"matching.min_weight is {self.min_weight}: use a number in [0, 1]")
         if not 0.0 < self.grounding_iou <= 1.0:
             raise RmsdError(f"matching.grounding_iou is {self.grounding_iou}: use a number in (0, 1]")
+        if not 0.0 <= self.anchor_fraction <= 1.0:
+            raise RmsdError(f"matching.anchor_fraction is {self.anchor_fraction}: use a number in [0, 1]")
         if self.open_outlier_z is not None and self.open_outlier_z <= 0:
             raise RmsdError(f"matching.open_outlier_z is {self.open_outlier_z}: use a positive number or null")
 
@@ -259,12 +269,47 @@ def _consensus(pool: _Pool, vote_rows: list[int], labels: list, task: str,
     votes = build_votes(item_ids, teachers, labels, candidates=candidates, classes=classes)
     if cfg.consensus == "majority":
         return votes, majority_vote(votes), {"method": "majority", "votes": len(vote_rows)}
-    result = dawid_skene(votes, model=model)
+    clamp, n_anchors = _anchors(pool, votes, vote_rows, task, cfg)
+    result = dawid_skene(votes, model=model, clamp=clamp)
     info = {"method": "dawid_skene", "model": model, "votes": len(vote_rows), "n_iter": result.n_iter,
-            "converged": result.converged, "log_likelihood": result.log_likelihood}
+            "converged": result.converged, "log_likelihood": result.log_likelihood, "anchors": n_anchors}
     if result.prior is not None:
         info["prior"] = dict(zip(votes.classes, result.prior.round(4).tolist(), strict=True))
     return votes, result, info
+
+
+def anchored(item_id: str, fraction: float) -> bool:
+    """Whether an item is in the anchor subset: a hash of its id below `fraction` (stable across runs)."""
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _anchors(pool: _Pool, votes: Any, vote_rows: list[int], task: str,
+             cfg: MatchConfig) -> tuple[np.ndarray | None, int]:
+    """Dawid–Skene's clamp for the anchored items (see `dawid_skene`) and how many there are."""
+    if cfg.anchor_fraction <= 0:
+        return None, 0
+    threshold = cfg.grounding_iou if task == "grounding" else 0.5
+    item_of = {pool.rows[r]["item_id"]: pool.items[r] for r in vote_rows}
+    index = {key: i for i, key in enumerate(votes.item_keys)}
+    chosen = [index[i] for i, it in item_of.items() if it.answer is not None and anchored(i, cfg.anchor_fraction)]
+    if not chosen:
+        return None, 0
+    clamp = np.full(len(votes.labels), np.nan)
+    free = ~np.isin(votes.cand_item, chosen)
+    clamp[~free] = 0.0
+    for v, r in enumerate(vote_rows):  # a candidate is right when one of its votes scores as right
+        if not free[votes.cand[v]] and pool.gt_score[r] is not None and pool.gt_score[r] >= threshold:
+            clamp[votes.cand[v]] = 1.0
+    if task in ("mcq", "numeric"):  # the true label is a candidate nobody voted for (mcq letters)
+        truth = {index[i]: (it.answer if task == "mcq" else _numeric_label(it.answer)) for i, it in item_of.items()}
+        for c in np.flatnonzero(~free):
+            if votes.labels[c] == truth[votes.cand_item[c]]:
+                clamp[c] = 1.0
+    totals = np.bincount(votes.cand_item[~free], weights=clamp[~free], minlength=votes.n_items)
+    scale = totals[votes.cand_item[~free]]
+    clamp[~free] = np.where(scale > 0, clamp[~free] / np.maximum(scale, 1e-12), 0.0)
+    return clamp, len(chosen)
 
 
 def _teacher_reliability(pool: _Pool, votes: Any, result: VoteResult, vote_rows: list[int], task: str,

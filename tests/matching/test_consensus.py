@@ -162,3 +162,48 @@ def test_the_prior_that_teachers_beat_chance_lifts_a_lone_vote_above_chance():
         assert dawid_skene(lettered, model=model).posterior[0] > 2 / 3
     with pytest.raises(ValueError, match="prior_right"):
         dawid_skene(votes, prior_wrong=0.0)
+
+
+def simulate_shared_mistakes(n_items=1000, k=2, seed=0, strong=0.75, weak=(0.4, 0.55)):
+    """A strong teacher and two weak ones whose mistakes coincide: one draw decides whether
+    both err on a sample, and both then give the item's decoy (two small models trained on
+    the same data). Label-free EM cannot tell that pair from two teachers that are right."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(4, size=n_items)
+    decoy = (truth + rng.integers(1, 4, size=n_items)) % 4
+    own = np.where(rng.random((n_items, k)) < strong, truth[:, None],
+                   (truth[:, None] + rng.integers(1, 4, size=(n_items, k))) % 4)
+    u = rng.random((n_items, k))
+    return truth, np.stack([own, *(np.where(u < acc, truth[:, None], decoy[:, None]) for acc in weak)])
+
+
+def gold_clamp(votes, truth, fraction, seed=1):
+    """Dawid–Skene's clamp with `fraction` of the items labelled (1 on the truth, 0 elsewhere)."""
+    gold = np.random.default_rng(seed).random(len(truth)) < fraction
+    clamp = np.full(len(votes.labels), np.nan)
+    for c, i in enumerate(votes.cand_item):
+        item = votes.item_keys[i]
+        if gold[item]:
+            clamp[c] = float(votes.labels[c] == LETTERS[truth[item]])
+    return clamp, gold
+
+
+@pytest.mark.parametrize("model", ["one_coin", "full"])
+def test_gold_items_see_through_teachers_that_share_their_mistakes(model):
+    truth, answers = simulate_shared_mistakes()
+    votes = to_votes(answers, classes=model == "full")
+    free = dawid_skene(votes, model=model)
+    assert free.reliability[0] < free.reliability[1]  # label-free: the strong teacher ranked below a weak one
+    clamp, gold = gold_clamp(votes, truth, 0.05)
+    anchored = dawid_skene(votes, model=model, clamp=clamp)
+    assert anchored.reliability[0] > anchored.reliability[1] + 0.15 and anchored.reliability[0] > anchored.reliability[2]
+    winners = anchored.winner_labels(votes)
+    unlabelled = [i for i in range(len(truth)) if not gold[i]]
+    right = np.mean([winners[i] == LETTERS[truth[i]] for i in unlabelled])
+    free_right = np.mean([free.winner_labels(votes)[i] == LETTERS[truth[i]] for i in unlabelled])
+    assert right > free_right + 0.15, (right, free_right)
+    fixed = ~np.isnan(clamp)
+    np.testing.assert_array_equal(anchored.posterior[fixed], clamp[fixed])  # gold posteriors stay the labels
+    assert anchored.converged
+    with pytest.raises(ValueError, match="one entry per candidate"):
+        dawid_skene(votes, clamp=clamp[:-1])

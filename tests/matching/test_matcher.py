@@ -224,3 +224,33 @@ def test_config_from_the_recipe_model_and_user_errors(bench):
         match_samples(items * 2, [rec("m0", "t", 0, "(A)")], bench)
     rows, stats = match_samples(items, [rec("m0", "t", 0, "(A)"), rec("gone", "t", 0, "(A)")], bench)
     assert len(rows) == 1 and stats["n_records_without_item"] == 1
+
+
+def test_anchor_items_fix_the_reliabilities_of_a_pool_with_shared_mistakes(bench):
+    """Two weak teachers sharing their mistakes (one error_seed) outvote a strong one label-free;
+    10% anchored items (known answers) rank the teachers right and keep the right answers."""
+    from rmsd.matching.matcher import anchored
+
+    items = build_items(500, seed=7, test_fraction=0.0, task_mix={"mcq": 0.4, "numeric": 0.6})["train"]
+    teachers = [SimulatedTeacher("strong", 0.8, seed=1), SimulatedTeacher("weak", 0.4, seed=2, error_seed=9),
+                SimulatedTeacher("weaker", 0.5, seed=3, error_seed=9)]
+    records = [rec(it.item_id, t.name, k, text=t.respond(it, k).text) for t in teachers for it in items
+               for k in range(2)]
+    numeric = [it for it in items if it.task_type == "numeric"]
+    label_free = dict(use_ground_truth=False)
+    rows, stats = match_samples(numeric, [r for r in records if r["item_id"] in {it.item_id for it in numeric}],
+                                bench, MatchConfig(**label_free))
+    est = {t: stats["teachers"][t]["reliability"]["numeric"]["estimate"] for t in ("strong", "weak", "weaker")}
+    assert est["strong"] < est["weaker"], est  # the failure anchors are for
+    free_precision, base_rate = kept_precision(rows, numeric, bench)
+    rows, stats = match_samples(items, records, bench, MatchConfig(**label_free, anchor_fraction=0.1))
+    numeric_rows = [r for r in rows if r["task_type"] == "numeric"]
+    est = {t: stats["teachers"][t]["reliability"]["numeric"]["estimate"] for t in ("strong", "weak", "weaker")}
+    assert est["strong"] > max(est["weak"], est["weaker"]) + 0.1, est
+    precision, _ = kept_precision(numeric_rows, numeric, bench)
+    assert precision > free_precision + 0.2 and precision > base_rate, (precision, free_precision, base_rate)
+    n_anchors = sum(anchored(it.item_id, 0.1) for it in numeric)
+    assert stats["consensus"]["numeric"]["anchors"] == n_anchors and 0 < n_anchors < 0.25 * len(numeric)
+    assert [anchored(it.item_id, 0.1) for it in items] == [anchored(it.item_id, 0.1) for it in items]  # stable
+    with pytest.raises(RmsdError, match="anchor_fraction"):
+        MatchConfig(anchor_fraction=1.5)
