@@ -104,7 +104,7 @@ class Preset:
     vision_intermediate: int
     fullatt_blocks: tuple[int, ...]
     initializer_range: float
-    rope_theta: float = 1_000_000.0  # text rope base (Qwen2.5-VL's); see the tiny preset for why it is small there
+    rope_theta: float = 1_000_000.0  # text rope base (Qwen2.5-VL's)
     vocab_size: int = 1024  # a BPE target; a small corpus may stop short of it
 
 

@@ -299,3 +299,21 @@ def test_cli_writes_a_dataset(tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote 6 items" in result.output
     assert len(load_items(tmp_path / "cli", "train")) + len(load_items(tmp_path / "cli", "test")) == 6
+
+
+def test_easy_objects_cross_most_of_the_frame(many_items):
+    """The easy tier's moving object travels 55-70% of the frame side; medium and hard 30-50%."""
+    from rmsd.data.synthvid import TRAVEL
+
+    seen = set()
+    for item in many_items:
+        meta = item.meta
+        lo, hi = TRAVEL[meta["difficulty"]]
+        for o in meta["objects"]:
+            trip = abs(o["end"][0] - o["start"][0]) + abs(o["end"][1] - o["start"][1])
+            if o["direction"] == "none":
+                assert trip == 0
+                continue
+            assert round(lo * meta["width"]) <= trip <= round(hi * meta["width"]), (item.item_id, trip)
+            seen.add(meta["difficulty"])
+    assert seen == {"easy", "medium", "hard"}
