@@ -10,6 +10,8 @@ S = 250, R = 50 there):
 1. single   single-sample SFT (one teacher response per item), S + R SFT steps
 2. uniform  multi-sample SFT, uniform weights over format-valid samples, S + R SFT steps
 3. matched  multi-sample SFT, quality-matched weights (R-MSD data side), S + R SFT steps
+   anchored 3 with Dawid–Skene anchored by 10% labelled items (semi-supervised consensus)
+   gt       3 with the ground truth's correctness as the weight (DESIGN: labelled training data)
 4. rmsd     3 for S steps + R adversarial steps (full R-MSD)
 5. sft_rl   3 for S steps + R GRPO steps with verifiable rewards only (correctness, format)
 6. visd     4 + the VISD structured signal
@@ -63,8 +65,9 @@ import steps_to_target  # noqa: E402  (a sibling script of this benchmark)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = ROOT / "recipes" / "synthvid"
-METHODS = ("single", "uniform", "matched", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
-DEFAULT_METHODS = METHODS[:7]  # the lr-2e-4 pair is a follow-up, run on its own
+METHODS = ("single", "uniform", "matched", "anchored", "gt", "rmsd", "sft_rl", "visd", "visd_rl",
+           "sft_rl_2e4", "visd_rl_2e4")
+DEFAULT_METHODS = METHODS[:9]  # the lr-2e-4 pair is a follow-up, run on its own
 TASK_TYPES = ("mcq", "numeric", "grounding", "open")
 DATA_SEED = 1234
 # --quick: a smoke test of every code path in about a minute, not a measurement.
@@ -262,8 +265,27 @@ def _cached(run: Path, recipe: Any, points: list[int]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    same = saved.get("recipe") == recipe.model_dump(mode="json") and saved.get("points") == points
-    return saved if same else None
+    now = recipe.model_dump(mode="json")
+    same = _same_config(saved.get("recipe"), now, recipe.model_dump(mode="json", exclude_defaults=True))
+    return saved if same and saved.get("points") == points else None
+
+
+def _same_config(saved: Any, now: Any, changed: Any) -> bool:
+    """Whether a saved recipe dump describes the same run as `now`.
+
+    A key the saved dump lacks is a config field added after that run; it matches when the
+    current recipe leaves it at its default (`changed`: the dump without defaults), since a
+    new field's default keeps the old behaviour. Anything else must be equal."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return saved == now
+    changed = changed if isinstance(changed, dict) else {}
+    for key in now.keys() | saved.keys():
+        if key not in saved:
+            if key in changed:
+                return False
+        elif key not in now or not _same_config(saved[key], now[key], changed.get(key)):
+            return False
+    return True
 
 
 def untrained(recipe: Any, seed: int) -> dict[str, Any]:
@@ -387,9 +409,10 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
         "",
         f"Data: synthvid, {meta['data']['train']} train / {meta['data']['test']} test items (data seed {DATA_SEED}); "
         f"pool `teachers/experiment_pool.yaml` (simulated: t1-strong with format slips, t2-weak, t3-biased); "
-        f"label-free matching (Dawid–Skene). Seeds: {meta['seeds']} (student init, data order, rollouts).",
+        f"matching label-free (Dawid–Skene) except anchored (10% of the items labelled) and gt (ground truth). "
+        f"Seeds: {meta['seeds']} (student init, data order, rollouts).",
         "",
-        f"Budget: {b['total']} optimisation steps for every method: single, uniform, matched train {b['total']} SFT "
+        f"Budget: {b['total']} optimisation steps for every method: single, uniform, matched, anchored, gt train {b['total']} SFT "
         f"steps; rmsd, sft_rl, visd, visd_rl train {b['sft']} SFT steps then {b['adversarial']} adversarial (GRPO) steps. "
         "Steps are equal, compute is not: see train s (training only, the curve's evaluations left out; methods "
         "4-7 share one SFT stage per seed, whose seconds each of them counts).", "",
