@@ -27,6 +27,8 @@ import dataclasses
 import json
 import math
 import re
+import shlex
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -197,10 +199,7 @@ def report(args: argparse.Namespace, curve: list[dict], n_params: int, n_train: 
     return "\n".join([
         "# Learning curve of the tiny student on synthvid (CPU calibration)", "",
         "Written by `benchmarks/bench_learning.py`; command:", "",
-        f"    .venv/bin/python benchmarks/bench_learning.py --minutes {args.minutes:g} --n {args.n} "
-        f"--target {args.target} --seed {args.seed} --threads {args.threads}"
-        + "".join(f" --set {o}" for o in args.overrides)
-        + (f" --tier-mix {args.tier_mix}" if args.tier_mix else ""), "",
+        "    python benchmarks/bench_learning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "",
         f"Student `{args.size}` ({n_params / 1e6:.2f}M parameters) trained from scratch on {n_train} synthvid train "
         f"items (targets: `{args.target}`), batch {args.batch_size}, AdamW lr {args.lr:g}; greedy decoding on "
         f"{n_test} test items. Scores: mcq/numeric exact, grounding tIoU, open ROUGE-L F1, strict `<answer>` tag. "
