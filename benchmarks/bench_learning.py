@@ -37,6 +37,7 @@ import torch
 
 from rmsd.data.benchmarks.synthvid import load_items
 from rmsd.data.items import Item
+from rmsd.data.synthvid import GENERATOR_VERSION
 from rmsd.data.synthvid import generate as generate_synthvid
 from rmsd.data.video import load_frames
 from rmsd.matching.extract import rouge_l
@@ -52,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training time budget (evaluation excluded)")
     p.add_argument("--n", type=int, default=2000, help="synthvid items (80%% train, 20%% test)")
-    p.add_argument("--data", type=Path, default=None, help="synthvid folder (default: one per --n/--seed/--tier-mix)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="synthvid folder (default: one per generator version, --n, --seed, --tier-mix)")
     p.add_argument("--tier-mix", default=None, help='synthvid tier shares, e.g. "easy=1" (default: synthvid\'s mix)')
     p.add_argument("--size", default="tiny", help="student preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -73,7 +75,8 @@ def prepare(args: argparse.Namespace) -> tuple[list[Item], list[Item], dict[str,
     """synthvid train/test items (generated once per --data/--n/--seed) and every clip decoded once."""
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.tier_mix.split(","))} if args.tier_mix else None
     if args.data is None:  # one folder per dataset, reused by later runs
-        args.data = Path("runs/bench_learning") / f"synthvid-n{args.n}-s{args.seed}{'-' + args.tier_mix if mix else ''}"
+        args.data = Path("runs/bench_learning") / (f"synthvid-v{GENERATOR_VERSION}-n{args.n}-s{args.seed}"
+                                                   + (f"-{args.tier_mix}" if mix else ""))
     if not (args.data / "info.json").exists():
         generate_synthvid(args.data, n=args.n, seed=args.seed, tier_mix=mix)
     train, test = load_items(args.data, "train"), load_items(args.data, "test")[: args.eval_items]
