@@ -45,9 +45,10 @@ GAP_PX = 2  # minimum distance between the boxes of two objects visible together
 # How far a moving object travels, as a share of the frame side (capped by the room it has).
 # The easy tier's objects cross most of the frame: at 84 px the student's vision reads the
 # clip as 6 x 6 merged tokens of 28 px, and a 25-42 px trip (one token or so) left the tiny
-# student's direction answers at chance after 1,100 steps while 46-59 px trips were named
-# right 83% of the time after 300 (benchmarks/results/learning.md). Medium and hard keep
-# shorter trips, so several objects fit apart.
+# student's direction words at chance after 1,100 steps (a linear probe on the vision tokens
+# reads them at 0.94: benchmarks/probe_direction.py); with 46-59 px trips it answers
+# direction questions 0.96 after 1,200 steps (benchmarks/results/learning_easy.md). Medium
+# and hard keep shorter trips, so several objects fit apart.
 TRAVEL = {"easy": (0.55, 0.70), "medium": (0.30, 0.50), "hard": (0.30, 0.50)}
 QUESTION_KINDS = {  # (tier, task type) -> question kinds that can fill it
     ("easy", "mcq"): ("colour", "direction"),
