@@ -60,7 +60,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import steps_to_target  # noqa: E402  (a sibling script of this benchmark)
+import run_cache  # noqa: E402  (sibling scripts of this benchmark)
+import steps_to_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -210,7 +211,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
     from rmsd.train.distill import distill_recipe
 
     run = Path(recipe.distill.out)
-    cached = _cached(run, recipe, points)
+    cached = run_cache.cached(run, recipe, points)
     if cached is not None:
         return cached
     shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier attempt: start clean, the curve needs it
@@ -257,35 +258,6 @@ def sft_prefix(method: str, recipe: Any, matched: Path, seed: int, work: Path,
     seconds = round(time.perf_counter() - t0 - callback.seconds, 1)
     done.write_text(json.dumps({"first_method": method, "curve": callback.curve, "seconds": seconds}, indent=2))
     return out / "sft", callback.curve, seconds
-
-
-def _cached(run: Path, recipe: Any, points: list[int]) -> dict[str, Any] | None:
-    """The result of an earlier identical run (same recipe, same curve points), else None."""
-    path = run / "result.json"
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    now = recipe.model_dump(mode="json")
-    same = _same_config(saved.get("recipe"), now, recipe.model_dump(mode="json", exclude_defaults=True))
-    return saved if same and saved.get("points") == points else None
-
-
-def _same_config(saved: Any, now: Any, changed: Any) -> bool:
-    """Whether a saved recipe dump describes the same run as `now`.
-
-    A key the saved dump lacks is a config field added after that run; it matches when the
-    current recipe leaves it at its default (`changed`: the dump without defaults), since a
-    new field's default keeps the old behaviour. Anything else must be equal."""
-    if not (isinstance(saved, dict) and isinstance(now, dict)):
-        return saved == now
-    changed = changed if isinstance(changed, dict) else {}
-    for key in now.keys() | saved.keys():
-        if key not in saved:
-            if key in changed:
-                return False
-        elif key not in now or not _same_config(saved[key], now[key], changed.get(key)):
-            return False
-    return True
 
 
 def untrained(recipe: Any, seed: int) -> dict[str, Any]:

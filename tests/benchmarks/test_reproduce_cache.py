@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import reproduce  # noqa: E402  (a script of benchmarks/, not a package)
+import run_cache  # noqa: E402  (a script of benchmarks/, not a package)
 
 from rmsd.config import load_recipe  # noqa: E402
 
@@ -18,10 +18,10 @@ def test_a_field_added_after_a_run_keeps_the_run_only_at_its_default():
     now = recipe.model_dump(mode="json")
     changed = recipe.model_dump(mode="json", exclude_defaults=True)
     saved = {**now, "matching": {k: v for k, v in now["matching"].items() if k != "anchor_fraction"}}
-    assert reproduce._same_config(saved, now, changed)  # the old run knew no anchors: same run
+    assert run_cache.same_config(saved, now, changed)  # the old run knew no anchors: same run
     anchored = load_recipe(ROOT / "recipes" / "synthvid" / "experiment_matched.yaml", ["matching.anchor_fraction=0.1"])
-    assert not reproduce._same_config(saved, anchored.model_dump(mode="json"),
+    assert not run_cache.same_config(saved, anchored.model_dump(mode="json"),
                                       anchored.model_dump(mode="json", exclude_defaults=True))
     other = {**now, "distill": {**now["distill"], "sft": {**now["distill"]["sft"], "lr": 0.5}}}
-    assert not reproduce._same_config(other, now, changed)
-    assert not reproduce._same_config({**now, "gone": 1}, now, changed)  # a key the recipe no longer has
+    assert not run_cache.same_config(other, now, changed)
+    assert not run_cache.same_config({**now, "gone": 1}, now, changed)  # a key the recipe no longer has
