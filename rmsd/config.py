@@ -187,7 +187,7 @@ class MatchingConfig(Strict):
     open_outlier_z: float | None = Field(None, gt=0.0, description="drop open samples this many std below mean centrality")
     require_format: bool = Field(True, description="drop samples without <think>…</think><answer>…</answer>")
     anchor_fraction: float = Field(0.0, ge=0.0, le=1.0, description=(
-        "semi-supervised Dawid–Skene: share of the items with a known answer that anchor EM with their truth"))
+        "share of the items with a known answer used as gold items: Dawid–Skene measures the teachers on them"))
 
 
 # ----------------------------------------------------------------------------- student

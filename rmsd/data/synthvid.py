@@ -2,7 +2,8 @@
 
 Each video is a fixed dark background on which 1-4 coloured shapes (squares, circles,
 triangles; ~20 px on 84 px frames) appear, move linearly left/right/up/down (or stay) and
-disappear (an easy-tier object crosses 55-70% of the frame, others 30-50%: `TRAVEL`). Every item asks one question of one of the four task types (mcq, numeric,
+disappear (an easy-tier object crosses 55-70% of the frame, others 30-50%: `TRAVEL`).
+Every item asks one question of one of the four task types (mcq, numeric,
 grounding, open) at a difficulty tier (easy: one object; medium: 2-3; hard: 3-4 with
 staggered appearance), and carries the whole scene in `Item.meta` (ARCHITECTURE.md,
 "synthvid scene"), so judges and the simulated teacher can recompute every answer.

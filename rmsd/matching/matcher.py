@@ -68,10 +68,11 @@ class MatchConfig:
         below their item's mean; None keeps them all.
     require_format: samples without `<think>…</think><answer>…</answer>` are dropped; when
         False, their answer is read by the benchmark's lenient (harness) extractor.
-    anchor_fraction: semi-supervised Dawid–Skene: this share of the items with a known answer
-        (a fixed subset, chosen by a hash of the item id) anchors EM with its truth. Label-free
-        EM cannot tell teachers that share their mistakes from teachers that agree because
-        they are right; a few labelled items can. 0 = label-free.
+    anchor_fraction: gold items for Dawid–Skene: this share of the items with a known answer
+        (a fixed subset, chosen by a hash of the item id) keeps its truth, and the teachers'
+        error models are measured on those items alone. Label-free EM cannot tell teachers
+        that share their mistakes from teachers that agree because they are right; a few
+        labelled items can. 0 = label-free.
     """
 
     use_ground_truth: bool = True
