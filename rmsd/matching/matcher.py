@@ -293,9 +293,10 @@ def _anchors(pool: _Pool, votes: Any, vote_rows: list[int], task: str,
     threshold = cfg.grounding_iou if task == "grounding" else 0.5
     item_of = {pool.rows[r]["item_id"]: pool.items[r] for r in vote_rows}
     index = {key: i for i, key in enumerate(votes.item_keys)}
-    chosen = [index[i] for i, it in item_of.items() if it.answer is not None and anchored(i, cfg.anchor_fraction)]
-    if not chosen:
+    gold = {index[i]: it for i, it in item_of.items() if it.answer is not None and anchored(i, cfg.anchor_fraction)}
+    if not gold:
         return None, 0
+    chosen = list(gold)
     clamp = np.full(len(votes.labels), np.nan)
     free = ~np.isin(votes.cand_item, chosen)
     clamp[~free] = 0.0
@@ -303,7 +304,7 @@ def _anchors(pool: _Pool, votes: Any, vote_rows: list[int], task: str,
         if not free[votes.cand[v]] and pool.gt_score[r] is not None and pool.gt_score[r] >= threshold:
             clamp[votes.cand[v]] = 1.0
     if task in ("mcq", "numeric"):  # the true label is a candidate nobody voted for (mcq letters)
-        truth = {index[i]: (it.answer if task == "mcq" else _numeric_label(it.answer)) for i, it in item_of.items()}
+        truth = {i: (it.answer if task == "mcq" else _numeric_label(it.answer)) for i, it in gold.items()}
         for c in np.flatnonzero(~free):
             if votes.labels[c] == truth[votes.cand_item[c]]:
                 clamp[c] = 1.0

@@ -3,6 +3,7 @@ ground truth; statistics; the written dataset and report. Uses the real synthvid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from itertools import combinations
 
@@ -252,5 +253,9 @@ def test_anchor_items_fix_the_reliabilities_of_a_pool_with_shared_mistakes(bench
     n_anchors = sum(anchored(it.item_id, 0.1) for it in numeric)
     assert stats["consensus"]["numeric"]["anchors"] == n_anchors and 0 < n_anchors < 0.25 * len(numeric)
     assert [anchored(it.item_id, 0.1) for it in items] == [anchored(it.item_id, 0.1) for it in items]  # stable
+    # an item without a known answer is never a gold item, and does not stop the others
+    unlabelled = [dataclasses.replace(it, answer=None) if it.item_id == numeric[0].item_id else it for it in items]
+    _, stats = match_samples(unlabelled, records, bench, MatchConfig(**label_free, anchor_fraction=1.0))
+    assert stats["consensus"]["numeric"]["anchors"] == len(numeric) - 1
     with pytest.raises(RmsdError, match="anchor_fraction"):
         MatchConfig(anchor_fraction=1.5)
