@@ -36,7 +36,7 @@ reproduce.md (command, machine, mean ± std over seeds overall and per task type
 untrained student, train seconds), reproduce.json (every run, curve and error) and
 reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
 
-    python benchmarks/reproduce.py --seeds 0 1 2                 # the experiment: ~1 h on 2 CPU cores
+    python benchmarks/reproduce.py --seeds 0 1 2                 # all 9 methods: hours on 2 CPU cores (7 took 6,245 s)
     python benchmarks/reproduce.py --quick --seeds 0 --methods single matched rmsd sft_rl --work /tmp/repro_smoke
     python benchmarks/reproduce.py --sft-steps 150 --adv-steps 30 --set student.device=cuda
 """

@@ -16,8 +16,8 @@ or on the truncation of student rollouts alone. One teacher sample per item meet
 rollouts (as in GAD), and one forward serves both the rewards and D's step, reading each
 prompt once through a shared key/value prefix; `rollouts_per_item` (recipe key
 `disc_rollouts_per_item`) trains D on m of the G rollouts and only scores the rest
-(benchmarks/results/distill.md: 1.34x -> 1.26x a stock GRPO step with m = 1 of G = 4). Under several processes every process
-keeps a replica of D; their gradients are averaged before each step, so replicas agree.
+(benchmarks/results/distill.md: 1.34x -> 1.26x a stock GRPO step with m = 1 of G = 4).
+Under several processes every process keeps a replica of D; their gradients are averaged before each step, so replicas agree.
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -211,7 +211,8 @@ class Adversary:
         paired = list(firsts)
         teacher = self._cut(self.teacher.draw(paired, self.rng))
         trained = self._trained_rows(item_ids, firsts)
-        scored = [n for n in range(len(prompts)) if n not in set(trained)]
+        trained_set = set(trained)
+        scored = [n for n in range(len(prompts)) if n not in trained_set]
         self.disc.train()
         scores = self.disc(**self.inputs([prompts[firsts[i]] for i in paired] + [prompts[n] for n in trained],
                                          teacher + [student[n] for n in trained]))
