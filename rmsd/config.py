@@ -269,6 +269,9 @@ class AdversarialStageConfig(TrainCommon):
 class DistillConfig(Strict):
     out: str = Field("runs/{name}/student_distilled", description="stage checkpoints go to OUT/<stage>")
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    shared_prefix: bool = Field(True, description=(
+        "run an item's prompt and video once for all its samples / rollouts (same losses and gradients); "
+        "false: one full sequence each, for checking"))
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     adversarial: AdversarialStageConfig = Field(default_factory=AdversarialStageConfig)
 

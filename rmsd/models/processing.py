@@ -155,6 +155,37 @@ def encode(
     return BatchFeature(data=data)
 
 
+def encode_samples(
+    processor: Any,
+    prompts: list[str],
+    frames: list[Any] | None,
+    responses: list[list[str]],
+    system: str | None = None,
+    images: list[Any] | None = None,
+) -> Any:
+    """`encode` for items that each bring several responses: each prompt and its media go
+    through the processor ONCE, and every (item, response) pair becomes a row.
+
+    Rows are in item order, then response order; `item_index` [rows] names each row's item;
+    the vision tensors hold one clip or image per item (in item order), not one per row, so
+    a model forward over the rows shares them (`rmsd.train.collate.item_vision`).
+    """
+    from transformers import BatchFeature
+
+    if len(responses) != len(prompts):
+        raise ValueError(f"encode_samples: {len(prompts)} prompts need as many response lists, got {len(responses)}")
+    batch = encode(processor, prompts, frames, system=system, images=images)
+    rows = _unpad(batch)
+    item_index = [i for i, texts in enumerate(responses) for _ in texts]
+    expanded, labels = _append_responses(processor, [rows[i] for i in item_index],
+                                         [t for texts in responses for t in texts])
+    tokenizer = getattr(processor, "tokenizer", processor)
+    data = _pad(expanded, labels, tokenizer.pad_token_id, "right")
+    data.update({k: v for k, v in batch.items() if k not in TOKEN_KEYS})
+    data["item_index"] = torch.tensor(item_index, dtype=torch.long)
+    return BatchFeature(data=data)
+
+
 def _uint8(array: Any) -> Any:
     import numpy as np
 

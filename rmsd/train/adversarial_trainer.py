@@ -45,6 +45,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.models import shared_prefix
 from rmsd.train.collate import VISION_KEYS, encode_pairs, load_media, merge_vision, vision_kwargs
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
@@ -78,6 +79,9 @@ class AdversarialConfig(GRPOConfig):
     num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
     max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
+    shared_prefix: bool = field(default=True, metadata={
+        "help": "Run an item's prompt (and video) once for its G rollouts in the loss and log-prob forwards "
+                "(rmsd.models.shared_prefix); False: one full sequence per rollout, for checking."})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rewards) - set(REWARDS))
@@ -166,6 +170,10 @@ class AdversarialTrainer(GRPOTrainer):
             add_fused_lm_head(visd.teacher.model, temperature=self.temperature,
                               cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
             visd.teacher.to(self.accelerator.device)
+        if args.shared_prefix:
+            for scorer in (self.model, getattr(self, "ref_model", None), visd.teacher.model if visd else None):
+                if scorer is not None:
+                    shared_prefix.enable(scorer)
         # A sampled vision placeholder would not match any features in the loss forward.
         config = self.accelerator.unwrap_model(self.model).config
         suppress = [t for t in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
@@ -319,20 +327,35 @@ class AdversarialTrainer(GRPOTrainer):
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100  # only completion tokens are scored
             rows = vision_rows[start: start + batch_size]
-            # The G rollouts of an item share one vision dict: its clip is encoded once.
-            model_inputs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": self.token_types(ids),
-                            **vision_kwargs(self.accelerator.unwrap_model(model), rows, [id(r) for r in rows])}
-            if compute_aux_loss:
-                model_inputs["output_router_logits"] = True
-            with self.accelerator.autocast():
-                out = model(**model_inputs, labels=labels, fused_lm_head=True)
-            logps.append(out.log_probs[:, -logits_to_keep:])
+            out = self._scored_forward(model, ids, mask, labels, rows, compute_aux_loss)
+            logps.append(out["log_probs"][:, -logits_to_keep:])
             if compute_entropy:
-                entropies.append(out.entropy[:, -logits_to_keep:])
+                entropies.append(out["entropy"][:, -logits_to_keep:])
             if compute_aux_loss:
-                aux.append(out.aux_loss)
+                aux.append(out["aux_loss"])
         return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
                 torch.stack(aux).mean() if compute_aux_loss else None)
+
+    def _scored_forward(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                        rows: list[dict[str, torch.Tensor]], compute_aux_loss: bool) -> dict[str, Any]:
+        """Fused-head outputs of (prompt + completion) rows: an item's G rows share one prompt pass
+        (`rmsd.models.shared_prefix`; the rows of an item carry the same vision dict), else one pass per row."""
+        types = self.token_types(ids)
+        split = None
+        if self.args.shared_prefix and not compute_aux_loss and shared_prefix.enabled(model):
+            first_target = (labels != -100).int().argmax(dim=1) - 1
+            split = shared_prefix.plan_split(ids, mask, first_target, [id(r) for r in rows], types)
+        if split is not None:
+            with self.accelerator.autocast():
+                return shared_prefix.shared_forward(model, ids, mask, labels, split, rows, types)
+        # The G rollouts of an item share one vision dict: its clip is encoded once.
+        model_inputs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types,
+                        **vision_kwargs(self.accelerator.unwrap_model(model), rows, [id(r) for r in rows])}
+        if compute_aux_loss:
+            model_inputs["output_router_logits"] = True
+        with self.accelerator.autocast():
+            out = model(**model_inputs, labels=labels, fused_lm_head=True)
+        return {"log_probs": out.log_probs, "entropy": out.entropy, "aux_loss": out.aux_loss}
 
     # -- discriminator warm-up ------------------------------------------------------------
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:

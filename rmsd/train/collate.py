@@ -109,26 +109,19 @@ class MultiSampleCollator:
     system: str | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pair_items: list[Item] = []
-        pair_media: list[tuple[Any, Any]] = []
-        responses: list[str] = []
-        weights: list[float] = []
-        item_index: list[int] = []
-        for i, row in enumerate(rows):
-            item = self._item(row["item_id"])
-            media = load_media(item, self.num_frames, self.max_side)  # once per item, shared by its samples
+        from rmsd.models.processing import encode_samples
+
+        items = [self._item(row["item_id"]) for row in rows]
+        for item, row in zip(items, rows, strict=True):
             if len(row["texts"]) != len(row["weights"]) or not row["texts"]:
                 raise ValueError(f"row of item {item.item_id}: texts and weights must be non-empty and equally long")
-            for text, weight in zip(row["texts"], row["weights"], strict=True):
-                pair_items.append(item)
-                pair_media.append(media)
-                responses.append(text)
-                weights.append(float(weight))
-                item_index.append(i)
-        batch = dict(encode_pairs(self.processor, pair_items, pair_media, responses=responses, system=self.system))
-        batch = truncate(batch, self.max_length, [it.item_id for it in pair_items])
-        batch["weights"] = torch.tensor(weights, dtype=torch.float32)
-        batch["item_index"] = torch.tensor(item_index, dtype=torch.long)
+        media = [load_media(item, self.num_frames, self.max_side) for item in items]  # once per item
+        frames, images = [m[0] for m in media], [m[1] for m in media]
+        extra = {"images": images} if any(im is not None for im in images) else {}
+        batch = dict(encode_samples(self.processor, [it.prompt for it in items], frames,
+                                    [list(row["texts"]) for row in rows], system=self.system, **extra))
+        batch = truncate(batch, self.max_length, [items[i].item_id for i in batch["item_index"].tolist()])
+        batch["weights"] = torch.tensor([float(w) for row in rows for w in row["weights"]], dtype=torch.float32)
         return batch
 
     def _item(self, item_id: str) -> Item:
@@ -166,6 +159,19 @@ def split_vision(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]
             if kind == "video" and "second_per_grid_ts" in batch:
                 rows[row]["second_per_grid_ts"] = batch["second_per_grid_ts"][n: n + 1]
     return rows
+
+
+def item_vision(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Per row, the vision dict of its item, for a batch whose vision tensors hold one clip or image per
+    item (`rmsd.models.processing.encode_samples`): rows of one item share one dict object."""
+    first_row: dict[int, int] = {}
+    for row, item in enumerate(batch["item_index"].tolist()):
+        first_row.setdefault(item, row)
+    heads = list(first_row.values())  # one row per item, in item order (the order of the vision tensors)
+    owned = split_vision({**{k: batch[k] for k in VISION_KEYS if k in batch},
+                          "input_ids": batch["input_ids"][heads], "mm_token_type_ids": batch["mm_token_type_ids"][heads]})
+    by_item = dict(zip(first_row, owned, strict=True))
+    return [by_item[item] for item in batch["item_index"].tolist()]
 
 
 def vision_kwargs(model: Any, rows: list[dict[str, torch.Tensor]], keys: list[Hashable]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from rmsd.losses.bradley_terry import bradley_terry_loss, discriminator_accuracy
+from rmsd.models import shared_prefix
 
 WEIGHTS_FILE = "discriminator.safetensors"
 STATE_FILE = "discriminator_state.pt"
@@ -59,8 +60,7 @@ class Discriminator(nn.Module):
     def from_student(cls, student: nn.Module, seed: int = 0) -> Discriminator:
         """A copy of the student's language backbone (no vision tower, no LM head) plus a fresh head."""
         backbone = copy.deepcopy(student.get_decoder())
-        if getattr(backbone, "is_gradient_checkpointing", False):
-            backbone.gradient_checkpointing_disable()  # it would refuse the shared-prompt KV cache
+        shared_prefix.enable(backbone)  # the prompt runs once per item, gradient checkpointing or not
         return cls(backbone, student.config.get_text_config().hidden_size, seed=seed).to(student.device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, score_index: torch.Tensor,
@@ -69,20 +69,26 @@ class Discriminator(nn.Module):
         """Scores [B] read at `score_index` (the last response token of each row).
 
         Without `prefix_ids`, each row is a whole (right-padded) sequence. With them, the rows
-        continue shared prompts: `prefix_ids` [P, Lp] (left-padded) are read once, their
-        key/value cache is gathered for each row (`row_prefix` [B] names the row's prompt),
-        and `input_ids` [B, Lr] (right-padded) hold only the responses. An item's G rollouts
-        and its teacher sample then pay for its prompt once; gradients from every row flow
-        into the one prompt pass. RoPE scores depend on relative positions only, so the
-        prompts' left padding does not change any score.
+        continue shared prompts (`rmsd.models.shared_prefix`): `prefix_ids` [P, Lp]
+        (left-padded) are read once, recording every layer's keys and values, and
+        `input_ids` [B, Lr] (right-padded) hold only the responses, each attending to its
+        prompt's keys (`row_prefix` [B] names it). An item's G rollouts and its teacher sample
+        then pay for its prompt once; gradients from every row flow into the one prompt pass.
         """
-        cache = None
-        if prefix_ids is not None:
-            cache = self.backbone(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True).past_key_values
-            cache.batch_select_indices(row_prefix)
-            attention_mask = torch.cat([prefix_mask[row_prefix], attention_mask], dim=1)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                               use_cache=cache is not None).last_hidden_state
+        if prefix_ids is None:
+            return self._score(self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+                               score_index)
+        # positions from each prompt's first real token; a reply continues its prompt's count
+        prefix_pos = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
+        record = shared_prefix.record_prefix(self.backbone, input_ids=prefix_ids, attention_mask=prefix_mask,
+                                             position_ids=prefix_pos, use_cache=False)
+        reply_pos = prefix_mask.sum(dim=1)[row_prefix].unsqueeze(1) + torch.arange(input_ids.size(1),
+                                                                                  device=input_ids.device)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=reply_pos,
+                               use_cache=False, **shared_prefix.continuation_kwargs(record, row_prefix, prefix_mask))
+        return self._score(hidden.last_hidden_state, score_index)
+
+    def _score(self, hidden: torch.Tensor, score_index: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(hidden.size(0), device=hidden.device)
         return self.head(hidden[rows, score_index]).squeeze(-1).float()
 

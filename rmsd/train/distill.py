@@ -47,6 +47,7 @@ class DistillContext:
     dataset: DatasetConfig
     student: StudentConfig
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    shared_prefix: bool = True
     resume: bool = False
     benchmark: Any = None
     callbacks: list[Any] = field(default_factory=list)
@@ -68,6 +69,7 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     ctx = DistillContext(
         items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
         dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
+        shared_prefix=recipe.distill.shared_prefix,
         benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
         pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
     )
@@ -152,7 +154,7 @@ def _common_args(cfg: TrainCommon, ctx: DistillContext, out: Path) -> dict[str, 
         save_total_limit=2,  # the resume point and the one before it (a kill can cut the newest short)
         report_to=ctx.report_to or "none", use_cpu=on_cpu, bf16=not on_cpu and ctx.student.dtype == "bfloat16",
         fp16=not on_cpu and ctx.student.dtype == "float16", dataloader_num_workers=0, disable_tqdm=True,
-        num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side,
+        num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side, shared_prefix=ctx.shared_prefix,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -31,7 +32,8 @@ from trl import SFTConfig, SFTTrainer
 
 from rmsd.data.items import Item
 from rmsd.losses.multisample_sft import multisample_sft_loss
-from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, split_vision, vision_kwargs
+from rmsd.models import shared_prefix
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, vision_kwargs
 
 WEIGHTINGS = ("matched", "uniform")
 
@@ -58,6 +60,9 @@ class MultiSampleSFTConfig(SFTConfig):
     num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
     max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
+    shared_prefix: bool = field(default=True, metadata={
+        "help": "Run each item's prompt (and video) once for all its samples (rmsd.models.shared_prefix); "
+                "False: one full sequence per sample, for checking."})
 
     def __post_init__(self) -> None:
         if self.samples_per_item is not None and self.samples_per_item < 1:
@@ -117,21 +122,41 @@ class MultiSampleSFTTrainer(SFTTrainer):
         # The loss is a mean over items, not a sum over tokens: let Trainer divide it by the
         # accumulation steps rather than by a token count it would pass as num_items_in_batch.
         self.model_accepts_loss_kwargs = False
+        if args.shared_prefix:
+            shared_prefix.enable(self.model)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         weights = inputs.pop("weights")
         item_index = inputs.pop("item_index")
-        vision = {k: inputs.pop(k) for k in VISION_KEYS if k in inputs}
-        if vision:  # an item's K sequences share its clip: the vision tower runs once per item
-            rows = split_vision({**vision, "input_ids": inputs["input_ids"],
-                                 "mm_token_type_ids": inputs["mm_token_type_ids"]})
-            inputs.update(vision_kwargs(self.accelerator.unwrap_model(model), rows, item_index.tolist()))
-        outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+        rows = item_vision({**inputs, "item_index": item_index})  # one clip per item, shared by its samples
+        for key in VISION_KEYS:
+            inputs.pop(key, None)
+        outputs = self._forward(model, inputs, rows, item_index)
         # Fused head: log_probs[:, t] scores token t+1, zero where its label is -100.
         loss = multisample_sft_loss(outputs.log_probs, outputs.label_mask, weights, item_index)
         self._log_batch(outputs, inputs, item_index)
         return (loss, outputs) if return_outputs else loss
+
+    def _forward(self, model: Any, inputs: dict[str, Any], rows: list[dict[str, torch.Tensor]],
+                 item_index: torch.Tensor) -> Any:
+        """The fused head's per-token outputs: shared-prefix (one prompt pass per item) or one sequence per sample."""
+        split = None
+        if self.args.shared_prefix:
+            first_target = (inputs["labels"] != -100).int().argmax(dim=1) - 1
+            split = shared_prefix.plan_split(inputs["input_ids"], inputs["attention_mask"], first_target,
+                                             item_index.tolist(), inputs["mm_token_type_ids"])
+        if split is not None:
+            out = shared_prefix.shared_forward(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                                               split, rows, inputs["mm_token_type_ids"])
+            processed = sum(split.length) + sum(s - split.cut(m) for m, s in enumerate(split.stop))
+            return SimpleNamespace(entropy=out.get("entropy"), is_top1=out.get("is_top1"), tokens_processed=processed,
+                                   log_probs=out["log_probs"], label_mask=out["label_mask"])
+        # The naive path: every sample a whole sequence; an item's clip still goes through the vision tower once.
+        inputs = {**inputs, **vision_kwargs(self.accelerator.unwrap_model(model), rows, item_index.tolist())}
+        out = model(**inputs, use_cache=False, fused_lm_head=True)
+        out.tokens_processed = int(inputs["attention_mask"].sum())
+        return out
 
     def _log_batch(self, outputs: Any, inputs: dict[str, Any], item_index: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
@@ -148,3 +173,7 @@ class MultiSampleSFTTrainer(SFTTrainer):
         if mode == "train":
             self._total_train_tokens += int(gather(inputs["attention_mask"].sum()).sum())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            # what the model actually ran: with the shared prefix, each item's prompt once (equal-compute comparisons)
+            processed = gather(torch.tensor(outputs.tokens_processed, device=item_index.device)).sum()
+            self._tokens_processed = getattr(self, "_tokens_processed", 0) + int(processed)
+            self._metrics[mode]["tokens_processed"] = [self._tokens_processed]

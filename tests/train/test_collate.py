@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rmsd.errors import RmsdError
-from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, split_vision, truncate, vision_kwargs
+from rmsd.train.collate import MultiSampleCollator, item_vision, merge_vision, truncate, vision_kwargs
 from rmsd.train.sft_trainer import sft_rows
 
 
@@ -90,11 +90,14 @@ def test_collator_builds_one_sequence_per_sample(env):
     video_id = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     assert torch.equal(batch["mm_token_type_ids"] == 2, ids == video_id)
     grid = batch["video_grid_thw"]
-    assert grid.shape == (3, 3) and batch["pixel_values_videos"].size(0) == int(grid.prod(-1).sum())
-    # Samples of one item share its clip: identical patches, grid and time step.
-    rows_per_video = grid.prod(-1).tolist()
-    pv = batch["pixel_values_videos"].split(rows_per_video)
-    assert torch.equal(pv[0], pv[1]) and not torch.equal(pv[0], pv[2])
+    # An item's clip is processed once, whatever its number of samples: one clip per item.
+    assert grid.shape == (2, 3) and batch["pixel_values_videos"].size(0) == int(grid.prod(-1).sum())
+    pv = batch["pixel_values_videos"].split(grid.prod(-1).tolist())
+    assert not torch.equal(pv[0], pv[1])
+    # Samples of one item share its clip: the same vision dict (patches, grid, time step) for both rows.
+    per_row = item_vision(batch)
+    assert per_row[0] is per_row[1] and per_row[0] is not per_row[2]
+    assert torch.equal(per_row[0]["pixel_values_videos"], pv[0]) and torch.equal(per_row[2]["pixel_values_videos"], pv[1])
     # The real fps reached the processor: a temporal patch of 2 frames at the clip's sampled rate.
     from rmsd.data.video import load_frames
 
@@ -113,9 +116,9 @@ def test_shared_clip_encoding_matches_separate_copies(env):
             {"item_id": second.item_id, "texts": ["<think>c</think><answer>(C)</answer>"], "weights": [1.0]}]
     batch = MultiSampleCollator(processor, items)(rows)
     text = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    vision = {k: batch[k] for k in VISION_KEYS if k in batch}
+    vision = merge_vision(item_vision(batch))  # separate copies: one clip per sequence
 
-    shared = vision_kwargs(model, split_vision(batch), batch["item_index"].tolist())
+    shared = vision_kwargs(model, item_vision(batch), batch["item_index"].tolist())
     assert "mm_encoder_outputs" in shared and "pixel_values_videos" not in shared
     assert len(shared["mm_encoder_outputs"]["video"].pooler_output) == 3
 
@@ -148,8 +151,8 @@ def test_image_items_collate_and_share_their_encoding(env, tmp_path):
     assert "pixel_values" in batch and "pixel_values_videos" not in batch
     image_id = env["processor"].tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert torch.equal(batch["mm_token_type_ids"] == 1, batch["input_ids"] == image_id)
-    shared = vision_kwargs(env["model"], split_vision(batch), batch["item_index"].tolist())
-    plain = {k: batch[k] for k in ("pixel_values", "image_grid_thw")}
+    shared = vision_kwargs(env["model"], item_vision(batch), batch["item_index"].tolist())
+    plain = merge_vision(item_vision(batch))  # the image once per sequence
     text = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
     with torch.no_grad():
         torch.testing.assert_close(env["model"](**text, **shared).logits, env["model"](**text, **plain).logits)

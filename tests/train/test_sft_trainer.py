@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from rmsd.train.collate import MultiSampleCollator
+from rmsd.train.collate import MultiSampleCollator, item_vision, merge_vision
 from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
 
 
@@ -53,7 +53,8 @@ def test_loss_is_the_per_item_weighted_mean_of_sample_nlls(env, tmp_path):
     model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
-        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "weights", "item_index")}).logits
+        text = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        logits = model(**text, **merge_vision(item_vision(batch))).logits  # one whole sequence per sample
     labels = batch["labels"][:, 1:]
     mask = labels != -100
     logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
