@@ -104,34 +104,55 @@ def setup(root: Path, n_items: int) -> dict[str, Any]:
             "student": build_student(root / "student", size="tiny", seed=0), "root": root}
 
 
+def quickstart_data(env: dict[str, Any]) -> None:
+    """The quickstart's own matched targets (embedded recipe, simulated pool, label-free matching) and items."""
+    from rmsd.data.synthvid import generate
+    from rmsd.pipeline import load_recipe_items, match_recipe
+    from rmsd.quickstart import quickstart_recipe
+    from rmsd.sampling.runner import sample_recipe
+    from rmsd.train.distill import read_matched
+
+    recipe = quickstart_recipe(env["root"] / "qs")
+    generate(recipe.dataset.path, n=400, seed=0)
+    sample_recipe(recipe, progress=False)
+    match_recipe(recipe, recipe.path_of(recipe.sampling.out))
+    env["items"].update({it.item_id: it for it in load_recipe_items(recipe)})
+    env["quickstart"] = read_matched(recipe.path_of(recipe.matching.out))
+    env["quickstart_batch"] = recipe.distill.sft.batch_size
+
+
 def _common(out: Path, steps: int, timer: StepTimer) -> dict[str, Any]:
     return dict(output_dir=str(out), max_steps=steps, learning_rate=1e-4, logging_steps=10_000, save_strategy="no",
                 use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0)
 
 
 # ----------------------------------------------------------------------------- variants
-def sft_ours(env, out, steps, batch, timer):
+def sft_ours(env, out, steps, batch, timer, shared=True, samples_per_item=None, weighting="matched",
+             matched="matched"):
     from rmsd.models.processing import load_student
     from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
 
     model, processor = load_student(env["student"], device="cpu")
-    args = MultiSampleSFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512)
-    return MultiSampleSFTTrainer(model, args, Dataset.from_list(sft_rows(env["matched"])), processor, env["items"],
-                                 callbacks=[timer])
+    args = MultiSampleSFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512,
+                                shared_prefix=shared, samples_per_item=samples_per_item, weighting=weighting)
+    rows = sft_rows(env[matched], samples_per_item, weighting)
+    return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, env["items"], callbacks=[timer])
 
 
 def sft_stock(env, out, steps, batch, timer):
     from trl import SFTConfig, SFTTrainer
 
     from rmsd.models.processing import load_student
-    from rmsd.train.collate import MultiSampleCollator
+    from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, merge_vision
     from rmsd.train.sft_trainer import sft_rows
 
     model, processor = load_student(env["student"], device="cpu")
     ours = MultiSampleCollator(processor, env["items"], max_length=512)
 
-    def collate(rows):  # the same sequences, without the per-item weighting columns
-        return {k: v for k, v in ours(rows).items() if k not in ("weights", "item_index")}
+    def collate(rows):  # the same sequences, each with its own copy of its clip, without the weighting columns
+        batch = ours(rows)
+        text = {k: v for k, v in batch.items() if k not in ("weights", "item_index", *VISION_KEYS)}
+        return {**text, **merge_vision(item_vision(batch))}
 
     args = SFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512,
                      dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)
@@ -144,7 +165,7 @@ def _grpo_args(cls, out, steps, batch, timer, gens, length, **extra):
                max_completion_length=length, temperature=0.8, generation_kwargs={"min_new_tokens": length}, **extra)
 
 
-def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_rollouts=None):
+def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_rollouts=None, shared=True):
     from rmsd.models.processing import load_student
     from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
@@ -153,7 +174,7 @@ def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_
     teacher = TeacherSamples.from_matched(env["matched"])
     data = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
     args = _grpo_args(AdversarialConfig, out, steps, batch, timer, gens, length, rewards=rewards, disc_lr=1e-4,
-                      disc_rollouts_per_item=disc_rollouts)
+                      disc_rollouts_per_item=disc_rollouts, shared_prefix=shared)
     return AdversarialTrainer(model, args, data, processor, env["items"], teacher_samples=teacher, callbacks=[timer])
 
 
@@ -210,14 +231,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         env = setup(Path(tmp), a.items)
-        g, n, b = a.generations, a.length, a.batch
+        quickstart_data(env)
+        g, n, b, qb = a.generations, a.length, a.batch, env["quickstart_batch"]
         variants = {
             "sft: MultiSampleSFTTrainer": lambda o, s, t: sft_ours(env, o, s, b, t),
+            "sft: MultiSampleSFTTrainer (naive path)": lambda o, s, t: sft_ours(env, o, s, b, t, shared=False),
             "sft: stock SFTTrainer": lambda o, s, t: sft_stock(env, o, s, b, t),
+            "quickstart: single-sample SFT (baseline)": lambda o, s, t: sft_ours(
+                env, o, s, qb, t, samples_per_item=1, weighting="uniform", matched="quickstart"),
+            "quickstart: R-MSD SFT": lambda o, s, t: sft_ours(env, o, s, qb, t, matched="quickstart"),
+            "quickstart: R-MSD SFT (naive path)": lambda o, s, t: sft_ours(env, o, s, qb, t, shared=False,
+                                                                          matched="quickstart"),
             "adversarial: AdversarialTrainer (D + format)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}),
             "adversarial: AdversarialTrainer (D on 1 rollout/item + format)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}, disc_rollouts=1),
+            "adversarial: AdversarialTrainer (D + format, naive path)": lambda o, s, t: adversarial_ours(
+                env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}, shared=False),
             "adversarial: AdversarialTrainer (format only)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"format": 1.0}),
             "adversarial: stock GRPOTrainer (format)": lambda o, s, t: grpo_stock(env, o, s, b, t, g, n),
@@ -245,7 +275,7 @@ def summarise(times: dict[str, list[float]], memory: dict[str, list[int]]) -> li
     rows = []
     for name, t in times.items():
         stage = name.split(":")[0]
-        stock = next(k for k in times if k.startswith(stage) and "stock" in k)
+        stock = next(k for k in times if k.startswith(stage) and ("stock" in k or "(baseline)" in k))
         med, ref = statistics.median(t), statistics.median(times[stock])
         best, ref_best = _p10(t), _p10(times[stock])
         mem, ref_mem = statistics.median(memory[name]), statistics.median(memory[stock])
@@ -275,7 +305,7 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
         "",
         f"Load average when it finished: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min).",
         "",
-        "| variant | s/step median | x stock | s/step p10 | x stock | peak extra RSS (MiB) | x stock | steps |",
+        "| variant | s/step median | x base | s/step p10 | x base | peak extra RSS (MiB) | x base | steps |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -283,15 +313,23 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
                      f"{r['p10_ratio']:.2f} | {r['mem_mib']:.0f} | {r['mem_ratio']:.2f} | {r['steps']} |")
     lines += [
         "",
+        "x base: against the stage's stock TRL trainer (sft, adversarial) or the single-sample SFT step (quickstart).",
+        "",
         "Reading the rows:",
-        "- sft: the same sequences and the same fused-LM-head forward in both trainers; ours runs the vision",
-        "  tower once per item for its K samples (`rmsd.train.collate.vision_kwargs`), stock once per sequence.",
+        "- sft: the same sequences and the same fused-LM-head forward in both trainers. Ours processes and encodes",
+        "  each item's clip once for its K samples and, by default, runs each item's prompt once for all of them",
+        "  (`rmsd.models.shared_prefix`); the naive path runs K whole sequences; stock TRL one clip per sequence.",
+        "- quickstart: the quickstart's own data and batch (`rmsd/assets/quickstart.yaml`: 16 items per step,",
+        "  matched targets of the simulated pool): single-sample SFT (one sample per item) against R-MSD SFT",
+        "  (every kept sample of each item), with and without the shared prefix.",
         "- adversarial, format only: the cost of a *correct* video GRPO step. Stock GRPO drops the video from",
         "  its loss forward (it never runs the vision tower there, and never trains it); ours carries it and",
         "  encodes each item's clip once for its G rollouts.",
         "- adversarial, D + format: adds the discriminator (a copy of the student's language backbone): one",
         "  forward + backward over B teacher samples and B·G rollouts per step, each prompt read once through a",
-        "  shared key/value prefix; the rollouts' rewards come from the same forward.",
+        "  shared prefix; the rollouts' rewards come from the same forward. The policy's loss forward (and",
+        "  old / reference log-probs when used) also runs each item's prompt once for its G rollouts; the",
+        "  naive-path row runs G whole sequences there.",
         "- adversarial, D on 1 rollout/item (`disc_rollouts_per_item: 1`): D's loss reads one of each item's G",
         "  rollouts, the others are scored under no_grad (the reward still covers every rollout); the default",
         "  (null) trains on all G, as GAD does.",

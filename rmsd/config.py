@@ -21,6 +21,7 @@ from rmsd.data.items import TASK_TYPES
 from rmsd.errors import RmsdError
 
 TaskType = Literal["mcq", "numeric", "open", "grounding"]
+REWARDS = ("discriminator", "format", "correctness")  # the adversarial stage's reward components
 _KEY_LIKE = re.compile(r"^(sk-|sk_|AIza)[A-Za-z0-9_\-]{16,}$")
 
 
@@ -198,6 +199,8 @@ class StudentConfig(Strict):
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame (real checkpoints)")
     device: str = Field("cpu", description="cpu | cuda | cuda:0 ...")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    system_prompt: str | None = Field(None, description=(
+        "system message before every student prompt, in training and evaluation alike (null: none)"))
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
@@ -251,7 +254,8 @@ class VISDConfig(Strict):
 class AdversarialStageConfig(TrainCommon):
     enabled: bool = False
     lr: float = Field(1e-4, gt=0.0, lt=1.0)
-    disc_lr: float = Field(1e-4, gt=0.0, lt=1.0)
+    disc_lr: float = Field(1e-4, gt=0.0, lt=1.0, description="AdamW learning rate of the discriminator")
+    disc_weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay of the discriminator")
     num_generations: int = Field(8, ge=2, description="G rollouts per item (GAD: 8)")
     temperature: float = Field(0.8, gt=0.0, le=2.0, description="rollout temperature (GAD: 0.8)")
     max_completion_length: int = Field(64, ge=1)
@@ -260,10 +264,20 @@ class AdversarialStageConfig(TrainCommon):
         "rollouts of each item the discriminator trains on per step (the rest are only scored); null: all G"))
     beta: float = Field(0.0, ge=0.0, description="KL to the reference (0 = no reference model)")
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip")
-    reward_weights: dict[Literal["discriminator", "format", "correctness"], float] = Field(
+    reward_weights: dict[Literal[REWARDS], float] = Field(
         default_factory=lambda: {"discriminator": 1.0}, description="reward = sum of weight * component"
     )
     visd: VISDConfig = Field(default_factory=VISDConfig)
+
+    @model_validator(mode="after")
+    def _some_reward(self) -> AdversarialStageConfig:
+        if self.enabled and not any(self.reward_weights.values()):
+            raise ValueError("reward_weights gives every reward weight 0: the student would learn nothing")
+        return self
+
+    def active_rewards(self) -> dict[str, float]:
+        """The reward components with a non-zero weight, in the recipe's order."""
+        return {name: float(w) for name, w in self.reward_weights.items() if w != 0.0}
 
 
 class DistillConfig(Strict):

@@ -10,9 +10,8 @@ share reflects its quality. Each sample's NLL is its own per-token mean (length 
 buy weight). K = 1 with weight 1 is exactly the single-sample baseline: per-sequence mean
 NLL, then a mean over the batch.
 
-The trainer (`rmsd.train.sft_trainer`) computes per-token log-probs once (`token_logps`, or
-the model's fused head) and hands them here; this module never sees logits of the whole
-vocabulary except in `token_logps`.
+The trainer (`rmsd.train.sft_trainer`) computes per-token log-probs with TRL's fused LM head
+(never the logits of the whole vocabulary) and hands them here.
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -20,34 +19,6 @@ vocabulary except in `token_logps`.
 from __future__ import annotations
 
 import torch
-
-from rmsd.errors import RmsdError
-
-IGNORE_INDEX = -100
-
-
-def token_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-                chunk_rows: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(label_t) at every position, without materialising a full [B, T, V] log-softmax.
-
-    logits: [B, T, V], `logits[:, t]` already aligned with `labels[:, t]` — the caller does the
-        causal shift (`logits[:, :-1]` with `labels[:, 1:]`).
-    labels: [B, T] token ids, `ignore_index` where there is no target (prompt, padding).
-    chunk_rows: rows of the batch processed at once; peak extra memory is about
-        chunk_rows × T × V floats (float32), instead of B × T × V for `log_softmax(...).gather`.
-    Returns (logps [B, T] float32, zero where ignored; mask [B, T] bool).
-    """
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on [B, T]")
-    mask = labels != ignore_index
-    safe = labels.masked_fill(~mask, 0).unsqueeze(-1)
-    out = []
-    for start in range(0, logits.shape[0], chunk_rows):
-        rows = logits[start:start + chunk_rows].float()  # bf16 logsumexp loses ~2 digits: upcast one chunk only
-        picked = rows.gather(-1, safe[start:start + chunk_rows]).squeeze(-1)
-        out.append(picked - torch.logsumexp(rows, dim=-1))
-    logps = torch.cat(out) if out else logits.new_zeros(labels.shape, dtype=torch.float32)
-    return logps.masked_fill(~mask, 0.0), mask
 
 
 def sequence_nll(logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +46,7 @@ def multisample_sft_loss(logps: torch.Tensor, mask: torch.Tensor, weights: torch
                          item_index: torch.Tensor) -> torch.Tensor:
     """The weighted multi-sample SFT loss (module docstring), a scalar.
 
-    logps: [B, T] log π_θ of each target token (see `token_logps`); B = all samples of the
+    logps: [B, T] log π_θ of each target token; B = all samples of the
         batch's items, in any order.
     mask: [B, T] bool/0-1, 1 on the response tokens that count.
     weights: [B] match weights ≥ 0 (any scale: only their ratio within an item matters).
@@ -88,8 +59,7 @@ def multisample_sft_loss(logps: torch.Tensor, mask: torch.Tensor, weights: torch
                          f"{tuple(mask.shape)}, {tuple(weights.shape)}, {tuple(item_index.shape)}")
     weights = weights.to(logps.dtype)
     if not torch.isfinite(weights).all() or (weights < 0).any():
-        raise RmsdError("multi-sample SFT weights must be finite and >= 0: "
-                        "check the `weight` column of the matched dataset")
+        raise ValueError("multi-sample SFT weights must be finite and >= 0")
     nll, counts = sequence_nll(logps, mask)
     w_bar, n_items = normalised_weights(torch.where(counts > 0, weights, 0.0), item_index)
     # where(), not a product, so a zero-weight row passes no gradient even if its NLL is inf/nan

@@ -2,30 +2,34 @@
 
 The student generates G rollouts per item; a discriminator D (`rmsd.train.discriminator`)
 trained to tell teacher samples from student rollouts scores each rollout, and that score
-(plus optional verifiable rewards: answer format, correctness against the item's ground
-truth) is the GRPO reward. Advantages are TRL's group-normalised ones,
+(plus optional verifiable rewards, `rmsd.train.rewards`: answer format, correctness against
+the item's ground truth) is the GRPO reward. Advantages are TRL's group-normalised ones,
 `A_i = (r_i − mean_g) / (std_g + 1e-4)`, and the update is TRL's clipped-ratio loss,
 optionally with a KL penalty to a reference (GAD, arXiv 2511.10643, section 3).
 
 How it differs from `trl.GRPOTrainer`:
-- **Video reaches the loss.** TRL 1.16 passes a video prompt to generation but builds its
-  log-prob forward from image tensors only, so video is silently dropped. Here each item's
-  prompt and frames are encoded once (`rmsd.models.processing.encode`, frame cache), and
-  the vision tensors ride with every rollout row (key `vision`, one dict per row, so TRL's
-  shuffling and splitting keep them aligned) into generation, the old/reference log-probs
-  and the loss forward. The overridden methods are the narrow ones: `_tokenize_prompts`,
-  `_get_per_token_logps_and_entropies`, `_generate_and_score_completions` (a wrapper) and
-  `_compute_loss` (a wrapper).
+- **Video reaches the loss** (TRL 1.16 drops it; `rmsd.train.rollouts`): each item's prompt
+  and frames are encoded once, and their vision tensors ride with every rollout row (key
+  `vision`) into generation, the old/reference log-probs and the loss forward, where an
+  item's G rollouts share one prompt pass (`rmsd.models.shared_prefix`).
+- **The discriminator is stepped explicitly**, here, after TRL computed the rewards from the
+  pre-step D (its reward function only scores; `Adversary.update`).
 - **A per-token advantage seam.** After the rollout advantages A [B] are computed,
   `token_advantages(rollout, rows)` turns them into [B, T]; the default broadcasts A, which
-  leaves TRL's update exactly unchanged. With a VISD `StructuredSignal`
-  (`rmsd.train.visd`: judge → privileged EMA teacher → decoupled magnitudes) the signal
-  computes them instead, and its EMA teacher follows every optimizer step.
+  leaves TRL's update exactly unchanged. With a VISD `StructuredSignal` (`rmsd.train.visd`)
+  the signal computes them through a narrow `RolloutScorer`, and its EMA teacher follows
+  every optimizer step.
 - **Curriculum.** With a `Curriculum` (`rmsd.train.curriculum`), items are drawn easy → hard
   in TRL's repeat layout; with the pass-rate source, every rollout's correctness updates it.
 - **Discriminator warm-up.** For `disc_warmup_steps` steps rollouts are generated and D is
-  trained, but the student takes no step (its gradients stay None, so the optimizer skips it).
-- D is saved in every checkpoint (weights, optimizer, rng) and restored on resume.
+  trained, but the student takes no step (its gradients stay None), and nothing only the
+  student's update needs is computed: no VISD judge (paid with an LLM judge), no EMA teacher.
+- D, the EMA teacher and the curriculum are saved in every checkpoint and restored on resume.
+
+This class is rmsd's one seam with TRL's internals: it overrides the private GRPOTrainer
+methods named in `TRL_OVERRIDES` (tests/train/test_trl_seam.py fails, naming the method,
+when a TRL release changes one of their signatures) and is the only code that touches
+TRL's private attributes (`_metrics`, `_step`).
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -35,131 +39,75 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
+from rmsd.config import REWARDS, AdversarialStageConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, encode_pairs, load_media, merge_vision, vision_kwargs
+from rmsd.train.collate import StudentInputs, merge_vision
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
-from rmsd.train.visd import TEACHER_DIR, StructuredSignal, completion_texts
+from rmsd.train.rewards import CorrectnessReward, FormatReward
+from rmsd.train.rollouts import encode_prompts, scored_forward, token_types_of
+from rmsd.train.visd import TEACHER_DIR, RolloutScorer, StructuredSignal, completion_texts
 
-REWARDS = ("discriminator", "format", "correctness")
 DISC_DIR = "discriminator"
 CURRICULUM_FILE = "curriculum.json"
+# The private TRL methods overridden here, with the parameters we rely on (TRL 1.16).
+TRL_OVERRIDES = {
+    "_get_train_sampler": ("self", "dataset"),
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_tokenize_prompts": ("self", "prompts"),
+    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep",
+                                           "batch_size", "compute_entropy", "compute_aux_loss"),
+    "_compute_loss": ("self", "model", "inputs"),
+    "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+}
 
 
-@dataclass
-class AdversarialConfig(GRPOConfig):
-    """`trl.GRPOConfig` plus the discriminator, reward and video options (inherited fields keep TRL's meaning).
-
-    `per_device_train_batch_size` counts rollouts (items x num_generations), as in TRL.
-    `reward_weights` is derived from `rewards`; do not set both.
-    """
-
-    # -- discriminator ----------------------------------------------------------------
-    disc_lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the discriminator."})
-    disc_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the discriminator."})
-    disc_warmup_steps: int = field(default=0, metadata={"help": "First steps train D alone (student frozen)."})
-    disc_rollouts_per_item: int | None = field(default=None, metadata={
-        "help": "Rollouts of each item D trains on per step (the rest are only scored); None: all G."})
-    # -- rewards ----------------------------------------------------------------------
-    rewards: dict[str, float] = field(
-        default_factory=lambda: {"discriminator": 1.0},
-        metadata={"help": "reward = sum of weight * component; components: discriminator, format, correctness."},
-    )
-    # -- video ------------------------------------------------------------------------
-    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
-    max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
-    system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
-    shared_prefix: bool = field(default=True, metadata={
-        "help": "Run an item's prompt (and video) once for its G rollouts in the loss and log-prob forwards "
-                "(rmsd.models.shared_prefix); False: one full sequence per rollout, for checking."})
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.rewards) - set(REWARDS))
-        if unknown or not self.rewards:
-            raise ValueError(f"rewards must name some of {REWARDS}; got {sorted(self.rewards)}")
-        if self.disc_warmup_steps < 0 or self.disc_lr <= 0:
-            raise ValueError("disc_warmup_steps must be >= 0 and disc_lr > 0")
-        if self.disc_rollouts_per_item is not None and self.disc_rollouts_per_item < 1:
-            raise ValueError(f"disc_rollouts_per_item must be >= 1 or None, got {self.disc_rollouts_per_item}")
-        self.reward_weights = [float(w) for w in self.rewards.values()]
-        super().__post_init__()
-
-
-# ----------------------------------------------------------------------------- rewards
-class FormatReward:
-    """1 when a rollout follows `<think>…</think><answer>…</answer>`, else 0."""
-
-    __name__ = "format"
-
-    def __call__(self, completions: list[str], **_: Any) -> list[float]:
-        from rmsd.matching.extract import format_ok
-
-        return [float(format_ok(c)) for c in completions]
-
-
-class CorrectnessReward:
-    """The benchmark's own score of the strictly extracted answer against the item's ground truth."""
-
-    __name__ = "correctness"
-
-    def __init__(self, items: Mapping[str, Item], benchmark: Any):
-        self.items = items
-        self.benchmark = benchmark
-
-    def __call__(self, completions: list[str], item_id: list[str], **_: Any) -> list[float | None]:
-        out: list[float | None] = []
-        for text, iid in zip(completions, item_id, strict=True):
-            item = self.items[iid]
-            # No ground truth: None, which TRL leaves out of the group baseline (advantage 0).
-            out.append(None if item.answer is None else
-                       float(self.benchmark.score(self.benchmark.extract(text, item, mode="strict"), item)))
-        return out
-
-
-# ----------------------------------------------------------------------------- trainer
 class AdversarialTrainer(GRPOTrainer):
     """`trl.GRPOTrainer` with video inputs, a discriminator reward and a per-token advantage hook.
 
+    args: a `trl.GRPOConfig` built from `stage` (`rmsd.train.trl_args.grpo_config`);
+        `per_device_train_batch_size` counts rollouts (items x num_generations), as in TRL.
+    stage: the recipe's adversarial section (rewards, discriminator settings).
+    inputs: how prompts are built (frames, system message, shared prefix).
     items: every item the dataset rows name, by item_id.
-    teacher_samples: matched teacher samples (required when `rewards` has "discriminator").
-    benchmark: the benchmark module (`extract`, `score`; required for "correctness").
+    teacher_samples: matched teacher samples (required when the discriminator reward is on).
+    benchmark: the benchmark (`extract`, `score`; required for the correctness reward).
     visd: the VISD structured signal (`StructuredSignal.from_config`, built from the student
         *before* it is passed here, so its EMA copy has no fused head yet).
     curriculum: an easy → hard order over the dataset's rows (`Curriculum.from_config`).
     The dataset has one row per item: `{"prompt": item.prompt, "item_id": ...}`.
     """
 
-    def __init__(self, model: Any, args: AdversarialConfig, train_dataset: Any, processing_class: Any,
-                 items: Mapping[str, Item], teacher_samples: TeacherSamples | None = None, benchmark: Any = None,
-                 callbacks: list[Any] | None = None, visd: StructuredSignal | None = None,
+    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, items: Mapping[str, Item],
+                 stage: AdversarialStageConfig, inputs: StudentInputs, teacher_samples: TeacherSamples | None = None,
+                 benchmark: Any = None, callbacks: list[Any] | None = None, visd: StructuredSignal | None = None,
                  curriculum: Curriculum | None = None):
         if isinstance(model, str):
             raise TypeError("AdversarialTrainer needs a loaded model (its discriminator copies the backbone)")
-        self.items = items
+        self.items, self.stage, self.inputs = items, stage, inputs
         self.visd, self.curriculum = visd, curriculum
         self._correctness = CorrectnessReward(items, benchmark) if benchmark is not None else None
         if curriculum is not None and curriculum.source == "pass_rate" and visd is None and benchmark is None:
             raise RmsdError("curriculum source pass_rate needs the benchmark's scorer or the VISD judge")
         self._prompt_rows: list[tuple[list[int], dict[str, torch.Tensor]]] | None = None
         self._vision_rows: list[dict[str, torch.Tensor]] | None = None
-        self.adversary = self._build_adversary(model, args, processing_class, teacher_samples)
-        funcs = {"discriminator": self.adversary, "format": FormatReward()}
-        if "correctness" in args.rewards:
-            if benchmark is None:
-                raise RmsdError("reward `correctness` needs the benchmark's scorer: pass benchmark=get_benchmark(name)")
-            funcs["correctness"] = CorrectnessReward(items, benchmark)
+        rewards = stage.active_rewards()
+        self.adversary = self._build_adversary(model, args, processing_class, teacher_samples, rewards)
+        funcs = {"discriminator": self.adversary, "format": FormatReward(), "correctness": self._correctness}
+        assert set(funcs) == set(REWARDS), "every reward the recipe can name has a function here"
+        if "correctness" in rewards and benchmark is None:
+            raise RmsdError("reward `correctness` needs the benchmark's scorer: pass benchmark=get_benchmark(name)")
         callbacks = [*(callbacks or []), *([_EMAFollows(visd)] if visd is not None else [])]
-        super().__init__(model=model, reward_funcs=[funcs[name] for name in args.rewards], args=args,
+        super().__init__(model=model, reward_funcs=[funcs[name] for name in rewards], args=args,
                          train_dataset=train_dataset, processing_class=processing_class, callbacks=callbacks)
         if self.adversary is not None:
             self.adversary.attach(self.accelerator)
@@ -170,8 +118,8 @@ class AdversarialTrainer(GRPOTrainer):
             add_fused_lm_head(visd.teacher.model, temperature=self.temperature,
                               cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
             visd.teacher.to(self.accelerator.device)
-        if args.shared_prefix:
-            for scorer in (self.model, getattr(self, "ref_model", None), visd.teacher.model if visd else None):
+        if inputs.shared_prefix:
+            for scorer in (self.model, self.ref_model, visd.teacher.model if visd else None):
                 if scorer is not None:
                     shared_prefix.enable(scorer)
         # A sampled vision placeholder would not match any features in the loss forward.
@@ -180,19 +128,27 @@ class AdversarialTrainer(GRPOTrainer):
                     if t is not None]
         self.generation_kwargs["suppress_tokens"] = suppress
         self.generation_config.suppress_tokens = suppress
-        self._token_types = {getattr(config, "image_token_id", -1): 1, getattr(config, "video_token_id", -1): 2}
+        self.token_types = token_types_of(config)
 
-    @staticmethod
-    def _build_adversary(model: Any, args: AdversarialConfig, processor: Any,
-                         teacher_samples: TeacherSamples | None) -> Adversary | None:
-        if "discriminator" not in args.rewards:
+    def _build_adversary(self, model: Any, args: Any, processor: Any, teacher_samples: TeacherSamples | None,
+                         rewards: dict[str, float]) -> Adversary | None:
+        if "discriminator" not in rewards:
             return None
         if teacher_samples is None or not teacher_samples.texts:
             raise RmsdError("the discriminator reward needs matched teacher samples: none were kept for these items")
-        disc = Discriminator.from_student(model, seed=args.seed)
-        return Adversary(disc, processor, teacher_samples, lr=args.disc_lr, weight_decay=args.disc_weight_decay,
-                         max_grad_norm=args.max_grad_norm, max_response_tokens=args.max_completion_length,
-                         rollouts_per_item=args.disc_rollouts_per_item, system=args.system_prompt, seed=args.seed)
+        s = self.stage
+        return Adversary(Discriminator.from_student(model, seed=args.seed), processor, teacher_samples, lr=s.disc_lr,
+                         weight_decay=s.disc_weight_decay, max_grad_norm=args.max_grad_norm,
+                         max_response_tokens=args.max_completion_length, rollouts_per_item=s.disc_rollouts_per_item,
+                         system=self.inputs.system, seed=args.seed)
+
+    def in_warmup(self) -> bool:
+        """A discriminator-only step: D trains, the student does not."""
+        return self.adversary is not None and self.state.global_step < self.stage.disc_warmup_steps
+
+    def log_metric(self, name: str, value: float) -> None:
+        """Log `value` under `name` with TRL's own metrics (averaged per logging step)."""
+        self._metrics["train" if self.model.training else "eval"][name].append(float(value))
 
     # -- the VISD seam ------------------------------------------------------------------
     def token_advantages(self, rollout: dict[str, Any], rows: list[dict[str, Any]]) -> torch.Tensor:
@@ -203,9 +159,15 @@ class AdversarialTrainer(GRPOTrainer):
             of vision tensors per row); rows: the dataset rows they came from (`item_id`, `prompt`).
         The default broadcasts A over the completion, which is TRL's GRPO update exactly.
         """
-        if self.visd is not None:
-            return self.visd.token_advantages(self, rollout, rows)
+        if self.visd is not None and not (self.model.training and self.in_warmup()):
+            return self.visd.token_advantages(self.rollout_scorer(), rollout, rows)
         return rollout["advantages"].unsqueeze(1).expand_as(rollout["completion_mask"]).contiguous()
+
+    def rollout_scorer(self) -> RolloutScorer:
+        """What the VISD signal may use of this trainer."""
+        return RolloutScorer(items=self.items, processor=self.processing_class, system=self.inputs.system,
+                             token_types=self.token_types, logps=self.completion_logps, policy=self.model,
+                             step=self.state.global_step, log=self.log_metric)
 
     # -- curriculum -----------------------------------------------------------------------
     def _get_train_sampler(self, dataset: Any = None) -> Any:
@@ -232,36 +194,24 @@ class AdversarialTrainer(GRPOTrainer):
 
     # -- rollouts: encode the prompts once, carry their vision tensors -------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        self._prompt_rows = self._encode_prompts(inputs)
+        self._prompt_rows = encode_prompts(self.processing_class, self.items, [x["item_id"] for x in inputs],
+                                           self.inputs, self.accelerator.device)
         self._vision_rows = [vision for _, vision in self._prompt_rows]
         if self.adversary is not None:
             self.adversary.update_enabled = self.model.training
         try:
-            rollout = super()._generate_and_score_completions(inputs)
+            rollout = super()._generate_and_score_completions(inputs)  # the rewards: pre-step D scores
         finally:
             self._prompt_rows = None
             vision, self._vision_rows = self._vision_rows, None
+        if self.adversary is not None and self.model.training:  # then D's own step, on the same pairs
+            for name, value in self.adversary.update().items():
+                self.log_metric(f"discriminator/{name}", value)
         rollout["vision"] = vision
         rollout["advantages"] = self.token_advantages(rollout, inputs)
         if self.curriculum is not None and self.curriculum.source == "pass_rate" and self.model.training:
             self._update_pass_rates(rollout, inputs)
         return rollout
-
-    def _encode_prompts(self, inputs: list[dict[str, Any]]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
-        """(prompt token ids, vision tensors) per row; each item is encoded once for its G rows."""
-        cache: dict[str, tuple[list[int], dict[str, torch.Tensor]]] = {}
-        rows = []
-        for x in inputs:
-            item_id = x["item_id"]
-            if item_id not in cache:
-                item = self.items[item_id]
-                media = load_media(item, self.args.num_frames, self.args.max_side)
-                enc = encode_pairs(self.processing_class, [item], [media], system=self.args.system_prompt,
-                                   padding_side="left")
-                vision = {k: enc[k].to(self.accelerator.device) for k in VISION_KEYS if k in enc}
-                cache[item_id] = (enc["input_ids"][0].tolist(), vision)
-            rows.append(cache[item_id])
-        return rows
 
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, Any]]:
         if self._prompt_rows is None or len(self._prompt_rows) != len(prompts):
@@ -271,13 +221,6 @@ class AdversarialTrainer(GRPOTrainer):
         # A per-token list: TRL left-pads it like the prompt ids before generate().
         fields["mm_token_type_ids"] = [self.token_types(torch.tensor(ids)).tolist() for ids in prompt_ids]
         return prompt_ids, None, fields
-
-    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Qwen's mm_token_type_ids: 1 on image placeholders, 2 on video placeholders, else 0."""
-        types = torch.zeros_like(input_ids)
-        for token_id, kind in self._token_types.items():
-            types[input_ids == token_id] = kind
-        return types
 
     # -- log-prob forwards with the vision tensors --------------------------------------
     @torch.no_grad()
@@ -321,13 +264,15 @@ class AdversarialTrainer(GRPOTrainer):
                 **kwargs)
         batch_size = batch_size or input_ids.size(0)
         logps, entropies, aux = [], [], []
+        unwrapped = self.accelerator.unwrap_model(model)
         for start in range(0, input_ids.size(0), batch_size):
             ids = input_ids[start: start + batch_size]
             mask = attention_mask[start: start + batch_size]
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100  # only completion tokens are scored
-            rows = vision_rows[start: start + batch_size]
-            out = self._scored_forward(model, ids, mask, labels, rows, compute_aux_loss)
+            with self.accelerator.autocast():
+                out = scored_forward(model, unwrapped, ids, mask, labels, vision_rows[start: start + batch_size],
+                                     self.token_types(ids), self.inputs.shared_prefix, compute_aux_loss)
             logps.append(out["log_probs"][:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(out["entropy"][:, -logits_to_keep:])
@@ -336,33 +281,13 @@ class AdversarialTrainer(GRPOTrainer):
         return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
                 torch.stack(aux).mean() if compute_aux_loss else None)
 
-    def _scored_forward(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                        rows: list[dict[str, torch.Tensor]], compute_aux_loss: bool) -> dict[str, Any]:
-        """Fused-head outputs of (prompt + completion) rows: an item's G rows share one prompt pass
-        (`rmsd.models.shared_prefix`; the rows of an item carry the same vision dict), else one pass per row."""
-        types = self.token_types(ids)
-        split = None
-        if self.args.shared_prefix and not compute_aux_loss and shared_prefix.enabled(model):
-            first_target = (labels != -100).int().argmax(dim=1) - 1
-            split = shared_prefix.plan_split(ids, mask, first_target, [id(r) for r in rows], types)
-        if split is not None:
-            with self.accelerator.autocast():
-                return shared_prefix.shared_forward(model, ids, mask, labels, split, rows, types)
-        # The G rollouts of an item share one vision dict: its clip is encoded once.
-        model_inputs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types,
-                        **vision_kwargs(self.accelerator.unwrap_model(model), rows, [id(r) for r in rows])}
-        if compute_aux_loss:
-            model_inputs["output_router_logits"] = True
-        with self.accelerator.autocast():
-            out = model(**model_inputs, labels=labels, fused_lm_head=True)
-        return {"log_probs": out.log_probs, "entropy": out.entropy, "aux_loss": out.aux_loss}
-
     # -- discriminator warm-up ------------------------------------------------------------
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
-        if self.adversary is None or self.state.global_step >= self.args.disc_warmup_steps:
+        if not self.in_warmup():
             return super().training_step(model, inputs, num_items_in_batch)
-        # Rollouts are generated and D takes its step inside the reward; the student has no
-        # backward, so its gradients stay None and the optimizer step leaves it unchanged.
+        # Rollouts are generated and D takes its step; the student has no backward, so its gradients
+        # stay None and the optimizer step leaves it unchanged. TRL's own step counter (`_step`, which
+        # schedules generation) must still advance as its training_step would.
         model.train()
         self._prepare_inputs(inputs)
         self._step += 1
@@ -404,4 +329,3 @@ class _EMAFollows(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **_: Any) -> None:
         if model is not None:
             self.visd.on_optimizer_step(getattr(model, "module", model))
-

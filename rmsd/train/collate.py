@@ -38,6 +38,17 @@ MODALITIES = (("pixel_values_videos", "video_grid_thw", "get_video_features", "v
               ("pixel_values", "image_grid_thw", "get_image_features", "image"))
 
 
+@dataclass(frozen=True)
+class StudentInputs:
+    """How every training stage builds the student's prompts; each field is a recipe knob documented there:
+    `dataset.num_frames`, `dataset.max_side`, `student.system_prompt`, `distill.shared_prefix`."""
+
+    num_frames: int
+    max_side: int | None
+    system: str | None
+    shared_prefix: bool
+
+
 def load_media(item: Item, num_frames: int, max_side: int | None) -> tuple[Any, Any]:
     """(frames, image) of one item: exactly one is set for video/image items, neither for text."""
     if item.video:

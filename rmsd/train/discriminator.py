@@ -122,28 +122,30 @@ class TeacherSamples:
 class Adversary:
     """D's side of the game: scores student rollouts (the reward) and takes one Bradley–Terry step per batch.
 
-    Called by TRL as a reward function (`__call__` has the reward signature); it then
-    scores the rollouts with the current D and, while training, updates D on (drawn
-    teacher sample, rollout) pairs of the same items. `update_enabled` is switched off
-    outside training.
+    Called by TRL as a reward function (`__call__` has the reward signature), it scores the
+    rollouts with the current D; while training (`update_enabled`), the same forward sets up
+    D's loss on (drawn teacher sample, rollout) pairs of the same items, and the trainer
+    calls `update()` after the rewards are computed. lr, weight_decay, rollouts_per_item:
+    the recipe's disc_lr, disc_weight_decay, disc_rollouts_per_item (documented there).
     """
 
     disc: Discriminator
     processor: Any
     teacher: TeacherSamples
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_response_tokens: int | None = None
-    rollouts_per_item: int | None = None  # rollouts of an item D trains on per step (None: all G)
-    system: str | None = None
-    seed: int = 0
+    lr: float
+    weight_decay: float
+    max_grad_norm: float
+    max_response_tokens: int | None
+    rollouts_per_item: int | None
+    system: str | None
+    seed: int
     update_enabled: bool = True
     accelerator: Any = None
     optimizer: torch.optim.Optimizer = field(init=False)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
+        self._pending: tuple[torch.Tensor, dict[str, float]] | None = None
         self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.rng = random.Random(self.seed)
         self.__name__ = "discriminator"  # the reward's name in TRL's logs (rewards/discriminator/mean)
@@ -200,15 +202,15 @@ class Adversary:
         self.disc.train(was_training)
         return scores
 
-    def step(self, prompts: list[str], student: list[str], item_ids: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score the rollouts and take one optimizer step of D on (teacher, rollout) pairs.
+    def prepare(self, prompts: list[str], student: list[str], item_ids: list[str]) -> torch.Tensor:
+        """Score the rollouts [B·G] with the current D, and set up D's loss on (teacher, rollout) pairs.
 
         As in GAD, one teacher sample is drawn per item and paired with its rollouts, so one
-        forward covers B teacher samples and the rollouts. With `rollouts_per_item` = m < G,
-        D's loss uses m of each item's G rollouts (drawn at random) and the others are only
-        scored, under no_grad: the backward pass then covers B·(m+1) rows instead of B·(G+1),
-        for a gradient that estimates the same mean over pairs. Returns every rollout's score
-        [B·G] from *before* the step (the student's reward) and metrics of the trained pairs.
+        forward covers B teacher samples and the rollouts and gives both the rewards (the
+        pre-step scores, returned) and D's Bradley–Terry loss, kept for `update`. With
+        `rollouts_per_item` = m < G, D's loss uses m of each item's G rollouts (drawn at
+        random) and the others are only scored, under no_grad: the backward pass then covers
+        B·(m+1) rows instead of B·(G+1), for a gradient that estimates the same mean over pairs.
         """
         firsts: dict[str, int] = {}  # item -> its first row (for the prompt)
         for n, item_id in enumerate(item_ids):
@@ -232,15 +234,29 @@ class Adversary:
         s_teacher = s_teacher_item[[column[item_ids[n]] for n in trained]]
         # No pair on this process still takes part in the gradient average (a zero gradient).
         loss = bradley_terry_loss(s_teacher, s_trained) if trained else scores.sum() * 0.0
+        metrics = {} if not trained else {
+            "accuracy": float(discriminator_accuracy(s_teacher.detach(), s_trained.detach())),
+            "score_teacher": s_teacher_item.mean().item(), "score_student": s_student.mean().item()}
+        self._pending = (loss, metrics)
+        return s_student
+
+    def update(self) -> dict[str, float]:
+        """D's optimizer step on the loss the last `prepare` set up (nothing when none is pending); its metrics."""
+        if self._pending is None:
+            return {}
+        loss, metrics = self._pending
+        self._pending = None
         loss.backward()
         self._sync_gradients()
         torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = {} if not trained else {
-            "loss": loss.item(), "accuracy": float(discriminator_accuracy(s_teacher.detach(), s_trained.detach())),
-            "score_teacher": s_teacher_item.mean().item(), "score_student": s_student.mean().item()}
-        return s_student, metrics
+        return {"loss": loss.item(), **metrics} if metrics else {}
+
+    def step(self, prompts: list[str], student: list[str], item_ids: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        """`prepare` then `update`: the pre-step scores [B·G] and the step's metrics."""
+        scores = self.prepare(prompts, student, item_ids)
+        return scores, self.update()
 
     def _trained_rows(self, item_ids: list[str], firsts: dict[str, int]) -> list[int]:
         """The rollout rows D trains on: all of a paired item's rows, or `rollouts_per_item` drawn from them."""
@@ -263,15 +279,12 @@ class Adversary:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def __call__(self, prompts: list[str], completions: list[str], item_id: list[str],
-                 log_metric: Any = None, **_: Any) -> list[float]:
+    def __call__(self, prompts: list[str], completions: list[str], item_id: list[str], **_: Any) -> list[float]:
+        """The reward: D's scores of the rollouts. It trains nothing; while training, it also sets up the
+        loss that the trainer's explicit `update()` steps on, from this same forward."""
         if not self.update_enabled:
             return self.score(prompts, completions).tolist()
-        scores, metrics = self.step(prompts, completions, item_id)
-        for name, value in metrics.items():
-            if log_metric is not None:
-                log_metric(f"discriminator/{name}", value)
-        return scores.tolist()
+        return self.prepare(prompts, completions, item_id).tolist()
 
     # -- checkpoints ----------------------------------------------------------------------
     def save(self, directory: str | Path, with_state: bool = True) -> None:

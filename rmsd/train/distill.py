@@ -144,18 +144,17 @@ def build_trainer(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Pa
     raise ValueError(f"unknown stage {stage!r}")
 
 
-def _common_args(cfg: TrainCommon, ctx: DistillContext, out: Path) -> dict[str, Any]:
-    """TrainingArguments shared by both stages, mapped from the recipe's stage config."""
-    on_cpu = ctx.student.device == "cpu"
-    return dict(
-        output_dir=str(out), learning_rate=cfg.lr, max_steps=cfg.max_steps, gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=2,  # the resume point and the one before it (a kill can cut the newest short)
-        report_to=ctx.report_to or "none", use_cpu=on_cpu, bf16=not on_cpu and ctx.student.dtype == "bfloat16",
-        fp16=not on_cpu and ctx.student.dtype == "float16", dataloader_num_workers=0, disable_tqdm=True,
-        num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side, shared_prefix=ctx.shared_prefix,
-    )
+def _inputs(ctx: DistillContext) -> Any:
+    from rmsd.train.collate import StudentInputs
+
+    return StudentInputs(num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side,
+                         system=ctx.student.system_prompt, shared_prefix=ctx.shared_prefix)
+
+
+def _run(ctx: DistillContext, out: Path) -> Any:
+    from rmsd.train.trl_args import RunSettings
+
+    return RunSettings(output_dir=out, device=ctx.student.device, dtype=ctx.student.dtype, report_to=ctx.report_to)
 
 
 def _load(ctx: DistillContext, student: Path) -> tuple[Any, Any]:
@@ -168,44 +167,33 @@ def _load(ctx: DistillContext, student: Path) -> tuple[Any, Any]:
 def _sft_trainer(cfg: SFTStageConfig, ctx: DistillContext, student: Path, out: Path) -> Any:
     from datasets import Dataset
 
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+    from rmsd.train.sft_trainer import MultiSampleSFTTrainer, sft_rows
+    from rmsd.train.trl_args import sft_config
 
     rows = sft_rows(ctx.matched, cfg.samples_per_item, cfg.weighting)
     if not rows:
         raise RmsdError("the matched dataset has no usable sample for stage sft: check `rmsd match`'s report")
-    args = MultiSampleSFTConfig(
-        **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
-        samples_per_item=cfg.samples_per_item, weighting=cfg.weighting,
-    )
     model, processor = _load(ctx, student)
-    return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, ctx.items,
-                                 callbacks=list(ctx.callbacks))
+    return MultiSampleSFTTrainer(model, sft_config(cfg, _run(ctx, out)), Dataset.from_list(rows), processor,
+                                 ctx.items, inputs=_inputs(ctx), callbacks=list(ctx.callbacks))
 
 
 def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, student: Path, out: Path) -> Any:
     from datasets import Dataset
 
-    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
+    from rmsd.train.adversarial_trainer import AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
+    from rmsd.train.trl_args import grpo_config
 
-    rewards = {name: w for name, w in cfg.reward_weights.items() if w != 0.0}
-    if not rewards:
-        raise RmsdError("distill.adversarial.reward_weights gives every reward weight 0: the student would learn nothing")
     teacher = TeacherSamples.from_matched(ctx.matched)
-    if "discriminator" in rewards:  # D needs a teacher sample of every item it sees
+    if "discriminator" in cfg.active_rewards():  # D needs a teacher sample of every item it sees
         ids = [i for i in teacher.texts if i in ctx.items]
     else:  # verifiable rewards only: every matched item with a ground truth to score against
         ids = [i for i in dict.fromkeys(r["item_id"] for r in ctx.matched)
                if i in ctx.items and ctx.items[i].answer is not None]
     if not ids:
         raise RmsdError("the matched dataset keeps no usable item for stage adversarial: check `rmsd match`'s report")
-    args = AdversarialConfig(
-        **_common_args(cfg, ctx, out), per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
-        num_generations=cfg.num_generations, temperature=cfg.temperature,
-        max_completion_length=cfg.max_completion_length, beta=cfg.beta, epsilon=cfg.epsilon,
-        disc_lr=cfg.disc_lr, disc_warmup_steps=cfg.disc_warmup_steps, disc_rollouts_per_item=cfg.disc_rollouts_per_item,
-        rewards=rewards,
-    )
+    args = grpo_config(cfg, _run(ctx, out))
     model, processor = _load(ctx, student)
     dataset = Dataset.from_list([{"prompt": ctx.items[i].prompt, "item_id": i} for i in ids])
     draws = max(1, cfg.max_steps * cfg.grad_accum // args.steps_per_generation)  # generation batches in the run
@@ -216,9 +204,9 @@ def _adversarial_trainer(cfg: AdversarialStageConfig, ctx: DistillContext, stude
 
         curriculum = Curriculum.from_config(cfg.visd.curriculum, ids, difficulty_from_matched(ctx.matched),
                                             total_steps=draws, seed=cfg.seed)
-    return AdversarialTrainer(model, args, dataset, processor, ctx.items, teacher_samples=teacher,
-                              benchmark=ctx.benchmark, callbacks=list(ctx.callbacks), visd=visd,
-                              curriculum=curriculum)
+    return AdversarialTrainer(model, args, dataset, processor, ctx.items, stage=cfg, inputs=_inputs(ctx),
+                              teacher_samples=teacher, benchmark=ctx.benchmark, callbacks=list(ctx.callbacks),
+                              visd=visd, curriculum=curriculum)
 
 
 def _structured_signal(cfg: AdversarialStageConfig, ctx: DistillContext, model: Any, out: Path) -> Any:

@@ -21,66 +21,26 @@ which never materialises the `[sequences, tokens, vocab]` logits.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from rmsd.data.items import Item
+from rmsd.errors import RmsdError
 from rmsd.losses.multisample_sft import multisample_sft_loss
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, vision_kwargs
-
-WEIGHTINGS = ("matched", "uniform")
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, StudentInputs, item_vision, vision_kwargs
 
 
-@dataclass
-class MultiSampleSFTConfig(SFTConfig):
-    """`trl.SFTConfig` plus the multi-sample options (every inherited field keeps TRL's meaning).
-
-    `per_device_train_batch_size` counts *items*; each brings all its selected samples.
-    `max_length` bounds every (prompt + response) sequence; only response ends are cut.
-    """
-
-    # -- samples ----------------------------------------------------------------------
-    samples_per_item: int | None = field(
-        default=None,
-        metadata={"help": "Samples per item: None = every kept sample; 1 = the single-sample baseline (first "
-                          "format-valid sample, kept or not); K = the first K kept samples."},
-    )
-    weighting: str = field(
-        default="matched",
-        metadata={"help": "matched: each sample weighted by its match weight (R-MSD); uniform: equal weights."},
-    )
-    # -- video ------------------------------------------------------------------------
-    num_frames: int = field(default=8, metadata={"help": "Frames sampled uniformly from each video."})
-    max_side: int | None = field(default=None, metadata={"help": "Downscale frames so the longer side is at most this."})
-    system_prompt: str | None = field(default=None, metadata={"help": "System message before each prompt."})
-    shared_prefix: bool = field(default=True, metadata={
-        "help": "Run each item's prompt (and video) once for all its samples (rmsd.models.shared_prefix); "
-                "False: one full sequence per sample, for checking."})
-
-    def __post_init__(self) -> None:
-        if self.samples_per_item is not None and self.samples_per_item < 1:
-            raise ValueError(f"samples_per_item must be None or >= 1, got {self.samples_per_item}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
-        # Rows are items, collated by MultiSampleCollator: TRL must neither tokenise the
-        # dataset nor drop the columns its model signature does not name.
-        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        self.remove_unused_columns = False
-        super().__post_init__()
-
-
-def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None = None,
-             weighting: str = "matched") -> list[dict[str, Any]]:
+def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str) -> list[dict[str, Any]]:
     """Dataset rows `{"item_id", "texts", "weights"}` from matched samples (one row per item).
+
+    samples_per_item, weighting: the recipe's distill.sft keys of these names (documented there).
 
     Samples are taken in a fixed order (sample_index, then teacher), so the baseline's
     "first" sample does not depend on the order the sampler finished in. Items without a
@@ -96,6 +56,11 @@ def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None = None,
             chosen = [r for r in samples if r.get("format_ok") and r.get("text")][:1]
             weights = [1.0] * len(chosen)
         else:
+            for r in samples:
+                w = r.get("weight", 0.0)
+                if not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+                    raise RmsdError(f"matched sample of item {item_id} has weight {w!r}: weights are numbers >= 0; "
+                                    "re-run `rmsd match`")
             chosen = [r for r in samples if r.get("kept") and float(r.get("weight", 0.0)) > 0.0]
             chosen = chosen[:samples_per_item] if samples_per_item is not None else chosen
             weights = [float(r["weight"]) if weighting == "matched" else 1.0 for r in chosen]
@@ -107,22 +72,27 @@ def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None = None,
 class MultiSampleSFTTrainer(SFTTrainer):
     """`trl.SFTTrainer` whose loss is the per-item weighted multi-sample SFT loss on video inputs.
 
+    args: a `trl.SFTConfig` built from the recipe (`rmsd.train.trl_args.sft_config`);
+        `per_device_train_batch_size` counts *items*, each with all its selected samples, and
+        `max_length` bounds every (prompt + response) sequence (only response ends are cut).
     items: every item the dataset rows name, by item_id (prompt, video path, ...).
+    inputs: how prompts are built (frames, system message, shared prefix).
     Other arguments are SFTTrainer's; `data_collator` defaults to `MultiSampleCollator`.
     """
 
-    def __init__(self, model: Any, args: MultiSampleSFTConfig, train_dataset: Any, processing_class: Any,
-                 items: Mapping[str, Item], data_collator: Any = None, **kwargs: Any):
+    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any,
+                 items: Mapping[str, Item], inputs: StudentInputs, data_collator: Any = None, **kwargs: Any):
+        self.inputs = inputs
         collator = data_collator or MultiSampleCollator(
-            processing_class, items, num_frames=args.num_frames, max_side=args.max_side,
-            max_length=args.max_length, system=args.system_prompt,
+            processing_class, items, num_frames=inputs.num_frames, max_side=inputs.max_side,
+            max_length=args.max_length, system=inputs.system,
         )
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
         # The loss is a mean over items, not a sum over tokens: let Trainer divide it by the
         # accumulation steps rather than by a token count it would pass as num_items_in_batch.
         self.model_accepts_loss_kwargs = False
-        if args.shared_prefix:
+        if inputs.shared_prefix:
             shared_prefix.enable(self.model)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
@@ -142,7 +112,7 @@ class MultiSampleSFTTrainer(SFTTrainer):
                  item_index: torch.Tensor) -> Any:
         """The fused head's per-token outputs: shared-prefix (one prompt pass per item) or one sequence per sample."""
         split = None
-        if self.args.shared_prefix:
+        if self.inputs.shared_prefix:
             first_target = (inputs["labels"] != -100).int().argmax(dim=1) - 1
             split = shared_prefix.plan_split(inputs["input_ids"], inputs["attention_mask"], first_target,
                                              item_index.tolist(), inputs["mm_token_type_ids"])

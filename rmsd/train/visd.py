@@ -17,7 +17,8 @@ the multi-dimensional judge's text rather than a reference solution alone, and t
 composes with the discriminator reward of R-MSD (it only reshapes advantages, whatever the
 rewards are). It is a component the `AdversarialTrainer` holds (composition, not a
 subclass): the trainer calls `token_advantages` after TRL computed the rollout advantages,
-and `on_optimizer_step` after each student update.
+handing it a `RolloutScorer` (what it may use of the trainer: items, processor, a log-prob
+function, the step, a metric logger), and `on_optimizer_step` after each student update.
 
     rmsd distill --recipe recipes/synthvid/experiment_visd.yaml --matched runs/reproduce/matched
 """
@@ -25,7 +26,8 @@ and `on_optimizer_step` after each student update.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,29 @@ from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
 from rmsd.train.ema import EMATeacher
 
 TEACHER_DIR = "visd_teacher"
+
+
+@dataclass
+class RolloutScorer:
+    """What the signal needs of the trainer that holds it, and nothing of TRL's internals.
+
+    items: the items the rollouts answer, by item_id. processor: the student's processor.
+    system: the student's system message. token_types: input ids -> mm_token_type_ids.
+    logps(model, rollout, prompt_ids=None, prompt_mask=None) -> [B, T]: log-probs of the
+        rollout's completion tokens under `model`, with the rollout's vision tensors, behind
+        the given (left-padded) prompt or the rollout's own.
+    policy: the student. step: the optimizer step (for the λ schedule). log(name, value):
+        report a metric.
+    """
+
+    items: Mapping[str, Item]
+    processor: Any
+    system: str | None
+    token_types: Callable[[torch.Tensor], torch.Tensor]
+    logps: Callable[..., torch.Tensor]
+    policy: Any
+    step: int
+    log: Callable[[str, float], None]
 
 
 class StructuredSignal:
@@ -70,41 +95,42 @@ class StructuredSignal:
                    feedback_template=cfg.feedback_template, total_steps=total_steps)
 
     # -- the per-token advantages -------------------------------------------------------
-    def token_advantages(self, trainer: Any, rollout: dict[str, Any], rows: list[dict[str, Any]]) -> torch.Tensor:
+    def token_advantages(self, scorer: RolloutScorer, rollout: dict[str, Any],
+                         rows: list[dict[str, Any]]) -> torch.Tensor:
         """Â [B, T] for this process's rollouts; logs λ, |Â/A|, the clipped share and the judge's scores."""
         adv, mask = rollout["advantages"], rollout["completion_mask"]
-        items = [trainer.items[r["item_id"]] for r in rows]
-        texts = completion_texts(trainer.processing_class, rollout["completion_ids"], mask)
+        items = [scorer.items[r["item_id"]] for r in rows]
+        texts = completion_texts(scorer.processor, rollout["completion_ids"], mask)
         verdicts = self.judge.judge_many(items, texts)
         prompts = [feedback_prompt(it, text, v, self.feedback_template) if v.ok else None
                    for it, text, v in zip(items, texts, verdicts, strict=True)]
         self.last_verdicts, self.last_prompts = verdicts, prompts
 
-        prompt_ids, prompt_mask = privileged_prompts(trainer, items, prompts, rollout["prompt_ids"],
+        prompt_ids, prompt_mask = privileged_prompts(scorer, items, prompts, rollout["prompt_ids"],
                                                      rollout["prompt_mask"])
-        teacher_logps = trainer.completion_logps(self.teacher.model, rollout, prompt_ids, prompt_mask)
+        teacher_logps = scorer.logps(self.teacher.model, rollout, prompt_ids, prompt_mask)
         student_logps = rollout.get("old_per_token_logps")
         if student_logps is None:  # on-policy: TRL skipped the old log-probs, which equal the current policy's
-            student_logps = trainer.completion_logps(trainer.model, rollout)
+            student_logps = scorer.logps(scorer.policy, rollout)
         delta = teacher_logps - student_logps
         unjudged = torch.tensor([not v.ok for v in verdicts], device=delta.device)
         delta = delta.masked_fill(unjudged.unsqueeze(1), float("nan"))  # reward-only credit for those rollouts
 
-        lam = lambda_schedule(trainer.state.global_step, self.total_steps, self.lam, self.lam_schedule)
+        lam = lambda_schedule(scorer.step, self.total_steps, self.lam, self.lam_schedule)
         token_adv, stats = decoupled_token_advantages(adv, delta, mask, lam, self.eps)
-        self._log(trainer, lam, stats, verdicts)
+        self._log(scorer.log, lam, stats, verdicts)
         return token_adv
 
-    def _log(self, trainer: Any, lam: float, stats: Mapping[str, torch.Tensor], verdicts: list[Verdict]) -> None:
-        metrics = trainer._metrics["train" if trainer.model.training else "eval"]
-        metrics["visd/lambda"].append(lam)
-        metrics["visd/advantage_scale"].append(float(stats["scale_mean"]))
-        metrics["visd/clip_fraction"].append(float(stats["clip_fraction"]))
-        metrics["visd/judge_failed"].append(sum(not v.ok for v in verdicts) / max(len(verdicts), 1))
+    def _log(self, log: Callable[[str, float], None], lam: float, stats: Mapping[str, torch.Tensor],
+             verdicts: list[Verdict]) -> None:
+        log("visd/lambda", lam)
+        log("visd/advantage_scale", float(stats["scale_mean"]))
+        log("visd/clip_fraction", float(stats["clip_fraction"]))
+        log("visd/judge_failed", sum(not v.ok for v in verdicts) / max(len(verdicts), 1))
         judged = [v for v in verdicts if v.ok]
         for dim in DIMENSIONS:
             if judged:
-                metrics[f"visd/judge/{dim}"].append(sum(v.scores[dim] for v in judged) / len(judged))
+                log(f"visd/judge/{dim}", sum(v.scores[dim] for v in judged) / len(judged))
 
     # -- the EMA and checkpoints ---------------------------------------------------------
     def on_optimizer_step(self, student: torch.nn.Module) -> None:
@@ -155,7 +181,7 @@ def completion_texts(processor: Any, completion_ids: torch.Tensor, mask: torch.T
                                   skip_special_tokens=True)
 
 
-def privileged_prompts(trainer: Any, items: list[Item], prompts: list[str | None], student_ids: torch.Tensor,
+def privileged_prompts(scorer: RolloutScorer, items: list[Item], prompts: list[str | None], student_ids: torch.Tensor,
                        student_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded token ids [B, P'] of the teacher's prompts, with the rollout's vision placeholders.
 
@@ -164,7 +190,7 @@ def privileged_prompts(trainer: Any, items: list[Item], prompts: list[str | None
     """
     from rmsd.models.processing import prompt_text
 
-    processor = trainer.processing_class
+    processor = scorer.processor
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = []
     for n, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
@@ -173,9 +199,9 @@ def privileged_prompts(trainer: Any, items: list[Item], prompts: list[str | None
             rows.append(own)
             continue
         text = prompt_text(processor, prompt, video=bool(item.video), image=bool(item.image) and not item.video,
-                           system=trainer.args.system_prompt)
+                           system=scorer.system)
         rows.append(_expand_placeholders(tokenizer(text, add_special_tokens=False)["input_ids"], own,
-                                         trainer.token_types))
+                                         scorer.token_types))
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = torch.full((len(rows), width), pad, dtype=student_ids.dtype)

@@ -22,3 +22,4 @@ def make_env(tmp_path_factory):
                 "items": {it.item_id: it for it in items}, "matched": matched(items)}
 
     return make
+

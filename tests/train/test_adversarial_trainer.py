@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
 from transformers import TrainerCallback
 
-from rmsd.losses.advantages import group_advantages
-from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer, CorrectnessReward
+from rmsd.train.adversarial_trainer import AdversarialTrainer
 from rmsd.train.discriminator import STATE_FILE, WEIGHTS_FILE, Adversary, TeacherSamples
+from rmsd.train.rewards import CorrectnessReward
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import adversarial_trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
+from oracles import group_advantages  # noqa: E402
 
 
 def _matched(items) -> list[dict]:
@@ -32,20 +39,11 @@ def env(make_env):
 
 
 def _trainer(env, out, cls=AdversarialTrainer, callbacks=None, **overrides):
-    from rmsd.models.processing import load_student
+    return adversarial_trainer(env, out, cls=cls, callbacks=callbacks, **overrides)
 
-    model, processor = load_student(env["student"], device="cpu")
-    args = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, num_generations=2,
-                max_completion_length=12, learning_rate=1e-3, disc_lr=1e-3, logging_steps=1, save_steps=1,
-                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0,
-                rewards={"discriminator": 1.0, "format": 0.5})
-    args.update(overrides)
-    teacher = TeacherSamples.from_matched(env["matched"])
-    dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
-    trainer = cls(model, AdversarialConfig(**args), dataset, processor, env["items"], teacher_samples=teacher,
-                  callbacks=callbacks)
-    trainer.current_gradient_accumulation_steps = 1  # set by train(); the loss reads it when called directly
-    return trainer
+
+D_SETTINGS = {"lr": 1e-4, "weight_decay": 0.0, "max_grad_norm": 1.0, "max_response_tokens": None,
+              "rollouts_per_item": None, "system": None, "seed": 0}
 
 
 def _rollout(trainer, env):
@@ -202,7 +200,7 @@ def test_shared_prompt_prefix_scores_like_whole_sequences(env):
 
     model, processor = load_student(env["student"], device="cpu")
     disc = Discriminator.from_student(model)
-    adversary = Adversary(disc, processor, TeacherSamples({}, {}))
+    adversary = Adversary(disc, processor, TeacherSamples({}, {}), **D_SETTINGS)
     first, second = list(env["items"].values())[:2]
     prompts = [first.prompt] * 3 + [second.prompt] * 2
     replies = ["<think>a</think><answer>(A)</answer>", "short", "<think>it moves left, then stops</think>", "2",
@@ -280,8 +278,8 @@ def test_discriminator_trains_on_a_subset_of_rollouts_and_scores_them_all(env):
     rollouts = ["<think>a</think><answer>(A)</answer>", "left", "<think>it stops</think>", "2", "<answer>3</answer>",
                 "<think>two objects</think><answer>2</answer>"]
     disc = Discriminator.from_student(model)
-    sub = Adversary(disc, processor, teacher, lr=1e-2, rollouts_per_item=1, seed=3)
-    ref = Adversary(copy.deepcopy(disc), processor, teacher, lr=1e-2, seed=3)
+    sub = Adversary(disc, processor, teacher, **{**D_SETTINGS, "lr": 1e-2, "rollouts_per_item": 1, "seed": 3})
+    ref = Adversary(copy.deepcopy(disc), processor, teacher, **{**D_SETTINGS, "lr": 1e-2, "seed": 3})
     before = sub.score(prompts, rollouts)
     chosen: list[int] = []
     pick = sub._trained_rows
@@ -295,5 +293,9 @@ def test_discriminator_trains_on_a_subset_of_rollouts_and_scores_them_all(env):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     fresh = Discriminator.from_student(model)  # seeded: the D both started from
     assert any(not torch.allclose(a, b) for a, b in zip(sub.disc.parameters(), fresh.parameters(), strict=True))  # the step did change D (so the equality above can fail)
-    with pytest.raises(ValueError, match="disc_rollouts_per_item"):
-        AdversarialConfig(output_dir="x", use_cpu=True, bf16=False, disc_rollouts_per_item=0)
+    from pydantic import ValidationError
+
+    from rmsd.config import AdversarialStageConfig
+
+    with pytest.raises(ValidationError, match="disc_rollouts_per_item"):
+        AdversarialStageConfig(disc_rollouts_per_item=0)

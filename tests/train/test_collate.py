@@ -51,20 +51,20 @@ def test_sft_rows_selection():
             self.item_id, self.task_type, self.answer = i, "mcq", "B"
 
     matched = matched_rows([It("a"), It("b")])
-    rows = {r["item_id"]: r for r in sft_rows(list(reversed(matched)))}  # order of the store must not matter
+    rows = {r["item_id"]: r for r in sft_rows(list(reversed(matched)), None, "matched")}  # order of the store must not matter
     assert rows["a"]["weights"] == [1.0, 0.5]
     assert rows["a"]["texts"][0].startswith("<think>I watch")
     assert all("(Z)" not in t and "no format" not in t for t in rows["a"]["texts"])  # dropped samples never train
 
-    single = {r["item_id"]: r for r in sft_rows(matched, samples_per_item=1)}
+    single = {r["item_id"]: r for r in sft_rows(matched, 1, "matched")}
     assert single["a"]["texts"] == [rows["a"]["texts"][0]] and single["a"]["weights"] == [1.0]
-    assert sft_rows(matched, weighting="uniform")[0]["weights"] == [1.0, 1.0]
-    assert len(sft_rows(matched, samples_per_item=2)[0]["texts"]) == 2
+    assert sft_rows(matched, None, "uniform")[0]["weights"] == [1.0, 1.0]
+    assert len(sft_rows(matched, 2, "matched")[0]["texts"]) == 2
 
     # The single-sample baseline takes the first *format-valid* sample even when matching dropped it.
     only_wrong = [dict(r, kept=False, weight=0.0) for r in matched if r["item_id"] == "a"]
-    assert sft_rows(only_wrong, samples_per_item=1)[0]["texts"] == [rows["a"]["texts"][0]]
-    assert sft_rows(only_wrong) == []  # no kept sample: the item is left out of multi-sample SFT
+    assert sft_rows(only_wrong, 1, "matched")[0]["texts"] == [rows["a"]["texts"][0]]
+    assert sft_rows(only_wrong, None, "matched") == []  # no kept sample: the item is left out of multi-sample SFT
 
 
 def test_collator_builds_one_sequence_per_sample(env):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
 
 from rmsd.train.collate import MultiSampleCollator, item_vision, merge_vision
-from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+from rmsd.train.sft_trainer import sft_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import sft_trainer  # noqa: E402
 
 
 def _matched(items) -> list[dict]:
@@ -33,21 +37,13 @@ def env(make_env):
 
 
 def _trainer(env, out, **overrides):
-    from rmsd.models.processing import load_student
-
-    model, processor = load_student(env["student"], device="cpu")
-    args = dict(output_dir=str(out), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3,
-                logging_steps=1, save_steps=2, use_cpu=True, bf16=False, report_to="none", disable_tqdm=True,
-                max_length=256, seed=0)
-    rows = sft_rows(env["matched"], overrides.pop("samples_per_item", None), overrides.get("weighting", "matched"))
-    args.update(overrides)
-    return MultiSampleSFTTrainer(model, MultiSampleSFTConfig(**args), Dataset.from_list(rows), processor, env["items"])
+    return sft_trainer(env, out, **overrides)
 
 
 def test_loss_is_the_per_item_weighted_mean_of_sample_nlls(env, tmp_path):
     """The fused-head loss equals DESIGN.md's formula computed by hand from full logits."""
     trainer = _trainer(env, tmp_path / "loss")
-    rows = sft_rows(env["matched"])[:2]
+    rows = sft_rows(env["matched"], None, "matched")[:2]
     batch = MultiSampleCollator(trainer.processing_class, env["items"], max_length=256)(rows)
     model = trainer.model
     model.eval()
@@ -98,9 +94,14 @@ def test_single_sample_baseline_trains_on_one_sequence_per_item(env, tmp_path):
 
 
 def test_config_validates_and_forces_collation_settings(tmp_path):
-    cfg = MultiSampleSFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    from pydantic import ValidationError
+
+    from rmsd.config import SFTStageConfig
+    from rmsd.train.trl_args import RunSettings, sft_config
+
+    cfg = sft_config(SFTStageConfig(), RunSettings(output_dir=tmp_path, device="cpu", dtype="float32", report_to=[]))
     assert cfg.dataset_kwargs["skip_prepare_dataset"] and cfg.remove_unused_columns is False
-    with pytest.raises(ValueError, match="weighting"):
-        MultiSampleSFTConfig(output_dir=str(tmp_path), weighting="best", use_cpu=True, bf16=False)
-    with pytest.raises(ValueError, match="samples_per_item"):
-        MultiSampleSFTConfig(output_dir=str(tmp_path), samples_per_item=0, use_cpu=True, bf16=False)
+    with pytest.raises(ValidationError, match="weighting"):
+        SFTStageConfig(weighting="best")
+    with pytest.raises(ValidationError, match="samples_per_item"):
+        SFTStageConfig(samples_per_item=0)

@@ -8,15 +8,20 @@ lengths (GRPO and the VISD teacher's privileged prompts).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
 from PIL import Image
 
 from rmsd.data.items import Item
 from rmsd.models import shared_prefix
 from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import adversarial_trainer, sft_trainer, student_inputs  # noqa: E402
 
 LOGP_TOL, GRAD_TOL = 1e-5, 1e-4
 
@@ -98,7 +103,7 @@ def test_sft_rows_of_different_k_video_image_and_text(env):
     from rmsd.train.sft_trainer import sft_rows
 
     shared_prefix.enable(env["model"])
-    rows = sft_rows(env["matched"])
+    rows = sft_rows(env["matched"], None, "matched")
     batch = MultiSampleCollator(env["processor"], env["items"], max_length=512)(rows)
     assert sorted(set(np.bincount(batch["item_index"].numpy()))) == [1, 2, 3]
     naive, shared = _both(env["model"], batch["input_ids"], batch["attention_mask"], batch["labels"],
@@ -139,14 +144,8 @@ def test_left_padded_prompts_of_different_lengths_share_their_common_part(env):
 
 
 def _sft_trainer(env, out, shared: bool):
-    from rmsd.models.processing import load_student
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
-
-    model, processor = load_student(env["student"], device="cpu")
-    args = MultiSampleSFTConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=8, learning_rate=1e-3,
-                                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, max_length=512,
-                                seed=0, save_strategy="no", warmup_steps=0, shared_prefix=shared, optim="sgd")
-    return MultiSampleSFTTrainer(model, args, Dataset.from_list(sft_rows(env["matched"])), processor, env["items"])
+    return sft_trainer(env, out, inputs=student_inputs(shared_prefix=shared), trl={"save_strategy": "no", "optim": "sgd"},
+                       max_steps=1, batch_size=8, max_length=512)
 
 
 # The step tests use SGD: AdamW's first step is lr * sign(g), which turns float noise into full-size steps
@@ -171,20 +170,9 @@ def test_one_sft_step_gives_the_same_weights(env, tmp_path):
 
 
 def _adversarial_trainer(env, out, shared: bool):
-    from rmsd.models.processing import load_student
-    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
-    from rmsd.train.discriminator import TeacherSamples
-
-    model, processor = load_student(env["student"], device="cpu")
     ids = [i for i, it in env["items"].items() if it.video][:3]
-    args = AdversarialConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=6, num_generations=2,
-                             max_completion_length=12, learning_rate=1e-4, use_cpu=True, bf16=False, report_to="none",
-                             disable_tqdm=True, seed=0, save_strategy="no", warmup_steps=0, temperature=1.0,
-                             rewards={"discriminator": 1.0, "format": 0.5}, shared_prefix=shared, beta=0.0,
-                             optim="sgd")
-    dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in ids])
-    return AdversarialTrainer(model, args, dataset, processor, env["items"],
-                              teacher_samples=TeacherSamples.from_matched(env["matched"]))
+    return adversarial_trainer(env, out, ids=ids, inputs=student_inputs(shared_prefix=shared),
+                               trl={"save_strategy": "no", "optim": "sgd"}, max_steps=1, batch_size=3, lr=1e-4)
 
 
 def test_one_adversarial_step_gives_the_same_weights(env, tmp_path):
@@ -195,6 +183,7 @@ def test_one_adversarial_step_gives_the_same_weights(env, tmp_path):
         if not shared:
             before = {n: p.detach().clone() for n, p in trainers[0].model.named_parameters()}
         trainers[-1].train()
-    rewards = [t.state.log_history[-1]["rewards/discriminator/mean"] for t in trainers]
+    rewards = [next(h for h in t.state.log_history if "rewards/discriminator/mean" in h)["rewards/discriminator/mean"]
+               for t in trainers]
     assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)
     assert _same_weights(trainers[1].model, trainers[0].model, before) > 50

@@ -3,18 +3,24 @@ and the student does not, the magnitudes follow δ, the EMA teacher follows and 
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from datasets import Dataset
 
 from rmsd.config import VISDConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.judge.rules import RuleJudge
-from rmsd.losses.advantages import advantage_bounds
-from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
-from rmsd.train.discriminator import TeacherSamples
 from rmsd.train.visd import TEACHER_DIR, StructuredSignal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import adversarial_trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
+from oracles import advantage_bounds  # noqa: E402
 
 
 def _matched(items) -> list[dict]:
@@ -22,7 +28,7 @@ def _matched(items) -> list[dict]:
     for it in items:
         answer = f"({it.answer})" if it.task_type == "mcq" else str(it.answer)
         rows.append({"item_id": it.item_id, "teacher": "sim", "sample_index": 0, "format_ok": True, "weight": 1.0,
-                     "kept": True, "task_type": it.task_type, "agreement": 0.5 + 0.1 * len(rows) % 0.5,
+                     "kept": True, "task_type": it.task_type, "agreement": 0.95 - 0.15 * len(rows),  # distinct
                      "text": f"<think>I watch the clip.</think><answer>{answer}</answer>"})
     return rows
 
@@ -33,33 +39,22 @@ def env(make_env):
 
 
 def _trainer(env, out, visd: dict | None = None, curriculum: dict | None = None, **overrides):
-    from rmsd.models.processing import load_student
-
-    model, processor = load_student(env["student"], device="cpu")
-    args = dict(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, num_generations=2,
-                max_completion_length=12, learning_rate=1e-3, disc_lr=1e-3, logging_steps=1, save_steps=1,
-                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0,
-                rewards={"discriminator": 1.0, "correctness": 1.0, "format": 0.5})
-    args.update(overrides)
-    teacher = TeacherSamples.from_matched(env["matched"])
-    ids = list(teacher.texts)
+    stage = {"reward_weights": {"discriminator": 1.0, "correctness": 1.0, "format": 0.5}, **overrides}
     signal = None
     if visd is not None:
-        signal = StructuredSignal.from_config(VISDConfig(enabled=True, **visd), RuleJudge(), model,
-                                              total_steps=args["max_steps"])
+        def signal(model, cfg):
+            return StructuredSignal.from_config(VISDConfig(enabled=True, **visd), RuleJudge(), model,
+                                                total_steps=cfg.max_steps)
     order = None
     if curriculum is not None:
         from rmsd.config import CurriculumConfig
         from rmsd.train.curriculum import difficulty_from_matched
 
+        ids = list(dict.fromkeys(r["item_id"] for r in env["matched"]))
         order = Curriculum.from_config(CurriculumConfig(enabled=True, **curriculum), ids,
-                                       difficulty_from_matched(env["matched"]), total_steps=args["max_steps"])
-    dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in ids])
-    trainer = AdversarialTrainer(model, AdversarialConfig(**args), dataset, processor, env["items"],
-                                 teacher_samples=teacher, benchmark=get_benchmark("synthvid"), visd=signal,
-                                 curriculum=order)
-    trainer.current_gradient_accumulation_steps = 1
-    return trainer
+                                       difficulty_from_matched(env["matched"]),
+                                       total_steps=stage.get("max_steps", 2))
+    return adversarial_trainer(env, out, benchmark=get_benchmark("synthvid"), visd=signal, curriculum=order, **stage)
 
 
 def _rollout(trainer, env):
@@ -74,9 +69,9 @@ def _spy_rollout_advantages(trainer) -> dict:
     seen = {}
     original = trainer.visd.token_advantages
 
-    def spy(tr, rollout, rows):
+    def spy(scorer, rollout, rows):
         seen["A"] = rollout["advantages"].clone()
-        return original(tr, rollout, rows)
+        return original(scorer, rollout, rows)
 
     trainer.visd.token_advantages = spy
     return seen
@@ -130,7 +125,7 @@ def test_privileged_prompt_keeps_the_rollouts_vision_placeholders(env, tmp_path)
     trainer = _trainer(env, tmp_path, visd={"lam": 0.5})
     rollout, rows = _rollout(trainer, env)
     items = [env["items"][r["item_id"]] for r in rows]
-    ids, mask = privileged_prompts(trainer, items, trainer.visd.last_prompts, rollout["prompt_ids"],
+    ids, mask = privileged_prompts(trainer.rollout_scorer(), items, trainer.visd.last_prompts, rollout["prompt_ids"],
                                    rollout["prompt_mask"])
     video = trainer.accelerator.unwrap_model(trainer.model).config.video_token_id
     for n in range(len(rows)):
@@ -193,8 +188,11 @@ def test_recipe_builds_rules_judge_and_agreement_curriculum(env, tmp_path):
     assert isinstance(trainer.visd.judge, RuleJudge) and trainer.adversary is None  # no discriminator reward
     sampler = trainer._get_train_sampler()
     first = [trainer.train_dataset[i]["item_id"] for i in list(iter(sampler))[:2 * trainer.num_generations]]
-    easiest = min(trainer.curriculum.pool_difficulty.values())
-    assert all(trainer.curriculum.pool_difficulty[i] <= easiest + 0.5 for i in first)
+    difficulty = trainer.curriculum.pool_difficulty
+    assert len(set(difficulty.values())) == len(difficulty) > 2  # distinct difficulties, so the order can be wrong
+    # start_fraction 0.3: at step 0 only the easiest ceil(0.3 N) items may be drawn
+    allowed = sorted(difficulty, key=difficulty.get)[: math.ceil(0.3 * len(difficulty))]
+    assert set(first) <= set(allowed) and len(allowed) < len(difficulty)
     trainer.train()
     assert trainer.state.global_step == 2 and trainer.visd.teacher.num_updates == 2
 
@@ -232,3 +230,15 @@ def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_on
     expected = seen["A"].unsqueeze(1).expand_as(rollout["advantages"])
     mask = rollout["completion_mask"].bool()
     assert torch.equal(rollout["advantages"][mask], expected[mask])  # reward-only credit: Â = A
+
+
+def test_discriminator_warmup_does_not_ask_the_judge(env, tmp_path):
+    """Warm-up steps train D alone: the judge (paid, with an LLM) and the EMA teacher's forward are skipped."""
+    trainer = _trainer(env, tmp_path, visd={"lam": 0.5}, disc_warmup_steps=1, save_steps=100)
+    calls = []
+    judge = trainer.visd.judge.judge_many
+    trainer.visd.judge.judge_many = lambda items, texts: calls.append(trainer.state.global_step) or judge(items, texts)
+    trainer.train()
+    assert trainer.state.global_step == 2 and calls == [1]  # step 0 was D's alone
+    d_steps = [h for h in trainer.state.log_history if "discriminator/loss" in h]
+    assert len(d_steps) == 2  # D trained in both steps
