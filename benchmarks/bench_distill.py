@@ -126,17 +126,38 @@ def _common(out: Path, steps: int, timer: StepTimer) -> dict[str, Any]:
                 use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0)
 
 
+# Ours are built the way `rmsd distill` builds them: recipe stage models -> rmsd.train.trl_args, with the
+# same learning rate, schedule and logging as the stock trainers' `_common`.
+OURS = {"lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.0, "logging_steps": 10_000, "save_steps": 10_000, "seed": 0}
+NO_SAVE = {"save_strategy": "no"}
+
+
+def _run(out: Path) -> Any:
+    from rmsd.train.trl_args import RunSettings
+
+    return RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[])
+
+
+def _inputs(shared: bool) -> Any:
+    from rmsd.train.collate import StudentInputs
+
+    return StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=shared)
+
+
 # ----------------------------------------------------------------------------- variants
 def sft_ours(env, out, steps, batch, timer, shared=True, samples_per_item=None, weighting="matched",
              matched="matched"):
+    from rmsd.config import SFTStageConfig
     from rmsd.models.processing import load_student
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
+    from rmsd.train.sft_trainer import MultiSampleSFTTrainer, sft_rows
+    from rmsd.train.trl_args import sft_config
 
     model, processor = load_student(env["student"], device="cpu")
-    args = MultiSampleSFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512,
-                                shared_prefix=shared, samples_per_item=samples_per_item, weighting=weighting)
+    stage = SFTStageConfig(**OURS, max_steps=steps, batch_size=batch, max_length=512,
+                           samples_per_item=samples_per_item, weighting=weighting)
     rows = sft_rows(env[matched], samples_per_item, weighting)
-    return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, env["items"], callbacks=[timer])
+    return MultiSampleSFTTrainer(model, sft_config(stage, _run(out), **NO_SAVE), Dataset.from_list(rows), processor,
+                                 env["items"], inputs=_inputs(shared), callbacks=[timer])
 
 
 def sft_stock(env, out, steps, batch, timer):
@@ -156,7 +177,8 @@ def sft_stock(env, out, steps, batch, timer):
 
     args = SFTConfig(**_common(out, steps, timer), per_device_train_batch_size=batch, max_length=512,
                      dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)
-    return SFTTrainer(model, args, data_collator=collate, train_dataset=Dataset.from_list(sft_rows(env["matched"])),
+    return SFTTrainer(model, args, data_collator=collate,
+                      train_dataset=Dataset.from_list(sft_rows(env["matched"], None, "matched")),
                       processing_class=processor, callbacks=[timer])
 
 
@@ -166,16 +188,21 @@ def _grpo_args(cls, out, steps, batch, timer, gens, length, **extra):
 
 
 def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_rollouts=None, shared=True):
+    from rmsd.config import AdversarialStageConfig
     from rmsd.models.processing import load_student
-    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
+    from rmsd.train.adversarial_trainer import AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
+    from rmsd.train.trl_args import grpo_config
 
     model, processor = load_student(env["student"], device="cpu")
     teacher = TeacherSamples.from_matched(env["matched"])
     data = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
-    args = _grpo_args(AdversarialConfig, out, steps, batch, timer, gens, length, rewards=rewards, disc_lr=1e-4,
-                      disc_rollouts_per_item=disc_rollouts, shared_prefix=shared)
-    return AdversarialTrainer(model, args, data, processor, env["items"], teacher_samples=teacher, callbacks=[timer])
+    stage = AdversarialStageConfig(**OURS, enabled=True, max_steps=steps, batch_size=batch, num_generations=gens,
+                                   max_completion_length=length, temperature=0.8, reward_weights=rewards,
+                                   disc_lr=1e-4, disc_warmup_steps=0, disc_rollouts_per_item=disc_rollouts)
+    args = grpo_config(stage, _run(out), **NO_SAVE, generation_kwargs={"min_new_tokens": length})
+    return AdversarialTrainer(model, args, data, processor, env["items"], stage=stage, inputs=_inputs(shared),
+                              teacher_samples=teacher, callbacks=[timer])
 
 
 def grpo_stock(env, out, steps, batch, timer, gens, length):
