@@ -2,10 +2,12 @@
 
 For an item whose prompt has P tokens (system + video + question) and K continuations of R
 tokens each, times forward + backward of
-- naive: K whole sequences of P + R tokens (today's multi-sample path; the clip still goes
-  through the vision tower once per item, `rmsd.train.collate.vision_kwargs`);
-- shared: the prompt once, the K continuations attending to its keys/values
-  (`rmsd.models.shared_prefix`),
+- naive: K whole sequences of P + R tokens, each with its own copy of the clip (the plain
+  computation, whose cost the ideal ratio below describes);
+- today: the path rmsd took before the shared prefix: K whole sequences, but the clip goes
+  through the vision tower once per item (`rmsd.train.collate.vision_kwargs`);
+- shared: the prompt and clip once, the K continuations attending to its keys/values
+  (`rmsd.models.shared_prefix`, the default in every stage),
 on the tiny student architecture (`build_student(size="tiny")`, float32, random weights),
 both in the same process and alternated, median over `--repeats`. P is set by the clip:
 8 frames of 84 px (~80 tokens, synthvid today), 32 frames of 168 px (~620), 32 frames of
@@ -73,38 +75,41 @@ def setup(student: Path, p: int, r: int, k: int, seed: int = 0) -> dict[str, Any
             "response_len": width - prompt_len}
 
 
-def step(env: dict[str, Any], shared: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+PATHS = ("naive", "today", "shared")
+
+
+def step(env: dict[str, Any], path: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One forward + backward of the mean token NLL; (per-token log-probs, gradients)."""
     from rmsd.models import shared_prefix
-    from rmsd.train.collate import vision_kwargs
+    from rmsd.train.collate import merge_vision, vision_kwargs
 
     model, b = env["model"], env["batch"]
     model.zero_grad(set_to_none=True)
     keys = [0] * len(env["rows"])
     first_target = (b["labels"] != -100).int().argmax(dim=1) - 1
     split = shared_prefix.plan_split(b["input_ids"], b["attention_mask"], first_target, keys,
-                                     b["mm_token_type_ids"]) if shared else None
+                                     b["mm_token_type_ids"]) if path == "shared" else None
     if split is not None:
         out = shared_prefix.shared_forward(model, b["input_ids"], b["attention_mask"], b["labels"], split,
                                            env["rows"], b["mm_token_type_ids"])
         logps, mask = out["log_probs"], out["label_mask"]
     else:
+        vision = merge_vision(env["rows"]) if path == "naive" else vision_kwargs(model, env["rows"], keys)
         fused = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"],
-                      mm_token_type_ids=b["mm_token_type_ids"], fused_lm_head=True, use_cache=False,
-                      **vision_kwargs(model, env["rows"], keys))
+                      mm_token_type_ids=b["mm_token_type_ids"], fused_lm_head=True, use_cache=False, **vision)
         logps, mask = fused.log_probs, fused.label_mask
     (-(logps * mask).sum() / mask.sum()).backward()
     return logps.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
-def peak_mb(student: Path, p: int, r: int, k: int, shared: bool) -> float:
+def peak_mb(student: Path, p: int, r: int, k: int, path: str) -> float:
     """Peak extra RSS (MiB) of one step, measured in a fresh subprocess."""
-    cmd = [sys.executable, __file__, "--memory-probe", str(student), str(p), str(r), str(k), str(int(shared))]
+    cmd = [sys.executable, __file__, "--memory-probe", str(student), str(p), str(r), str(k), path]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _probe(student: str, p: str, r: str, k: str, shared: str) -> None:
+def _probe(student: str, p: str, r: str, k: str, path: str) -> None:
     torch.set_num_threads(1)
     env = setup(Path(student), int(p), int(r), int(k))
     proc, peak = psutil.Process(), [0]
@@ -118,7 +123,7 @@ def _probe(student: str, p: str, r: str, k: str, shared: str) -> None:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    step(env, bool(int(shared)))
+    step(env, path)
     done.set()
     thread.join()
     print((max(peak[0], proc.memory_info().rss) - base) / 2**20)
@@ -126,33 +131,37 @@ def _probe(student: str, p: str, r: str, k: str, shared: str) -> None:
 
 def measure(student: Path, p: int, r: int, k: int, repeats: int, memory: bool) -> dict[str, Any]:
     env = setup(student, p, r, k)
-    naive_logps, naive_grads = step(env, shared=False)
+    naive_logps, naive_grads = step(env, "naive")
     naive_grads = {n: g.clone() for n, g in naive_grads.items()}
-    shared_logps, shared_grads = step(env, shared=True)
+    shared_logps, shared_grads = step(env, "shared")
     rel = max(float((shared_grads[n] - g).norm() / g.norm().clamp(min=1e-12)) for n, g in naive_grads.items())
-    times: dict[bool, list[float]] = {False: [], True: []}
+    times: dict[str, list[float]] = {path: [] for path in PATHS}
     for _ in range(repeats):
-        for shared in (False, True):  # alternated: drift of a shared machine hits both alike
+        for path in PATHS:  # alternated: drift of a shared machine hits every path alike
             t0 = time.perf_counter()
-            step(env, shared)
-            times[shared].append(time.perf_counter() - t0)
+            step(env, path)
+            times[path].append(time.perf_counter() - t0)
     pp, rr = env["prompt_len"], env["response_len"]
-    naive_s, shared_s = statistics.median(times[False]), statistics.median(times[True])
-    row = {"P": pp, "R": rr, "K": k, "naive_s": round(naive_s, 4), "shared_s": round(shared_s, 4),
-           "ratio": round(shared_s / naive_s, 3), "ideal_ratio": round((pp + k * rr) / (k * (pp + rr)), 3),
+    med = {path: statistics.median(t) for path, t in times.items()}
+    row = {"P": pp, "R": rr, "K": k, "naive_s": round(med["naive"], 4), "today_s": round(med["today"], 4),
+           "shared_s": round(med["shared"], 4), "ratio": round(med["shared"] / med["naive"], 3),
+           "ratio_vs_today": round(med["shared"] / med["today"], 3),
+           "ideal_ratio": round((pp + k * rr) / (k * (pp + rr)), 3),
            "max_abs_logp_diff": float((naive_logps - shared_logps).abs().max()), "max_rel_grad_diff": rel}
     if memory:
-        row["naive_peak_mb"] = round(peak_mb(student, p, r, k, False), 1)
-        row["shared_peak_mb"] = round(peak_mb(student, p, r, k, True), 1)
+        row["naive_peak_mb"] = round(peak_mb(student, p, r, k, "naive"), 1)
+        row["shared_peak_mb"] = round(peak_mb(student, p, r, k, "shared"), 1)
     return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "|    P |   R | K | naive s | shared s | ratio | ideal | naive MB | shared MB | logp diff | grad diff |"
+    head = ("|    P |   R | K | naive s | today s | shared s | ratio | ideal | vs today | naive MB | shared MB "
+            "| logp diff | grad diff |")
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for r in rows:
-        lines.append(f"| {r['P']:>4} | {r['R']:>3} | {r['K']} | {r['naive_s']:>7.3f} | {r['shared_s']:>8.3f} | "
-                     f"{r['ratio']:>5.2f} | {r['ideal_ratio']:>5.2f} | {r.get('naive_peak_mb', float('nan')):>8.0f} | "
+        lines.append(f"| {r['P']:>4} | {r['R']:>3} | {r['K']} | {r['naive_s']:>7.3f} | {r['today_s']:>7.3f} | "
+                     f"{r['shared_s']:>8.3f} | {r['ratio']:>5.2f} | {r['ideal_ratio']:>5.2f} | "
+                     f"{r['ratio_vs_today']:>8.2f} | {r.get('naive_peak_mb', float('nan')):>8.0f} | "
                      f"{r.get('shared_peak_mb', float('nan')):>9.0f} | {r['max_abs_logp_diff']:>9.1e} | "
                      f"{r['max_rel_grad_diff']:>9.1e} |")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from rmsd.data import video
+from rmsd.data import frame_cache, video
 
 CLIPS = [  # name, seconds, keyframe interval
     ("10s_gop250", 10, 250),
@@ -88,7 +88,7 @@ def time_clip(path: Path, n: int, repeats: int) -> dict[str, float]:
             samples[name].append(median_seconds(fn, 1))
     out = {k: statistics.median(v) for k, v in samples.items()}
     out["seeks"] = count_seeks(lambda: video.load_frames(path, n, cache=False))
-    video.clear_cache()
+    frame_cache.clear_cache()
     video.load_frames(path, n)
     out["cached"] = median_seconds(lambda: video.load_frames(path, n), max(repeats, 20))
     return out

@@ -250,6 +250,12 @@ class VISDConfig(Strict):
     feedback_template: str | None = Field(None, description="teacher prompt with {prompt} {feedback} {reference}")
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
 
+    @model_validator(mode="after")
+    def _judge_named(self) -> VISDConfig:
+        if self.enabled and self.judge == "llm" and not self.judge_teacher:
+            raise ValueError("judge: llm needs judge_teacher: the name of a teacher in the recipe's pool")
+        return self
+
 
 class AdversarialStageConfig(TrainCommon):
     enabled: bool = False
@@ -417,6 +423,15 @@ def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfi
     return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []))
 
 
+def _pool_names(path: Path, recipe: Recipe, pool: PoolConfig) -> list[str]:
+    """The recipe keys that name a teacher of its pool, checked against the pool."""
+    names = {t.name for t in pool.teachers}
+    named = {"distill.adversarial.visd.judge_teacher": recipe.distill.adversarial.visd.judge_teacher,
+             "eval.judge_teacher": recipe.eval.judge_teacher}
+    return [f"{path}: {key}: {value!r} is not a teacher of pool {pool.name} (teachers: {', '.join(sorted(names))})"
+            for key, value in named.items() if value is not None and value not in names]
+
+
 def validate_file(path: str | Path) -> list[str]:
     """Every problem of a recipe or pool file (and of the pool a recipe names); [] when valid."""
     path = Path(path)
@@ -430,7 +445,7 @@ def validate_file(path: str | Path) -> list[str]:
             pool_path = resolve_path(recipe.pool, str(path))
             if not pool_path.is_file():
                 return [f"{path}: pool: {recipe.pool}: no such file"]
-            return validate_file(pool_path)
+            return validate_file(pool_path) or _pool_names(path, recipe, load_pool(pool_path))
         return []
     except ConfigError as e:
         return e.problems

@@ -145,3 +145,19 @@ def test_a_pool_named_in_an_included_recipe_resolves_beside_that_recipe(tmp_path
     monkeypatch.chdir(tmp_path)  # neither the cwd nor the variant's folder holds ../../teachers/
     recipe = load_recipe(p)
     assert recipe.load_pool().name == "synthvid-sim"
+
+
+def test_an_llm_judge_must_name_a_teacher_of_the_pool(tmp_path):
+    """Caught by `rmsd validate`, not after the data and the student were loaded."""
+    pool = {"name": "p", "teachers": [{"name": "judge-a", "backend": "simulated", "simulated": {}}]}
+    _write(tmp_path, "pool.yaml", pool)
+    missing = _write(tmp_path, "r1.yaml", _recipe(pool="pool.yaml", distill={"adversarial": {
+        "enabled": True, "visd": {"enabled": True, "judge": "llm"}}}))
+    assert any("judge: llm needs judge_teacher" in line for line in validate_file(missing))
+    wrong = _write(tmp_path, "r2.yaml", _recipe(pool="pool.yaml", eval={"judge_teacher": "judge-b"}, distill={
+        "adversarial": {"enabled": True, "visd": {"enabled": True, "judge": "llm", "judge_teacher": "judge-c"}}}))
+    problems = validate_file(wrong)
+    assert len(problems) == 2 and all("not a teacher of pool p (teachers: judge-a)" in line for line in problems)
+    right = _write(tmp_path, "r3.yaml", _recipe(pool="pool.yaml", distill={"adversarial": {
+        "enabled": True, "visd": {"enabled": True, "judge": "llm", "judge_teacher": "judge-a"}}}))
+    assert validate_file(right) == []

@@ -15,7 +15,7 @@ How it differs from the usual loaders (`transformers.video_utils.load_video`, de
 - survives missing duration metadata (reads packet timestamps), files without timestamps,
   undecodable packets, imprecise seeks (falls back to decoding) and cover-art "video" streams;
 - an LRU cache keyed by (path, mtime, size, N, max_side) returns read-only arrays, so
-  teachers, students and evaluation share one decode;
+  teachers, students and evaluation share one decode (`rmsd.data.frame_cache`);
 - a file that cannot be read raises `VideoError` naming the file and the reason.
 
     python -c "from rmsd.data.video import load_frames; f = load_frames('clip.mp4', 8); print(f.array.shape, f.fps)"
@@ -28,16 +28,15 @@ import base64
 import io
 import logging
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from rmsd.data.frame_cache import cached
 from rmsd.errors import RmsdError
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,6 @@ log = logging.getLogger(__name__)
 # Below this spacing of targets `auto` does not even read the index.
 SEEK_COST_FRAMES = 12
 STRATEGIES = ("auto", "decode", "seek")
-DEFAULT_CACHE_MB = 512.0
-CACHE_ENV = "RMSD_FRAME_CACHE_MB"
 
 
 class VideoError(RmsdError):
@@ -84,14 +81,6 @@ class Frames:
         return int(self.array.shape[0])
 
 
-class CacheInfo(NamedTuple):
-    hits: int
-    misses: int
-    entries: int
-    bytes: int
-    max_bytes: int
-
-
 # ----------------------------------------------------------------------------- public API
 def load_frames(path: str | os.PathLike, num_frames: int = 8, max_side: int | None = None, *,
                 strategy: str = "auto", cache: bool = True) -> Frames:
@@ -107,7 +96,7 @@ def load_frames(path: str | os.PathLike, num_frames: int = 8, max_side: int | No
         raise RmsdError(f"unknown video decoding strategy {strategy!r}; expected one of {STRATEGIES}")
     _check_max_side(max_side)
     file, key = _file_key(path, ("video", num_frames, max_side))
-    return _cached(key, lambda: _decode_file(file, num_frames, max_side, strategy), cache)
+    return cached(key, lambda: _decode_file(file, num_frames, max_side, strategy), cache)
 
 
 def load_image(path: str | os.PathLike, max_side: int | None = None, *, cache: bool = True) -> np.ndarray:
@@ -118,7 +107,16 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, *, cache: b
     """
     _check_max_side(max_side)
     file, key = _file_key(path, ("image", max_side))
-    return _cached(key, lambda: _read_image(file, max_side), cache)
+    return cached(key, lambda: _read_image(file, max_side), cache)
+
+
+def load_media(item: Any, num_frames: int, max_side: int | None) -> tuple[Frames | None, np.ndarray | None]:
+    """(frames, image) of an `rmsd.data.items.Item`: exactly one is set for a video or image item, neither for text."""
+    if item.video:
+        return load_frames(item.video, num_frames=num_frames, max_side=max_side), None
+    if item.image:
+        return None, load_image(item.image, max_side=max_side)
+    return None, None
 
 
 def encode_jpeg_b64(frames: np.ndarray, quality: int = 85) -> list[str]:
@@ -136,82 +134,6 @@ def encode_jpeg_b64(frames: np.ndarray, quality: int = 85) -> list[str]:
         Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out
-
-
-# ----------------------------------------------------------------------------- cache
-_LOCK = threading.Lock()
-_CACHE: OrderedDict[tuple, Any] = OrderedDict()
-_INFLIGHT: dict[tuple, threading.Lock] = {}  # one decode per key when worker threads ask at once
-_STATE = {"hits": 0, "misses": 0, "bytes": 0, "max_bytes": None}
-
-
-def cache_info() -> CacheInfo:
-    with _LOCK:
-        return CacheInfo(_STATE["hits"], _STATE["misses"], len(_CACHE), _STATE["bytes"], _max_bytes())
-
-
-def clear_cache() -> None:
-    """Drop every cached array and reset the hit/miss counters (the size limit stays)."""
-    with _LOCK:
-        _CACHE.clear()
-        _STATE.update(hits=0, misses=0, bytes=0)
-
-
-def set_cache_limit(max_mb: float | None) -> None:
-    """Bound the cache to `max_mb` megabytes of array data (0 disables it; None: back to $RMSD_FRAME_CACHE_MB or 512)."""
-    if max_mb is not None and max_mb < 0:
-        raise RmsdError(f"frame cache size must be >= 0 MB, got {max_mb}")
-    with _LOCK:
-        _STATE["max_bytes"] = None if max_mb is None else int(max_mb * 2**20)
-        _evict()
-
-
-def _max_bytes() -> int:
-    if _STATE["max_bytes"] is None:
-        raw = os.environ.get(CACHE_ENV, "").strip()
-        try:
-            mb = float(raw) if raw else DEFAULT_CACHE_MB
-        except ValueError:
-            mb = -1.0
-        if mb < 0:
-            raise RmsdError(f"{CACHE_ENV} must be a number of megabytes >= 0, got {raw!r}")
-        _STATE["max_bytes"] = int(mb * 2**20)
-    return _STATE["max_bytes"]
-
-
-def _nbytes(value: Any) -> int:
-    return value.array.nbytes if isinstance(value, Frames) else value.nbytes
-
-
-def _evict() -> None:
-    while _CACHE and _STATE["bytes"] > _max_bytes():
-        _, old = _CACHE.popitem(last=False)
-        _STATE["bytes"] -= _nbytes(old)
-
-
-def _cached(key: tuple, load: Callable[[], Any], enabled: bool) -> Any:
-    if not enabled:
-        return load()
-    with _LOCK:
-        gate = _INFLIGHT.setdefault(key, threading.Lock())
-    try:
-        with gate:
-            with _LOCK:
-                if key in _CACHE:
-                    _STATE["hits"] += 1
-                    _CACHE.move_to_end(key)
-                    return _CACHE[key]
-                _STATE["misses"] += 1
-            value = load()
-            with _LOCK:
-                if _nbytes(value) <= _max_bytes():
-                    _CACHE[key] = value
-                    _STATE["bytes"] += _nbytes(value)
-                    _evict()
-            return value
-    finally:
-        with _LOCK:
-            _INFLIGHT.pop(key, None)
 
 
 def _file_key(path: str | os.PathLike, extra: tuple) -> tuple[Path, tuple]:
@@ -294,7 +216,7 @@ class _Timeline:
 
 
 @dataclass
-class _Run:
+class _DecodeLog:
     """What one decode noticed: packets skipped as undecodable, and whether the frames ran out before a target."""
 
     errors: list[str] = field(default_factory=list)
@@ -309,7 +231,7 @@ def _one_line(error: BaseException) -> str:
 def _decode_file(file: Path, num_frames: int, max_side: int | None, strategy: str) -> Frames:
     import av
 
-    run = _Run()
+    run = _DecodeLog()
     try:
         with _open(file) as container:
             stream = _video_stream(container, file)
@@ -398,7 +320,7 @@ def _step_and_base(stream: Any) -> tuple[Fraction, Fraction]:
     return 1 / (Fraction(rate) * time_base), time_base
 
 
-def _warn_if_short(file: Path, picks: list, timeline: _Timeline, run: _Run) -> None:
+def _warn_if_short(file: Path, picks: list, timeline: _Timeline, run: _DecodeLog) -> None:
     """Frames that run out well before the declared end mean a truncated file: say so, keep going."""
     last = picks[-1][0]
     covered = (last - timeline.start + timeline.step) / timeline.length
@@ -433,7 +355,7 @@ class _Cursor:
         return newest[0] if newest else None
 
 
-def _decoded(container: Any, stream: Any, timeline: _Timeline, run: _Run,
+def _decoded(container: Any, stream: Any, timeline: _Timeline, run: _DecodeLog,
              after_seek: bool = False) -> Iterator[tuple[Any, Any]]:
     """(pts, frame) in presentation order; an undecodable packet is skipped (as ffmpeg does) and noted in `run`.
 
@@ -458,7 +380,7 @@ def _decoded(container: Any, stream: Any, timeline: _Timeline, run: _Run,
 
 
 def _pick(container: Any, stream: Any, timeline: _Timeline, targets: list[Fraction], strategy: str,
-          run: _Run) -> list | None:
+          run: _DecodeLog) -> list | None:
     """The (pts, frame) on screen at each target; None if decoding must start over in a fresh container
     (a seek missed, or the index probe moved the container and there is no index to use)."""
     spacing = timeline.length / len(targets) / timeline.step  # frames between two targets
@@ -481,7 +403,7 @@ def _pick(container: Any, stream: Any, timeline: _Timeline, targets: list[Fracti
 
 
 def _pick_by_decoding(container: Any, stream: Any, timeline: _Timeline, targets: list[Fraction],
-                      run: _Run) -> list:
+                      run: _DecodeLog) -> list:
     """Decode from the current position (the start) and stop after the last target."""
     cursor = _Cursor(_decoded(container, stream, timeline, run))
     picks = [cursor.advance_to(t) for t in targets]
@@ -493,7 +415,7 @@ def _pick_by_decoding(container: Any, stream: Any, timeline: _Timeline, targets:
 
 
 def _pick_by_seeking(container: Any, stream: Any, timeline: _Timeline, targets: list[Fraction],
-                     threshold: Fraction | None, moved: bool, run: _Run) -> list:
+                     threshold: Fraction | None, moved: bool, run: _DecodeLog) -> list:
     """Per target, seek to the keyframe before it when that skips more than `threshold` pts of decoding
     (None: always seek), else decode forward from where the decoder is."""
     entries = stream.index_entries
@@ -515,7 +437,7 @@ def _pick_by_seeking(container: Any, stream: Any, timeline: _Timeline, targets: 
     return picks
 
 
-def _seek_cursor(container: Any, stream: Any, timeline: _Timeline, target: Fraction, run: _Run) -> _Cursor:
+def _seek_cursor(container: Any, stream: Any, timeline: _Timeline, target: Fraction, run: _DecodeLog) -> _Cursor:
     """A cursor whose first frame is at or before `target`; one retry a keyframe earlier (open GOPs, B-frames)."""
     offset = int(target)
     for _ in range(2):

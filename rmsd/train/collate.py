@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from rmsd.data.items import Item
+from rmsd.data.video import load_media
 from rmsd.errors import RmsdError
 
 # Keys of a batch that carry one value per sequence (dim 0) and one per token (dim 1).
@@ -47,19 +48,6 @@ class StudentInputs:
     max_side: int | None
     system: str | None
     shared_prefix: bool
-
-
-def load_media(item: Item, num_frames: int, max_side: int | None) -> tuple[Any, Any]:
-    """(frames, image) of one item: exactly one is set for video/image items, neither for text."""
-    if item.video:
-        from rmsd.data.video import load_frames
-
-        return load_frames(item.video, num_frames=num_frames, max_side=max_side), None
-    if item.image:
-        from rmsd.data.video import load_image
-
-        return None, load_image(item.image, max_side=max_side)
-    return None, None
 
 
 def encode_pairs(

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from rmsd.data.items import Item
+from rmsd.data.video import load_media
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, StudentInputs, encode_pairs, load_media, vision_kwargs
+from rmsd.train.collate import VISION_KEYS, StudentInputs, encode_pairs, vision_kwargs
 
 PromptRow = tuple[list[int], dict[str, torch.Tensor]]  # prompt token ids, vision tensors
 

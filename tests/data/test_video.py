@@ -19,15 +19,8 @@ import pytest
 av = pytest.importorskip("av")
 
 from rmsd.data import video  # noqa: E402
-from rmsd.data.video import (  # noqa: E402
-    VideoError,
-    cache_info,
-    clear_cache,
-    encode_jpeg_b64,
-    load_frames,
-    load_image,
-    set_cache_limit,
-)
+from rmsd.data.frame_cache import cache_info, clear_cache, set_cache_limit  # noqa: E402
+from rmsd.data.video import VideoError, encode_jpeg_b64, load_frames, load_image  # noqa: E402
 from rmsd.errors import RmsdError  # noqa: E402
 
 

@@ -1,5 +1,7 @@
-"""What the LLM judges share: a JSONL verdict cache keyed by content hashes, and a private
-event loop that drives their coroutines from synchronous code (trainers, `rmsd eval`).
+"""What every LLM judge shares (the VISD judge in `rmsd.judge.llm`, MathVerse's scorer in
+`rmsd.data.benchmarks.mathverse`): a JSONL verdict cache keyed by content hashes, and a
+private event loop that drives their coroutines from synchronous code (trainers, `rmsd eval`).
+It sits below both, at the package root, so neither imports the other's package.
 
 How it differs from a plain `json.dump` cache or `asyncio.run`: records are appended one
 line at a time as verdicts come, so a killed run keeps every verdict it paid for (a last
