@@ -207,8 +207,7 @@ class CurveCallback(TrainerCallback):
 # ----------------------------------------------------------------------------- one run
 def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, points: list[int]) -> dict[str, Any]:
     """Distil one method with one seed; the curve at `points` (global steps), the final eval, the train time."""
-    from rmsd.pipeline import eval_recipe
-    from rmsd.train.distill import distill_recipe
+    from rmsd.pipeline import distill_recipe, eval_recipe
 
     run = Path(recipe.distill.out)
     cached = run_cache.cached(run, recipe, points)
@@ -238,7 +237,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
 def sft_prefix(method: str, recipe: Any, matched: Path, seed: int, work: Path,
                points: list[int]) -> tuple[Path, list[dict], float]:
     """The S-step SFT stage that methods with an adversarial stage share, trained once per seed and config."""
-    from rmsd.train.distill import distill_recipe
+    from rmsd.pipeline import distill_recipe
 
     key = json.dumps([recipe.distill.sft.model_dump(mode="json"), str(matched), recipe.student.model_dump(mode="json"),
                       recipe.dataset.model_dump(mode="json"), recipe.eval.model_dump(mode="json", exclude={"out"}),

@@ -153,7 +153,7 @@ def distill(
     overrides: list[str] = SET,
 ) -> None:
     """Train the student: multi-sample weighted SFT, then adversarial distillation (+ VISD)."""
-    from rmsd.train.distill import distill_recipe
+    from rmsd.pipeline import distill_recipe
 
     ckpts = distill_recipe(_recipe(recipe, overrides), matched, out=out, resume=resume)
     for stage, path in ckpts.items():

@@ -88,6 +88,27 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     return stats
 
 
+def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
+                   resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Path]:
+    """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
+    from accelerate import PartialState
+
+    from rmsd.train.distill import DistillContext, read_matched, run_stages
+
+    matched = read_matched(matched_dir)
+    items = {it.item_id: it for it in load_recipe_items(recipe)}
+    with PartialState().main_process_first():  # build the offline student once, not once per process
+        student = student_path(recipe)
+    ctx = DistillContext(
+        items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
+        dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
+        shared_prefix=recipe.distill.shared_prefix,
+        benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
+        pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
+    )
+    return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
+
+
 def eval_recipe(
     recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True
 ) -> dict[str, Any]:

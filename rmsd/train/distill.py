@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import AdversarialStageConfig, DatasetConfig, Recipe, SFTStageConfig, StudentConfig, TrainCommon
+from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig, TrainCommon
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 
@@ -46,34 +46,13 @@ class DistillContext:
     out: Path
     dataset: DatasetConfig
     student: StudentConfig
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    shared_prefix: bool = True
+    report_to: list[str]
+    shared_prefix: bool
     resume: bool = False
     benchmark: Any = None
     callbacks: list[Any] = field(default_factory=list)
     pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
     progress: bool = True  # a rich bar per stage instead of printed log dicts
-
-
-def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
-                   resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Path]:
-    """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
-    from accelerate import PartialState
-
-    from rmsd.pipeline import benchmark_of, load_recipe_items, student_path
-
-    matched = read_matched(matched_dir)
-    items = {it.item_id: it for it in load_recipe_items(recipe)}
-    with PartialState().main_process_first():  # build the offline student once, not once per process
-        student = student_path(recipe)
-    ctx = DistillContext(
-        items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
-        dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
-        shared_prefix=recipe.distill.shared_prefix,
-        benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
-        pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
-    )
-    return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
 
 def run_stages(sft: SFTStageConfig, adversarial: AdversarialStageConfig, ctx: DistillContext,

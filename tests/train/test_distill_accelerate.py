@@ -16,7 +16,8 @@ import torch
 
 from rmsd.config import AdversarialStageConfig, DatasetConfig, DistillConfig, Recipe, SFTStageConfig, StudentConfig
 from rmsd.errors import RmsdError
-from rmsd.train.distill import STAGE_FILE, DistillContext, distill_recipe, run_stages
+from rmsd.pipeline import distill_recipe
+from rmsd.train.distill import STAGE_FILE, DistillContext, run_stages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ SCRIPT = textwrap.dedent('''
     items = {it.item_id: it for it in load_items(root / "data", split="train")}
     matched = [json.loads(line) for line in (root / "matched.jsonl").open()]
     ctx = DistillContext(items=items, matched=matched, out=out, dataset=DatasetConfig(benchmark="synthvid", path="-"),
-                         student=StudentConfig(path=str(root / "student")), report_to=[],
+                         student=StudentConfig(path=str(root / "student")), report_to=[], shared_prefix=True,
                          callbacks=[Hang()] if mode == "kill" else [])
     sft = SFTStageConfig(enabled=mode == "ddp", max_steps=2, batch_size=2, save_steps=2, logging_steps=1)
     adv = AdversarialStageConfig(enabled=mode == "kill", max_steps=4, batch_size=1, num_generations=2,
@@ -98,7 +99,8 @@ def env(tmp_path_factory):
 def _ctx(env, out, resume=False) -> DistillContext:
     return DistillContext(items=env["items"], matched=env["matched"], out=out, resume=resume,
                           dataset=DatasetConfig(benchmark="synthvid", path="-"),
-                          student=StudentConfig(path=str(env["root"] / "student")), report_to=["tensorboard"])
+                          student=StudentConfig(path=str(env["root"] / "student")), report_to=["tensorboard"],
+                          shared_prefix=True)
 
 
 def test_recipe_stages_run_in_order_and_leave_loadable_checkpoints(env, tmp_path):

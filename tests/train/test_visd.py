@@ -173,7 +173,7 @@ def _stage(env, tmp_path, visd: dict, pool=None):
 
     ctx = DistillContext(items=env["items"], matched=env["matched"], out=tmp_path,
                          dataset=DatasetConfig(benchmark="synthvid", path="-"),
-                         student=StudentConfig(path=str(env["student"])), report_to=[],
+                         student=StudentConfig(path=str(env["student"])), report_to=[], shared_prefix=True,
                          benchmark=get_benchmark("synthvid"), pool=pool, progress=False)
     cfg = AdversarialStageConfig(enabled=True, max_steps=2, batch_size=2, num_generations=2, max_completion_length=8,
                                  disc_warmup_steps=0, warmup_steps=0,
