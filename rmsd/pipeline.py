@@ -94,17 +94,23 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     from accelerate import PartialState
 
     from rmsd.train.distill import DistillContext, read_matched, run_stages
+    from rmsd.train.model_card import run_info
 
     matched = read_matched(matched_dir)
     items = {it.item_id: it for it in load_recipe_items(recipe)}
     with PartialState().main_process_first():  # build the offline student once, not once per process
         student = student_path(recipe)
+    s = recipe.student
+    base = (str(Path(s.path).expanduser()) if s.path is not None else
+            f"built from config: `rmsd build-student --size {s.build} --seed {recipe.distill.sft.seed}` "
+            f"(random weights, local tokenizer) into {student}")
     ctx = DistillContext(
         items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
         dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
         shared_prefix=recipe.distill.shared_prefix,
         benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
         pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
+        card=run_info(base, recipe.name, recipe.source),
     )
     return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
@@ -122,8 +128,13 @@ def eval_recipe(
     items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
     # runs/a/sft and runs/b/sft must not overwrite each other's results
     out = Path(out) if out is not None else recipe.path_of(ev.out) / f"{model.parent.name}-{model.name}"
-    return evaluate(
+    results = evaluate(
         model, items, eval_benchmark(recipe, out), out, extraction=ev.extraction, batch_size=ev.batch_size,
         max_new_tokens=ev.max_new_tokens, num_frames=ds.num_frames, max_side=ds.max_side,
         device=recipe.student.device, max_pixels=recipe.student.max_pixels, show=show,
     )
+    from rmsd.train.model_card import add_results
+
+    add_results(model, results, f"{ds.benchmark} `{ds.eval_split}` split ({len(items)} items, {ev.extraction} "
+                                f"extraction, greedy decoding); predictions and results in {out}")
+    return results

@@ -51,6 +51,10 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     single = json.loads((out / "single_sample" / "sft" / "stage.json").read_text())
     assert single["config"]["samples_per_item"] == 1 and not (out / "single_sample" / "adversarial").exists()
     assert json.loads((out / "rmsd" / "adversarial" / "stage.json").read_text())["global_step"] == 2
+    # every distilled checkpoint's card names its base, its stage, and, once evaluated, its scores by metric
+    card = (out / "single_sample" / "sft" / "README.md").read_text()
+    assert "built from config" in card and "sft · single-sample" in card and "## Evaluation" in card
+    assert "| mcq | accuracy |" in card and "| **overall** |" in card
 
     for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
         assert phase in text

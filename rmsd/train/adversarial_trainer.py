@@ -130,6 +130,9 @@ class AdversarialTrainer(GRPOTrainer):
         self.generation_config.suppress_tokens = suppress
         self.token_types = token_types_of(config)
 
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """rmsd writes each stage folder's card itself (`rmsd.train.model_card`): TRL's names no base model."""
+
     def _build_adversary(self, model: Any, args: Any, processor: Any, teacher_samples: TeacherSamples | None,
                          rewards: dict[str, float]) -> Adversary | None:
         if "discriminator" not in rewards:

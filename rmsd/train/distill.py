@@ -32,6 +32,8 @@ from typing import Any
 from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig, TrainCommon
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.train.model_card import write_card
+from rmsd.train.progress import StageProgress, stage_label
 
 STAGE_FILE = "stage.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -52,7 +54,8 @@ class DistillContext:
     benchmark: Any = None
     callbacks: list[Any] = field(default_factory=list)
     pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
-    progress: bool = True  # a rich bar per stage instead of printed log dicts
+    progress: bool = True  # a bar (terminal) or plain lines (log) per stage instead of printed log dicts
+    card: Any = None  # rmsd.train.model_card.CardInfo: every stage folder gets a model card
 
 
 def run_stages(sft: SFTStageConfig, adversarial: AdversarialStageConfig, ctx: DistillContext,
@@ -77,18 +80,22 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
     if checkpoint == "finished":
         return out
     trainer = build_trainer(stage, cfg, ctx, student, out)
+    label = stage_label(stage, cfg)
     if ctx.progress:
         from transformers.trainer_callback import PrinterCallback
 
-        from rmsd.train.progress import RichProgress
-
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(RichProgress(stage))
+        trainer.add_callback(StageProgress(label))
+    if ctx.card is not None and PartialState().is_main_process:  # from the first step: a killed run has one too
+        out.mkdir(parents=True, exist_ok=True)
+        write_card(out, ctx.card, stage, label, cfg.model_dump(mode="json"))
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
     state = PartialState()
     if state.is_main_process:
+        if ctx.card is not None:  # again after save_model, in case anything rewrote it
+            write_card(out, ctx.card, stage, label, cfg.model_dump(mode="json"))
         (out / STAGE_FILE).write_text(json.dumps({
             "stage": stage, "student": str(student), "global_step": trainer.state.global_step,
             "resumed_from": checkpoint, "seconds": round(time.time() - started, 1), "config": cfg.model_dump(),

@@ -95,6 +95,9 @@ class MultiSampleSFTTrainer(SFTTrainer):
         if inputs.shared_prefix:
             shared_prefix.enable(self.model)
 
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """rmsd writes each stage folder's card itself (`rmsd.train.model_card`): TRL's names no base model."""
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         weights = inputs.pop("weights")

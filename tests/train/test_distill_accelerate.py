@@ -122,6 +122,11 @@ def test_recipe_stages_run_in_order_and_leave_loadable_checkpoints(env, tmp_path
         AutoModelForImageTextToText.from_pretrained(path)
         AutoProcessor.from_pretrained(path)
         assert list((path / "runs").rglob("events.out.tfevents*")), "no TensorBoard log"
+        card = (path / "README.md").read_text()
+        assert "[None]" not in card and "huggingface.co/None" not in card  # TRL's card named no base model
+        assert f"rmsd stage `{path.name}`" in card and str(env["root"] / "student") in card and "Recipe: t" in card
+    assert "sft · multi-sample (matched)" in (tmp_path / "sft" / "README.md").read_text()
+    assert "adversarial · D + correctness" in (tmp_path / "adversarial" / "README.md").read_text()
 
     stamp = (tmp_path / "sft" / STAGE_FILE).stat().st_mtime_ns
     assert distill_recipe(recipe, env["root"], out=tmp_path, resume=True) == paths
