@@ -135,7 +135,7 @@ NO_SAVE = {"save_strategy": "no"}
 def _run(out: Path) -> Any:
     from rmsd.train.trl_args import RunSettings
 
-    return RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[])
+    return RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False)
 
 
 def _inputs(shared: bool) -> Any:

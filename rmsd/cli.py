@@ -188,13 +188,9 @@ def quickstart(
 
 
 def main() -> None:
-    import os
-    import warnings
+    from rmsd.verbosity import quiet_libraries
 
-    # Our own rich bars report progress; the libraries' per-file bars and deprecation notices
-    # about their internals would bury them (set the variable to 0 to see them again).
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|accelerate)\b")
+    quiet_libraries()  # rmsd reports its own progress; RMSD_VERBOSE=1 shows every library message
     app(prog_name="rmsd")
 
 

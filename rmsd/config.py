@@ -201,6 +201,9 @@ class StudentConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     system_prompt: str | None = Field(None, description=(
         "system message before every student prompt, in training and evaluation alike (null: none)"))
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute activations in the backward pass: less memory for ~30% more compute (every stage, "
+        "the discriminator included)"))
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:

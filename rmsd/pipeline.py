@@ -15,6 +15,7 @@ from typing import Any
 from rmsd.config import Recipe
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.verbosity import quiet_libraries
 
 
 def benchmark_of(recipe: Recipe) -> Any:
@@ -70,6 +71,7 @@ def student_path(recipe: Recipe) -> Path:
 
 def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Match a sample store into weighted training targets; returns the report's statistics."""
+    quiet_libraries()
     from rmsd.matching.matcher import match_samples, write_matched
     from rmsd.matching.report import write_report
     from rmsd.sampling.store import read_records
@@ -91,6 +93,7 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
 def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
                    resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Path]:
     """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
+    quiet_libraries()
     from accelerate import PartialState
 
     from rmsd.train.distill import DistillContext, read_matched, run_stages
@@ -119,6 +122,7 @@ def eval_recipe(
     recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the recipe's eval split with the benchmark's scorer."""
+    quiet_libraries()
     from rmsd.eval.evaluate import evaluate
 
     model = Path(model)

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from rmsd.config import Recipe, load_recipe
 from rmsd.errors import RmsdError
+from rmsd.verbosity import quiet_libraries
 
 ASSETS = Path(__file__).parent / "assets"
 console = Console()
@@ -58,6 +59,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
     from rmsd.pipeline import distill_recipe, eval_recipe, match_recipe, student_path
     from rmsd.sampling.runner import sample_recipe
 
+    quiet_libraries()
     out = Path(out)
     recipe = quickstart_recipe(out, overrides)
     # distill refuses a folder holding a previous run and would say "pass --resume", which quickstart lacks

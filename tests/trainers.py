@@ -31,7 +31,7 @@ def sft_trainer(env, out, inputs=None, trl=None, **stage):
 
     cfg = SFTStageConfig(**{**SFT_TEST, **stage})
     model, processor = load_student(env["student"], device="cpu")
-    args = sft_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[]), **(trl or {}))
+    args = sft_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False), **(trl or {}))
     rows = sft_rows(env["matched"], cfg.samples_per_item, cfg.weighting)
     return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, env["items"],
                                  inputs=inputs or student_inputs())
@@ -56,7 +56,7 @@ def adversarial_trainer(env, out, inputs=None, trl=None, cls=None, ids=None, **k
     teacher = TeacherSamples.from_matched(env["matched"])
     ids = ids or list(teacher.texts)
     dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in ids])
-    args = grpo_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[]), **(trl or {}))
+    args = grpo_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False), **(trl or {}))
     trainer = (cls or AdversarialTrainer)(model, args, dataset, processor, env["items"], stage=cfg,
                                           inputs=inputs or student_inputs(), teacher_samples=teacher, **extra)
     trainer.current_gradient_accumulation_steps = 1  # set by train(); the loss reads it when called directly

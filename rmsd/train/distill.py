@@ -140,7 +140,8 @@ def _inputs(ctx: DistillContext) -> Any:
 def _run(ctx: DistillContext, out: Path) -> Any:
     from rmsd.train.trl_args import RunSettings
 
-    return RunSettings(output_dir=out, device=ctx.student.device, dtype=ctx.student.dtype, report_to=ctx.report_to)
+    return RunSettings(output_dir=out, device=ctx.student.device, dtype=ctx.student.dtype, report_to=ctx.report_to,
+                       gradient_checkpointing=ctx.student.gradient_checkpointing)
 
 
 def _load(ctx: DistillContext, student: Path) -> tuple[Any, Any]:

@@ -52,6 +52,7 @@ class RunSettings:
     device: str
     dtype: str
     report_to: list[str]
+    gradient_checkpointing: bool
 
 
 def _common(stage: TrainCommon, mapping: dict[str, str], run: RunSettings) -> dict[str, Any]:
@@ -60,6 +61,10 @@ def _common(stage: TrainCommon, mapping: dict[str, str], run: RunSettings) -> di
         **{trl: getattr(stage, ours) for ours, trl in mapping.items()},
         "output_dir": str(run.output_dir), "report_to": list(run.report_to) or "none",
         "use_cpu": on_cpu, "bf16": not on_cpu and run.dtype == "bfloat16", "fp16": not on_cpu and run.dtype == "float16",
+        # transformers' name for gradient checkpointing (TRL would default it on); non-reentrant, so the shared
+        # prefix's recorded keys/values keep their gradient path (rmsd.models.shared_prefix)
+        "activation_checkpointing": run.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
         "save_strategy": "steps",
         "save_total_limit": 2,  # the resume point and the one before it (a kill can cut the newest short)
         "dataloader_num_workers": 0, "disable_tqdm": True,  # rmsd.train.progress reports

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,9 @@ def test_shared_prompt_prefix_scores_like_whole_sequences(env):
     results = []
     for inputs in (shared, plain):
         disc.zero_grad()
-        scores = disc(**inputs)
+        with warnings.catch_warnings():  # no deprecated argument (transformers' past_key_values) on our side
+            warnings.simplefilter("error", FutureWarning)
+            scores = disc(**inputs)
         scores.square().sum().backward()
         results.append((scores.detach(), [p.grad.clone() for p in disc.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)

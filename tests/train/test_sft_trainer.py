@@ -99,7 +99,8 @@ def test_config_validates_and_forces_collation_settings(tmp_path):
     from rmsd.config import SFTStageConfig
     from rmsd.train.trl_args import RunSettings, sft_config
 
-    cfg = sft_config(SFTStageConfig(), RunSettings(output_dir=tmp_path, device="cpu", dtype="float32", report_to=[]))
+    cfg = sft_config(SFTStageConfig(), RunSettings(output_dir=tmp_path, device="cpu", dtype="float32", report_to=[],
+                                                   gradient_checkpointing=False))
     assert cfg.dataset_kwargs["skip_prepare_dataset"] and cfg.remove_unused_columns is False
     with pytest.raises(ValidationError, match="weighting"):
         SFTStageConfig(weighting="best")

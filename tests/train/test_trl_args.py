@@ -22,7 +22,7 @@ from rmsd.train.trl_args import RunSettings
 
 
 def _run(tmp_path) -> RunSettings:
-    return RunSettings(output_dir=tmp_path, device="cpu", dtype="float32", report_to=[])
+    return RunSettings(output_dir=tmp_path, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False)
 
 
 @pytest.mark.parametrize("stage, mapping, own, trl", [
