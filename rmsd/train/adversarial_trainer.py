@@ -140,7 +140,10 @@ class AdversarialTrainer(GRPOTrainer):
         if teacher_samples is None or not teacher_samples.texts:
             raise RmsdError("the discriminator reward needs matched teacher samples: none were kept for these items")
         s = self.stage
-        return Adversary(Discriminator.from_student(model, seed=args.seed), processor, teacher_samples, lr=s.disc_lr,
+        disc = Discriminator.from_student(model, seed=args.seed)
+        if args.activation_checkpointing:  # D follows the student's memory setting (the shared prefix allows it)
+            disc.backbone.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
+        return Adversary(disc, processor, teacher_samples, lr=s.disc_lr,
                          weight_decay=s.disc_weight_decay, max_grad_norm=args.max_grad_norm,
                          max_response_tokens=args.max_completion_length, rollouts_per_item=s.disc_rollouts_per_item,
                          system=self.inputs.system, seed=args.seed)

@@ -19,6 +19,7 @@ from PIL import Image
 from rmsd.data.items import Item
 from rmsd.models import shared_prefix
 from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
+from rmsd.train.sft_trainer import sft_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainers import adversarial_trainer, sft_trainer, student_inputs  # noqa: E402
@@ -100,7 +101,6 @@ def _check(naive, shared):
 
 def test_sft_rows_of_different_k_video_image_and_text(env):
     """Right-padded SFT rows: items with K = 1..3, clips, an image and a text-only item in one batch."""
-    from rmsd.train.sft_trainer import sft_rows
 
     shared_prefix.enable(env["model"])
     rows = sft_rows(env["matched"], None, "matched")
@@ -187,3 +187,27 @@ def test_one_adversarial_step_gives_the_same_weights(env, tmp_path):
                for t in trainers]
     assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)
     assert _same_weights(trainers[1].model, trainers[0].model, before) > 50
+
+
+def test_gradient_checkpointing_keeps_the_shared_prefix_exact(env):
+    """Checkpointed layers recompute in the backward pass: the recorded prefix must still get every gradient."""
+    shared_prefix.enable(env["model"])
+    batch = MultiSampleCollator(env["processor"], env["items"], max_length=512)(
+        sft_rows(env["matched"], None, "matched"))
+    args = (batch["input_ids"], batch["attention_mask"], batch["labels"], batch["mm_token_type_ids"],
+            item_vision(batch), batch["item_index"].tolist())
+    plain = _both(env["model"], *args)
+    env["model"].activation_checkpointing_enable({"use_reentrant": False})
+    try:
+        checkpointed = _both(env["model"], *args)
+    finally:
+        env["model"].activation_checkpointing_disable()
+    _check(plain[0], checkpointed[1])  # naive without, shared with checkpointing
+
+
+def test_the_discriminator_checkpoints_with_the_student(env, tmp_path):
+    trainer = adversarial_trainer(env, tmp_path, ids=[i for i, it in env["items"].items() if it.video][:2],
+                                  trl={"activation_checkpointing": True})
+    assert trainer.adversary.disc.backbone.is_activation_checkpointing
+    trainer.train()  # D's shared-prompt forward and the student's loss, both checkpointed
+    assert any("discriminator/loss" in h for h in trainer.state.log_history)
