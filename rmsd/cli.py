@@ -36,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: flags read --resume/--no-resume, not "--resume <bool>"
 )
 
 
@@ -90,9 +91,10 @@ def _recipe(path: Path, overrides: list[str]):
 
 
 RECIPE = typer.Option(..., "--recipe", "-r", help="recipe YAML (recipes/<benchmark>/*.yaml)")
-SET = typer.Option([], "--set", help="override a recipe key: --set distill.sft.lr=1e-4 (repeatable)")
+SET = typer.Option([], "--set", metavar="KEY=VALUE", help="override a recipe key: --set distill.sft.lr=1e-4 (repeatable)")
 
-sample_app = typer.Typer(cls=_Group, help="Query the teacher pool K times per item into a resumable sample store.")
+sample_app = typer.Typer(cls=_Group, help="Query the teacher pool K times per item into a resumable sample store.",
+                         rich_markup_mode=None)
 app.add_typer(sample_app, name="sample")
 
 
@@ -149,7 +151,8 @@ def distill(
     recipe: Path = RECIPE,
     matched: Path = typer.Option(..., "--matched", help="matched dataset written by rmsd match"),
     out: Path = typer.Option(None, "--out", help="checkpoints folder (default: the recipe's distill.out)"),
-    resume: bool = typer.Option(False, "--resume", help="continue a killed stage from its last checkpoint"),
+    resume: bool = typer.Option(False, "--resume/--no-resume",
+                                help="continue a killed stage from its last checkpoint (finished stages are skipped)"),
     overrides: list[str] = SET,
 ) -> None:
     """Train the student: multi-sample weighted SFT, then adversarial distillation (+ VISD)."""
