@@ -59,12 +59,13 @@ def build_student(
     out: Path = typer.Option(..., "--out", help="folder for the from_pretrained checkpoint"),
     size: str = typer.Option("tiny", "--size", help="tiny (~1.4M params, CPU) | small | base (GPU)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
+    family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl"),
 ) -> None:
-    """Build an offline Qwen2.5-VL-architecture student with random weights and a local tokenizer."""
+    """Build an offline Qwen2.5-VL- or Qwen3-VL-architecture student with random weights and a local tokenizer."""
     from rmsd.models.tiny import build_student as build
 
-    path = build(out, size=size, seed=seed)
-    typer.echo(f"wrote a {size} student to {path}")
+    path = build(out, size=size, seed=seed, family=family)
+    typer.echo(f"wrote a {size} {family} student to {path}")
 
 
 @app.command()

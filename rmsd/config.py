@@ -194,6 +194,9 @@ class MatchingConfig(Strict):
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
     build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
+    family: Literal["qwen2_5_vl", "qwen3_vl"] | None = Field(None, description=(
+        "architecture of a built student (default qwen2_5_vl); only with build: a checkpoint's family "
+        "is read from its config.json"))
     build_out: str = Field("runs/{name}/student", description="where a built student is written")
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame (real checkpoints)")
     device: str = Field("cpu", description="cpu | cuda | cuda:0 ...")
@@ -203,7 +206,15 @@ class StudentConfig(Strict):
     def _one_source(self) -> StudentConfig:
         if (self.path is None) == (self.build is None):
             raise ValueError("set exactly one of student.path (a checkpoint) or student.build (tiny|small|base)")
+        if self.path is not None and self.family is not None:
+            raise ValueError("student.family applies to student.build only: a checkpoint's family is read from "
+                             "its config.json")
         return self
+
+    @property
+    def build_family(self) -> str:
+        """The family a built student gets (qwen2_5_vl unless `family` says otherwise)."""
+        return self.family or "qwen2_5_vl"
 
 
 # ----------------------------------------------------------------------------- distill
