@@ -176,6 +176,25 @@ def eval_(
 
 
 @app.command()
+def plan(
+    recipe: Path = RECIPE,
+    gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="GiB of memory per GPU"),
+    config: Path = typer.Option(None, "--config", help="folder with the student's config.json (default: student.path)"),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="text tokens of a prompt"),
+    side: int = typer.Option(None, "--frame-side", min=16, help="frame side in px (default: dataset.max_side, else 448)"),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs that ZeRO shards over"),
+    zero: int = typer.Option(0, "--zero", help="DeepSpeed ZeRO stage: 0 (none), 2 or 3"),
+    overrides: list[str] = SET,
+) -> None:
+    """Memory per training stage (models, weights, gradients, AdamW, activations) and whether it fits the GPU."""
+    from rmsd.plan import format_plan, plan_recipe
+
+    result = plan_recipe(_recipe(recipe, overrides), gpu_memory, config=config, prompt_tokens=prompt_tokens,
+                         side=side, gpus=gpus, zero=zero)
+    typer.echo(format_plan(result))
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="folder for every artifact"),
     n: int = typer.Option(400, "--n", min=20, help="synthvid items to generate"),
