@@ -38,6 +38,34 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _release() -> None:
+    """Free what Python holds and hand glibc's free heap back to the OS, so the baseline is what is live."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _warm_up(work: Path) -> None:
+    """One step of a throwaway tiny student: every lazy import and one-off buffer of a trainer step happens here."""
+    from datasets import Dataset
+
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.processing import load_student
+    from rmsd.models.tiny import build_student
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer
+
+    generate(work / "data", n=2, seed=1)
+    data = {it.item_id: it for it in load_items(work / "data", split="train")[:1]}
+    model, processor = load_student(build_student(work / "student"))
+    rows = [{"item_id": i, "texts": ["<answer>(A)</answer>"], "weights": [1.0]} for i in data]
+    args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=1, per_device_train_batch_size=1,
+                                save_strategy="no", use_cpu=True, bf16=False, report_to="none", disable_tqdm=True)
+    MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, data).train()
+
+
 def child(family: str, preset: str, items: int, samples: int, steps: int, work: Path) -> dict:
     """One measurement, in its own process so the peak resident set belongs to this student alone."""
     import torch
@@ -54,6 +82,7 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    _warm_up(work / "warm")  # imports, threads and first-step buffers of the trainer are not the student's
     if family == "qwen3_vl" and samples > 1:
         # Multi-sample SFT on Qwen3-VL fails today (collate.vision_kwargs and DeepStack, see
         # tests/train/test_student_families.py): the same number of sequences, one per item.
@@ -68,7 +97,9 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     batch = MultiSampleCollator(processor, data, num_frames=8, max_length=1024)(rows)
     width, vis = batch["input_ids"].shape[1], int((batch["mm_token_type_ids"][0] == 2).sum())
     del processor
+    _release()
     baseline = _rss_kib("VmRSS") * 1024
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
 
     model, processor = load_student(path)
     args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=items,
@@ -97,7 +128,8 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     settings = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=width - vis,
                         response_tokens=0, sft_items=items, sft_samples=samples, max_length=width,
                         adv_enabled=False, adv_items=1, generations=2, completion=1, disc_rollouts=1,
-                        disc_mode="full", beta=0.0, visd=False, lora_r=None, lora_targets=(), checkpointing=False)
+                        disc_mode="full", beta=0.0, visd=False, lora_r=None, lora_targets=(),
+                        checkpointing=args.gradient_checkpointing)
     plan = stage_plan("sft", arch, settings, usable=1 << 62, suggest=False)
     student = plan.models[0]
     return {"family": family, "preset": preset, "params": arch.params, "rows": plan.rows, "width": width,
@@ -116,14 +148,17 @@ def write(results: list[dict], command: str, load: str) -> str:
              f"Command: `{command}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load} before the run; "
              "float32 on the CPU, one thread.", "",
-             "Each row: a fresh process builds the student, collates one batch (synthvid clips, 8 frames of 84 px,"
-             " K teacher samples per item), reads its resident set size, then loads the student and runs real"
-             " `MultiSampleSFTTrainer` steps; *measured* is the peak resident set (VmHWM) above that baseline."
+             "Each row: a fresh process runs one warm-up step of a throwaway tiny student (imports, threads and"
+             " one-off buffers of a trainer step), frees it, collates one batch (synthvid clips, 8 frames of 84 px,"
+             " K teacher samples per item), reads its resident set size and resets the peak, then loads the"
+             " student and runs real `MultiSampleSFTTrainer` steps (gradient checkpointing on: TRL's default,"
+             " which rmsd's stages inherit); *measured* is the peak resident set (VmHWM) above that baseline."
              " Weights, gradients and AdamW states are compared with torch's own byte counts."
              " Qwen3-VL rows use one sample per item (as many sequences, each item its own clip): multi-sample"
              " SFT does not run on Qwen3-VL yet (tests/train/test_student_families.py).", "",
              "| student | params | sequences x tokens | weights plan / torch MiB | grads plan / torch MiB "
-             "| AdamW plan / torch MiB | activations plan MiB | total plan MiB | measured MiB | plan / measured |",
+             "| AdamW plan / torch MiB | peak phase beyond the grads, plan MiB | total plan MiB | measured MiB "
+             "| plan / measured |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         ratio = r["plan_total"] / r["measured"] if r["measured"] > 0 else float("nan")

@@ -411,11 +411,24 @@ def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfi
     return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []))
 
 
+def validate_accelerate_config(path: str | Path) -> list[str]:
+    """Problems of an `accelerate launch --config_file` YAML (recipes/accelerate/), read by accelerate itself."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    try:
+        ClusterConfig.from_yaml_file(str(path))
+    except (ValueError, TypeError, KeyError) as e:
+        return [f"{path}: not an accelerate config: {str(e).splitlines()[0]}"]
+    return []
+
+
 def validate_file(path: str | Path) -> list[str]:
-    """Every problem of a recipe or pool file (and of the pool a recipe names); [] when valid."""
+    """Every problem of a recipe, pool or accelerate config file (and of the pool a recipe names); [] when valid."""
     path = Path(path)
     try:
         data = _read_yaml(path)
+        if "distributed_type" in data:
+            return validate_accelerate_config(path)
         if "teachers" in data:
             _parse(PoolConfig, path, data)
             return []

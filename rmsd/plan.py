@@ -11,15 +11,17 @@ How it differs from a generic calculator: the counts come from the student's own
 built on the meta device (`rmsd.models.memory`), the sequence lengths from the recipe (frames
 x visual tokens per frame, the pool's reply budget, `max_length`, `num_generations`), and the
 phases are the ones rmsd's trainers run: the peak is all weights and optimizer states plus the
-largest of {student step: its gradients + activations; discriminator step: its gradients +
-activations on text-only rows whose prompt is read once per item; generation: the KV cache}.
+largest of {student step: its gradients + activations + the pixels on the device;
+discriminator step: its gradients + activations on text-only rows whose prompt is read once
+per item; generation: the KV cache; optimizer step: the gradients + AdamW's temporary}.
 Weights, gradients and optimizer states are exact; activations are an estimate (see
 `rmsd.models.memory`; benchmarks/results/plan.md measures both on the CPU).
 
 Knobs the recipe does not have yet are read when present, with these defaults: student.lora
-(None: full fine-tuning; else r, target_modules), student.gradient_checkpointing (False),
-distill.adversarial.discriminator_mode ("full": a copy of the text backbone; "lora": an
-adapter and head on the student's frozen base).
+(None: full fine-tuning; else r, target_modules), student.gradient_checkpointing (True: TRL's
+SFTConfig and GRPOConfig turn it on by default and rmsd's stage configs inherit that; the
+discriminator's backbone copy runs without it), distill.adversarial.discriminator_mode
+("full": a copy of the text backbone; "lora": an adapter and head on the student's frozen base).
 
     rmsd plan --recipe recipes/videomme/qwen3_vl_4b_rmsd.yaml --config recipes/models/qwen3_vl_4b_instruct
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rmsd.config import Recipe
 from rmsd.errors import RmsdError
@@ -38,14 +41,17 @@ from rmsd.models.memory import (
     Architecture,
     activation_bytes,
     architecture,
+    head_workspace_bytes,
     kv_cache_bytes,
     lora_parameters,
+    pixel_bytes,
     visual_tokens,
 )
 
 GIB = 1024**3
 USABLE = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmentation and NCCL buffers take the rest
 DEFAULT_SIDE = 448  # frame side assumed when dataset.max_side is unset (Qwen's usual video resolution)
+IMAGE_BENCHMARKS = frozenset({"mathverse"})  # one image per item: a single frame (padded to one temporal patch)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class StagePlan:
     rows: int  # sequences in one forward of the student
     tokens_per_row: int
     visual_tokens: int  # per clip, what the LM sees
-    activation_bytes: int  # of the peak phase
+    activation_bytes: int  # of the peak phase: what the forward keeps, the KV cache, the pixels on the device
     peak_phase: str
     total_bytes: int
     usable_bytes: int
@@ -132,7 +138,7 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
     if lora is not None and not getattr(lora, "enabled", True):
         lora = None
     return Settings(
-        dtype=student.dtype, frames=recipe.dataset.num_frames, side=side or recipe.dataset.max_side or DEFAULT_SIDE,
+        dtype=student.dtype, frames=1 if recipe.dataset.benchmark in IMAGE_BENCHMARKS else recipe.dataset.num_frames, side=side or recipe.dataset.max_side or DEFAULT_SIDE,
         max_pixels=student.max_pixels, prompt_tokens=prompt_tokens,
         response_tokens=reply or adv.max_completion_length, sft_items=sft.batch_size,
         sft_samples=sft.samples_per_item or samples or 4, max_length=sft.max_length, adv_enabled=adv.enabled,
@@ -141,7 +147,7 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
         disc_mode=getattr(adv, "discriminator_mode", "full"), beta=adv.beta, visd=adv.visd.enabled,
         lora_r=getattr(lora, "r", 16) if lora is not None else None,
         lora_targets=tuple(getattr(lora, "target_modules", None) or DEFAULT_LORA_TARGETS),
-        checkpointing=bool(getattr(student, "gradient_checkpointing", False)),
+        checkpointing=bool(getattr(student, "gradient_checkpointing", True)),  # TRL's default, inherited
     )
 
 
@@ -195,15 +201,26 @@ def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld
     if stage == "sft":
         seq = min(s.max_length, vis + s.prompt_tokens + s.response_tokens)
         act = activation_bytes(arch, s.sft_items * s.sft_samples * seq, s.sft_items * patches, b, s.checkpointing)
-        return {"student step": grads["student"] + act}
+        # the collated batch carries each item's pixels once per sample, and the shared encoding concatenates
+        # them once more before the tower encodes each clip once
+        pixels = 2 * pixel_bytes(arch, s.sft_items * s.sft_samples, patches, b)
+        head = head_workspace_bytes(arch, s.sft_items * s.sft_samples * seq)
+        return {"student step": grads["student"] + act + pixels + head, "optimizer step": _adamw_step(models[0])}
     rows = s.adv_items * s.generations
     seq = vis + s.prompt_tokens + s.completion
     student = activation_bytes(arch, rows * seq, s.adv_items * patches, b, s.checkpointing)
     # D reads text only; each item's prompt once, then its teacher sample and trained rollouts
     disc_tokens = s.adv_items * (s.prompt_tokens + (1 + s.disc_rollouts) * s.completion)
     disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=False, with_vision=False)
-    return {"student step": grads["student"] + student, "discriminator step": grads["discriminator"] + disc,
-            "generation": kv_cache_bytes(arch, rows * seq, b)}
+    pixels = pixel_bytes(arch, s.adv_items, patches, b)  # one vision dict per item, shared by its G rollouts
+    student += head_workspace_bytes(arch, rows * seq)
+    return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
+            "generation": kv_cache_bytes(arch, rows * seq, b) + pixels, "optimizer step": _adamw_step(models[0])}
+
+
+def _adamw_step(model: ModelHeld) -> int:
+    """torch's foreach AdamW step: the gradients plus one temporary of their size (sqrt of exp_avg_sq)."""
+    return 2 * model.grad_bytes
 
 
 def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest: bool = True) -> StagePlan:
@@ -217,8 +234,8 @@ def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest
     seq = (min(s.max_length, vis + s.prompt_tokens + s.response_tokens) if stage == "sft"
            else vis + s.prompt_tokens + s.completion)
     total = static + phases[peak]
-    act = phases[peak] - (models[0].grad_bytes if peak == "student step" else
-                          models[1].grad_bytes if peak == "discriminator step" else 0)
+    act = phases[peak] - (models[0].grad_bytes if peak in ("student step", "optimizer step") else
+                          models[1].grad_bytes if peak == "discriminator step" else 0)  # activations + inputs
     knob = first_knob(stage, arch, s, usable) if suggest and total > usable else None
     return StagePlan(stage, models, rows, seq, vis, act, peak, total, usable, knob)
 
@@ -272,12 +289,18 @@ def _apply(current: Settings, changed: Settings, base: Settings) -> Settings:
 
 # ----------------------------------------------------------------------------- the plan
 def plan_recipe(recipe: Recipe, gpu_memory_gib: float = 80.0, config: str | Path | None = None,
-                prompt_tokens: int = 128, side: int | None = None, gpus: int = 1, zero: int = 0) -> Plan:
-    """The plan of every enabled stage; `config` is a folder with the student's config.json (default: the recipe's)."""
+                prompt_tokens: int = 128, side: int | None = None, gpus: int = 1, zero: int = 0,
+                what_if: dict[str, Any] | None = None) -> Plan:
+    """The plan of every enabled stage; `config` is a folder with the student's config.json (default: the recipe's).
+
+    what_if: Settings fields to change before planning (e.g. {"lora_r": 16} for a recipe key that
+    does not exist yet).
+    """
     if zero not in (0, 2, 3) or gpus < 1 or gpu_memory_gib <= 0:
         raise RmsdError("plan: --zero must be 0, 2 or 3, --gpus >= 1 and --gpu-memory > 0")
     arch = architecture(config if config is not None else _student_folder(recipe))
-    s = dataclasses.replace(settings_from_recipe(recipe, prompt_tokens, side), gpus=gpus, zero=zero)
+    s = dataclasses.replace(settings_from_recipe(recipe, prompt_tokens, side), gpus=gpus, zero=zero,
+                            **(what_if or {}))
     usable = int(gpu_memory_gib * GIB * USABLE)
     stages = [stage_plan("sft", arch, s, usable)] if recipe.distill.sft.enabled else []
     if s.adv_enabled:
@@ -316,7 +339,7 @@ def format_plan(plan: Plan) -> str:
     lines = [f"rmsd plan: {plan.recipe} ({plan.family}, {_count(plan.params)} params, {s.dtype})",
              f"GPU {plan.gpu_bytes / GIB:.0f} GiB, {USABLE:.0%} usable"
              + (f"; ZeRO-{s.zero} over {s.gpus} GPUs" if s.zero else ""),
-             f"assumed: {s.frames} frames of {h}x{w} px, prompt {s.prompt_tokens} + reply "
+             f"assumed: {s.frames} frame{'s' if s.frames > 1 else ''} of {h}x{w} px, prompt {s.prompt_tokens} + reply "
              f"{s.response_tokens} tokens",
              "training: " + ", ".join([f"LoRA r={s.lora_r}" if s.lora_r else "full fine-tuning", "AdamW",
                                        "gradient checkpointing" if s.checkpointing else "no checkpointing"])]
@@ -327,7 +350,7 @@ def format_plan(plan: Plan) -> str:
         for m in st.models:
             lines.append(f"  {m.role:<14}{_count(m.params):>9}{_count(m.trainable):>10}"
                          f"{_size(m.weight_bytes):>11}{_size(m.grad_bytes):>11}{_size(m.optimizer_bytes):>11}")
-        lines.append(f"  activations ({st.peak_phase}): {_size(st.activation_bytes)}")
+        lines.append(f"  activations and inputs ({st.peak_phase}): {_size(st.activation_bytes)}")
         verdict = "fits" if st.fits else "does NOT fit"
         lines.append(f"  total {_size(st.total_bytes)} of {_size(st.usable_bytes)} usable: {verdict}")
         if st.knob:

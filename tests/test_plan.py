@@ -135,18 +135,25 @@ def test_plan_prints_each_stages_models_in_80_columns_and_a_knob_when_it_does_no
     assert small.exit_code == 0 and "does NOT fit" in small.stdout and "first knob:" in small.stdout
 
 
-def test_a_knob_brings_the_stage_under_the_gpu(tmp_path):
+def test_checkpointing_is_assumed_on_as_the_stages_run_it_and_a_knob_brings_a_stage_under_the_gpu(tmp_path):
+    from rmsd.plan import stage_plan
+    from rmsd.train.adversarial_trainer import AdversarialConfig
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig
+
+    # rmsd's stage configs inherit TRL's default; the planner assumes what they run
+    common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none")
+    assert MultiSampleSFTConfig(**common).gradient_checkpointing is True
+    assert AdversarialConfig(**common, num_generations=2, per_device_train_batch_size=2).gradient_checkpointing
     recipe = load_recipe(_recipe(tmp_path))
     plan = plan_recipe(recipe, gpu_memory_gib=0.05, side=84)
     sft = plan.stages[0]
-    assert not sft.fits and sft.knob is not None
-    checkpointed = plan_recipe(recipe.model_copy(deep=True), gpu_memory_gib=0.05, side=84)
-    assert checkpointed.stages[0].total_bytes == sft.total_bytes  # deterministic
-    from rmsd.plan import stage_plan
-
+    assert plan.settings.checkpointing and not sft.fits and sft.knob is not None
     arch = architecture(recipe.path_of(recipe.student.build_out))
-    gc = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=True), sft.usable_bytes)
-    assert gc.total_bytes < sft.total_bytes and gc.activation_bytes < sft.activation_bytes
+    full = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=False), sft.usable_bytes)
+    assert full.activation_bytes > sft.activation_bytes
+    # the knob it names, applied, fits
+    fitted = plan_recipe(recipe, gpu_memory_gib=0.05, side=84, what_if={"lora_r": 16, "sft_items": 1})
+    assert fitted.stages[0].total_bytes < sft.total_bytes
 
 
 def test_plan_mistakes_are_one_line_errors(tmp_path):

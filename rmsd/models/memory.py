@@ -14,8 +14,13 @@ How the estimates are made (and where they stop being exact):
   gate/up/activation/product), times layers and tokens; attention is taken as a fused
   kernel (SDPA / flash: no L x L matrix kept) and the LM head as TRL's fused head (no
   `[tokens, vocab]` logits kept), as rmsd's trainers run them. With gradient checkpointing
-  only each layer's input is kept, plus one layer's activations while it is recomputed.
-  The vision tower is counted the same way per patch, before the 2x2 merge.
+  only each layer's input is kept, plus the layer being recomputed: its activations and the
+  gradients flowing back through them;
+  The vision tower is counted the same way per patch, before the 2x2 merge;
+- TRL's fused LM head never holds `[tokens, vocab]` logits, but its backward holds a logits
+  tile and fp32 gradients of the head (`head_workspace_bytes`);
+- the inputs: the processor's flattened patches (`pixel_bytes`) are on the device during the
+  step; the token tensors are negligible beside them.
 
     python -c "from rmsd.models.memory import architecture; print(architecture('runs/student-tiny'))"
 """
@@ -44,6 +49,7 @@ class Architecture:
     text_params: int  # the text backbone: embeddings, decoder layers, final norm (the discriminator's copy)
     head_params: int  # an untied LM head (0 when tied to the embeddings)
     hidden: int
+    vocab: int
     layers: int
     q_dim: int  # heads x head_dim
     kv_dim: int  # kv heads x head_dim
@@ -91,7 +97,8 @@ def architecture(folder: str | Path) -> Architecture:
                     if isinstance(m, torch.nn.Linear))
     return Architecture(
         family=family, params=_count(model), vision_params=_count(model.model.visual), text_params=_count(decoder),
-        head_params=0 if tied else head.weight.numel(), hidden=text.hidden_size, layers=text.num_hidden_layers,
+        head_params=0 if tied else head.weight.numel(), hidden=text.hidden_size, vocab=text.vocab_size,
+        layers=text.num_hidden_layers,
         q_dim=text.num_attention_heads * head_dim, kv_dim=text.num_key_value_heads * head_dim,
         intermediate=text.intermediate_size, qk_norm=family == "qwen3_vl", vision_depth=vision.depth,
         vision_hidden=vision.hidden_size, vision_intermediate=vision.intermediate_size,
@@ -138,17 +145,34 @@ def activation_bytes(arch: Architecture, text_tokens: int, vision_patches: int, 
     text_layer = layer_activation_elements(arch) * text_tokens
     vision_layer = vision_block_elements(arch) * vision_patches if with_vision else 0
     if checkpointing:
-        kept = arch.layers * arch.hidden * text_tokens + text_layer
-        kept += (arch.vision_depth * arch.vision_hidden * vision_patches + vision_layer) if with_vision else 0
+        # layer inputs, plus the layer being recomputed: its activations and their gradients
+        kept = arch.layers * arch.hidden * text_tokens + 2 * text_layer
+        kept += (arch.vision_depth * arch.vision_hidden * vision_patches + 2 * vision_layer) if with_vision else 0
     else:
         kept = arch.layers * text_layer + (arch.vision_depth * vision_layer if with_vision else 0)
     kept += 2 * arch.hidden * text_tokens  # final norm in/out before the fused head
     return kept * dtype_bytes
 
 
+# TRL's fused LM head (trl/kernels/chunked_logprob.py) projects [4096 tokens, 32768 vocab] tiles
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+
+
+def head_workspace_bytes(arch: Architecture, tokens: int) -> int:
+    """TRL's fused LM head during backward: an fp32 logits tile and one temporary of its size, the fp32
+    gradients of the head's weight and of the hidden states (cast to the parameters' dtype afterwards)."""
+    tile = min(tokens, HEAD_TILE_TOKENS) * min(arch.vocab, HEAD_TILE_VOCAB) * 4
+    return 2 * tile + 4 * arch.vocab * arch.hidden + 4 * tokens * arch.hidden
+
+
 def kv_cache_bytes(arch: Architecture, tokens: int, dtype_bytes: int) -> int:
     """Keys and values of every layer for `tokens` positions (generation)."""
     return 2 * arch.layers * arch.kv_dim * tokens * dtype_bytes
+
+
+def pixel_bytes(arch: Architecture, clips: int, patches_per_clip: int, dtype_bytes: int) -> int:
+    """The processor's flattened patches of `clips` clips on the device: 3 x temporal x patch^2 values per patch."""
+    return clips * patches_per_clip * 3 * arch.temporal_patch * arch.patch * arch.patch * dtype_bytes
 
 
 def visual_tokens(arch: Architecture, num_frames: int, height: int, width: int) -> tuple[int, int]:
