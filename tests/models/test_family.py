@@ -194,3 +194,28 @@ def test_max_pixels_is_a_per_frame_budget_for_both_families(students):
         assert encode(processor, ["a"], [big])["video_grid_thw"].tolist() == [[4, 8, 8]], family
     with pytest.raises(RmsdError, match="below"):
         load_student(students["qwen3_vl"], max_pixels=100)
+
+
+def test_build_student_family_on_the_cli_and_as_a_recipe_knob(tmp_path):
+    from typer.testing import CliRunner
+
+    from rmsd.cli import app
+    from rmsd.config import StudentConfig, load_recipe
+    from rmsd.pipeline import student_path
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["build-student", "--out", str(tmp_path / "q3"), "--family", "qwen3_vl"])
+    assert ok.exit_code == 0 and "qwen3_vl" in ok.stdout
+    assert family_of(tmp_path / "q3").name == "qwen3_vl"
+    bad = runner.invoke(app, ["build-student", "--out", str(tmp_path / "x"), "--family", "llava"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: unknown student family")
+
+    assert StudentConfig(build="tiny").build_family == "qwen2_5_vl"  # the default family
+    with pytest.raises(ValueError, match="read from its config.json"):
+        StudentConfig(path="/models/x", family="qwen3_vl")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ndataset: {{benchmark: synthvid, path: {tmp_path}}}\n"
+                      f"student: {{build: tiny, family: qwen3_vl, build_out: {tmp_path / 'built'}}}\n")
+    assert family_of(student_path(load_recipe(recipe))).name == "qwen3_vl"
+    with pytest.raises(RmsdError, match="holds a qwen3_vl student"):  # a built folder of the other family
+        student_path(load_recipe(recipe, ["student.family=qwen2_5_vl"]))
