@@ -172,6 +172,9 @@ def encode(
     if clips:
         media["videos"] = [_uint8(f.array) for f in clips]
         media["video_metadata"] = [video_metadata(f) for f in clips]
+        # Real Qwen3-VL checkpoints ship do_sample_frames=True (2 fps): the frames are already the
+        # ones rmsd sampled and timed, so the processor must keep every one of them.
+        media["do_sample_frames"] = False
     if any(im is not None for im in images):
         media["images"] = [im for im in images if im is not None]
     batch = processor(text=texts, padding=True, padding_side="right", return_tensors="pt", **media)

@@ -83,6 +83,14 @@ def test_qwen3_vl_timestamps_in_the_prompt_are_the_frames_real_times(students, c
         assert batch["video_grid_thw"].tolist() == [[n // 2, 6, 6]]
         assert "second_per_grid_ts" not in batch and set(vision_keys(students["qwen3_vl"])) >= set(
             k for k in batch if k.startswith(("pixel", "video", "image")))
+    # A checkpoint whose video processor resamples by default (real Qwen3-VL: 2 fps) keeps rmsd's frames.
+    processor.video_processor.do_sample_frames = True
+    frames = load_frames(clips["slow"], num_frames=8)
+    batch = encode(processor, ["When?"], [frames])
+    assert batch["video_grid_thw"].tolist() == [[4, 6, 6]]
+    assert frame_times(processor.tokenizer.decode(batch["input_ids"][0])) == pytest.approx(
+        [(a + b) / 2 for a, b in zip(frames.timestamps[::2], frames.timestamps[1::2], strict=True)], abs=0.051)
+    processor.video_processor.do_sample_frames = False
     # What the processor writes when left to guess (frames without metadata): 24 fps, wrong times.
     frames = load_frames(clips["slow"], num_frames=8)
     guessed = processor(text=["<|vision_start|><|video_pad|><|vision_end|>"], videos=[np.array(frames.array)],
