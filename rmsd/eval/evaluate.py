@@ -4,7 +4,9 @@ Greedy decoding with the benchmark's own prompt (`Item.prompt`), batched; the be
 extractor (`harness` mode by default, so numbers stay comparable with published ones) and
 metric; overall accuracy plus the breakdowns the benchmark reports. Writes
 `predictions.jsonl` (one row per item) and `results.json`, and prints a table. The same
-path loads the tiny offline student and any `AutoModelForImageTextToText` checkpoint.
+path loads the tiny offline student of either family (`rmsd build-student --family`) and any
+Qwen2.5-VL or Qwen3-VL `AutoModelForImageTextToText` checkpoint; frames reach the processor
+with their measured times (`rmsd.models.processing.video_metadata`).
 
     rmsd eval --recipe recipes/synthvid/tiny_rmsd.yaml --model runs/synthvid-tiny-rmsd/student
 """

@@ -1,16 +1,17 @@
-"""Model inputs and generation for Qwen2.5-VL-style students and local teachers: the one input builder.
+"""Model inputs and generation for Qwen2.5-VL and Qwen3-VL students and local teachers: the one input builder.
 
-`load_student` opens a from_pretrained folder (the tiny offline student or a real
-Qwen2.5-VL checkpoint, same code path). `encode` turns prompts + video frames (+ optional
+`load_student` opens a from_pretrained folder (the tiny offline student of either family or a
+real Qwen2.5-VL / Qwen3-VL checkpoint, same code path). `encode` turns prompts + video frames (+ optional
 responses) into the tensors the model takes; `generate` decodes completions. Evaluation,
 distillation and the `hf` teacher all go through here, so training sees exactly the prompt
 that generation and evaluation see.
 
 How it differs from calling the processor directly:
-- frames come pre-sampled (`rmsd.data.video.Frames`) and their real rate reaches the
-  processor as `video_metadata`; left alone the processor assumes 24 fps, which shrinks
-  `second_per_grid_ts` and collapses the temporal position encoding (NOTES.md: motion
-  questions then learn much worse);
+- frames come pre-sampled (`rmsd.data.video.Frames`) and their real rate and times reach
+  the processor as `video_metadata`; left alone the processor assumes 24 fps, which shrinks
+  Qwen2.5-VL's `second_per_grid_ts` and collapses the temporal position encoding (NOTES.md:
+  motion questions then learn much worse), and makes Qwen3-VL write wrong `<t seconds>`
+  timestamps before each frame pair (its only sense of time);
 - with `responses`, each assistant turn is tokenised on its own and appended to the
   prompt's ids: the training sequence is exactly the generation prompt followed by the
   response tokens + `<|im_end|>`, and `labels` are -100 everywhere else;
@@ -69,15 +70,29 @@ def _dtype(dtype: str | torch.dtype | None) -> str | torch.dtype:
 
 
 def set_max_pixels(processor: Any, max_pixels: int) -> None:
-    """Cap the pixels per frame of the image and video processors (frames above it are shrunk)."""
+    """Cap the pixels per frame of the image and video processors (frames above it are shrunk).
+
+    Qwen3-VL's video processor reads `size` as a budget for the whole clip; its per-frame
+    cap is `max_video_tokens` (merged tokens per frame) with `cap_pixels_per_frame`, so that
+    is what is set there, and the clip budget is left as the checkpoint ships it.
+    """
+    from rmsd.models.family import video_budget_per_clip
+
     for name in ("image_processor", "video_processor"):
         sub = getattr(processor, name, None)
         if sub is None:
             continue
         floor = sub.size.get("shortest_edge") if hasattr(sub.size, "get") else sub.size.shortest_edge
-        if floor is not None and max_pixels < floor:
+        per_clip = name == "video_processor" and video_budget_per_clip(sub)
+        if floor is not None and max_pixels < floor and not per_clip:
             raise RmsdError(f"max_pixels={max_pixels} is below the processor's minimum of {floor} pixels per frame")
-        sub.size = {"shortest_edge": floor, "longest_edge": int(max_pixels)}
+        if per_clip:
+            factor = sub.patch_size * sub.merge_size
+            if max_pixels < factor * factor:
+                raise RmsdError(f"max_pixels={max_pixels} is below one merged token ({factor}x{factor} pixels)")
+            sub.max_video_tokens, sub.cap_pixels_per_frame = int(max_pixels) // (factor * factor), True
+        else:
+            sub.size = {"shortest_edge": floor, "longest_edge": int(max_pixels)}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -95,15 +110,29 @@ def prompt_text(processor: Any, prompt: str, video: bool, image: bool, system: s
 
 
 def video_metadata(frames: Any) -> dict[str, Any]:
-    """The processor's metadata for pre-sampled frames: every frame kept, at the frames' own rate."""
+    """The processor's metadata for pre-sampled frames: every frame kept, at the frames' own rate and times.
+
+    `fps` is the rate of the frames themselves (N / duration): Qwen2.5-VL turns it into
+    `second_per_grid_ts` = temporal_patch_size / fps. `frames_indices` place each frame on
+    that rate's grid at its real time, `index = timestamp * fps` (fractional: ~i + 0.5 for
+    frames at segment centres), so the times the processor derives (`index / fps`; Qwen3-VL
+    writes the mean of each temporal patch's two as `<t seconds>`) are the times
+    `rmsd.data.video.load_frames` measured. Frames without `timestamps` are taken as
+    evenly spaced from 0 s.
+    """
     array = frames.array
     fps = getattr(frames, "fps", None)
     if fps is None or not fps > 0:
         raise RmsdError(f"frames of {getattr(frames, 'path', 'a video')} have no positive fps ({fps}): "
                         "load them with rmsd.data.video.load_frames")
     n, height, width = array.shape[:3]
-    return {"total_num_frames": n, "fps": float(fps), "frames_indices": list(range(n)),
-            "width": width, "height": height, "duration": n / float(fps)}
+    times = getattr(frames, "timestamps", None)
+    if times is not None and len(times) != n:
+        raise ValueError(f"frames of {getattr(frames, 'path', 'a video')}: {len(times)} timestamps for {n} frames")
+    indices = [float(t) * float(fps) for t in times] if times is not None else list(range(n))
+    duration = getattr(frames, "duration", None) or n / float(fps)
+    return {"total_num_frames": n, "fps": float(fps), "frames_indices": indices,
+            "width": width, "height": height, "duration": float(duration)}
 
 
 def encode(
@@ -122,8 +151,9 @@ def encode(
     responses: one assistant reply per prompt; adds `labels`, -100 except on the reply and
         its closing `<|im_end|>`.
     padding_side: "right" for training, "left" for generation.
-    Vision tensors: pixel_values_videos, video_grid_thw, second_per_grid_ts (videos),
-    pixel_values, image_grid_thw (images), rows in prompt order.
+    Vision tensors: pixel_values_videos, video_grid_thw (+ second_per_grid_ts for Qwen2.5-VL)
+    for videos, pixel_values, image_grid_thw for images, rows in prompt order
+    (`rmsd.models.family.vision_keys` names them per family).
     """
     from transformers import BatchFeature
 
@@ -142,6 +172,9 @@ def encode(
     if clips:
         media["videos"] = [_uint8(f.array) for f in clips]
         media["video_metadata"] = [video_metadata(f) for f in clips]
+        # Real Qwen3-VL checkpoints ship do_sample_frames=True (2 fps): the frames are already the
+        # ones rmsd sampled and timed, so the processor must keep every one of them.
+        media["do_sample_frames"] = False
     if any(im is not None for im in images):
         media["images"] = [im for im in images if im is not None]
     batch = processor(text=texts, padding=True, padding_side="right", return_tensors="pt", **media)

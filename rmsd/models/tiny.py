@@ -1,10 +1,13 @@
-"""The offline student: a Qwen2.5-VL-architecture model with random weights and a locally trained tokenizer.
+"""The offline student: a Qwen2.5-VL- or Qwen3-VL-architecture model with random weights and a local tokenizer.
 
-`build_student(out_dir)` writes a folder that `AutoModelForImageTextToText.from_pretrained`
-and `AutoProcessor.from_pretrained` load exactly like a real Qwen2.5-VL checkpoint: model
-weights and config, a generation config, a `Qwen2_5_VLProcessor` (image processor, video
-processor, tokenizer, chat template). Every later stage (sampling with the `hf` backend,
-distillation, evaluation) therefore runs the same code on it as on a 3B checkpoint.
+`build_student(out_dir, family=...)` writes a folder that `AutoModelForImageTextToText.from_pretrained`
+and `AutoProcessor.from_pretrained` load exactly like a real checkpoint of that family: model
+weights and config, a generation config, a `Qwen2_5_VLProcessor` or `Qwen3VLProcessor` (image
+processor, video processor, tokenizer, chat template). Every later stage (sampling with the
+`hf` backend, distillation, evaluation) therefore runs the same code on it as on a 3B/4B
+checkpoint. `qwen2_5_vl` is the default family; `qwen3_vl` has the same sizes per preset plus
+Qwen3-VL's own parts (QK-norm, interleaved M-RoPE, learned vision position embeddings,
+DeepStack mergers feeding the first text layers, timestamp text between frame pairs).
 
 How it differs from a real checkpoint:
 - weights are random (from a seed) and small: the `tiny` preset (1.4M parameters) learns
@@ -19,6 +22,7 @@ How it differs from a real checkpoint:
   8 frames) instead of upscaling them to Qwen's default minimum of ~100k pixels.
 
     rmsd build-student --out runs/student-tiny            # the CLI wrapper
+    rmsd build-student --out runs/student-q3 --family qwen3_vl
     python -c "from rmsd.models.tiny import build_student; build_student('runs/student-tiny')"
 """
 
@@ -120,28 +124,41 @@ PATCH, TEMPORAL_PATCH, MERGE = 14, 2, 2
 MIN_PIXELS = 28 * 28  # one merged token: frames are never upscaled past this
 MAX_PIXELS = 112 * 112  # 84 px frames (7,056 px) pass untouched; larger ones shrink to <= 16 tokens per step
 TOKENS_PER_SECOND = 2  # temporal rope positions per second of video, as Qwen2.5-VL ships (NOTES: 2 fps clips)
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+DEFAULT_FAMILY = "qwen2_5_vl"
 
 
-def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus: list[str] | None = None) -> Path:
+def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus: list[str] | None = None,
+                  family: str = DEFAULT_FAMILY) -> Path:
     """Write a from_pretrained folder (model, generation config, processor, chat template) and return its path.
 
     size: a key of PRESETS. seed: weight initialisation. corpus: tokenizer training texts
-    (default: synthvid prompts/answers/reasoning + BENCHMARK_TEXT).
+    (default: synthvid prompts/answers/reasoning + BENCHMARK_TEXT). family: "qwen2_5_vl"
+    (default) or "qwen3_vl"; the tokenizer is the same for both.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig
 
     if size not in PRESETS:
         raise RmsdError(f"unknown student size {size!r}: choose one of {', '.join(PRESETS)}")
+    if family not in FAMILIES:
+        raise RmsdError(f"unknown student family {family!r}: choose one of {', '.join(FAMILIES)}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise RmsdError(f"{out} is not empty and holds no model config: choose an empty or new folder")
     preset = PRESETS[size]
-    processor = build_processor(corpus if corpus is not None else default_corpus(), preset.vocab_size)
+    texts = corpus if corpus is not None else default_corpus()
+    if family == "qwen3_vl":
+        from rmsd.models.tiny_qwen3 import build_qwen3_vl_config, build_qwen3_vl_processor
+
+        processor = build_qwen3_vl_processor(texts, preset.vocab_size)
+        config = build_qwen3_vl_config(preset, processor.tokenizer)
+    else:
+        processor = build_processor(texts, preset.vocab_size)
+        config = build_config(preset, processor.tokenizer)
     tokenizer = processor.tokenizer
-    config = build_config(preset, tokenizer)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = model_class(family)(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None, do_sample=False)
@@ -149,6 +166,13 @@ def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def model_class(family: str):
+    """The transformers class of a family's conditional-generation model."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+
+    return Qwen3VLForConditionalGeneration if family == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
 
 
 def build_config(preset: Preset, tokenizer) -> object:

@@ -6,14 +6,16 @@ gathered into batches of up to `batch_size` items (same K and params), each run 
 event loop keeps serving the API teachers of the pool meanwhile. The model is loaded on
 first use (in the thread too); a missing checkpoint folder is a config error at build time.
 Frames come decoded once per item by the runner (`media_needs = {"frames"}`) and go to the
-model through `rmsd.models.processing`, which passes their real fps to the processor.
+model through `rmsd.models.processing`, which passes their real fps and times to the
+processor (Qwen2.5-VL: `second_per_grid_ts`; Qwen3-VL: the `<t seconds>` text before each
+frame pair), so any Qwen2.5-VL or Qwen3-VL checkpoint folder works as a teacher.
 
 Caveats: local sampling is random — `params.seed` seeds each batch, so a batch is
 reproducible only with the same composition; completion tokens are counted by re-tokenising
 the decoded text (capped at `max_tokens`), and `finish_reason` is "length" when that count
 reaches `max_tokens` (the text alone cannot say whether EOS came exactly there).
 
-    rmsd sample --recipe R    # with a pool teacher `backend: hf`, `hf: {model_path: /models/Qwen2.5-VL-7B-Instruct}`
+    rmsd sample --recipe R    # with a pool teacher `backend: hf`, `hf: {model_path: /models/Qwen3-VL-8B-Instruct}`
 """
 
 from __future__ import annotations

@@ -65,3 +65,36 @@ def test_a_missing_checkpoint_is_a_config_error(tmp_path):
 
     with pytest.raises(RmsdError, match="no config.json"):
         HFTeacher("t", HFOptions(model_path=str(tmp_path)))
+
+
+def test_a_qwen3_vl_teacher_samples_video_items_with_their_frame_times(tmp_path):
+    """The same backend on the other family: its prompts carry the clip's measured <t seconds>."""
+    from rmsd.data.video import load_frames
+    from rmsd.models.family import frame_times
+    from rmsd.models.processing import encode
+    from rmsd.models.tiny import build_student
+
+    torch.set_num_threads(1)
+    path = build_student(tmp_path / "q3", family="qwen3_vl")
+    generate(tmp_path / "data", n=6, seed=2, frame_size=56)
+    items = load_items(tmp_path / "data", split="train")[:3]
+    pool = PoolConfig.model_validate({"name": "local", "teachers": [
+        {"name": "q3", "backend": "hf", "samples": 2, "params": {"max_tokens": 5, "seed": 0},
+         "hf": {"model_path": str(path), "batch_size": 3}}]})
+    teacher = HFTeacher("q3", pool.teachers[0].hf)
+
+    async def go():
+        with SampleStore(tmp_path / "store") as store:
+            summary = await run_sampling(items, pool, {"q3": teacher}, store, num_frames=4, progress=False)
+        processor = teacher._state.processor
+        await teacher.aclose()
+        return summary, processor
+
+    summary, processor = asyncio.run(go())
+    recs = read_records(tmp_path / "store")
+    assert summary["missing"] == 0 and len(recs) == 6 and teacher.batches[0] == 3
+    assert all(isinstance(r["text"], str) and r["completion_tokens"] <= 5 for r in recs)
+    frames = load_frames(items[0].video, num_frames=4)
+    text = processor.tokenizer.decode(encode(processor, [items[0].prompt], [frames])["input_ids"][0])
+    assert frame_times(text) == pytest.approx([sum(frames.timestamps[:2]) / 2, sum(frames.timestamps[2:]) / 2],
+                                              abs=0.051)

@@ -1,0 +1,209 @@
+"""`rmsd plan` against a measured training step: exact weights/gradients/AdamW, total within 25%?
+
+For each student (family x preset) a fresh process builds the student, decodes the synthvid
+clips and collates the batch, reads its resident set size (the baseline), then loads the
+student and runs real `MultiSampleSFTTrainer` steps (K teacher samples per item, the
+trainer's fused LM head, torch AdamW) and reads the peak resident set size of the process
+(VmHWM). The plan is computed for the same settings: the same frames, the batch's own
+sequence width, float32 on the CPU. Reported per student:
+- weights, gradients and AdamW states: the plan's bytes against torch's (numel x element size
+  of the loaded parameters, of their `.grad` after backward, of the optimizer's state) — exact;
+- the plan's total (static + the student step's gradients and activations) against the
+  measured peak above the baseline.
+
+    python benchmarks/bench_plan.py                           # writes benchmarks/results/plan.md
+    python benchmarks/bench_plan.py --presets tiny --no-write # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "plan.md"
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _release() -> None:
+    """Free what Python holds and hand glibc's free heap back to the OS, so the baseline is what is live."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _warm_up(work: Path) -> None:
+    """One step of a throwaway tiny student: every lazy import and one-off buffer of a trainer step happens here."""
+    from datasets import Dataset
+
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.processing import load_student
+    from rmsd.models.tiny import build_student
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer
+
+    generate(work / "data", n=2, seed=1)
+    data = {it.item_id: it for it in load_items(work / "data", split="train")[:1]}
+    model, processor = load_student(build_student(work / "student"))
+    rows = [{"item_id": i, "texts": ["<answer>(A)</answer>"], "weights": [1.0]} for i in data]
+    args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=1, per_device_train_batch_size=1,
+                                save_strategy="no", use_cpu=True, bf16=False, report_to="none", disable_tqdm=True)
+    MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, data).train()
+
+
+def child(family: str, preset: str, items: int, samples: int, steps: int, work: Path) -> dict:
+    """One measurement, in its own process so the peak resident set belongs to this student alone."""
+    import torch
+    from datasets import Dataset
+
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.models.memory import architecture
+    from rmsd.models.processing import load_student
+    from rmsd.models.tiny import build_student
+    from rmsd.plan import GIB, Settings, stage_plan
+    from rmsd.train.collate import MultiSampleCollator
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    _warm_up(work / "warm")  # imports, threads and first-step buffers of the trainer are not the student's
+    if family == "qwen3_vl" and samples > 1:
+        # Multi-sample SFT on Qwen3-VL fails today (collate.vision_kwargs and DeepStack, see
+        # tests/train/test_student_families.py): the same number of sequences, one per item.
+        items, samples = items * samples, 1
+    generate(work / "data", n=items * 2, seed=0)
+    data = {it.item_id: it for it in load_items(work / "data", split="train")[:items]}
+    path = build_student(work / "student", size=preset, family=family)
+    texts = [f"<think>I watch the clip and see sample {k} of the objects move.</think><answer>(A)</answer>"
+             for k in range(samples)]
+    rows = [{"item_id": i, "texts": texts, "weights": [1.0] * samples} for i in data]
+    _, processor = load_student(path)
+    batch = MultiSampleCollator(processor, data, num_frames=8, max_length=1024)(rows)
+    width, vis = batch["input_ids"].shape[1], int((batch["mm_token_type_ids"][0] == 2).sum())
+    del processor
+    _release()
+    baseline = _rss_kib("VmRSS") * 1024
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+
+    model, processor = load_student(path)
+    args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=items,
+                                learning_rate=1e-4, logging_steps=1, save_strategy="no", use_cpu=True, bf16=False,
+                                report_to="none", disable_tqdm=True, max_length=1024, seed=0)
+    trainer = MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, data)
+    grads: dict[str, int] = {}
+
+    def keep_grads(_module, _inputs=None):  # read .grad before the trainer zeroes it
+        grads["bytes"] = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+
+    from transformers import TrainerCallback
+
+    class Probe(TrainerCallback):
+        def on_pre_optimizer_step(self, *_a, **_k):
+            keep_grads(model)
+
+    trainer.add_callback(Probe())
+    trainer.train()
+    peak = _rss_kib("VmHWM") * 1024
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    adam = sum(t.numel() * t.element_size() for st in trainer.optimizer.state.values()
+               for k, t in st.items() if k in ("exp_avg", "exp_avg_sq"))
+
+    arch = architecture(path)
+    settings = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=width - vis,
+                        response_tokens=0, sft_items=items, sft_samples=samples, max_length=width,
+                        adv_enabled=False, adv_items=1, generations=2, completion=1, disc_rollouts=1,
+                        disc_mode="full", beta=0.0, visd=False, lora_r=None, lora_targets=(),
+                        checkpointing=args.gradient_checkpointing)
+    plan = stage_plan("sft", arch, settings, usable=1 << 62, suggest=False)
+    student = plan.models[0]
+    return {"family": family, "preset": preset, "params": arch.params, "rows": plan.rows, "width": width,
+            "plan_weights": student.weight_bytes, "torch_weights": weights, "plan_grads": student.grad_bytes,
+            "torch_grads": grads.get("bytes", 0), "plan_adam": student.optimizer_bytes, "torch_adam": adam,
+            "plan_activations": plan.activation_bytes, "plan_total": plan.total_bytes,
+            "measured": peak - baseline, "gib": GIB, "settings": dataclasses.asdict(settings)}
+
+
+def mib(n: float) -> str:
+    return f"{n / 1024**2:,.1f}"
+
+
+def write(results: list[dict], command: str, load: str) -> str:
+    lines = ["# `rmsd plan` against a measured training step (CPU)", "",
+             f"Command: `{command}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load} before the run; "
+             "float32 on the CPU, one thread.", "",
+             "Each row: a fresh process runs one warm-up step of a throwaway tiny student (imports, threads and"
+             " one-off buffers of a trainer step), frees it, collates one batch (synthvid clips, 8 frames of 84 px,"
+             " K teacher samples per item), reads its resident set size and resets the peak, then loads the"
+             " student and runs real `MultiSampleSFTTrainer` steps (gradient checkpointing on: TRL's default,"
+             " which rmsd's stages inherit); *measured* is the peak resident set (VmHWM) above that baseline."
+             " Weights, gradients and AdamW states are compared with torch's own byte counts."
+             " Qwen3-VL rows use one sample per item (as many sequences, each item its own clip): multi-sample"
+             " SFT does not run on Qwen3-VL yet (tests/train/test_student_families.py).", "",
+             "| student | params | sequences x tokens | weights plan / torch MiB | grads plan / torch MiB "
+             "| AdamW plan / torch MiB | peak phase beyond the grads, plan MiB | total plan MiB | measured MiB "
+             "| plan / measured |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        ratio = r["plan_total"] / r["measured"] if r["measured"] > 0 else float("nan")
+        lines.append(
+            f"| {r['family']} {r['preset']} | {r['params']:,} | {r['rows']} x {r['width']} "
+            f"| {mib(r['plan_weights'])} / {mib(r['torch_weights'])} | {mib(r['plan_grads'])} / {mib(r['torch_grads'])} "
+            f"| {mib(r['plan_adam'])} / {mib(r['torch_adam'])} | {mib(r['plan_activations'])} "
+            f"| {mib(r['plan_total'])} | {mib(r['measured'])} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", nargs="+", default=["qwen2_5_vl", "qwen3_vl"])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    ap.add_argument("--items", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        family, preset = a.child
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(child(family, preset, a.items, a.samples, a.steps, Path(tmp))))
+        return
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    results = []
+    for preset in a.presets:
+        for family in a.families:
+            cmd = [sys.executable, __file__, "--child", family, preset, "--items", str(a.items), "--samples",
+                   str(a.samples), "--steps", str(a.steps)]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-3000:])
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            r = results[-1]
+            print(f"{family} {preset}: plan {mib(r['plan_total'])} MiB, measured {mib(r['measured'])} MiB", flush=True)
+    command = "python benchmarks/bench_plan.py " + " ".join(sys.argv[1:])
+    text = write(results, command.strip(), load)
+    print(text)
+    if not a.no_write:
+        RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

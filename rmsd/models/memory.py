@@ -1,0 +1,185 @@
+"""Memory of a student from its config alone: parameter counts on the `meta` device, bytes, activations.
+
+`architecture(folder)` builds the model of a from_pretrained folder's config.json on
+torch's `meta` device (shapes, no storage: a 4B model costs nothing) and counts its
+parameters by part: vision tower, text backbone (what the discriminator copies), LM head.
+`lora_parameters` counts the adapter a peft LoRA of given rank and target modules would add.
+`activation_bytes` estimates what one forward keeps for the backward pass.
+
+How the estimates are made (and where they stop being exact):
+- weights, gradients and AdamW states are exact: numel x element size, as torch allocates
+  them (torch.optim.AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype);
+- activations count the tensors a decoder layer saves for backward per token (RMSNorm
+  inputs and outputs, q/k/v and their rotated copies, the attention output, the MLP's
+  gate/up/activation/product), times layers and tokens; attention is taken as a fused
+  kernel (SDPA / flash: no L x L matrix kept) and the LM head as TRL's fused head (no
+  `[tokens, vocab]` logits kept), as rmsd's trainers run them. With gradient checkpointing
+  only each layer's input is kept, plus the layer being recomputed: its activations and the
+  gradients flowing back through them;
+  The vision tower is counted the same way per patch, before the 2x2 merge;
+- TRL's fused LM head never holds `[tokens, vocab]` logits, but its backward holds a logits
+  tile and fp32 gradients of the head (`head_workspace_bytes`);
+- the inputs: the processor's flattened patches (`pixel_bytes`) are on the device during the
+  step; the token tensors are negligible beside them.
+
+    python -c "from rmsd.models.memory import architecture; print(architecture('runs/student-tiny'))"
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmsd.errors import RmsdError
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# The linear layers peft's LoRA targets in a Qwen text backbone unless told otherwise.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Parameter counts and the shapes that size activations, read from a config on the meta device."""
+
+    family: str
+    params: int  # unique parameters (tied embeddings once)
+    vision_params: int
+    text_params: int  # the text backbone: embeddings, decoder layers, final norm (the discriminator's copy)
+    head_params: int  # an untied LM head (0 when tied to the embeddings)
+    hidden: int
+    vocab: int
+    layers: int
+    q_dim: int  # heads x head_dim
+    kv_dim: int  # kv heads x head_dim
+    intermediate: int
+    qk_norm: bool  # Qwen3: RMSNorm on q and k (two more saved tensors per layer)
+    vision_depth: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_gated: bool  # Qwen2.5-VL's vision MLP is SwiGLU (gate, up, act, product); Qwen3-VL's is fc1-gelu-fc2
+    patch: int
+    temporal_patch: int
+    merge: int
+    # (module name, in, out) of every text-backbone nn.Linear, for LoRA counts
+    lora_shapes: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+
+
+def load_config(folder: str | Path) -> dict[str, Any]:
+    """config.json of a from_pretrained folder (weights need not be there)."""
+    file = Path(folder).expanduser() / "config.json"
+    if not file.is_file():
+        raise RmsdError(f"{Path(folder)}: no config.json there; point to a checkpoint or config-only folder")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise RmsdError(f"{file}: not valid JSON ({e.msg})") from None
+
+
+def architecture(folder: str | Path) -> Architecture:
+    """Counts and shapes of the model a folder's config.json describes, built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from rmsd.models.family import family_of
+
+    family = family_of(load_config(folder)).name
+    config = AutoConfig.from_pretrained(Path(folder).expanduser())
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    text, vision = config.get_text_config(), config.vision_config
+    decoder = model.get_decoder()
+    head = model.get_output_embeddings()
+    tied = head is None or head.weight is decoder.get_input_embeddings().weight
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    linears = tuple((name, m.in_features, m.out_features) for name, m in decoder.named_modules()
+                    if isinstance(m, torch.nn.Linear))
+    return Architecture(
+        family=family, params=_count(model), vision_params=_count(model.model.visual), text_params=_count(decoder),
+        head_params=0 if tied else head.weight.numel(), hidden=text.hidden_size, vocab=text.vocab_size,
+        layers=text.num_hidden_layers,
+        q_dim=text.num_attention_heads * head_dim, kv_dim=text.num_key_value_heads * head_dim,
+        intermediate=text.intermediate_size, qk_norm=family == "qwen3_vl", vision_depth=vision.depth,
+        vision_hidden=vision.hidden_size, vision_intermediate=vision.intermediate_size,
+        vision_gated=family == "qwen2_5_vl", patch=vision.patch_size, temporal_patch=vision.temporal_patch_size,
+        merge=vision.spatial_merge_size, lora_shapes=linears,
+    )
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())  # parameters() yields a tied tensor once
+
+
+def lora_parameters(arch: Architecture, r: int, target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> int:
+    """Parameters of LoRA adapters of rank r on the text backbone's linears named in `target_modules`: r x (in + out) each."""
+    targets = set(target_modules)
+    return sum(r * (n_in + n_out) for name, n_in, n_out in arch.lora_shapes if name.rsplit(".", 1)[-1] in targets)
+
+
+def layer_activation_elements(arch: Architecture) -> int:
+    """Elements one text decoder layer keeps for backward, per token (no checkpointing)."""
+    h, q, kv, inter = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
+    norms = 4 * h  # two RMSNorms: input and output each
+    attention = q + 2 * kv + (q + kv) + q  # q/k/v projections, rotated q/k, attention output (into o_proj)
+    if arch.qk_norm:
+        attention += q + kv  # Qwen3's q_norm / k_norm outputs
+    mlp = 4 * inter  # gate, up, act(gate), act(gate) * up (into down_proj)
+    return norms + attention + mlp
+
+
+def vision_block_elements(arch: Architecture) -> int:
+    """Elements one vision block keeps for backward, per patch."""
+    h, inter = arch.vision_hidden, arch.vision_intermediate
+    attention = 4 * h + 3 * h + 2 * h + h  # two norms (in/out), qkv, rotated q/k, attention output
+    return attention + (4 * inter if arch.vision_gated else 2 * inter)
+
+
+def activation_bytes(arch: Architecture, text_tokens: int, vision_patches: int, dtype_bytes: int,
+                     checkpointing: bool = False, with_vision: bool = True) -> int:
+    """Bytes one forward keeps for its backward: `text_tokens` through the decoder, `vision_patches` through the tower.
+
+    With checkpointing each layer keeps only its input (hidden per token) and one layer's
+    full activations exist at a time, during its recomputation.
+    """
+    text_layer = layer_activation_elements(arch) * text_tokens
+    vision_layer = vision_block_elements(arch) * vision_patches if with_vision else 0
+    if checkpointing:
+        # layer inputs, plus the layer being recomputed: its activations and their gradients
+        kept = arch.layers * arch.hidden * text_tokens + 2 * text_layer
+        kept += (arch.vision_depth * arch.vision_hidden * vision_patches + 2 * vision_layer) if with_vision else 0
+    else:
+        kept = arch.layers * text_layer + (arch.vision_depth * vision_layer if with_vision else 0)
+    kept += 2 * arch.hidden * text_tokens  # final norm in/out before the fused head
+    return kept * dtype_bytes
+
+
+# TRL's fused LM head (trl/kernels/chunked_logprob.py) projects [4096 tokens, 32768 vocab] tiles
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+
+
+def head_workspace_bytes(arch: Architecture, tokens: int) -> int:
+    """TRL's fused LM head during backward: an fp32 logits tile and one temporary of its size, the fp32
+    gradients of the head's weight and of the hidden states (cast to the parameters' dtype afterwards)."""
+    tile = min(tokens, HEAD_TILE_TOKENS) * min(arch.vocab, HEAD_TILE_VOCAB) * 4
+    return 2 * tile + 4 * arch.vocab * arch.hidden + 4 * tokens * arch.hidden
+
+
+def kv_cache_bytes(arch: Architecture, tokens: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer for `tokens` positions (generation)."""
+    return 2 * arch.layers * arch.kv_dim * tokens * dtype_bytes
+
+
+def pixel_bytes(arch: Architecture, clips: int, patches_per_clip: int, dtype_bytes: int) -> int:
+    """The processor's flattened patches of `clips` clips on the device: 3 x temporal x patch^2 values per patch."""
+    return clips * patches_per_clip * 3 * arch.temporal_patch * arch.patch * arch.patch * dtype_bytes
+
+
+def visual_tokens(arch: Architecture, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """(merged tokens the LM sees, patches the vision tower sees) for one clip of frames resized to height x width."""
+    factor = arch.patch * arch.merge
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    steps = -(-num_frames // arch.temporal_patch)  # frames are padded to whole temporal patches
+    patches = steps * (h // arch.patch) * (w // arch.patch)
+    return patches // (arch.merge * arch.merge), patches

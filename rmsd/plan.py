@@ -1,0 +1,365 @@
+"""`rmsd plan`: what each training stage of a recipe holds in GPU memory, before any weight is loaded.
+
+Per stage it lists the models held (student; for the adversarial stage the discriminator, a
+reference model when beta > 0 and the VISD EMA teacher when visd is enabled), their
+parameter and trainable counts and the bytes of weights, gradients and AdamW states at the
+recipe's dtype, an activation estimate from the recipe's sequence lengths, the total, whether
+it fits the GPU, and when it does not, the first knob to turn (LoRA, gradient checkpointing,
+fewer frames, ZeRO) with what it would bring the stage to.
+
+How it differs from a generic calculator: the counts come from the student's own config
+built on the meta device (`rmsd.models.memory`), the sequence lengths from the recipe (frames
+x visual tokens per frame, the pool's reply budget, `max_length`, `num_generations`), and the
+phases are the ones rmsd's trainers run: the peak is all weights and optimizer states plus the
+largest of {student step: its gradients + activations + the pixels on the device;
+discriminator step: its gradients + activations on text-only rows whose prompt is read once
+per item; generation: the KV cache; optimizer step: the gradients + AdamW's temporary}.
+Weights, gradients and optimizer states are exact; activations are an estimate (see
+`rmsd.models.memory`; benchmarks/results/plan.md measures both on the CPU).
+
+Knobs the recipe does not have yet are read when present, with these defaults: student.lora
+(None: full fine-tuning; else r, target_modules), student.gradient_checkpointing (True: TRL's
+SFTConfig and GRPOConfig turn it on by default and rmsd's stage configs inherit that; the
+discriminator's backbone copy runs without it), distill.adversarial.discriminator_mode
+("full": a copy of the text backbone; "lora": an adapter and head on the student's frozen base).
+
+    rmsd plan --recipe recipes/videomme/qwen3_vl_4b_rmsd.yaml --config recipes/models/qwen3_vl_4b_instruct
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import Recipe
+from rmsd.errors import RmsdError
+from rmsd.models.memory import (
+    DEFAULT_LORA_TARGETS,
+    DTYPE_BYTES,
+    Architecture,
+    activation_bytes,
+    architecture,
+    head_workspace_bytes,
+    kv_cache_bytes,
+    lora_parameters,
+    pixel_bytes,
+    visual_tokens,
+)
+
+GIB = 1024**3
+USABLE = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmentation and NCCL buffers take the rest
+DEFAULT_SIDE = 448  # frame side assumed when dataset.max_side is unset (Qwen's usual video resolution)
+IMAGE_BENCHMARKS = frozenset({"mathverse"})  # one image per item: a single frame (padded to one temporal patch)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every input of the estimate; `from_recipe` reads them, the knobs are `dataclasses.replace` of it."""
+
+    dtype: str
+    frames: int
+    side: int  # frames taken as side x side (the upper bound for a frame whose longer side is `side`)
+    max_pixels: int | None
+    prompt_tokens: int  # text of the prompt (question, options, template)
+    response_tokens: int  # a teacher reply (SFT targets)
+    sft_items: int
+    sft_samples: int  # sequences per item in SFT
+    max_length: int
+    adv_enabled: bool
+    adv_items: int
+    generations: int
+    completion: int
+    disc_rollouts: int  # rollouts per item D trains on
+    disc_mode: str  # "full" | "lora"
+    beta: float
+    visd: bool
+    lora_r: int | None  # None: full fine-tuning
+    lora_targets: tuple[str, ...]
+    checkpointing: bool
+    gpus: int = 1
+    zero: int = 0  # DeepSpeed ZeRO stage over `gpus` (0: plain DDP replicas)
+
+
+@dataclass(frozen=True)
+class ModelHeld:
+    role: str  # student | discriminator | reference | ema_teacher
+    params: int
+    trainable: int
+    weight_bytes: int
+    grad_bytes: int
+    optimizer_bytes: int
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str  # sft | adversarial
+    models: tuple[ModelHeld, ...]
+    rows: int  # sequences in one forward of the student
+    tokens_per_row: int
+    visual_tokens: int  # per clip, what the LM sees
+    activation_bytes: int  # of the peak phase: what the forward keeps, the KV cache, the pixels on the device
+    peak_phase: str
+    total_bytes: int
+    usable_bytes: int
+    knob: str | None  # the first knob to turn when it does not fit
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.usable_bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: str
+    family: str
+    params: int
+    settings: Settings
+    gpu_bytes: int
+    stages: tuple[StagePlan, ...]
+
+
+# ----------------------------------------------------------------------------- inputs
+def _pool_sizes(recipe: Recipe) -> tuple[int | None, int | None]:
+    """(samples per item over the pool, the largest reply budget) when the recipe's pool loads, else (None, None)."""
+    try:
+        pool = recipe.load_pool()
+    except RmsdError:
+        return None, None
+    return sum(t.samples for t in pool.teachers), max(t.params.max_tokens for t in pool.teachers)
+
+
+def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | None = None) -> Settings:
+    """The estimate's inputs from a recipe; knobs the recipe lacks take their documented defaults."""
+    sft, adv, student = recipe.distill.sft, recipe.distill.adversarial, recipe.student
+    samples, reply = _pool_sizes(recipe)
+    lora = getattr(student, "lora", None)
+    if lora is not None and not getattr(lora, "enabled", True):
+        lora = None
+    return Settings(
+        dtype=student.dtype, frames=1 if recipe.dataset.benchmark in IMAGE_BENCHMARKS else recipe.dataset.num_frames, side=side or recipe.dataset.max_side or DEFAULT_SIDE,
+        max_pixels=student.max_pixels, prompt_tokens=prompt_tokens,
+        response_tokens=reply or adv.max_completion_length, sft_items=sft.batch_size,
+        sft_samples=sft.samples_per_item or samples or 4, max_length=sft.max_length, adv_enabled=adv.enabled,
+        adv_items=adv.batch_size, generations=adv.num_generations, completion=adv.max_completion_length,
+        disc_rollouts=adv.disc_rollouts_per_item or adv.num_generations,
+        disc_mode=getattr(adv, "discriminator_mode", "full"), beta=adv.beta, visd=adv.visd.enabled,
+        lora_r=getattr(lora, "r", 16) if lora is not None else None,
+        lora_targets=tuple(getattr(lora, "target_modules", None) or DEFAULT_LORA_TARGETS),
+        checkpointing=bool(getattr(student, "gradient_checkpointing", True)),  # TRL's default, inherited
+    )
+
+
+def _frame_hw(s: Settings) -> tuple[int, int]:
+    h = w = s.side
+    if s.max_pixels is not None and h * w > s.max_pixels:
+        h = w = int(s.max_pixels**0.5)
+    return h, w
+
+
+# ----------------------------------------------------------------------------- models
+def _held(role: str, params: int, trainable: int, s: Settings, sharded: bool) -> ModelHeld:
+    """Bytes of one model: weights at the dtype, gradients and AdamW's two states for its trainable part.
+
+    Under ZeRO over N GPUs, stage >= 1 splits optimizer states, >= 2 gradients, 3 weights;
+    `sharded` is False for what accelerate does not wrap (the discriminator).
+    """
+    b = DTYPE_BYTES[s.dtype]
+    n = s.gpus if sharded and s.zero else 1
+    split = {k: (n if s.zero >= stage else 1) for k, stage in (("opt", 1), ("grad", 2), ("weight", 3))}
+    return ModelHeld(role, params, trainable, -(-params * b // split["weight"]),
+                     -(-trainable * b // split["grad"]), -(-2 * trainable * b // split["opt"]))
+
+
+def models_held(stage: str, arch: Architecture, s: Settings) -> tuple[ModelHeld, ...]:
+    """The models a stage keeps on the GPU, with their trainable parts."""
+    lora = lora_parameters(arch, s.lora_r, s.lora_targets) if s.lora_r else 0
+    student = _held("student", arch.params + lora, lora or arch.params, s, sharded=True)
+    if stage == "sft":
+        return (student,)
+    head = arch.hidden + 1
+    if s.disc_mode == "lora":  # adapter + head on the student's frozen base: no second backbone
+        d_lora = lora_parameters(arch, s.lora_r or 16, s.lora_targets)
+        held = [student, _held("discriminator", d_lora + head, d_lora + head, s, sharded=False)]
+    else:
+        held = [student, _held("discriminator", arch.text_params + head, arch.text_params + head, s, sharded=False)]
+    if s.beta > 0:  # with LoRA the reference is the base with adapters off: nothing extra
+        held.append(_held("reference", 0 if lora else arch.params, 0, s, sharded=True))
+    if s.visd:  # the EMA teacher copies what trains: the adapters with LoRA, else the whole student
+        held.append(_held("ema_teacher", lora or arch.params, 0, s, sharded=False))
+    return tuple(held)
+
+
+# ----------------------------------------------------------------------------- phases
+def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld, ...]) -> dict[str, int]:
+    """Bytes beyond weights and optimizer states in each phase of a step (gradients + what the forward keeps)."""
+    b = DTYPE_BYTES[s.dtype]
+    h, w = _frame_hw(s)
+    vis, patches = visual_tokens(arch, s.frames, h, w)
+    grads = {m.role: m.grad_bytes for m in models}
+    if stage == "sft":
+        seq = min(s.max_length, vis + s.prompt_tokens + s.response_tokens)
+        act = activation_bytes(arch, s.sft_items * s.sft_samples * seq, s.sft_items * patches, b, s.checkpointing)
+        # the collated batch carries each item's pixels once per sample, and the shared encoding concatenates
+        # them once more before the tower encodes each clip once
+        pixels = 2 * pixel_bytes(arch, s.sft_items * s.sft_samples, patches, b)
+        head = head_workspace_bytes(arch, s.sft_items * s.sft_samples * seq)
+        return {"student step": grads["student"] + act + pixels + head, "optimizer step": _adamw_step(models[0])}
+    rows = s.adv_items * s.generations
+    seq = vis + s.prompt_tokens + s.completion
+    student = activation_bytes(arch, rows * seq, s.adv_items * patches, b, s.checkpointing)
+    # D reads text only; each item's prompt once, then its teacher sample and trained rollouts
+    disc_tokens = s.adv_items * (s.prompt_tokens + (1 + s.disc_rollouts) * s.completion)
+    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=False, with_vision=False)
+    pixels = pixel_bytes(arch, s.adv_items, patches, b)  # one vision dict per item, shared by its G rollouts
+    student += head_workspace_bytes(arch, rows * seq)
+    return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
+            "generation": kv_cache_bytes(arch, rows * seq, b) + pixels, "optimizer step": _adamw_step(models[0])}
+
+
+def _adamw_step(model: ModelHeld) -> int:
+    """torch's foreach AdamW step: the gradients plus one temporary of their size (sqrt of exp_avg_sq)."""
+    return 2 * model.grad_bytes
+
+
+def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest: bool = True) -> StagePlan:
+    models = models_held(stage, arch, s)
+    phases = _phases(stage, arch, s, models)
+    peak = max(phases, key=phases.get)
+    static = sum(m.weight_bytes + m.optimizer_bytes for m in models)
+    h, w = _frame_hw(s)
+    vis, _ = visual_tokens(arch, s.frames, h, w)
+    rows = s.sft_items * s.sft_samples if stage == "sft" else s.adv_items * s.generations
+    seq = (min(s.max_length, vis + s.prompt_tokens + s.response_tokens) if stage == "sft"
+           else vis + s.prompt_tokens + s.completion)
+    total = static + phases[peak]
+    act = phases[peak] - (models[0].grad_bytes if peak in ("student step", "optimizer step") else
+                          models[1].grad_bytes if peak == "discriminator step" else 0)  # activations + inputs
+    knob = first_knob(stage, arch, s, usable) if suggest and total > usable else None
+    return StagePlan(stage, models, rows, seq, vis, act, peak, total, usable, knob)
+
+
+# ----------------------------------------------------------------------------- knobs
+def _knobs(stage: str, arch: Architecture, s: Settings) -> list[tuple[str, Settings]]:
+    """Candidate changes, most effective kind first: the larger of (states, activations) decides LoRA vs checkpointing."""
+    models = models_held(stage, arch, s)
+    phases = _phases(stage, arch, s, models)
+    states = sum(m.grad_bytes + m.optimizer_bytes for m in models)
+    lora = [] if s.lora_r else [("student.lora: {r: 16} (LoRA adapters)", dataclasses.replace(s, lora_r=16))]
+    gc = [] if s.checkpointing else [("student.gradient_checkpointing: true",
+                                      dataclasses.replace(s, checkpointing=True))]
+    first = gc + lora if max(phases.values()) > states else lora + gc
+    if stage == "adversarial" and s.disc_mode == "full":
+        first.append(("distill.adversarial.discriminator_mode: lora (no second backbone)",
+                      dataclasses.replace(s, disc_mode="lora")))
+    items = s.sft_items if stage == "sft" else s.adv_items
+    smaller = [] if items == 1 else [(f"distill.{stage}.batch_size: 1 (grad_accum x{items} keeps the items per step)",
+                                      dataclasses.replace(s, **{"sft_items" if stage == "sft" else "adv_items": 1}))]
+    fewer = [(f"dataset.num_frames: {n}", dataclasses.replace(s, frames=n))
+             for n in (s.frames // 2, s.frames // 4) if n >= 2]
+    zero = [(f"ZeRO-3 over {g} GPUs (recipes/accelerate/zero3.yaml)", dataclasses.replace(s, zero=3, gpus=g))
+            for g in sorted({max(s.gpus, 2), 4, 8}) if g >= s.gpus and (g, 3) != (s.gpus, s.zero)]
+    return first + smaller + fewer + zero
+
+
+def first_knob(stage: str, arch: Architecture, s: Settings, usable: int) -> str:
+    """The first change (tried one at a time, then added up in order) that makes the stage fit."""
+    tried, current = [], s
+    for label, changed in _knobs(stage, arch, s):
+        alone = stage_plan(stage, arch, changed, usable, suggest=False)
+        if alone.fits:
+            return f"{label} -> {_size(alone.total_bytes)}" + (f" (after {', '.join(tried)})" if tried else "")
+        current = _apply(current, changed, s)
+        both = stage_plan(stage, arch, current, usable, suggest=False)
+        tried.append(label.split(" (")[0])
+        if both.fits:
+            return f"{' + '.join(tried)} -> {_size(both.total_bytes)}"
+    total = stage_plan(stage, arch, current, usable, suggest=False).total_bytes
+    return (f"none is enough, alone or together ({_size(total)} with all): more GPUs, a smaller student or "
+            "shorter sequences")
+
+
+def _apply(current: Settings, changed: Settings, base: Settings) -> Settings:
+    """`current` plus whatever `changed` changed relative to `base`."""
+    diff = {f.name: getattr(changed, f.name) for f in dataclasses.fields(Settings)
+            if getattr(changed, f.name) != getattr(base, f.name)}
+    return dataclasses.replace(current, **diff)
+
+
+# ----------------------------------------------------------------------------- the plan
+def plan_recipe(recipe: Recipe, gpu_memory_gib: float = 80.0, config: str | Path | None = None,
+                prompt_tokens: int = 128, side: int | None = None, gpus: int = 1, zero: int = 0,
+                what_if: dict[str, Any] | None = None) -> Plan:
+    """The plan of every enabled stage; `config` is a folder with the student's config.json (default: the recipe's).
+
+    what_if: Settings fields to change before planning (e.g. {"lora_r": 16} for a recipe key that
+    does not exist yet).
+    """
+    if zero not in (0, 2, 3) or gpus < 1 or gpu_memory_gib <= 0:
+        raise RmsdError("plan: --zero must be 0, 2 or 3, --gpus >= 1 and --gpu-memory > 0")
+    arch = architecture(config if config is not None else _student_folder(recipe))
+    s = dataclasses.replace(settings_from_recipe(recipe, prompt_tokens, side), gpus=gpus, zero=zero,
+                            **(what_if or {}))
+    usable = int(gpu_memory_gib * GIB * USABLE)
+    stages = [stage_plan("sft", arch, s, usable)] if recipe.distill.sft.enabled else []
+    if s.adv_enabled:
+        stages.append(stage_plan("adversarial", arch, s, usable))
+    if not stages:
+        raise RmsdError("no stage is enabled: set distill.sft.enabled or distill.adversarial.enabled")
+    return Plan(recipe.name, arch.family, arch.params, s, int(gpu_memory_gib * GIB), tuple(stages))
+
+
+def _student_folder(recipe: Recipe) -> Path:
+    s = recipe.student
+    if s.path is not None and not (Path(s.path).expanduser() / "config.json").is_file():
+        raise RmsdError(f"student.path {s.path}: no config.json there; download the checkpoint or pass "
+                        "--config DIR (a folder with its config.json, e.g. recipes/models/qwen3_vl_4b_instruct)")
+    from rmsd.pipeline import student_path
+
+    return student_path(recipe)  # builds an offline student once, as distill would
+
+
+# ----------------------------------------------------------------------------- text
+def _size(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 1024**2:.1f} MiB"
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as lines of at most 80 columns."""
+    s = plan.settings
+    h, w = _frame_hw(s)
+    lines = [f"rmsd plan: {plan.recipe} ({plan.family}, {_count(plan.params)} params, {s.dtype})",
+             f"GPU {plan.gpu_bytes / GIB:.0f} GiB, {USABLE:.0%} usable"
+             + (f"; ZeRO-{s.zero} over {s.gpus} GPUs" if s.zero else ""),
+             f"assumed: {s.frames} frame{'s' if s.frames > 1 else ''} of {h}x{w} px, prompt {s.prompt_tokens} + reply "
+             f"{s.response_tokens} tokens",
+             "training: " + ", ".join([f"LoRA r={s.lora_r}" if s.lora_r else "full fine-tuning", "AdamW",
+                                       "gradient checkpointing" if s.checkpointing else "no checkpointing"])]
+    for st in plan.stages:
+        lines += ["", f"stage {st.stage}: {st.rows} sequences x {st.tokens_per_row} tokens "
+                      f"({st.visual_tokens} visual per clip)",
+                  f"  {'model':<14}{'params':>9}{'trainable':>10}{'weights':>11}{'grads':>11}{'AdamW':>11}"]
+        for m in st.models:
+            lines.append(f"  {m.role:<14}{_count(m.params):>9}{_count(m.trainable):>10}"
+                         f"{_size(m.weight_bytes):>11}{_size(m.grad_bytes):>11}{_size(m.optimizer_bytes):>11}")
+        lines.append(f"  activations and inputs ({st.peak_phase}): {_size(st.activation_bytes)}")
+        verdict = "fits" if st.fits else "does NOT fit"
+        lines.append(f"  total {_size(st.total_bytes)} of {_size(st.usable_bytes)} usable: {verdict}")
+        if st.knob:
+            lines.append(f"  first knob: {st.knob}")
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 80) -> str:
+    import textwrap
+
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=indent)) if len(line) > width else line

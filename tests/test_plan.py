@@ -1,0 +1,169 @@
+"""`rmsd plan`: exact weights, gradients and AdamW bytes of built students, counts by part, LoRA, the printout.
+
+The activation estimate is measured against real training steps in benchmarks/bench_plan.py
+(benchmarks/results/plan.md); here only the parts that must be exact are checked exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from rmsd.cli import app
+from rmsd.config import load_recipe
+from rmsd.errors import RmsdError
+from rmsd.models.memory import architecture, lora_parameters
+from rmsd.models.processing import encode, load_student, to_model
+from rmsd.models.tiny import build_student
+from rmsd.plan import Settings, models_held, plan_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+Q3_4B = ROOT / "recipes" / "models" / "qwen3_vl_4b_instruct"
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("plan")
+    return {f: build_student(root / f, family=f) for f in ("qwen2_5_vl", "qwen3_vl")}
+
+
+def _settings(**changes) -> Settings:
+    base = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=40, response_tokens=20,
+                    sft_items=2, sft_samples=2, max_length=512, adv_enabled=True, adv_items=1, generations=2,
+                    completion=8, disc_rollouts=2, disc_mode="full", beta=0.0, visd=False, lora_r=None,
+                    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                    checkpointing=False)
+    return dataclasses.replace(base, **changes)
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@pytest.mark.parametrize("family,dtype", [("qwen2_5_vl", "float32"), ("qwen3_vl", "float32"), ("qwen3_vl", "bfloat16")])
+def test_weights_grads_and_adamw_states_are_the_bytes_torch_allocates(students, family, dtype):
+    path = students[family]
+    model, processor = load_student(path, dtype=dtype)
+    model.train()
+    clip = type("F", (), {"array": np.random.default_rng(0).integers(0, 255, (8, 84, 84, 3), dtype=np.uint8),
+                          "fps": 2.0})()
+    batch = to_model(encode(processor, ["What colour?"], [clip], responses=["<answer>(A)</answer>"]), model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model(**batch).loss.backward()
+    grads = _nbytes(p.grad for p in model.parameters() if p.grad is not None)
+    optimizer.step()
+    states = _nbytes(t for s in optimizer.state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq"))
+
+    (student,) = models_held("sft", architecture(path), _settings(dtype=dtype))
+    assert student.params == student.trainable == sum(p.numel() for p in model.parameters())
+    assert student.weight_bytes == _nbytes(model.parameters())
+    assert student.grad_bytes == grads  # every parameter gets a gradient (vision, DeepStack, text)
+    assert student.optimizer_bytes == states
+
+
+def test_counts_by_part_and_the_discriminators_copy(students):
+    from rmsd.train.discriminator import Discriminator
+
+    for family, path in students.items():
+        arch = architecture(path)
+        model, _ = load_student(path)
+        assert arch.vision_params == sum(p.numel() for p in model.model.visual.parameters())
+        assert arch.vision_params + arch.text_params + arch.head_params == arch.params, family
+        held = {m.role: m for m in models_held("adversarial", arch, _settings(beta=0.1, visd=True))}
+        disc = Discriminator.from_student(model)
+        assert held["discriminator"].params == sum(p.numel() for p in disc.parameters()), family
+        assert held["reference"].params == held["ema_teacher"].params == arch.params
+        assert held["reference"].trainable == held["ema_teacher"].trainable == 0
+
+
+def test_lora_counts_are_what_peft_adds_and_shrink_what_trains(students):
+    peft = pytest.importorskip("peft")
+    targets = ("q_proj", "v_proj", "down_proj")
+    for family, path in students.items():
+        model, _ = load_student(path)
+        regex = rf".*language_model.*\.({'|'.join(targets)})"
+        adapted = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=regex))
+        trainable, _ = adapted.get_nb_trainable_parameters()
+        arch = architecture(path)
+        assert lora_parameters(arch, 4, targets) == trainable, family
+        held = {m.role: m for m in models_held("adversarial", arch, _settings(lora_r=4, lora_targets=targets,
+                                                                              disc_mode="lora", beta=0.1, visd=True))}
+        assert held["student"].trainable == trainable and held["student"].params == arch.params + trainable
+        assert held["reference"].params == 0 and held["ema_teacher"].params == trainable  # adapters only
+        assert held["discriminator"].params == trainable + arch.hidden + 1  # adapter + head, no second backbone
+
+
+def test_the_published_qwen3_vl_4b_config_builds_on_meta():
+    arch = architecture(Q3_4B)
+    assert arch.family == "qwen3_vl" and arch.params == 4_437_815_808
+    assert (arch.hidden, arch.layers, arch.q_dim, arch.kv_dim, arch.vision_depth) == (2560, 36, 4096, 1024, 24)
+    assert f"{arch.params:,}" in (Q3_4B / "README.md").read_text()
+
+
+def _recipe(tmp_path, **student) -> Path:
+    out = tmp_path / f"student-{student.get('family', 'default')}"
+    data = {"name": "p", "dataset": {"benchmark": "synthvid", "path": str(tmp_path / "data"), "num_frames": 8},
+            "student": {"build": "tiny", "build_out": str(out), **student},
+            "distill": {"sft": {"batch_size": 2, "samples_per_item": 2},
+                        "adversarial": {"enabled": True, "batch_size": 1, "num_generations": 2, "beta": 0.05,
+                                        "visd": {"enabled": True}}}}
+    path = tmp_path / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plan_prints_each_stages_models_in_80_columns_and_a_knob_when_it_does_not_fit(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", "--recipe", str(_recipe(tmp_path, family="qwen3_vl")), "--frame-side", "84"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()  # stderr has the student build's progress bars
+    assert max(len(line) for line in lines) <= 80
+    assert "qwen3_vl" in lines[0] and "stage sft" in result.stdout and "stage adversarial" in result.stdout
+    for role in ("student", "discriminator", "reference", "ema_teacher"):
+        assert any(line.split()[:1] == [role] for line in lines), role
+    assert result.stdout.count(": fits") == 2 and "first knob" not in result.stdout
+
+    small = runner.invoke(app, ["plan", "--recipe", str(_recipe(tmp_path)), "--gpu-memory", "0.05",
+                                "--frame-side", "84"])
+    assert small.exit_code == 0 and "does NOT fit" in small.stdout and "first knob:" in small.stdout
+
+
+def test_checkpointing_is_assumed_on_as_the_stages_run_it_and_a_knob_brings_a_stage_under_the_gpu(tmp_path):
+    from rmsd.plan import stage_plan
+    from rmsd.train.adversarial_trainer import AdversarialConfig
+    from rmsd.train.sft_trainer import MultiSampleSFTConfig
+
+    # rmsd's stage configs inherit TRL's default; the planner assumes what they run
+    common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none")
+    assert MultiSampleSFTConfig(**common).gradient_checkpointing is True
+    assert AdversarialConfig(**common, num_generations=2, per_device_train_batch_size=2).gradient_checkpointing
+    recipe = load_recipe(_recipe(tmp_path))
+    plan = plan_recipe(recipe, gpu_memory_gib=0.05, side=84)
+    sft = plan.stages[0]
+    assert plan.settings.checkpointing and not sft.fits and sft.knob is not None
+    arch = architecture(recipe.path_of(recipe.student.build_out))
+    full = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=False), sft.usable_bytes)
+    assert full.activation_bytes > sft.activation_bytes
+    # the knob it names, applied, fits
+    fitted = plan_recipe(recipe, gpu_memory_gib=0.05, side=84, what_if={"lora_r": 16, "sft_items": 1})
+    assert fitted.stages[0].total_bytes < sft.total_bytes
+
+
+def test_plan_mistakes_are_one_line_errors(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path))
+    with pytest.raises(RmsdError, match="zero"):
+        plan_recipe(recipe, zero=1)
+    path = tmp_path / "real.yaml"
+    data = yaml.safe_load(_recipe(tmp_path).read_text())
+    data["student"] = {"path": str(tmp_path / "not-downloaded")}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RmsdError, match="--config"):
+        plan_recipe(load_recipe(path))
+    assert plan_recipe(load_recipe(path), config=Q3_4B).family == "qwen3_vl"
