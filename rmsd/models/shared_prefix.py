@@ -215,12 +215,12 @@ def plan_split(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_targ
 def rope_positions(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    mm_token_type_ids: torch.Tensor | None, vision: dict[str, torch.Tensor]) -> torch.Tensor:
     """[3, M, L] positions the model itself gives the naive rows (3-D RoPE with vision, else 0..L-1)."""
-    base = _unwrap(model).model
-    grids = {k: vision[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in vision}
-    if grids and hasattr(base, "get_rope_index"):
-        positions, _ = base.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
-                                           attention_mask=attention_mask, **grids)
-        return positions
+    from rmsd.models.family import rope_index
+
+    if any(k in vision for k in ("image_grid_thw", "video_grid_thw")):
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": mm_token_type_ids,
+                 **vision}
+        return rope_index(_unwrap(model), batch)[0]
     width = input_ids.size(1)
     return torch.arange(width, device=input_ids.device).view(1, 1, -1).expand(3, input_ids.size(0), -1)
 

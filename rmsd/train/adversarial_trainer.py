@@ -171,7 +171,8 @@ class AdversarialTrainer(GRPOTrainer):
 
     def rollout_scorer(self) -> RolloutScorer:
         """What the VISD signal may use of this trainer."""
-        return RolloutScorer(items=self.items, processor=self.processing_class, system=self.inputs.system,
+        return RolloutScorer(items=self.items, processor=self.processing_class,
+                             config=self.accelerator.unwrap_model(self.model).config, system=self.inputs.system,
                              token_types=self.token_types, logps=self.completion_logps, policy=self.model,
                              step=self.state.global_step, log=self.log_metric)
 

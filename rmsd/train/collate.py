@@ -29,6 +29,7 @@ import torch
 from rmsd.data.items import Item
 from rmsd.data.video import load_media
 from rmsd.errors import RmsdError
+from rmsd.models.family import family_of, select_encoder_outputs
 
 # Keys of a batch that carry one value per sequence (dim 0) and one per token (dim 1).
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids")
@@ -199,8 +200,9 @@ def vision_kwargs(model: Any, rows: list[dict[str, torch.Tensor]], keys: list[Ha
             raise ValueError(f"vision_kwargs takes one {kind} per row")
         features = getattr(model, method)(torch.cat([r[pixels] for _, r in distinct]),
                                           torch.cat([r[grid] for _, r in distinct]), return_dict=True)
-        by_key = dict(zip([key for key, _ in distinct], features.pooler_output, strict=True))
-        features.pooler_output = [by_key[key] for key, row in zip(keys, rows, strict=True) if pixels in row]
-        encoded[kind] = features
+        position = {key: n for n, (key, _) in enumerate(distinct)}
+        order = [position[key] for key, row in zip(keys, rows, strict=True) if pixels in row]
+        # every per-clip field follows the rows (Qwen3-VL's DeepStack features too, not only pooler_output)
+        encoded[kind] = select_encoder_outputs(features, order, family_of(model))
     out["mm_encoder_outputs"] = encoded
     return out

@@ -43,16 +43,12 @@ def encode_prompts(processor: Any, items: Mapping[str, Item], item_ids: list[str
 
 
 def token_types_of(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Qwen's mm_token_type_ids for a model config: 1 on image placeholders, 2 on video placeholders, else 0."""
-    kinds = {getattr(config, "image_token_id", -1): 1, getattr(config, "video_token_id", -1): 2}
+    """mm_token_type_ids of any input ids for a model config (`rmsd.models.family.token_types`)."""
+    from functools import partial
 
-    def token_types(input_ids: torch.Tensor) -> torch.Tensor:
-        types = torch.zeros_like(input_ids)
-        for token_id, kind in kinds.items():
-            types[input_ids == token_id] = kind
-        return types
+    from rmsd.models.family import token_types
 
-    return token_types
+    return partial(token_types, config=config)
 
 
 def scored_forward(model: Any, unwrapped: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,

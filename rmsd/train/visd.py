@@ -36,6 +36,7 @@ import torch
 from rmsd.data.items import Item
 from rmsd.judge.base import DIMENSIONS, Judge, Verdict, check_template, feedback_prompt
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
+from rmsd.models.family import copy_vision_span
 from rmsd.train.ema import EMATeacher
 
 TEACHER_DIR = "visd_teacher"
@@ -46,7 +47,8 @@ class RolloutScorer:
     """What the signal needs of the trainer that holds it, and nothing of TRL's internals.
 
     items: the items the rollouts answer, by item_id. processor: the student's processor.
-    system: the student's system message. token_types: input ids -> mm_token_type_ids.
+    config: the student's model config (its vision token ids). system: the student's system
+    message. token_types: input ids -> mm_token_type_ids.
     logps(model, rollout, prompt_ids=None, prompt_mask=None) -> [B, T]: log-probs of the
         rollout's completion tokens under `model`, with the rollout's vision tensors, behind
         the given (left-padded) prompt or the rollout's own.
@@ -56,6 +58,7 @@ class RolloutScorer:
 
     items: Mapping[str, Item]
     processor: Any
+    config: Any
     system: str | None
     token_types: Callable[[torch.Tensor], torch.Tensor]
     logps: Callable[..., torch.Tensor]
@@ -200,8 +203,8 @@ def privileged_prompts(scorer: RolloutScorer, items: list[Item], prompts: list[s
             continue
         text = prompt_text(processor, prompt, video=bool(item.video), image=bool(item.image) and not item.video,
                            system=scorer.system)
-        rows.append(_expand_placeholders(tokenizer(text, add_special_tokens=False)["input_ids"], own,
-                                         scorer.token_types))
+        # the rollout's whole vision block (Qwen3-VL: timestamps and per-frame markers too), as its features expect
+        rows.append(copy_vision_span(tokenizer(text, add_special_tokens=False)["input_ids"], own, scorer.config))
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = torch.full((len(rows), width), pad, dtype=student_ids.dtype)
@@ -210,26 +213,3 @@ def privileged_prompts(scorer: RolloutScorer, items: list[Item], prompts: list[s
         ids[n, width - len(r):] = torch.tensor(r, dtype=student_ids.dtype)
         mask[n, width - len(r):] = 1
     return ids.to(student_ids.device), mask.to(student_mask.device)
-
-
-def _expand_placeholders(ids: list[int], student: list[int], token_types: Any) -> list[int]:
-    """Replace each run of vision placeholders in `ids` by the student's run of the same kind and length.
-
-    The processor expands one `<|video_pad|>` into grid/merge² copies; the chat template
-    emits one. Copying the student's count keeps the teacher's placeholders in step with
-    the vision features the rollout carries.
-    """
-    types = token_types(torch.tensor(student)).tolist()
-    runs: dict[int, list[int]] = {}
-    for token, kind in zip(student, types, strict=True):
-        if kind:
-            runs.setdefault(token, []).append(token)
-    out: list[int] = []
-    for token in ids:
-        if token in runs:
-            if out and out[-1] == token:
-                continue  # already expanded (a template that repeats the placeholder)
-            out.extend(runs[token])
-        else:
-            out.append(token)
-    return out

@@ -2,31 +2,28 @@
 
 A few real steps of each TRL trainer (multi-sample SFT with two samples per item, the
 adversarial stage with its discriminator, VISD with the EMA teacher and the privileged
-prompt) on synthvid clips; gradients are read just before each optimizer step. Qwen3-VL
-stages that do not run yet are strict xfails whose reason names the function in rmsd/train
-that needs a change and the helper of rmsd.models.family that provides it.
+prompt) on synthvid clips, built as `rmsd distill` builds them, with the shared-prefix
+forward on; gradients are read just before each optimizer step. For Qwen3-VL the DeepStack
+mergers must learn too, and the shared prefix must equal the naive forward.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from datasets import Dataset
 from transformers import TrainerCallback
 
 from rmsd.config import VISDConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.judge.rules import RuleJudge
-from rmsd.models.processing import load_student
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import adversarial_trainer, sft_trainer  # noqa: E402
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-DEEPSTACK = ("rmsd.train.collate.vision_kwargs shares one encoding per clip but re-indexes only pooler_output; "
-             "Qwen3-VL's deepstack_features keep one entry per distinct clip, so the DeepStack layers get fewer "
-             "rows than visual positions (use rmsd.models.family.select_encoder_outputs)")
-VISD_SPAN = ("rmsd.train.visd._expand_placeholders copies placeholder runs only; Qwen3-VL's clip is a block of "
-             "<t seconds><|vision_start|>pads<|vision_end|> per frame pair, so the privileged prompt has one "
-             "36-token run where get_rope_index expects four 9-token frames (use "
-             "rmsd.models.family.copy_vision_span)")
 
 
 def _matched(items) -> list[dict]:
@@ -82,49 +79,28 @@ def _assert_both_learn(probe: GradientProbe, family: str) -> None:
             assert sums["deepstack"] > 0, sums
 
 
-def _xfail_qwen3(reason: str):
-    return [pytest.param("qwen2_5_vl"), pytest.param("qwen3_vl", marks=pytest.mark.xfail(strict=True, reason=reason))]
-
-
-def _common(out) -> dict:
-    return dict(output_dir=str(out), max_steps=2, learning_rate=1e-3, logging_steps=1, save_steps=10,
-                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0)
-
-
-@pytest.mark.parametrize("family", _xfail_qwen3(DEEPSTACK))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_multi_sample_sft(envs, tmp_path, family):
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer, sft_rows
-
-    env = envs[family]
-    model, processor = load_student(env["student"])
     probe = GradientProbe()
-    args = MultiSampleSFTConfig(**_common(tmp_path), per_device_train_batch_size=2, max_length=256)
-    trainer = MultiSampleSFTTrainer(model, args, Dataset.from_list(sft_rows(env["matched"])), processor,
-                                    env["items"], callbacks=[probe])
+    trainer = sft_trainer(envs[family], tmp_path, max_steps=2, save_steps=10)
+    trainer.add_callback(probe)
     trainer.train()
     _assert_both_learn(probe, family)
 
 
 def _adversarial(env, out, probe, visd: dict | None = None):
-    from rmsd.train.adversarial_trainer import AdversarialConfig, AdversarialTrainer
-    from rmsd.train.discriminator import TeacherSamples
-
-    model, processor = load_student(env["student"])
-    teacher = TeacherSamples.from_matched(env["matched"])
-    args = AdversarialConfig(**_common(out), per_device_train_batch_size=4, num_generations=2,
-                             max_completion_length=10, disc_lr=1e-3,
-                             rewards={"discriminator": 1.0, "correctness": 1.0, "format": 0.5})
     signal = None
     if visd is not None:
         from rmsd.train.visd import StructuredSignal
 
-        signal = StructuredSignal.from_config(VISDConfig(enabled=True, **visd), RuleJudge(), model, total_steps=2)
-    dataset = Dataset.from_list([{"prompt": env["items"][i].prompt, "item_id": i} for i in teacher.texts])
-    return AdversarialTrainer(model, args, dataset, processor, env["items"], teacher_samples=teacher,
-                              benchmark=get_benchmark("synthvid"), callbacks=[probe], visd=signal)
+        def signal(model, cfg):
+            return StructuredSignal.from_config(VISDConfig(enabled=True, **visd), RuleJudge(), model, total_steps=2)
+    return adversarial_trainer(env, out, benchmark=get_benchmark("synthvid"), callbacks=[probe], visd=signal,
+                               max_completion_length=10, save_steps=10,
+                               reward_weights={"discriminator": 1.0, "correctness": 1.0, "format": 0.5})
 
 
-@pytest.mark.parametrize("family", _xfail_qwen3(DEEPSTACK))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_adversarial_stage_with_a_discriminator_from_the_text_backbone(envs, tmp_path, family):
     probe = GradientProbe()
     trainer = _adversarial(envs[family], tmp_path, probe)
@@ -134,7 +110,7 @@ def test_adversarial_stage_with_a_discriminator_from_the_text_backbone(envs, tmp
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, trainer.adversary.disc.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("family", _xfail_qwen3(f"{DEEPSTACK}; and {VISD_SPAN}"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_visd_with_ema_teacher_and_privileged_prompt(envs, tmp_path, family):
     probe = GradientProbe()
     trainer = _adversarial(envs[family], tmp_path, probe, visd={"lam": 0.5, "ema_decay": 0.5})
@@ -142,3 +118,39 @@ def test_visd_with_ema_teacher_and_privileged_prompt(envs, tmp_path, family):
     _assert_both_learn(probe, family)
     assert trainer.visd.teacher.num_updates == 2
     assert any(p is not None and "A reviewer checked" in p for p in trainer.visd.last_prompts)
+
+
+def test_qwen3_vl_shared_prefix_equals_the_naive_forward(envs):
+    """Qwen3-VL: timestamps inside the vision block, DeepStack features, its own 3-D positions."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from rmsd.models import shared_prefix
+    from rmsd.models.processing import load_student
+    from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
+    from rmsd.train.sft_trainer import sft_rows
+
+    env = envs["qwen3_vl"]
+    model, processor = load_student(env["student"])
+    add_fused_lm_head(model)
+    shared_prefix.enable(model)
+    model.train()
+    batch = MultiSampleCollator(processor, env["items"], max_length=512)(sft_rows(env["matched"], None, "matched"))
+    rows, keys = item_vision(batch), batch["item_index"].tolist()
+    ids, mask, labels, types = batch["input_ids"], batch["attention_mask"], batch["labels"], batch["mm_token_type_ids"]
+    outputs = []
+    for shared in (False, True):
+        model.zero_grad()
+        if shared:
+            split = shared_prefix.plan_split(ids, mask, (labels != -100).int().argmax(1) - 1, keys, types)
+            out = shared_prefix.shared_forward(model, ids, mask, labels, split, rows, types)
+            logps = out["log_probs"]
+        else:
+            logps = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, labels=labels,
+                          fused_lm_head=True, use_cache=False, **vision_kwargs(model, rows, keys)).log_probs
+        logps.sum().backward()
+        outputs.append((logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (naive, g_naive), (shared, g_shared) = outputs
+    assert (naive - shared).abs().max() <= 1e-5 and naive.abs().sum() > 0
+    assert g_naive.keys() == g_shared.keys() and any("deepstack" in n for n in g_naive)
+    for name, grad in g_naive.items():
+        assert float((g_shared[name] - grad).norm() / grad.norm().clamp(min=1e-12)) <= 1e-4, name
