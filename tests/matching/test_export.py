@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -256,6 +257,33 @@ def test_image_items_get_image_tags_and_an_images_column(tmp_path):
     export_matched(image_items(tmp_path), folder, "trl", tmp_path / "trl")
     (trl,) = read_jsonl(tmp_path / "trl" / "train.jsonl")
     assert trl["messages"][0]["content"][0] == {"type": "image"} and "videos" not in trl
+
+
+def test_trls_sfttrainer_trains_on_an_image_export_as_written(tmp_path):
+    """TRL's stock vision collator reads `images` paths and the typed messages: two real steps."""
+    import torch
+    from datasets import load_dataset
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    from rmsd.models.tiny import build_student
+
+    torch.set_num_threads(1)
+    items = image_items(tmp_path)
+    Image.new("RGB", (56, 56), (200, 30, 30)).save(items[0].image)
+    folder = write_matched(tmp_path / "matched", [matched_row("m0", "a", 1.0), matched_row("m1", "a", 1.0),
+                                                  matched_row("m1", "b", 0.5, index=1)])
+    export_matched(items, folder, "trl", tmp_path / "trl", system="Be exact.")
+    ds = load_dataset("json", data_files=str(tmp_path / "trl" / "train.jsonl"), split="train")
+    student = build_student(tmp_path / "student")
+    model, processor = AutoModelForImageTextToText.from_pretrained(student), AutoProcessor.from_pretrained(student)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                     use_cpu=True, learning_rate=1e-2, gradient_checkpointing=False, save_strategy="no")
+    result = SFTTrainer(model=model, processing_class=processor, train_dataset=ds, args=args).train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize(("setup", "says"), [
