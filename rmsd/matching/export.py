@@ -37,10 +37,11 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
@@ -200,6 +201,9 @@ def export_matched(items: list[Item], matched: str | Path, fmt: str, out: str | 
     # and images gives every row both lists (empty where an item has none)
     kinds = [k for k in ("videos", "images") if any(k in _media(t.item) for g in groups for t in g)]
     build = ROW_BUILDERS[fmt]
+    if fmt != "trl":  # a prompt that already holds a media tag fails here, before anything is written
+        for group in groups:
+            _tagged_prompt(group[0].item, _media(group[0].item))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_rows = 0
@@ -207,7 +211,7 @@ def export_matched(items: list[Item], matched: str | Path, fmt: str, out: str | 
         for group in groups:
             total = sum(t.weight for t in group)
             for target, n in zip(group, repeats([t.weight for t in group], r), strict=True):
-                row = {**build(target, system or None)}
+                row = build(target, system or None)
                 row.update({k: row.get(k, []) for k in kinds})
                 line = json.dumps(row, ensure_ascii=False) + "\n"
                 data.write(line * n)
@@ -226,22 +230,17 @@ def export_matched(items: list[Item], matched: str | Path, fmt: str, out: str | 
     return manifest
 
 
-class _atomic:
+@contextmanager
+def _atomic(path: Path) -> Iterator[TextIO]:
     """A text file written to NAME.partial and renamed on success: a killed export never leaves half a file."""
-
-    def __init__(self, path: Path):
-        self.path, self.partial = path, path.with_name(path.name + ".partial")
-
-    def __enter__(self):
-        self.file = self.partial.open("w")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("w") as f:
+            yield f
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -286,6 +286,16 @@ def test_trls_sfttrainer_trains_on_an_image_export_as_written(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_a_prompt_holding_a_media_tag_is_refused_before_anything_is_written(tmp_path):
+    items = image_items(tmp_path)
+    items[0].prompt = "Compare <image> with the figure."
+    folder = write_matched(tmp_path / "matched", [matched_row("m0", "a", 1.0)])
+    with pytest.raises(RmsdError, match="already contains '<image>'.*--format trl"):
+        export_matched(items, folder, "llamafactory", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert export_matched(items, folder, "trl", tmp_path / "trl")["rows"] == 1  # typed blocks: no tags to confuse
+
+
 @pytest.mark.parametrize(("setup", "says"), [
     (lambda p: p.mkdir(), "no matched dataset there (no matched.jsonl)"),
     (lambda p: write_matched(p, [{"item_id": "m0", "text": "x"}]), "not a matched dataset"),
