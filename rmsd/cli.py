@@ -130,14 +130,24 @@ def sample_merge(
     typer.echo(f"merged {n} records into {out}")
 
 
-@app.command()
+match_app = typer.Typer(cls=_Group, help="Weight every teacher sample by quality (rmsd match --recipe R --samples S); "
+                        "`rmsd match export` writes the weighted targets for TRL, ms-swift or LLaMA-Factory.")
+app.add_typer(match_app, name="match")
+
+
+@match_app.callback(invoke_without_command=True)
 def match(
-    recipe: Path = RECIPE,
-    samples: Path = typer.Option(..., "--samples", help="sample store written by rmsd sample"),
+    ctx: typer.Context,
+    recipe: Path = typer.Option(None, "--recipe", "-r", help="recipe YAML (recipes/<benchmark>/*.yaml)"),
+    samples: Path = typer.Option(None, "--samples", help="sample store written by rmsd sample"),
     out: Path = typer.Option(None, "--out", help="matched dataset folder (default: the recipe's matching.out)"),
     overrides: list[str] = SET,
 ) -> None:
     """Weight every teacher sample by quality (correctness or Dawid–Skene consensus; uniform for open-ended)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if recipe is None or samples is None:
+        raise RmsdError("--recipe and --samples are required: rmsd match --recipe R --samples runs/<name>/samples")
     from rmsd.pipeline import match_recipe
 
     r = _recipe(recipe, overrides)
@@ -145,6 +155,30 @@ def match(
     typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; "
                f"{stats['items_without_usable_sample']} items have no usable sample; "
                f"wrote {out or r.path_of(r.matching.out)}")
+
+
+@match_app.command("export")
+def match_export(
+    recipe: Path = RECIPE,
+    matched: Path = typer.Option(..., "--matched", help="matched dataset written by rmsd match"),
+    fmt: str = typer.Option(..., "--format", help="trl | swift | llamafactory | sharegpt"),
+    out: Path = typer.Option(..., "--out", help="folder for train.jsonl, weights.jsonl, export.json"),
+    system: str = typer.Option(None, "--system", help='system message of every row (default: the recipe\'s '
+                               'student.system_prompt; "" for none)'),
+    rows_per_item: int = typer.Option(None, "--rows-per-item", min=1, help="R: rows an item gets, shared by "
+                                      "weight (default: the most kept samples of any item; 1 = ignore weights)"),
+    overrides: list[str] = SET,
+) -> None:
+    """Write the kept, weighted samples as TRL / ms-swift / LLaMA-Factory / ShareGPT conversations."""
+    from rmsd.matching.export import check_format, export_matched
+    from rmsd.pipeline import load_recipe_items
+
+    check_format(fmt)  # before loading a dataset
+    r = _recipe(recipe, overrides)
+    done = export_matched(load_recipe_items(r), matched, fmt, out,
+                          system=r.student.system_prompt if system is None else system, rows_per_item=rows_per_item)
+    typer.echo(f"exported {done['samples']} samples of {done['items']} items as {done['rows']} rows "
+               f"(up to {done['rows_per_item']} per item, by weight) in {fmt} format to {out}")
 
 
 @app.command()
