@@ -107,10 +107,10 @@ def setup(root: Path, n_items: int) -> dict[str, Any]:
 def quickstart_data(env: dict[str, Any]) -> None:
     """The quickstart's own matched targets (embedded recipe, simulated pool, label-free matching) and items."""
     from rmsd.data.synthvid import generate
+    from rmsd.matching.matcher import read_matched
     from rmsd.pipeline import load_recipe_items, match_recipe
     from rmsd.quickstart import quickstart_recipe
     from rmsd.sampling.runner import sample_recipe
-    from rmsd.train.distill import read_matched
 
     recipe = quickstart_recipe(env["root"] / "qs")
     generate(recipe.dataset.path, n=400, seed=0)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "plan.md"
+CHECKPOINTING = False  # the recipe default (student.gradient_checkpointing)
 
 
 def _rss_kib(field: str) -> int:
@@ -55,15 +56,30 @@ def _warm_up(work: Path) -> None:
     from rmsd.data.synthvid import generate
     from rmsd.models.processing import load_student
     from rmsd.models.tiny import build_student
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer
+    from rmsd.train.sft_trainer import MultiSampleSFTTrainer
 
     generate(work / "data", n=2, seed=1)
     data = {it.item_id: it for it in load_items(work / "data", split="train")[:1]}
     model, processor = load_student(build_student(work / "student"))
     rows = [{"item_id": i, "texts": ["<answer>(A)</answer>"], "weights": [1.0]} for i in data]
-    args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=1, per_device_train_batch_size=1,
-                                save_strategy="no", use_cpu=True, bf16=False, report_to="none", disable_tqdm=True)
-    MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, data).train()
+    MultiSampleSFTTrainer(model, _args(work / "out", 1, 1, False), Dataset.from_list(rows), processor, data,
+                          inputs=_inputs()).train()
+
+
+def _args(out: Path, steps: int, items: int, checkpointing: bool):
+    """The TRL config `rmsd distill` builds for these settings (recipe stage model -> rmsd.train.trl_args)."""
+    from rmsd.config import SFTStageConfig
+    from rmsd.train.trl_args import RunSettings, sft_config
+
+    stage = SFTStageConfig(max_steps=steps, batch_size=items, lr=1e-4, logging_steps=1, max_length=1024, seed=0)
+    run = RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=checkpointing)
+    return sft_config(stage, run, save_strategy="no")
+
+
+def _inputs():
+    from rmsd.train.collate import StudentInputs
+
+    return StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=True)
 
 
 def child(family: str, preset: str, items: int, samples: int, steps: int, work: Path) -> dict:
@@ -78,15 +94,11 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     from rmsd.models.tiny import build_student
     from rmsd.plan import GIB, Settings, stage_plan
     from rmsd.train.collate import MultiSampleCollator
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig, MultiSampleSFTTrainer
+    from rmsd.train.sft_trainer import MultiSampleSFTTrainer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     _warm_up(work / "warm")  # imports, threads and first-step buffers of the trainer are not the student's
-    if family == "qwen3_vl" and samples > 1:
-        # Multi-sample SFT on Qwen3-VL fails today (collate.vision_kwargs and DeepStack, see
-        # tests/train/test_student_families.py): the same number of sequences, one per item.
-        items, samples = items * samples, 1
     generate(work / "data", n=items * 2, seed=0)
     data = {it.item_id: it for it in load_items(work / "data", split="train")[:items]}
     path = build_student(work / "student", size=preset, family=family)
@@ -96,16 +108,15 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     _, processor = load_student(path)
     batch = MultiSampleCollator(processor, data, num_frames=8, max_length=1024)(rows)
     width, vis = batch["input_ids"].shape[1], int((batch["mm_token_type_ids"][0] == 2).sum())
+    prompt = int((batch["labels"][0] != -100).int().argmax())  # tokens before the first target
     del processor
     _release()
     baseline = _rss_kib("VmRSS") * 1024
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
 
     model, processor = load_student(path)
-    args = MultiSampleSFTConfig(output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=items,
-                                learning_rate=1e-4, logging_steps=1, save_strategy="no", use_cpu=True, bf16=False,
-                                report_to="none", disable_tqdm=True, max_length=1024, seed=0)
-    trainer = MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, data)
+    trainer = MultiSampleSFTTrainer(model, _args(work / "out", steps, items, CHECKPOINTING), Dataset.from_list(rows),
+                                    processor, data, inputs=_inputs())
     grads: dict[str, int] = {}
 
     def keep_grads(_module, _inputs=None):  # read .grad before the trainer zeroes it
@@ -125,11 +136,11 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
                for k, t in st.items() if k in ("exp_avg", "exp_avg_sq"))
 
     arch = architecture(path)
-    settings = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=width - vis,
-                        response_tokens=0, sft_items=items, sft_samples=samples, max_length=width,
+    settings = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=prompt - vis,
+                        response_tokens=width - prompt, sft_items=items, sft_samples=samples, max_length=width,
                         adv_enabled=False, adv_items=1, generations=2, completion=1, disc_rollouts=1,
                         disc_mode="full", beta=0.0, visd=False, lora_r=None, lora_targets=(),
-                        checkpointing=args.gradient_checkpointing)
+                        checkpointing=CHECKPOINTING, shared_prefix=True)
     plan = stage_plan("sft", arch, settings, usable=1 << 62, suggest=False)
     student = plan.models[0]
     return {"family": family, "preset": preset, "params": arch.params, "rows": plan.rows, "width": width,
@@ -151,11 +162,10 @@ def write(results: list[dict], command: str, load: str) -> str:
              "Each row: a fresh process runs one warm-up step of a throwaway tiny student (imports, threads and"
              " one-off buffers of a trainer step), frees it, collates one batch (synthvid clips, 8 frames of 84 px,"
              " K teacher samples per item), reads its resident set size and resets the peak, then loads the"
-             " student and runs real `MultiSampleSFTTrainer` steps (gradient checkpointing on: TRL's default,"
-             " which rmsd's stages inherit); *measured* is the peak resident set (VmHWM) above that baseline."
-             " Weights, gradients and AdamW states are compared with torch's own byte counts."
-             " Qwen3-VL rows use one sample per item (as many sequences, each item its own clip): multi-sample"
-             " SFT does not run on Qwen3-VL yet (tests/train/test_student_families.py).", "",
+             " student and runs real `MultiSampleSFTTrainer` steps as `rmsd distill` builds them (the recipe"
+             " defaults: no gradient checkpointing, the shared-prefix forward); *measured* is the peak resident"
+             " set (VmHWM) above that baseline. Weights, gradients and AdamW states are compared with torch's"
+             " own byte counts.", "",
              "| student | params | sequences x tokens | weights plan / torch MiB | grads plan / torch MiB "
              "| AdamW plan / torch MiB | peak phase beyond the grads, plan MiB | total plan MiB | measured MiB "
              "| plan / measured |",

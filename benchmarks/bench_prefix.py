@@ -176,11 +176,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory probes")
+    for axis in ("P", "R", "K"):
+        parser.add_argument(f"--{axis}", type=int, nargs="+", default=None, help=f"only these {axis} values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from rmsd.models.tiny import build_student
 
-    grid = QUICK if args.quick else FULL
+    grid = {axis: getattr(args, axis) or values for axis, values in (QUICK if args.quick else FULL).items()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         student = build_student(Path(tmp) / "student", size="tiny", seed=0)

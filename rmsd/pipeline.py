@@ -103,7 +103,8 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     quiet_libraries()
     from accelerate import PartialState
 
-    from rmsd.train.distill import DistillContext, read_matched, run_stages
+    from rmsd.matching.matcher import read_matched
+    from rmsd.train.distill import DistillContext, run_stages
     from rmsd.train.model_card import run_info
 
     matched = read_matched(matched_dir)

@@ -18,10 +18,11 @@ Weights, gradients and optimizer states are exact; activations are an estimate (
 `rmsd.models.memory`; benchmarks/results/plan.md measures both on the CPU).
 
 Knobs the recipe does not have yet are read when present, with these defaults: student.lora
-(None: full fine-tuning; else r, target_modules), student.gradient_checkpointing (True: TRL's
-SFTConfig and GRPOConfig turn it on by default and rmsd's stage configs inherit that; the
-discriminator's backbone copy runs without it), distill.adversarial.discriminator_mode
+(None: full fine-tuning; else r, target_modules), distill.adversarial.discriminator_mode
 ("full": a copy of the text backbone; "lora": an adapter and head on the student's frozen base).
+student.gradient_checkpointing (the student and the discriminator alike) and
+distill.shared_prefix (an item's prompt runs once for its K samples / G rollouts, which
+hold gathered copies of its keys and values instead) are read as the stages run them.
 
     rmsd plan --recipe recipes/videomme/qwen3_vl_4b_rmsd.yaml --config recipes/models/qwen3_vl_4b_instruct
 """
@@ -78,6 +79,7 @@ class Settings:
     lora_r: int | None  # None: full fine-tuning
     lora_targets: tuple[str, ...]
     checkpointing: bool
+    shared_prefix: bool
     gpus: int = 1
     zero: int = 0  # DeepSpeed ZeRO stage over `gpus` (0: plain DDP replicas)
 
@@ -147,7 +149,7 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
         disc_mode=getattr(adv, "discriminator_mode", "full"), beta=adv.beta, visd=adv.visd.enabled,
         lora_r=getattr(lora, "r", 16) if lora is not None else None,
         lora_targets=tuple(getattr(lora, "target_modules", None) or DEFAULT_LORA_TARGETS),
-        checkpointing=bool(getattr(student, "gradient_checkpointing", True)),  # TRL's default, inherited
+        checkpointing=student.gradient_checkpointing, shared_prefix=recipe.distill.shared_prefix,
     )
 
 
@@ -199,23 +201,41 @@ def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld
     vis, patches = visual_tokens(arch, s.frames, h, w)
     grads = {m.role: m.grad_bytes for m in models}
     if stage == "sft":
-        seq = min(s.max_length, vis + s.prompt_tokens + s.response_tokens)
-        act = activation_bytes(arch, s.sft_items * s.sft_samples * seq, s.sft_items * patches, b, s.checkpointing)
-        # the collated batch carries each item's pixels once per sample, and the shared encoding concatenates
-        # them once more before the tower encodes each clip once
-        pixels = 2 * pixel_bytes(arch, s.sft_items * s.sft_samples, patches, b)
-        head = head_workspace_bytes(arch, s.sft_items * s.sft_samples * seq)
-        return {"student step": grads["student"] + act + pixels + head, "optimizer step": _adamw_step(models[0])}
-    rows = s.adv_items * s.generations
-    seq = vis + s.prompt_tokens + s.completion
-    student = activation_bytes(arch, rows * seq, s.adv_items * patches, b, s.checkpointing)
+        rows, prompt = s.sft_items * s.sft_samples, vis + s.prompt_tokens
+        reply = max(min(s.max_length, prompt + s.response_tokens) - prompt, 1)
+        act = _forward_bytes(arch, s, s.sft_items, rows, prompt, reply, patches, b)
+        # the collated batch carries each item's pixels once, and the forward concatenates them once more
+        pixels = 2 * pixel_bytes(arch, s.sft_items, patches, b)
+        return {"student step": grads["student"] + act + pixels, "optimizer step": _adamw_step(models[0])}
+    rows, prompt = s.adv_items * s.generations, vis + s.prompt_tokens
+    student = _forward_bytes(arch, s, s.adv_items, rows, prompt, s.completion, patches, b)
     # D reads text only; each item's prompt once, then its teacher sample and trained rollouts
     disc_tokens = s.adv_items * (s.prompt_tokens + (1 + s.disc_rollouts) * s.completion)
-    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=False, with_vision=False)
+    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=s.checkpointing, with_vision=False)
     pixels = pixel_bytes(arch, s.adv_items, patches, b)  # one vision dict per item, shared by its G rollouts
-    student += head_workspace_bytes(arch, rows * seq)
     return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
-            "generation": kv_cache_bytes(arch, rows * seq, b) + pixels, "optimizer step": _adamw_step(models[0])}
+            "generation": kv_cache_bytes(arch, rows * (prompt + s.completion), b) + pixels,
+            "optimizer step": _adamw_step(models[0])}
+
+
+def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, prompt: int, reply: int, patches: int,
+                   b: int) -> int:
+    """What one forward + backward of `rows` (prompt + reply) sequences keeps, `items` distinct prompts.
+
+    Naive: every row is a whole sequence. Shared prefix: each prompt once, each row's reply (and
+    the prompt's last token) attending to the prompt's keys and values, gathered per row and kept
+    for the backward (2 x kv x layers per prompt token per row); under checkpointing only the
+    layer being recomputed holds its gathered copies, but every layer's recorded prompt keys stay.
+    """
+    if not s.shared_prefix or rows == items:
+        tokens = rows * (prompt + reply)
+        return activation_bytes(arch, tokens, items * patches, b, s.checkpointing) + head_workspace_bytes(arch, tokens)
+    tokens = items * prompt + rows * (reply + 1)
+    act = activation_bytes(arch, tokens, items * patches, b, s.checkpointing)
+    gathered = 2 * arch.kv_dim * rows * prompt * b  # one layer's gathered keys + values
+    recorded = 2 * arch.kv_dim * items * prompt * b * arch.layers
+    act += (gathered + recorded) if s.checkpointing else gathered * arch.layers
+    return act + head_workspace_bytes(arch, rows * (reply + 1))
 
 
 def _adamw_step(model: ModelHeld) -> int:

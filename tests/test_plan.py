@@ -39,7 +39,7 @@ def _settings(**changes) -> Settings:
                     sft_items=2, sft_samples=2, max_length=512, adv_enabled=True, adv_items=1, generations=2,
                     completion=8, disc_rollouts=2, disc_mode="full", beta=0.0, visd=False, lora_r=None,
                     lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                    checkpointing=False)
+                    checkpointing=False, shared_prefix=True)
     return dataclasses.replace(base, **changes)
 
 
@@ -135,22 +135,23 @@ def test_plan_prints_each_stages_models_in_80_columns_and_a_knob_when_it_does_no
     assert small.exit_code == 0 and "does NOT fit" in small.stdout and "first knob:" in small.stdout
 
 
-def test_checkpointing_is_assumed_on_as_the_stages_run_it_and_a_knob_brings_a_stage_under_the_gpu(tmp_path):
+def test_checkpointing_and_the_shared_prefix_are_planned_as_the_stages_run_them(tmp_path):
     from rmsd.plan import stage_plan
-    from rmsd.train.adversarial_trainer import AdversarialConfig
-    from rmsd.train.sft_trainer import MultiSampleSFTConfig
+    from rmsd.train.trl_args import RunSettings, sft_config
 
-    # rmsd's stage configs inherit TRL's default; the planner assumes what they run
-    common = dict(output_dir=str(tmp_path / "o"), use_cpu=True, bf16=False, report_to="none")
-    assert MultiSampleSFTConfig(**common).gradient_checkpointing is True
-    assert AdversarialConfig(**common, num_generations=2, per_device_train_batch_size=2).gradient_checkpointing
     recipe = load_recipe(_recipe(tmp_path))
+    run = RunSettings(output_dir=tmp_path / "o", device="cpu", dtype="float32", report_to=[],
+                      gradient_checkpointing=recipe.student.gradient_checkpointing)
+    assert sft_config(recipe.distill.sft, run).activation_checkpointing is False  # the recipe's default, not TRL's
     plan = plan_recipe(recipe, gpu_memory_gib=0.05, side=84)
     sft = plan.stages[0]
-    assert plan.settings.checkpointing and not sft.fits and sft.knob is not None
+    assert not plan.settings.checkpointing and plan.settings.shared_prefix and not sft.fits
+    assert sft.knob is not None
     arch = architecture(recipe.path_of(recipe.student.build_out))
-    full = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=False), sft.usable_bytes)
-    assert full.activation_bytes > sft.activation_bytes
+    checkpointed = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=True), sft.usable_bytes)
+    assert checkpointed.activation_bytes < sft.activation_bytes
+    naive = stage_plan("sft", arch, dataclasses.replace(plan.settings, shared_prefix=False), sft.usable_bytes)
+    assert naive.activation_bytes > sft.activation_bytes  # K whole sequences keep more than one prompt + K replies
     # the knob it names, applied, fits
     fitted = plan_recipe(recipe, gpu_memory_gib=0.05, side=84, what_if={"lora_r": 16, "sft_items": 1})
     assert fitted.stages[0].total_bytes < sft.total_bytes

@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.matching.matcher import matched_file, read_matched
 
 FORMATS = ("trl", "swift", "llamafactory", "sharegpt")
 DATA_FILE = "train.jsonl"
@@ -69,24 +70,8 @@ class Target:
 
 # ----------------------------------------------------------------------------- reading
 def read_matched_rows(matched: str | Path) -> tuple[Path, list[dict[str, Any]]]:
-    """(file, rows) of `rmsd match`'s output: `DIR/matched.jsonl`, or a JSONL file named directly."""
-    path = Path(matched)
-    file = path / "matched.jsonl" if path.is_dir() else path
-    if not file.is_file():
-        raise RmsdError(f"{path}: no matched dataset there (no matched.jsonl); run `rmsd match --recipe ...` first")
-    rows = []
-    with file.open() as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): re-run `rmsd match`") from None
-    missing = sorted({"item_id", "teacher", "text", "weight", "kept"} - set(rows[0])) if rows else []
-    if not rows or missing or not all(isinstance(r, dict) for r in rows):
-        raise RmsdError(f"{file}: not a matched dataset (empty, or rows lack {missing or 'fields'}): "
-                        "re-run `rmsd match`")
-    return file, rows
+    """(file, rows) of `rmsd match`'s output (`rmsd.matching.matcher.read_matched`)."""
+    return matched_file(matched), read_matched(matched)
 
 
 def select_targets(rows: list[dict[str, Any]], items: list[Item]) -> list[list[Target]]:

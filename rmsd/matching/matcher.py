@@ -148,6 +148,32 @@ def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: A
     return pool.rows, _statistics(pool, items, cfg, consensus_info, reliability)
 
 
+def matched_file(matched: str | Path) -> Path:
+    """`DIR/matched.jsonl` of a matched-dataset folder, or a JSONL file named directly."""
+    path = Path(matched)
+    return path / "matched.jsonl" if path.is_dir() else path
+
+
+def read_matched(matched: str | Path) -> list[dict[str, Any]]:
+    """The rows `write_matched` wrote (one per sample); one-line errors for anything else."""
+    file = matched_file(matched)
+    if not file.is_file():
+        raise RmsdError(f"{matched}: no matched dataset there (no matched.jsonl); run `rmsd match --recipe ...` first")
+    rows = []
+    with file.open() as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): re-run `rmsd match`") from None
+    missing = sorted({"item_id", "teacher", "text", "weight", "kept"} - set(rows[0])) if rows else []
+    if not rows or missing or not all(isinstance(r, dict) for r in rows):
+        raise RmsdError(f"{file}: not a matched dataset (empty, or rows lack {missing or 'fields'}): "
+                        "re-run `rmsd match`")
+    return rows
+
+
 def write_matched(rows: list[dict[str, Any]], out_dir: str | Path, stats: dict[str, Any] | None = None) -> Path:
     """Write `out_dir/matched.jsonl` (one row per sample, the same keys in every row, so
     `datasets.load_dataset("json", data_files=...)` reads it); with `stats`, also the report

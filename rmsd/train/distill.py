@@ -212,24 +212,3 @@ def _structured_signal(cfg: AdversarialStageConfig, ctx: DistillContext, model: 
             raise RmsdError("visd.judge=llm needs visd.judge_teacher: the name of a teacher in the recipe's pool")
         judge = LLMJudge.from_pool(ctx.pool, v.judge_teacher, cache_path=out / "judge_cache.jsonl")
     return StructuredSignal.from_config(v, judge, model, total_steps=cfg.max_steps)
-
-
-def read_matched(matched_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of `rmsd match`'s output (`DIR/matched.jsonl`, or a JSONL file named directly)."""
-    path = Path(matched_dir)
-    file = path / "matched.jsonl" if path.is_dir() else path
-    if not file.is_file():
-        raise RmsdError(f"{path}: no matched dataset there; run `rmsd match --recipe ...` first")
-    rows = []
-    with file.open() as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): re-run `rmsd match`") from None
-    missing = {"item_id", "text", "weight", "kept"} - set(rows[0]) if rows else set()
-    if not rows or missing:
-        raise RmsdError(f"{file}: not a matched dataset (empty, or rows lack {sorted(missing)}): re-run `rmsd match`")
-    return rows
