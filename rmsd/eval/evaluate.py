@@ -19,17 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.data.items import Item
-
-
-def _media(item: Item, num_frames: int, max_side: int | None) -> tuple[Any, Any]:
-    """(frames, image) for one item; exactly one is set for video/image benchmarks."""
-    from rmsd.data.video import load_frames, load_image
-
-    if item.video:
-        return load_frames(item.video, num_frames=num_frames, max_side=max_side), None
-    if item.image:
-        return None, load_image(item.image, max_side=max_side)
-    return None, None
+from rmsd.data.video import load_media
 
 
 def predict(
@@ -49,7 +39,7 @@ def predict(
     texts: list[str] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        media = [_media(it, num_frames, max_side) for it in batch]
+        media = [load_media(it, num_frames, max_side) for it in batch]
         frames = [m[0] for m in media]
         images = [m[1] for m in media] if any(m[1] is not None for m in media) else None
         outs = generate(model, processor, [it.prompt for it in batch], frames, images=images,
@@ -117,21 +107,30 @@ def evaluate(
             f.write(json.dumps(row) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if show:
-        print_results(results)
+        print_results(results, out)
     return results
 
 
-def print_results(results: dict[str, Any]) -> None:
-    """A rich table: overall, then every breakdown the benchmark reports."""
+def print_results(results: dict[str, Any], out: str | Path | None = None) -> None:
+    """A table that fits 80 columns (overall, then every breakdown, with item counts and the metric of
+    task-type rows), the model above it and where predictions and results went below it."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{results['benchmark']} — {results['model']} ({results['n_items']} items, {results['extraction']})")
-    table.add_column("group")
-    table.add_column("value")
-    table.add_column("accuracy", justify="right")
-    table.add_row("overall", "", f"{results['overall']:.3f}")
+    from rmsd.data.items import METRIC_OF_TASK
+
+    console = Console(width=min(Console().width, 80))
+    console.print(f"model: {results['model']}")
+    table = Table(title=f"{results['benchmark']}: {results['n_items']} items, {results['extraction']} extraction")
+    for name, justify in (("group", "left"), ("value", "left"), ("metric", "left"), ("items", "right"),
+                          ("score", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    table.add_row("overall", "", "mean", str(results["n_items"]), f"{results['overall']:.3f}")
+    counts = results.get("counts", {})
     for group, values in results.get("breakdowns", {}).items():
-        for value, acc in values.items():
-            table.add_row(group, str(value), f"{acc:.3f}")
-    Console().print(table)
+        for value, score in values.items():
+            metric = METRIC_OF_TASK.get(value, "score") if group == "task_type" else "mean"
+            table.add_row(group, str(value), metric, str(counts.get(group, {}).get(value, "")), f"{score:.3f}")
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {Path(out) / 'predictions.jsonl'} and {Path(out) / 'results.json'}")

@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
+from rmsd.data.items import METRIC_OF_TASK
+
 CARD = "README.md"
 RESULTS_HEADING = "## Evaluation"
-METRICS = {"mcq": "accuracy", "numeric": "accuracy", "grounding": "tIoU", "open": "ROUGE-L"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def results_table(results: dict[str, Any]) -> str:
     counts = results.get("counts", {}).get("task_type", {})
     rows = ["| task type | metric | items | score |", "|---|---|---:|---:|"]
     for task, score in sorted(results.get("breakdowns", {}).get("task_type", {}).items()):
-        rows.append(f"| {task} | {METRICS.get(task, 'score')} | {counts.get(task, '')} | {score:.3f} |")
+        rows.append(f"| {task} | {METRIC_OF_TASK.get(task, 'score')} | {counts.get(task, '')} | {score:.3f} |")
     rows.append(f"| **overall** | mean of item scores | {results.get('n', '')} | {results['overall']:.3f} |")
     return "\n".join(rows)
 

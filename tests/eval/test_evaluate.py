@@ -8,6 +8,7 @@ results against the mean of those rows, and batched greedy decoding against one 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -204,3 +205,18 @@ def test_a_qwen3_vl_student_is_evaluated_by_the_same_path(synthvid, tmp_path):
     evaluate(path, items, bench, tmp_path / "alone", batch_size=1, max_new_tokens=MAX_NEW_TOKENS, show=False)
     # left padding (and Qwen3-VL's per-row rope positions) must not change what greedy decoding produces
     assert [r["response"] for r in read_rows(tmp_path / "alone")] == [r["response"] for r in rows]
+
+
+def test_the_results_table_fits_80_columns_and_says_where_it_wrote(capsys, tmp_path):
+    from rmsd.eval.evaluate import print_results
+
+    results = {"model": "/a/very/long/path/to/runs/experiment-with-a-long-name/student_distilled/adversarial" * 2,
+               "benchmark": "synthvid", "extraction": "harness", "n_items": 80, "overall": 0.5,
+               "breakdowns": {"task_type": {"grounding": 0.4, "mcq": 0.6, "open": 0.5}},
+               "counts": {"task_type": {"grounding": 12, "mcq": 44, "open": 24}}}
+    print_results(results, tmp_path / "eval")
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 80
+    for task, metric, count in (("grounding", "tIoU", "12"), ("mcq", "accuracy", "44"), ("open", "ROUGE-L", "24")):
+        assert re.search(rf"{task}\s+│\s+{metric}\s+│\s+{count}", printed), task
+    assert "predictions.jsonl" in printed.replace("\n", "") and "results.json" in printed.replace("\n", "")
