@@ -151,10 +151,12 @@ def match(
     from rmsd.pipeline import match_recipe
 
     r = _recipe(recipe, overrides)
+    from rmsd.matching.matcher import unusable_summary
+
     stats = match_recipe(r, samples, out)
-    typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; "
-               f"{stats['items_without_usable_sample']} items have no usable sample; "
-               f"wrote {out or r.path_of(r.matching.out)}")
+    typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; wrote {out or r.path_of(r.matching.out)}")
+    if unusable_summary(stats):
+        typer.echo(unusable_summary(stats))
 
 
 @match_app.command("export")

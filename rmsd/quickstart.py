@@ -24,6 +24,7 @@ from rich.table import Table
 
 from rmsd.config import Recipe, load_recipe
 from rmsd.errors import RmsdError
+from rmsd.matching.matcher import unusable_summary
 from rmsd.verbosity import quiet_libraries
 
 ASSETS = Path(__file__).parent / "assets"
@@ -82,7 +83,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
 
     t0 = _phase("4/6 match")
     stats = match_recipe(recipe, recipe.sampling.out)
-    _done(t0, f"matched dataset in {recipe.matching.out} ({stats.get('items_without_usable_sample', 0)} items unusable)")
+    _done(t0, f"matched dataset in {recipe.matching.out}")
+    if unusable_summary(stats):
+        console.print(f"  {unusable_summary(stats)}")
 
     t0 = _phase("5/6 distill: single-sample SFT baseline, then R-MSD (multi-sample SFT + adversarial)")
     single = recipe.model_copy(deep=True)
@@ -114,13 +117,19 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
 
 
 def _print_table(results: dict[str, dict[str, Any]]) -> None:
-    table = Table(title="synthvid test accuracy (simulated teachers, tiny student)")
-    table.add_column("task type")
+    """Scores by task type, each with its metric and item count, one column per student; fits 80 columns."""
+    from rmsd.data.items import METRIC_OF_TASK
+
+    table = Table(title="synthvid test (simulated teachers, tiny student)", title_justify="left")
+    for name, justify in (("task type", "left"), ("metric", "left"), ("items", "right")):
+        table.add_column(name, justify=justify)
     for name in results:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", overflow="fold")
     first = next(iter(results.values()))
-    task_types = sorted(first.get("breakdowns", {}).get("task_type", {}))
-    for t in task_types:
-        table.add_row(t, *(f"{r['breakdowns']['task_type'].get(t, float('nan')):.3f}" for r in results.values()))
-    table.add_row("[bold]overall", *(f"[bold]{r['overall']:.3f}" for r in results.values()))
-    console.print(table)
+    counts = first.get("counts", {}).get("task_type", {})
+    for t in sorted(first.get("breakdowns", {}).get("task_type", {})):
+        table.add_row(t, METRIC_OF_TASK.get(t, "score"), str(counts.get(t, "")),
+                      *(f"{r['breakdowns']['task_type'].get(t, float('nan')):.3f}" for r in results.values()))
+    table.add_row("[bold]overall", "mean", str(first.get("n_items", "")),
+                  *(f"[bold]{r['overall']:.3f}" for r in results.values()))
+    console.print(table, width=min(console.width, 80))

@@ -58,7 +58,8 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
 
     for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
         assert phase in text
-    assert "synthvid test accuracy" in text and "overall" in text
+    assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
+    assert max(len(line) for line in text.splitlines()) <= 80  # every table fits a terminal
     assert report["seconds"] == pytest.approx(seconds, abs=5.0)
 
     # a second run into the same folder stops at once with what to do (distill would ask for --resume)

@@ -154,6 +154,15 @@ def matched_file(matched: str | Path) -> Path:
     return path / "matched.jsonl" if path.is_dir() else path
 
 
+def unusable_summary(stats: dict[str, Any]) -> str:
+    """"11 of 320 items have no usable sample (9: no format-valid answer, 2: ...); distill skips them", or ""."""
+    n = stats.get("items_without_usable_sample", 0)
+    if not n:
+        return ""
+    why = ", ".join(f"{count}: {reason}" for reason, count in stats.get("unusable_reasons", {}).items())
+    return f"{n} of {stats['n_items']} items have no usable sample ({why}); distill leaves them out"
+
+
 def read_matched(matched: str | Path) -> list[dict[str, Any]]:
     """The rows `write_matched` wrote (one per sample); one-line errors for anything else."""
     file = matched_file(matched)
@@ -439,6 +448,13 @@ def _statistics(pool: _Pool, items: list[Item], cfg: MatchConfig, consensus: dic
         t["valid"] += pool.valid[r]
         t["kept"] += row["kept"]
     agreement = [rows[idx[0]]["agreement"] for idx in pool.by_item.values() if any(pool.valid[r] for r in idx)]
+    why_unusable = {"no samples": 0, "no format-valid answer": 0, "every answer below min_weight": 0}
+    for it in items:
+        if it.item_id in kept_items:
+            continue
+        idx = pool.by_item.get(it.item_id, [])
+        why_unusable["no samples" if not idx else "every answer below min_weight" if any(pool.valid[r] for r in idx)
+                     else "no format-valid answer"] += 1
     return {
         "n_records": len(rows) + pool.n_unmatched,
         "n_records_without_item": pool.n_unmatched,
@@ -446,6 +462,7 @@ def _statistics(pool: _Pool, items: list[Item], cfg: MatchConfig, consensus: dic
         "n_items": len(items),
         "n_items_without_samples": sum(it.item_id not in pool.by_item for it in items),
         "items_without_usable_sample": len(items) - len(kept_items),
+        "unusable_reasons": {k: v for k, v in why_unusable.items() if v},
         "n_valid": sum(pool.valid),
         "n_kept": sum(row["kept"] for row in rows),
         "task_types": per_task,
