@@ -333,8 +333,20 @@ class Recipe(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     source: str | None = Field(None, exclude=True, description="(set by the loader) path of the recipe file")
 
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Recipe:
+        """`{name}` in an output path is the recipe's name: filled in once, so `recipe.sampling.out` is the path."""
+        for section, field in (("sampling", "out"), ("matching", "out"), ("distill", "out"), ("eval", "out"),
+                               ("student", "build_out")):
+            owner = getattr(self, section)
+            value = getattr(owner, field)
+            if "{name}" in value:
+                object.__setattr__(owner, field, value.replace("{name}", self.name))
+        return self
+
     def path_of(self, template: str) -> Path:
-        return Path(template.format(name=self.name))
+        """A path of the recipe as a Path (any `{name}` left in it filled with the recipe's name)."""
+        return Path(template.replace("{name}", self.name))
 
     def load_pool(self) -> PoolConfig:
         if self.pool is None:
