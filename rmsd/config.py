@@ -28,6 +28,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# A knob marked with this cannot change what a teacher answers (limits, retries, where the server is),
+# so it stays out of the record key: changing it resumes a store instead of re-sampling it.
+NOT_IN_KEY = {"in_key": False}
+
+
+def output_settings(model: BaseModel) -> dict[str, Any]:
+    """The settings of `model` that can change a teacher's answers, for the record key.
+
+    Every field not marked NOT_IN_KEY whose value differs from its default, nested models
+    alike. Dropping defaults keeps keys stable when a knob is added: a new knob whose
+    default reproduces the old behaviour leaves every existing key as it was. The price of
+    that rule: the default of an in-key knob is frozen (changing it changes answers without
+    changing keys); change a default only together with `rmsd.sampling.store.KEY_VERSION`.
+    """
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        if (field.json_schema_extra or {}).get("in_key") is False:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            value = output_settings(value)
+            if not value:
+                continue
+        elif value == field.get_default(call_default_factory=True):
+            continue
+        out[name] = value
+    return out
+
+
 # ----------------------------------------------------------------------------- dataset
 class DatasetConfig(Strict):
     benchmark: str = Field(description="registry name: synthvid, videomme, videommmu, mathverse")
@@ -36,8 +65,10 @@ class DatasetConfig(Strict):
     eval_split: str = Field("test", description="split `rmsd eval` scores")
     config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
     video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
-    num_frames: int = Field(8, ge=1, le=1024, description="frames sampled uniformly per video")
-    max_side: int | None = Field(None, ge=16, description="downscale frames so the longer side is at most this")
+    num_frames: int = Field(8, ge=1, le=1024, description=(
+        "frames sampled uniformly per video (in the record key of teachers that see frames)"))
+    max_side: int | None = Field(None, ge=16, description=(
+        "downscale frames so the longer side is at most this (in the record key of teachers that see pixels)"))
     limit: int | None = Field(None, ge=1, description="use only the first N items (debugging)")
 
 
@@ -60,13 +91,17 @@ class OpenAIOptions(Strict):
     """Any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, transformers serve, Gemini)."""
 
     model: str
-    base_url: str | list[str] = Field("https://api.openai.com/v1", description="several URLs spread the load")
-    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key")
+    base_url: str | list[str] = Field("https://api.openai.com/v1", description="several URLs spread the load",
+                                      json_schema_extra=NOT_IN_KEY)
+    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key",
+                             json_schema_extra=NOT_IN_KEY)
     use_n: Literal["auto", "always", "never"] = Field(
-        "auto", description="ask for K samples in one request (video billed once); auto detects servers that ignore n"
-    )
-    logprobs: bool = Field(False, description="request token logprobs where the endpoint offers them")
-    top_logprobs: int = Field(0, ge=0, le=20)
+        "auto", description="ask for K samples in one request (video billed once); auto detects servers that ignore n",
+        json_schema_extra=NOT_IN_KEY)
+    logprobs: bool = Field(False, description=(
+        "request token logprobs where the endpoint offers them (not in the key: they describe the text, they do "
+        "not change it; a store sampled without them keeps its records)"), json_schema_extra=NOT_IN_KEY)
+    top_logprobs: int = Field(0, ge=0, le=20, json_schema_extra=NOT_IN_KEY)
     video_mode: Literal["frames", "video_url"] = Field(
         "frames", description="frames: base64 JPEG image_url parts (works everywhere); video_url: servers that take one"
     )
@@ -92,9 +127,10 @@ class HFOptions(Strict):
     """A local transformers VLM (AutoModelForImageTextToText + AutoProcessor)."""
 
     model_path: str
-    device: str = "cpu"
+    device: str = Field("cpu", json_schema_extra=NOT_IN_KEY)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(4, ge=1, description="items per generate call (each with num_return_sequences=K)")
+    batch_size: int = Field(4, ge=1, description="items per generate call (each with num_return_sequences=K)",
+                            json_schema_extra=NOT_IN_KEY)
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame given to the processor")
 
 
@@ -121,17 +157,23 @@ class SimulatedOptions(Strict):
 
 
 class TeacherConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples",
+                      json_schema_extra=NOT_IN_KEY)  # in the key on its own, not as a setting
     backend: str = Field(description="openai | hf | simulated | package.module:TeacherClass")
-    samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher")
-    task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool")
+    samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher",
+                         json_schema_extra=NOT_IN_KEY)  # raising K adds sample indices; the others stay
+    task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool",
+                                       json_schema_extra=NOT_IN_KEY)
     params: GenParamsConfig = Field(default_factory=GenParamsConfig)
-    concurrency: int = Field(8, ge=1, description="requests in flight for this teacher")
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    max_retries: int = Field(5, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    price: PriceConfig | None = None
+    concurrency: int = Field(8, ge=1, description="HTTP requests in flight for this teacher",
+                             json_schema_extra=NOT_IN_KEY)
+    requests_per_minute: float | None = Field(None, gt=0, description="HTTP requests (retries included) in any minute",
+                                              json_schema_extra=NOT_IN_KEY)
+    tokens_per_minute: float | None = Field(None, gt=0, description="tokens (estimated, then billed) in any minute",
+                                            json_schema_extra=NOT_IN_KEY)
+    max_retries: int = Field(5, ge=0, json_schema_extra=NOT_IN_KEY)
+    timeout_s: float = Field(120.0, gt=0, description="per HTTP request", json_schema_extra=NOT_IN_KEY)
+    price: PriceConfig | None = Field(None, json_schema_extra=NOT_IN_KEY)
     openai: OpenAIOptions | None = None
     hf: HFOptions | None = None
     simulated: SimulatedOptions | None = None
@@ -171,8 +213,11 @@ class PoolConfig(Strict):
 # ----------------------------------------------------------------------------- sampling
 class SamplingConfig(Strict):
     out: str = Field("runs/{name}/samples", description="sample store folder; {name} is the recipe name")
-    concurrency: int = Field(64, ge=1, description="requests in flight over the whole pool")
-    flush_every: int = Field(1, ge=1, description="records per flush+fsync (1 = lose nothing on kill -9)")
+    concurrency: int = Field(64, ge=1, description="HTTP requests in flight over the whole pool")
+    # Every record is flushed to the OS as it completes (a kill -9 loses only requests in flight);
+    # these two bound what a power loss can lose: the records since the last fsync.
+    fsync_every: int = Field(256, ge=1, description="fsync the store after this many records ...")
+    fsync_ms: float = Field(500.0, ge=0.0, description="... or this many milliseconds, whichever comes first")
 
 
 # ----------------------------------------------------------------------------- matching
