@@ -127,6 +127,21 @@ def sample_merge(
     typer.echo(f"merged {n} records into {out}")
 
 
+@sample_app.command("rekey")
+def sample_rekey(
+    recipe: Path = RECIPE,
+    samples: Path = typer.Option(..., "--samples", help="a store written by an older rmsd (record key version 1)"),
+    out: Path = typer.Option(..., "--out", help="new store folder with today's keys"),
+    overrides: list[str] = SET,
+) -> None:
+    """Carry an older store's records over to today's record keys (only if they were made with this recipe's settings)."""
+    from rmsd.sampling.keys import rekey_store
+
+    counts = rekey_store(_recipe(recipe, overrides), samples, out)
+    typer.echo(f"copied {counts['records']} records into {out} under today's keys; {counts['left_out']} records "
+               f"this recipe does not plan were left out; {samples} is unchanged")
+
+
 @app.command()
 def match(
     recipe: Path = RECIPE,

@@ -21,6 +21,7 @@ from rmsd.sampling.store import (
     read_records,
 )
 
+
 def rec(key: str, item_id: str = "q1", teacher: str = "gpt", index: int = 0, **kw) -> dict:
     row = {"key": key, "item_id": item_id, "teacher": teacher, "model": "m", "sample_index": index,
            "text": f"<think>x</think><answer>({'ABCD'[index % 4]})</answer>", "finish_reason": "stop",
