@@ -112,13 +112,42 @@ def write_card(path: Path) -> None:
     _write_atomic(path / "README.md", dataset_card(path, failures.is_file() and failures.stat().st_size > 0))
 
 
+_SECOND: list[Any] = [None, ""]  # the last second formatted, reused: one record per ms needs no strftime
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    """UTC time with milliseconds, as `datetime.isoformat(timespec="milliseconds")` writes it."""
+    t = time.time()
+    second = int(t)
+    if second != _SECOND[0]:
+        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_SECOND[1]}.{int((t - second) * 1000):03d}+00:00"
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False) builds one per call
+_STR = json.encoder.encode_basestring  # the C string encoder the JSONEncoder above uses
 
 
 def _dump(row: dict[str, Any]) -> str:
-    # key first, so `_fast_key` can read it without parsing a record full of logprobs
-    return json.dumps(row, ensure_ascii=False) + "\n"
+    """One JSON line, key first (so `_fast_key` reads it without parsing a record full of logprobs).
+
+    A record from the runner (no logprobs, fields of their declared types) is written out field by
+    field: the same text as the JSON encoder's, in a third of its CPU time, which at a thousand
+    records a second is CPU the HTTP client needs."""
+    if len(row) != len(RECORD_FIELDS):
+        return _ENCODER.encode(row) + "\n"
+    (key, item_id, teacher, model, index, text, finish, logprobs, prompt, completion, latency, error,
+     created) = row.values()
+    if (logprobs is None and type(key) is str and type(item_id) is str and type(teacher) is str
+            and type(model) is str and type(index) is int and type(text) is str and type(finish) is str
+            and type(prompt) is int and type(completion) is int and type(latency) is float
+            and (error is None or type(error) is str) and type(created) is str and tuple(row) == RECORD_FIELDS):
+        return (f'{{"key": {_STR(key)}, "item_id": {_STR(item_id)}, "teacher": {_STR(teacher)}, '
+                f'"model": {_STR(model)}, "sample_index": {index}, "text": {_STR(text)}, '
+                f'"finish_reason": {_STR(finish)}, "logprobs": null, "prompt_tokens": {prompt}, '
+                f'"completion_tokens": {completion}, "latency_s": {float.__repr__(latency)}, '
+                f'"error": {"null" if error is None else _STR(error)}, "created_at": {_STR(created)}}}\n')
+    return _ENCODER.encode(row) + "\n"
 
 
 def _fast_key(line: str) -> str | None:
@@ -263,7 +292,7 @@ class SampleStore:
         run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         number = len(part_files(self.path))
         self.part = self.path / "data" / f"train-{number:05d}-{run}-{secrets.token_hex(3)}.jsonl"
-        self._file = None
+        self._file: int | None = None  # a raw fd of this run's part
         self._failures = None
         self._unsynced = 0
         self._last_sync = time.monotonic()
@@ -315,13 +344,16 @@ class SampleStore:
         """Write one record (flushed to the OS at once); False if its key is already present."""
         if record["key"] in self.keys:
             return False
-        missing = [f for f in RECORD_FIELDS if f not in record]
-        if missing:
-            raise ValueError(f"record lacks {missing}")
+        if len(record) != len(RECORD_FIELDS) or tuple(record) != RECORD_FIELDS:  # others are put in this order
+            missing = [f for f in RECORD_FIELDS if f not in record]
+            if missing:
+                raise ValueError(f"record lacks {missing}")
+            record = {f: record[f] for f in RECORD_FIELDS}
         if self._file is None:
-            self._file = self.part.open("a", encoding="utf-8")
-        self._file.write(_dump({f: record[f] for f in RECORD_FIELDS}))
-        self._file.flush()
+            self._file = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = _dump(record).encode("utf-8")
+        while data:  # one write(2) per record: in the OS at once, no buffer of ours to lose
+            data = data[os.write(self._file, data):]
         self._count(record)
         self._unsynced += 1
         return True
@@ -335,7 +367,7 @@ class SampleStore:
             self._unsynced = 0
             self._last_sync = time.monotonic()
             self.fsyncs += 1
-            self._syncing = asyncio.ensure_future(asyncio.to_thread(os.fsync, self._file.fileno()))
+            self._syncing = asyncio.ensure_future(asyncio.to_thread(os.fsync, self._file))
             self._syncing.add_done_callback(lambda _: self.sync_soon())  # records written meanwhile
         elif self._timer is None:  # records written before a quiet spell are synced within fsync_ms too
             self._timer = asyncio.get_running_loop().call_later(self.fsync_ms / 1000, self._on_timer)
@@ -374,11 +406,13 @@ class SampleStore:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for f in (self._file, self._failures):
-            if f is not None:
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+        if self._file is not None:
+            os.fsync(self._file)
+            os.close(self._file)
+        if self._failures is not None:
+            self._failures.flush()
+            os.fsync(self._failures.fileno())
+            self._failures.close()
         self._file = self._failures = None
         failures = self.path / "failures.jsonl"
         if failures.is_file():

@@ -89,6 +89,7 @@ class Teacher(abc.ABC):
 
     media_needs: frozenset[str] = frozenset({"frames", "jpeg"})  # subset of MEDIA_KINDS
     options_not_in_key: frozenset[str] = frozenset()  # pool `options` that cannot change answers (a URL, a timeout)
+    own_timeout_s: float | None = None  # set by a teacher whose client gives up by itself (no runner timer then)
     system_prompt: str | None = None
     prompt_template: str = "{prompt}"
 

@@ -96,7 +96,7 @@ class OpenAITeacher(Teacher):
                                                http_client=_http_client()))
                         for _ in range(copies) for u in self.urls]
         self._turn = itertools.cycle(range(len(self._routes)))
-        self.timeout_s = timeout_s
+        self.timeout_s = self.own_timeout_s = timeout_s  # the client's connect/read/write timeouts (max_retries=0)
         self.media_needs = frozenset({"video"} if options.video_mode == "video_url" else {"jpeg"})
         # None: not yet known (auto); True/False once a response with n > 1 has told
         self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
