@@ -1,9 +1,12 @@
 """Typed configuration: recipes (`recipes/<benchmark>/*.yaml`) and teacher pools (`teachers/*.yaml`).
 
-Every key is read by name into a pydantic model; unknown keys are errors, ranges are
-validated, and every problem is reported with its YAML path. A recipe may `include:` other
-YAML files (paths relative to the including file; the including file wins key by key) and
-any key can be overridden from the command line: `--set distill.sft.lr=1e-4`.
+Every key is read by name into a pydantic model; unknown keys are errors (with the closest
+known key), ranges are validated, and every problem is reported with its YAML path
+(`rmsd.config_errors`). A recipe may `include:` other YAML files (paths relative to the
+including file; the including file wins key by key) and any key can be overridden from the
+command line: `--set distill.sft.lr=1e-4`. Anything that looks like a credential, anywhere
+in a file or an override, is refused with its path and never shown (`rmsd.credentials`).
+Which knobs enter the sample store's record keys is declared here too (`NOT_IN_KEY`).
 
     rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
 """
@@ -17,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rmsd.config_errors import format_errors, read_text, yaml_error
+from rmsd.credentials import credential_problems
 from rmsd.data.items import TASK_TYPES
 from rmsd.errors import RmsdError
 
@@ -25,7 +30,16 @@ _KEY_LIKE = re.compile(r"^(sk-|sk_|AIza)[A-Za-z0-9_\-]{16,}$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a ValidationError printed by a Python caller never shows a value (a key)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
+
+def _no_credentials(data: Any) -> Any:
+    """A pydantic before-validator body: configs built in Python are scanned like YAML files."""
+    problems = credential_problems(data, "config")
+    if problems:
+        raise ValueError(problems[0].removeprefix("config: "))
+    return data
 
 
 # A knob marked with this cannot change what a teacher answers (limits, retries, where the server is),
@@ -199,6 +213,11 @@ class PoolConfig(Strict):
     prompt_template: str = Field("{prompt}", description="user text; {prompt} is the benchmark's prompt")
     teachers: list[TeacherConfig] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return _no_credentials(data)
+
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
         names = [t.name for t in self.teachers]
@@ -341,6 +360,11 @@ class Recipe(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     source: str | None = Field(None, exclude=True, description="(set by the loader) path of the recipe file")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return _no_credentials(data)
+
     def path_of(self, template: str) -> Path:
         return Path(template.format(name=self.name))
 
@@ -367,11 +391,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise RmsdError(f"{path}: include cycle ({' -> '.join(str(s) for s in seen)})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
-        raise RmsdError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        where, cause = yaml_error(e)
+        raise RmsdError(f"{path}:{where}: not valid YAML: {cause}" if where else f"{path}: not valid YAML: {cause}") from None
     if not isinstance(data, dict):
         raise RmsdError(f"{path}: expected a mapping of keys at the top level")
+    problems = credential_problems(data, str(path))
+    if problems:  # before anything else reads the file: every finding, the values never shown
+        raise ConfigError(problems)
     includes = data.pop("include", None) or []
     if isinstance(data.get("pool"), str):  # a pool named in an included file is relative to *that* file
         data["pool"] = str(resolve_path(data["pool"], str(path)))
@@ -394,32 +422,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise RmsdError(f"--set {item!r}: expected key.path=value, e.g. distill.sft.lr=1e-4")
         dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
+        dotted = dotted.strip()
+        keys = dotted.split(".")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            where, cause = yaml_error(e)
+            at = f" at column {where.split(':')[1]} of the value" if where else ""
+            raise RmsdError(f"--set {dotted}: the value is not valid YAML ({cause}{at}); quote it if it is text, "
+                            f"e.g. --set '{dotted}=\"...\"'") from None
+        problems = credential_problems(value, f"--set {dotted}", dotted)
+        if problems:
+            raise ConfigError(problems)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise RmsdError(f"--set {dotted}: {k} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = value
     return data
 
 
-def _format_errors(path: Path, err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and section)"
-        lines.append(f"{path}: {loc}: {msg}")
-    return lines
-
-
-def _parse(model: type[BaseModel], path: Path, data: dict[str, Any]) -> Any:
+def _parse(model: type[BaseModel], path: Path, data: dict[str, Any], overrides: list[str] = ()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(path, err)) from None
+        raise ConfigError(format_errors(path, err, model, overrides)) from None
 
 
 class ConfigError(RmsdError):
@@ -435,14 +463,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data = apply_overrides(_read_yaml(path), overrides or [])
     if "teachers" in data:
         raise RmsdError(f"{path}: this is a teacher pool, not a recipe; pass it as `pool:` in a recipe")
-    recipe = _parse(Recipe, path, data)
+    recipe = _parse(Recipe, path, data, overrides or [])
     recipe.source = str(path)
     return recipe
 
 
 def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfig:
     path = Path(path)
-    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []))
+    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []), overrides or [])
 
 
 def validate_file(path: str | Path) -> list[str]:
