@@ -17,8 +17,9 @@ poisoned item); and scripted `replies`, consumed one per answered request and se
 text of its choices (the deterministic text once they run out: LLM-judge tests script good
 and malformed verdicts this way). `Stats` counts requests, requests answered with choices,
 choices (paid responses), image parts, billed tokens, the arrival time of every request and
-the most requests in flight (a hung request counts until its client disconnects);
-`max_in_window` reads the most arrivals in any sliding window from them. GET /stats and POST
+the tokens billed to each, the most requests in flight (a hung request counts until its
+client disconnects); `max_in_window` / `max_tokens_in_window` read the most requests / tokens
+in any sliding window from them. GET /stats and POST
 /control expose both over HTTP when the server runs in its own process (the benchmarks do
 that so it does not share a GIL with the client):
 
@@ -83,12 +84,23 @@ class Stats:
     statuses: dict[str, int] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request's arrival
+    billed: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens billed) of each answer
 
 
 def max_in_window(arrivals: list[float], window_s: float) -> int:
     """The most arrivals inside any window [t, t + window_s) — what a per-minute limit at a server counts."""
     times = sorted(arrivals)
     return max((bisect.bisect_left(times, t + window_s) - i for i, t in enumerate(times)), default=0)
+
+
+def max_tokens_in_window(billed: list[tuple[float, int]], window_s: float) -> int:
+    """The most tokens billed to requests that arrived inside any window [t, t + window_s)."""
+    rows = sorted(billed)
+    times = [t for t, _ in rows]
+    sums = [0]
+    for _, tokens in rows:
+        sums.append(sums[-1] + tokens)
+    return max((sums[bisect.bisect_left(times, t + window_s)] - sums[i] for i, t in enumerate(times)), default=0)
 
 
 def _h(*parts: Any) -> int:
@@ -187,6 +199,7 @@ class FakeOpenAI:
 
     async def _chat(self, request: Request) -> Response:
         b = self.behaviour
+        arrival = self.stats.arrivals[-1]
         key = request.headers.get("authorization", "").removeprefix("Bearer ")
         if b.require_key is not None and key != b.require_key:
             self._status(401)
@@ -214,7 +227,7 @@ class FakeOpenAI:
             self._status(200)
             return Response("<html>upstream proxy error", media_type="application/json")
         body = await request.json()
-        return self._complete(body, fault)
+        return self._complete(body, fault, arrival)
 
     async def _hang(self, request: Request, seconds: float) -> None:
         """Until the client disconnects (it timed out), `seconds` pass or the server stops."""
@@ -233,7 +246,7 @@ class FakeOpenAI:
             for t in tasks:
                 t.cancel()
 
-    def _complete(self, body: dict[str, Any], fault: str | None) -> Response:
+    def _complete(self, body: dict[str, Any], fault: str | None, arrival: float) -> Response:
         b, s = self.behaviour, self.stats
         words, images, videos = _count_parts(body.get("messages", []))
         n = int(body.get("n") or 1)
@@ -260,6 +273,7 @@ class FakeOpenAI:
             completion += used
         s.prompt_tokens += prompt_tokens
         s.completion_tokens += completion
+        s.billed.append((arrival, prompt_tokens + completion))
         s.choices += len(choices)
         s.answered += bool(choices)
         s.ok += 1

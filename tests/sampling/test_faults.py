@@ -21,7 +21,7 @@ from rmsd.sampling.store import SampleStore, read_records
 from rmsd.teachers.pool import build_teachers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer, max_in_window  # noqa: E402
+from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window  # noqa: E402
 
 ALL_FAULTS = ["429", "500", "503", "hang", "garbage", "empty"]
 WINDOW_S = 2.0  # the "minute" of the limits, shortened so the test spans several windows in seconds
@@ -69,3 +69,31 @@ def test_a_hostile_server_costs_no_sample_twice_and_the_limits_hold_at_the_serve
     if not honour_n:
         assert summary["short"] >= 1 and set(stats.n_asked) <= {1, k}  # detected, then single-sample requests
         assert stats.requests > 2 * PER_WINDOW  # the limit was binding over several windows
+
+
+def test_a_tokens_per_minute_limit_holds_over_billed_tokens_at_the_server(tmp_path):
+    """Estimates are spent when a request is sent and settled with the billed usage: the tokens the
+    server bills to requests arriving in any window stay within the limit, and the limit binds."""
+    per_window = 200
+    pool = PoolConfig.model_validate({"name": "tpm", "teachers": [{
+        "name": "api", "backend": "openai", "samples": 1, "concurrency": 4, "params": {"max_tokens": 16},
+        "tokens_per_minute": per_window * 60 / WINDOW_S, "openai": {"model": "fake-vlm", "base_url": "x"}}]})
+    its = [Item(item_id=f"q{i}", benchmark="t", task_type="open", question="q?", prompt=f"question {i}?")
+           for i in range(30)]
+    with FakeOpenAIServer(latency_s=0.01) as srv:
+        pool.teachers[0].openai.base_url = srv.url
+
+        async def go() -> dict:
+            teachers = build_teachers(pool)
+            try:
+                with SampleStore(tmp_path) as store:
+                    return await run_sampling(its, pool, teachers, store, progress=False, rate_window_s=WINDOW_S)
+            finally:
+                await asyncio.gather(*(t.aclose() for t in teachers.values()))
+
+        summary = asyncio.run(go())
+        billed = list(srv.stats.billed)
+    assert summary["new_records"] == 30
+    total = sum(tokens for _, tokens in billed)
+    assert total > 2 * per_window  # more than two windows' worth: the limit had to hold the run back
+    assert max_tokens_in_window(billed, WINDOW_S) <= per_window
