@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -203,7 +204,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    cmd = "python benchmarks/bench_faults.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bench_faults.py " + shlex.join(sys.argv[1:])
     write_markdown(args.out, rows, args, cmd.strip(), f"`{before}`; `{_uptime()}`")
     print(f"wrote {args.out}")
 

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -224,7 +225,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    cmd = "python benchmarks/bench_sample.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bench_sample.py " + shlex.join(sys.argv[1:])
     write_markdown(args.out, rows, bills, args.latency, cmd.strip(), f"`{before}`; `{_uptime()}`")
     print(f"wrote {args.out}")
 
