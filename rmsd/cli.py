@@ -2,7 +2,8 @@
 
 Each command parses its options and calls one function of the library; heavy imports
 (torch, transformers) happen inside the command so `rmsd --help` stays fast. A user
-mistake (`RmsdError`) prints one line and exits with status 2.
+mistake (`RmsdError`) prints one `error: ...` line and exits with status 2; `rmsd validate`
+does the same for every problem it finds (one `error:` line each, then a count on stdout).
 
     rmsd --help
 """
@@ -71,18 +72,18 @@ def build_student(
 
 @app.command()
 def validate(paths: list[Path] = typer.Argument(..., help="recipe or pool YAML files, or folders of them")) -> None:
-    """Check recipes and teacher pools; report every problem with its YAML path."""
+    """Check recipes and teacher pools; report every problem with its YAML path (one `error:` line each, exit 2)."""
     from rmsd.config import validate_file
 
     files = [f for p in paths for f in (sorted(p.rglob("*.yaml")) if p.is_dir() else [p])]
     if not files:
         raise RmsdError(f"no YAML files under {', '.join(map(str, paths))}")
     problems = [line for f in files for line in validate_file(f)]
-    for line in problems:
-        typer.echo(line, err=True)
+    for line in problems:  # like every command's user mistakes, except that all of them are listed
+        typer.echo(f"error: {line}", err=True)
     typer.echo(f"{len(files)} files checked, {len(problems)} problems")
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 def _recipe(path: Path, overrides: list[str]):
@@ -130,8 +131,24 @@ def sample_merge(
     typer.echo(f"merged {n} records into {out}")
 
 
+@sample_app.command("rekey")
+def sample_rekey(
+    recipe: Path = RECIPE,
+    samples: Path = typer.Option(..., "--samples", help="a store written by an older rmsd (record key version 1)"),
+    out: Path = typer.Option(..., "--out", help="new store folder with today's keys"),
+    overrides: list[str] = SET,
+) -> None:
+    """Carry an older store's records over to today's record keys (only if they were made with this recipe's settings)."""
+    from rmsd.sampling.keys import rekey_store
+
+    counts = rekey_store(_recipe(recipe, overrides), samples, out)
+    typer.echo(f"copied {counts['records']} records into {out} under today's keys; {counts['left_out']} records "
+               f"this recipe does not plan were left out; {samples} is unchanged")
+
+
 match_app = typer.Typer(cls=_Group, help="Weight every teacher sample by quality (rmsd match --recipe R --samples S); "
-                        "`rmsd match export` writes the weighted targets for TRL, ms-swift or LLaMA-Factory.")
+                        "`rmsd match export` writes the weighted targets for TRL, ms-swift or LLaMA-Factory.",
+                        rich_markup_mode=None)
 app.add_typer(match_app, name="match")
 
 

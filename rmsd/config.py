@@ -1,9 +1,12 @@
 """Typed configuration: recipes (`recipes/<benchmark>/*.yaml`) and teacher pools (`teachers/*.yaml`).
 
-Every key is read by name into a pydantic model; unknown keys are errors, ranges are
-validated, and every problem is reported with its YAML path. A recipe may `include:` other
-YAML files (paths relative to the including file; the including file wins key by key) and
-any key can be overridden from the command line: `--set distill.sft.lr=1e-4`.
+Every key is read by name into a pydantic model; unknown keys are errors (with the closest
+known key), ranges are validated, and every problem is reported with its YAML path
+(`rmsd.config_errors`). A recipe may `include:` other YAML files (paths relative to the
+including file; the including file wins key by key) and any key can be overridden from the
+command line: `--set distill.sft.lr=1e-4`. Anything that looks like a credential, anywhere
+in a file or an override, is refused with its path and never shown (`rmsd.credentials`).
+Which knobs enter the sample store's record keys is declared here too (`NOT_IN_KEY`).
 
     rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
 """
@@ -17,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rmsd.config_errors import format_errors, read_text, yaml_error
+from rmsd.credentials import credential_problems
 from rmsd.data.items import TASK_TYPES
 from rmsd.errors import RmsdError
 
@@ -26,7 +31,45 @@ _KEY_LIKE = re.compile(r"^(sk-|sk_|AIza)[A-Za-z0-9_\-]{16,}$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a ValidationError printed by a Python caller never shows a value (a key)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+
+
+def _no_credentials(data: Any) -> Any:
+    """A pydantic before-validator body: configs built in Python are scanned like YAML files."""
+    problems = credential_problems(data, "config")
+    if problems:
+        raise ValueError(problems[0].removeprefix("config: "))
+    return data
+
+
+# A knob marked with this cannot change what a teacher answers (limits, retries, where the server is),
+# so it stays out of the record key: changing it resumes a store instead of re-sampling it.
+NOT_IN_KEY = {"in_key": False}
+
+
+def output_settings(model: BaseModel) -> dict[str, Any]:
+    """The settings of `model` that can change a teacher's answers, for the record key.
+
+    Every field not marked NOT_IN_KEY whose value differs from its default, nested models
+    alike. Dropping defaults keeps keys stable when a knob is added: a new knob whose
+    default reproduces the old behaviour leaves every existing key as it was. The price of
+    that rule: the default of an in-key knob is frozen (changing it changes answers without
+    changing keys); change a default only together with `rmsd.sampling.store.KEY_VERSION`.
+    """
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        if (field.json_schema_extra or {}).get("in_key") is False:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            value = output_settings(value)
+            if not value:
+                continue
+        elif value == field.get_default(call_default_factory=True):
+            continue
+        out[name] = value
+    return out
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -37,8 +80,10 @@ class DatasetConfig(Strict):
     eval_split: str = Field("test", description="split `rmsd eval` scores")
     config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
     video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
-    num_frames: int = Field(8, ge=1, le=1024, description="frames sampled uniformly per video")
-    max_side: int | None = Field(None, ge=16, description="downscale frames so the longer side is at most this")
+    num_frames: int = Field(8, ge=1, le=1024, description=(
+        "frames sampled uniformly per video (in the record key of teachers that see frames)"))
+    max_side: int | None = Field(None, ge=16, description=(
+        "downscale frames so the longer side is at most this (in the record key of teachers that see pixels)"))
     limit: int | None = Field(None, ge=1, description="use only the first N items (debugging)")
 
 
@@ -61,13 +106,17 @@ class OpenAIOptions(Strict):
     """Any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, transformers serve, Gemini)."""
 
     model: str
-    base_url: str | list[str] = Field("https://api.openai.com/v1", description="several URLs spread the load")
-    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key")
+    base_url: str | list[str] = Field("https://api.openai.com/v1", description="several URLs spread the load",
+                                      json_schema_extra=NOT_IN_KEY)
+    api_key_env: str = Field("OPENAI_API_KEY", description="NAME of the environment variable holding the key",
+                             json_schema_extra=NOT_IN_KEY)
     use_n: Literal["auto", "always", "never"] = Field(
-        "auto", description="ask for K samples in one request (video billed once); auto detects servers that ignore n"
-    )
-    logprobs: bool = Field(False, description="request token logprobs where the endpoint offers them")
-    top_logprobs: int = Field(0, ge=0, le=20)
+        "auto", description="ask for K samples in one request (video billed once); auto detects servers that ignore n",
+        json_schema_extra=NOT_IN_KEY)
+    logprobs: bool = Field(False, description=(
+        "request token logprobs where the endpoint offers them (not in the key: they describe the text, they do "
+        "not change it; a store sampled without them keeps its records)"), json_schema_extra=NOT_IN_KEY)
+    top_logprobs: int = Field(0, ge=0, le=20, json_schema_extra=NOT_IN_KEY)
     video_mode: Literal["frames", "video_url"] = Field(
         "frames", description="frames: base64 JPEG image_url parts (works everywhere); video_url: servers that take one"
     )
@@ -93,9 +142,10 @@ class HFOptions(Strict):
     """A local transformers VLM (AutoModelForImageTextToText + AutoProcessor)."""
 
     model_path: str
-    device: str = "cpu"
+    device: str = Field("cpu", json_schema_extra=NOT_IN_KEY)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(4, ge=1, description="items per generate call (each with num_return_sequences=K)")
+    batch_size: int = Field(4, ge=1, description="items per generate call (each with num_return_sequences=K)",
+                            json_schema_extra=NOT_IN_KEY)
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame given to the processor")
 
 
@@ -122,17 +172,23 @@ class SimulatedOptions(Strict):
 
 
 class TeacherConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples",
+                      json_schema_extra=NOT_IN_KEY)  # in the key on its own, not as a setting
     backend: str = Field(description="openai | hf | simulated | package.module:TeacherClass")
-    samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher")
-    task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool")
+    samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher",
+                         json_schema_extra=NOT_IN_KEY)  # raising K adds sample indices; the others stay
+    task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool",
+                                       json_schema_extra=NOT_IN_KEY)
     params: GenParamsConfig = Field(default_factory=GenParamsConfig)
-    concurrency: int = Field(8, ge=1, description="requests in flight for this teacher")
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    max_retries: int = Field(5, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    price: PriceConfig | None = None
+    concurrency: int = Field(8, ge=1, description="HTTP requests in flight for this teacher",
+                             json_schema_extra=NOT_IN_KEY)
+    requests_per_minute: float | None = Field(None, gt=0, description="HTTP requests (retries included) in any minute",
+                                              json_schema_extra=NOT_IN_KEY)
+    tokens_per_minute: float | None = Field(None, gt=0, description="tokens (estimated, then billed) in any minute",
+                                            json_schema_extra=NOT_IN_KEY)
+    max_retries: int = Field(5, ge=0, json_schema_extra=NOT_IN_KEY)
+    timeout_s: float = Field(120.0, gt=0, description="per HTTP request", json_schema_extra=NOT_IN_KEY)
+    price: PriceConfig | None = Field(None, json_schema_extra=NOT_IN_KEY)
     openai: OpenAIOptions | None = None
     hf: HFOptions | None = None
     simulated: SimulatedOptions | None = None
@@ -158,6 +214,11 @@ class PoolConfig(Strict):
     prompt_template: str = Field("{prompt}", description="user text; {prompt} is the benchmark's prompt")
     teachers: list[TeacherConfig] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return _no_credentials(data)
+
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
         names = [t.name for t in self.teachers]
@@ -172,8 +233,11 @@ class PoolConfig(Strict):
 # ----------------------------------------------------------------------------- sampling
 class SamplingConfig(Strict):
     out: str = Field("runs/{name}/samples", description="sample store folder; {name} is the recipe name")
-    concurrency: int = Field(64, ge=1, description="requests in flight over the whole pool")
-    flush_every: int = Field(1, ge=1, description="records per flush+fsync (1 = lose nothing on kill -9)")
+    concurrency: int = Field(64, ge=1, description="HTTP requests in flight over the whole pool")
+    # Every record is flushed to the OS as it completes (a kill -9 loses only requests in flight);
+    # these two bound what a power loss can lose: the records since the last fsync.
+    fsync_every: int = Field(256, ge=1, description="fsync the store after this many records ...")
+    fsync_ms: float = Field(500.0, ge=0.0, description="... or this many milliseconds, whichever comes first")
 
 
 # ----------------------------------------------------------------------------- matching
@@ -344,6 +408,11 @@ class Recipe(Strict):
                 object.__setattr__(owner, field, value.replace("{name}", self.name))
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return _no_credentials(data)
+
     def path_of(self, template: str) -> Path:
         """A path of the recipe as a Path (any `{name}` left in it filled with the recipe's name)."""
         return Path(template.replace("{name}", self.name))
@@ -371,11 +440,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise RmsdError(f"{path}: include cycle ({' -> '.join(str(s) for s in seen)})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
-        raise RmsdError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        where, cause = yaml_error(e)
+        raise RmsdError(f"{path}:{where}: not valid YAML: {cause}" if where else f"{path}: not valid YAML: {cause}") from None
     if not isinstance(data, dict):
         raise RmsdError(f"{path}: expected a mapping of keys at the top level")
+    problems = credential_problems(data, str(path))
+    if problems:  # before anything else reads the file: every finding, the values never shown
+        raise ConfigError(problems)
     includes = data.pop("include", None) or []
     if isinstance(data.get("pool"), str):  # a pool named in an included file is relative to *that* file
         data["pool"] = str(resolve_path(data["pool"], str(path)))
@@ -398,32 +471,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise RmsdError(f"--set {item!r}: expected key.path=value, e.g. distill.sft.lr=1e-4")
         dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
+        dotted = dotted.strip()
+        keys = dotted.split(".")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            where, cause = yaml_error(e)
+            at = f" at column {where.split(':')[1]} of the value" if where else ""
+            raise RmsdError(f"--set {dotted}: the value is not valid YAML ({cause}{at}); quote it if it is text, "
+                            f"e.g. --set '{dotted}=\"...\"'") from None
+        problems = credential_problems(value, f"--set {dotted}", dotted)
+        if problems:
+            raise ConfigError(problems)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise RmsdError(f"--set {dotted}: {k} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = value
     return data
 
 
-def _format_errors(path: Path, err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and section)"
-        lines.append(f"{path}: {loc}: {msg}")
-    return lines
-
-
-def _parse(model: type[BaseModel], path: Path, data: dict[str, Any]) -> Any:
+def _parse(model: type[BaseModel], path: Path, data: dict[str, Any], overrides: list[str] = ()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(path, err)) from None
+        raise ConfigError(format_errors(path, err, model, overrides)) from None
 
 
 class ConfigError(RmsdError):
@@ -439,14 +512,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data = apply_overrides(_read_yaml(path), overrides or [])
     if "teachers" in data:
         raise RmsdError(f"{path}: this is a teacher pool, not a recipe; pass it as `pool:` in a recipe")
-    recipe = _parse(Recipe, path, data)
+    recipe = _parse(Recipe, path, data, overrides or [])
     recipe.source = str(path)
     return recipe
 
 
 def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfig:
     path = Path(path)
-    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []))
+    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []), overrides or [])
 
 
 def _pool_names(path: Path, recipe: Recipe, pool: PoolConfig) -> list[str]:

@@ -9,6 +9,7 @@ student folder. The work itself lives in the stage modules; this file only wires
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,33 @@ def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | Non
     )
 
 
+def check_checkpoint(path: Path, what: str) -> None:
+    """A from_pretrained folder whose config.json transformers can read, or one RmsdError saying what is wrong."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise RmsdError(f"{what} {path}: no config.json there; point it at a from_pretrained folder")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RmsdError(f"{what} {path}: config.json is not valid JSON ({e}); point it at a from_pretrained folder") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise RmsdError(f"{what} {path}: config.json is not a model's (no model_type); point it at a from_pretrained "
+                        "folder, e.g. one written by `rmsd distill` or `rmsd build-student`")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except (ValueError, OSError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RmsdError(f"{what} {path}: transformers cannot read its config.json ({first[:200]})") from None
+
+
 def student_path(recipe: Recipe) -> Path:
     """The student checkpoint folder: `student.path`, or a built offline student (built once)."""
     s = recipe.student
     if s.path is not None:
         path = Path(s.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise RmsdError(f"student.path {path}: no config.json there; point it at a from_pretrained folder")
+        check_checkpoint(path, "student.path")
         return path
     from rmsd.models.tiny import build_student
 
@@ -134,8 +155,7 @@ def eval_recipe(
     from rmsd.eval.evaluate import evaluate
 
     model = Path(model)
-    if not (model / "config.json").is_file():
-        raise RmsdError(f"--model {model}: no config.json there; point it at a from_pretrained folder")
+    check_checkpoint(model, "--model")
     ev, ds = recipe.eval, recipe.dataset
     items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
     # runs/a/sft and runs/b/sft must not overwrite each other's results

@@ -8,15 +8,20 @@ sending a video K times visible (`image_tokens` per image part + one token per w
 
 Knobs (`Behaviour`): latency, whether `n` is honoured (servers like `transformers serve`
 ignore it and answer one choice), logprobs, a required API key (a 401 then echoes the key it
-got, as careless servers do — the key-leak test relies on it), and faults consumed one per
-request: "429" (with Retry-After), "500", "hang" (past any client timeout), "garbage"
-(a 200 whose body is not JSON), "empty" (no choices); and a 500 for every request whose
-body contains `fail_if_contains` (a poisoned item); and scripted `replies`, consumed one per
-answered request and sent as the text of its choices (the deterministic text once they run
-out: LLM-judge tests script good and malformed verdicts this way). `Stats` counts requests, choices,
-image parts and billed tokens; GET /stats and POST /control expose both over HTTP when the
-server runs in its own process (the benchmark does that so it does not share a GIL with
-the client):
+got, as careless servers do — the key-leak test relies on it), and faults, either scripted
+(`faults`, consumed one per request) or drawn at random (`fault_rate`, from `fault_mix`,
+seeded): "429" (with Retry-After), "500", "503", "hang" (no answer until the client gives up
+and disconnects, or `hang_s`), "garbage" (a 200 whose body is not JSON), "empty" (a 200
+without choices); a 500 for every request whose body contains `fail_if_contains` (a
+poisoned item); and scripted `replies`, consumed one per answered request and sent as the
+text of its choices (the deterministic text once they run out: LLM-judge tests script good
+and malformed verdicts this way). `Stats` counts requests, requests answered with choices,
+choices (paid responses), image parts, billed tokens, the arrival time of every request and
+the tokens billed to each, the most requests in flight (a hung request counts until its
+client disconnects); `max_in_window` / `max_tokens_in_window` read the most requests / tokens
+in any sliding window from them. GET /stats and POST
+/control expose both over HTTP when the server runs in its own process (the benchmarks do
+that so it does not share a GIL with the client):
 
     python tests/fake_openai.py --port 8011 --latency 0.1      # prints its base URL, then serves
 """
@@ -25,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import hashlib
 import json
+import random
 import socket
 import threading
 import time
@@ -52,6 +59,9 @@ class Behaviour:
     words: int = 12  # reasoning words per response (max_tokens below the length cuts it: finish_reason=length)
     require_key: str | None = None
     faults: list[str] = field(default_factory=list)
+    fault_rate: float = 0.0  # share of requests (after the scripted faults) given a random fault from fault_mix
+    fault_mix: list[str] = field(default_factory=lambda: ["429", "500", "503", "hang", "garbage", "empty"])
+    fault_seed: int = 0
     retry_after_s: float = 0.05
     hang_s: float = 30.0
     fail_if_contains: str | None = None  # a 500 for every request whose body contains this text
@@ -62,6 +72,7 @@ class Behaviour:
 class Stats:
     requests: int = 0
     ok: int = 0
+    answered: int = 0  # 200s with at least one choice
     choices: int = 0
     image_parts: int = 0
     video_parts: int = 0
@@ -72,6 +83,24 @@ class Stats:
     n_asked: list[int] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request's arrival
+    billed: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens billed) of each answer
+
+
+def max_in_window(arrivals: list[float], window_s: float) -> int:
+    """The most arrivals inside any window [t, t + window_s) — what a per-minute limit at a server counts."""
+    times = sorted(arrivals)
+    return max((bisect.bisect_left(times, t + window_s) - i for i, t in enumerate(times)), default=0)
+
+
+def max_tokens_in_window(billed: list[tuple[float, int]], window_s: float) -> int:
+    """The most tokens billed to requests that arrived inside any window [t, t + window_s)."""
+    rows = sorted(billed)
+    times = [t for t, _ in rows]
+    sums = [0]
+    for _, tokens in rows:
+        sums.append(sums[-1] + tokens)
+    return max((sums[bisect.bisect_left(times, t + window_s)] - sums[i] for i, t in enumerate(times)), default=0)
 
 
 def _h(*parts: Any) -> int:
@@ -127,6 +156,7 @@ class FakeOpenAI:
         self.stats = Stats()
         self.stopping = False
         self._counter = 0
+        self._rng = random.Random(self.behaviour.fault_seed)
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
@@ -138,6 +168,7 @@ class FakeOpenAI:
         """Default behaviour with these changes, and zeroed stats."""
         self.behaviour = Behaviour(**behaviour)
         self.stats = Stats()
+        self._rng = random.Random(self.behaviour.fault_seed)
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake-vlm", "object": "model"}]})
@@ -156,6 +187,7 @@ class FakeOpenAI:
     async def chat(self, request: Request) -> Response:
         s = self.stats
         s.requests += 1
+        s.arrivals.append(time.monotonic())
         s.in_flight += 1
         s.max_in_flight = max(s.max_in_flight, s.in_flight)
         try:
@@ -167,12 +199,15 @@ class FakeOpenAI:
 
     async def _chat(self, request: Request) -> Response:
         b = self.behaviour
+        arrival = self.stats.arrivals[-1]
         key = request.headers.get("authorization", "").removeprefix("Bearer ")
         if b.require_key is not None and key != b.require_key:
             self._status(401)
             return JSONResponse({"error": {"message": f"Incorrect API key provided: {key}", "type": "auth"}},
                                 status_code=401)
         fault = b.faults.pop(0) if b.faults else None
+        if fault is None and b.fault_rate and self._rng.random() < b.fault_rate:
+            fault = self._rng.choice(b.fault_mix)
         if b.fail_if_contains is not None and b.fail_if_contains in (await request.body()).decode():
             fault = "500"
         if b.latency_s:
@@ -181,22 +216,37 @@ class FakeOpenAI:
             self._status(429)
             return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
                                 headers={"retry-after": str(b.retry_after_s)})
-        if fault == "500":
-            self._status(500)
-            return JSONResponse({"error": {"message": "internal error", "type": "server"}}, status_code=500)
+        if fault in ("500", "503"):
+            self._status(int(fault))
+            return JSONResponse({"error": {"message": "server error", "type": "server"}}, status_code=int(fault))
         if fault == "hang":  # the client gives up first; the answer that follows goes nowhere
-            deadline = time.monotonic() + b.hang_s
-            while time.monotonic() < deadline and not self.stopping:
-                await asyncio.sleep(0.05)
+            await self._hang(request, b.hang_s)
             self._status(504)
             return JSONResponse({"error": {"message": "gateway timeout"}}, status_code=504)
         if fault == "garbage":
             self._status(200)
             return Response("<html>upstream proxy error", media_type="application/json")
         body = await request.json()
-        return self._complete(body, fault)
+        return self._complete(body, fault, arrival)
 
-    def _complete(self, body: dict[str, Any], fault: str | None) -> Response:
+    async def _hang(self, request: Request, seconds: float) -> None:
+        """Until the client disconnects (it timed out), `seconds` pass or the server stops."""
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        async def stopping() -> None:
+            while not self.stopping:
+                await asyncio.sleep(0.05)
+
+        tasks = [asyncio.ensure_future(disconnected()), asyncio.ensure_future(stopping())]
+        try:
+            await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _complete(self, body: dict[str, Any], fault: str | None, arrival: float) -> Response:
         b, s = self.behaviour, self.stats
         words, images, videos = _count_parts(body.get("messages", []))
         n = int(body.get("n") or 1)
@@ -223,7 +273,9 @@ class FakeOpenAI:
             completion += used
         s.prompt_tokens += prompt_tokens
         s.completion_tokens += completion
+        s.billed.append((arrival, prompt_tokens + completion))
         s.choices += len(choices)
+        s.answered += bool(choices)
         s.ok += 1
         self._status(200)
         return JSONResponse({

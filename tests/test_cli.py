@@ -25,7 +25,7 @@ from rmsd.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 RMSD = Path(sys.executable).with_name("rmsd")  # the console script of this venv
 ENV = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}  # rich wraps and styles the same
-COMMANDS = ["synthvid", "build-student", "validate", "sample", "sample merge", "match", "distill", "eval", "plan",
+COMMANDS = ["synthvid", "build-student", "validate", "sample", "sample merge", "sample rekey", "match", "distill", "eval", "plan",
             "quickstart"]
 
 
@@ -95,9 +95,9 @@ def test_a_missing_recipe_is_one_line_on_real_stderr_with_status_2(tmp_path):
     (["distill", "--recipe", "{R}", "--matched", "/nonexistent"], "/nonexistent: no matched dataset there"),
     (["eval", "--recipe", "{R}", "--model", "/nonexistent"], "--model /nonexistent: no config.json there"),
     (["sample", "--recipe", "{R}", "--set", "distill.sft.learning_rate=1"],
-     "{R}: distill.sft.learning_rate: unknown key (check its spelling and section)"),
+     "--set distill.sft.learning_rate=1: distill.sft.learning_rate: unknown key (did you mean `lr`?)"),
     (["sample", "--recipe", "{R}", "--set", "distill.sft.lr"], "--set 'distill.sft.lr': expected key.path=value"),
-    (["sample", "--recipe", "{R}", "--set", "distill.sft.lr=fast"], "{R}: distill.sft.lr: Input should be a valid"),
+    (["sample", "--recipe", "{R}", "--set", "distill.sft.lr=fast"], "--set distill.sft.lr=fast: distill.sft.lr: Input"),
     (["sample", "--recipe", "{BAD}"], "{BAD}: bogus: unknown key"),
     (["sample", "--recipe", str(ROOT / "teachers" / "synthvid_sim.yaml")], "this is a teacher pool, not a recipe"),
     (["validate", "{tmp}/empty"], "no YAML files under {tmp}/empty"),

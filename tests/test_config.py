@@ -37,7 +37,7 @@ def _recipe(**over):
 def test_unknown_key_is_reported_with_its_path(tmp_path):
     p = _write(tmp_path, "r.yaml", _recipe(distill={"sft": {"lr": 1e-3, "learning_rate": 2}}))
     problems = validate_file(p)
-    assert problems == [f"{p}: distill.sft.learning_rate: unknown key (check its spelling and section)"]
+    assert problems == [f"{p}: distill.sft.learning_rate: unknown key (did you mean `lr`?)"]
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):
@@ -97,6 +97,8 @@ def test_api_key_in_yaml_is_rejected(tmp_path):
     (problem,) = validate_file(p)
     assert "teachers.0.openai" in problem and "never read from a YAML" in problem
     p = _write(tmp_path, "pool2.yaml", _pool(openai={"model": "m", "api_key_env": "sk-proj1234567890abcdefghij"}))
+    assert "api_key_env: looks like a credential (an OpenAI API key)" in validate_file(p)[0]
+    p = _write(tmp_path, "pool3.yaml", _pool(openai={"model": "m", "api_key_env": "my-key"}))
     assert "NAME of an environment variable" in validate_file(p)[0]
 
 
@@ -126,9 +128,9 @@ def test_recipe_pool_path_resolves_beside_the_recipe(tmp_path):
 def test_cli_validate_reports_problems_and_exit_code(tmp_path):
     bad = _write(tmp_path, "bad.yaml", _recipe(extra_key=1))
     result = CliRunner().invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 1
-    assert "extra_key: unknown key" in result.output
-    result = CliRunner().invoke(app, ["validate", *map(str, SHIPPED)])
+    assert result.exit_code == 2  # as every command's user mistakes; validate lists all of them
+    assert result.stderr.startswith("error: ") and "extra_key: unknown key" in result.stderr
+    result = CliRunner().invoke(app, ["validate", *map(str, SHIPPED)])  # the LoRA recipes wait for student.lora
     assert result.exit_code == 0, result.output
     assert "0 problems" in result.output
     pending = CliRunner().invoke(app, ["validate", *map(str, PENDING)])

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmsd.errors import RmsdError
+
 TASK_TYPES = ("mcq", "numeric", "open", "grounding")
 CLOSED_TASK_TYPES = frozenset({"mcq", "numeric", "grounding"})
 # the score an item of each task type gets (rmsd.matching.extract.score): what tables call each column
@@ -70,6 +72,34 @@ class Item:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
 
+_TEXT_FIELDS = ("item_id", "benchmark", "task_type", "question", "prompt")
+
+
+def item_from_row(row: Any, where: str, media_required: bool = False) -> Item:
+    """An `Item` from one row of an items file; every problem as one RmsdError naming `where`
+    (the file and line), the field and what to do."""
+    if not isinstance(row, dict):
+        raise RmsdError(f"{where}: expected an item (a JSON object), got {type(row).__name__}")
+    missing = [f for f in _TEXT_FIELDS if row.get(f) is None]
+    if missing:
+        raise RmsdError(f"{where}: the item lacks the field(s) {', '.join(missing)} (required: "
+                        f"{', '.join(_TEXT_FIELDS)}); fix the line or regenerate the file")
+    wrong = [f for f in _TEXT_FIELDS if not isinstance(row[f], str)]
+    if wrong:
+        raise RmsdError(f"{where}: field(s) {', '.join(wrong)} must be text")
+    if row["task_type"] not in TASK_TYPES:
+        raise RmsdError(f"{where}: field task_type: unknown task type {row['task_type']!r}; "
+                        f"expected one of {', '.join(TASK_TYPES)}")
+    for f in ("video", "image"):
+        if row.get(f) is not None and not isinstance(row[f], str):
+            raise RmsdError(f"{where}: field {f} must be a path (text), got {type(row[f]).__name__}")
+    if media_required and row.get("video") is None and row.get("image") is None:
+        raise RmsdError(f"{where}: field video is null or missing; every item of this benchmark has a video file")
+    if not isinstance(row.get("options") or [], list) or not isinstance(row.get("meta") or {}, dict):
+        raise RmsdError(f"{where}: field options must be a list and meta a mapping")
+    return Item.from_dict(row)
+
+
 def write_items(items: list[Item], path: str | Path) -> None:
     """Write items as JSONL (readable by `datasets.load_dataset("json", ...)`)."""
     path = Path(path)
@@ -80,5 +110,15 @@ def write_items(items: list[Item], path: str | Path) -> None:
 
 
 def read_items(path: str | Path) -> list[Item]:
-    with Path(path).open() as f:
-        return [Item.from_dict(json.loads(line)) for line in f if line.strip()]
+    """Items of a JSONL file written by `write_items`; a bad line is one RmsdError naming file and line."""
+    items = []
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RmsdError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            items.append(item_from_row(row, f"{path}:{n}"))
+    return items

@@ -6,10 +6,12 @@ Two modes everywhere:
   the ranked multiple-choice extractor (`letter_harness`), the legacy first-capital one
   (`letter_legacy`), MMMU's choice and open-answer parsers (`choice_mmmu`, `open_mmmu`).
 - **strict**: what `rmsd match` uses on teacher samples, where a misread answer becomes a
-  wrong training target. It reads `<answer>…</answer>` when present, never reads a letter
-  out of an ordinary word or article ("A dog runs", "I think"), skips options only named as
-  rejected ("not B", "B is wrong") or as one of several ("either A or C"), and returns None
-  rather than guess.
+  wrong training target. It reads `<answer>…</answer>` when present, reads committed answers
+  however they are hedged or phrased ("I think it's B", "B: a red square", "In the video, B is
+  correct"), never reads a letter out of an ordinary word or article ("A dog runs", "I think"),
+  skips options only named as rejected ("not B", "B is wrong"), as possible ("it could be B")
+  or as one of several ("either A or C", a listing of options), and returns None rather than
+  guess (0 wrong letters and 0% abstention on the labelled corpus of tests/matching).
 docs/extraction.md tabulates where the two differ. ROUGE-L is computed here (own LCS, the
 `rouge-score` tokenisation, checked against that package in the tests).
 
@@ -137,29 +139,58 @@ def letter_legacy(text: str | None, letters: list[str] | str = "ABCD") -> str | 
 # ----------------------------------------------------------------------------- letters: strict
 _STOP = r"(?=\s*(?:$|[.,;:!?)\]*\n\"'，。；：！？]|[\u4e00-\u9fff]|\s(?:because|since|as|which|given|due|based|and|but|so|with|from|here)\b))"
 _LETTER = rf"(?:\*\*\(?([A-Z])\)?\*\*|[(\[]([A-Z])[)\]]|\\boxed\{{([A-Z])\}}|([A-Z]){_STOP})"
+# a letter that starts a statement about itself ("B is correct"): a bare capital followed by " is"
+# cannot be an article or a pronoun among the offered letters
+_LETTER_FIRST = r"(?:\*\*\(?([A-Z])\)?\*\*|[(\[]([A-Z])[)\]]|(?<![A-Za-z'’\-])([A-Z]))"
+_HEDGE = r"(?:most\s+likely|more\s+likely|very\s+likely|likely|probably|almost\s+certainly|certainly|definitely|" \
+         r"actually|really|clearly|surely|indeed)"
 _STRONG = re.compile(
     r"(?:(?i:(?:final|correct|best|right)\s+(?:answer|option|choice)|answer|the\s+(?:option|choice)|"
     r"my\s+(?:answer|choice)|i(?:\s+would|\s+will|'d|'ll)?\s+(?:choose|select|pick|go\s+with))"
     r"(?i:\s+(?:is|would\s+be|should\s+be|must\s+be))?\s*[:：=\-]?\s*|答案\s*(?:应该)?(?:是|为)?\s*[:：]?\s*|"
     r"(?:故|所以|因此)?选(?:择)?\s*[:：]?\s*)" + _LETTER)
 _TRAILING = re.compile(r"(?:[,:：\n]|\b(?:is|be|it's|its|so|thus|hence|therefore)\b)\s*" + _LETTER + r"\s*[.!。]?\s*$")
+# committed but hedged: "I think it's B", "I'd say C", "my best guess is D", "it's probably B", "most likely (A)"
+_OPINION = re.compile(
+    r"(?i:\bi\s+(?:think|believe|guess|suspect|reckon|feel)|\bi(?:'d|\s+would)\s+(?:say|guess|go\s+for)|"
+    r"\bi(?:'m|\s+am)?\s+(?:leaning|inclined|lean)\s+(?:towards?|to)|"
+    r"\bi(?:'m|\s+am)\s+(?:fairly\s+|pretty\s+|quite\s+|very\s+|reasonably\s+)?(?:sure|confident|certain)|"
+    r"\bmy\s+(?:best\s+)?guess(?:\s+(?:is|would\s+be))?)"
+    r"(?i:\s+that)?(?i:\s*,?\s*(?:it(?:'s|’s|\s+is|\s+would\s+be|\s+must\s+be|\s+should\s+be)|"
+    r"the\s+(?:correct\s+)?answer\s+is))?" + rf"(?i:\s+{_HEDGE})?(?i:\s+(?:option|choice))?\s*[:：]?\s*" + _LETTER)
+_IT_IS = re.compile(r"(?i:\b(?:it|this|that)(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be|\s+would\s+be|\s+has\s+to\s+be))"
+                    + rf"(?i:\s+{_HEDGE})?(?i:\s+(?:option|choice))?\s+" + _LETTER)
+_ADVERB = re.compile(r"(?i:\b(?:most\s+likely|more\s+likely|likely|probably|definitely|certainly))\s*[,:]?\s+"
+                     r"(?i:(?:it's|it\s+is)\s+)?(?i:(?:option|choice)\s+)?" + _LETTER)
+# "B is correct", "C is most likely", "B seems right", "D is the one that ...", "(D) fits"
+_VERDICT = re.compile(_LETTER_FIRST + r"(?i:\s+(?:is|seems|looks|appears)(?:\s+to\s+be)?\s+(?:(?:the\s+)?(?:most\s+)?"
+                      r"(?:likely|correct|right|best|true|accurate|plausible)(?:\s+(?:answer|option|choice|one))?\b|"
+                      r"the\s+answer\b|the\s+(?:one|object)\s+(?:that|which)\b|what\s+happens\b)|\s+(?:fits|matches)\b)")
 _WEAK = re.compile(r"(?:\*\*\(?([A-Z])\)?\*\*|[(\[]([A-Z])[)\]]|(?i:\boption\s+|\bchoice\s+)\(?([A-Z])\)?(?![A-Za-z])"
-                   r"|^\s*([A-Z])[.):]\s+\S)")
+                   r"|(?m:^[\s*_`'\"]*\(?([A-Z])\)?\s*[.):：,\-–—]\s+\S)|(?<![A-Za-z0-9])([A-Z])[:：]\s+\S)")
 _ONLY = re.compile(r"[\s*_`'\"]*(?:\\boxed\{)?[(\[]?\s*([A-Z])\s*[)\]}]?[\s.:!*_`'\"。]*")
 _REJECT_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|rather\s+than|instead\s+of|\bexcept|\bexclud\w*|\beliminat\w*|"
-                            r"\brul\w*\s+out|\bwithout|\beither|\bneither|\bnor|不是|排除|而非|不选)"
+                            r"\brul\w*\s+out|\bwithout|\beither|\bneither|\bnor|\bwhether|\bif|不是|排除|而非|不选)"
                             r"\s*(?:option|choice|answer)?\s*[:：]?\s*$", re.I)
-_REJECT_AFTER = re.compile(r"\s*(?:is|seems|looks|appears|was|would\s+be)?\s*(?:definitely\s+|clearly\s+|also\s+)?"
-                           r"(?:wrong|incorrect|not\b|isn't|false|invalid|eliminated|ruled\s+out|can\s+be\s+ruled|"
-                           r"doesn't|does\s+not|cannot|can't|错|不对|不正确)", re.I)
+# "it could be B", "might be A": named as possible, not chosen
+_TENTATIVE_BEFORE = re.compile(r"\b(?:could|might|may)\s+(?:also\s+|well\s+)?(?:be\s+)?(?:option\s+|choice\s+)?$", re.I)
+# doubt earlier in the same sentence ("I'm not sure whether B is correct"), unless a "but" turns it round
+_UNSURE_BEFORE = re.compile(r"(?:\bnot\s+(?:sure|certain)|\bunsure|\buncertain|\bcan(?:not|'t|’t)\s+(?:tell|decide|"
+                            r"determine|say|choose)|\bwonder)(?:(?!\bbut\b)[^.!?\n])*$", re.I)
+_REJECT_AFTER = re.compile(r"\s*(?:is|seems|looks|appears|was|would\s+be)?\s*(?:definitely\s+|clearly\s+|also\s+|"
+                           r"probably\s+|likely\s+)?(?:wrong|incorrect|not\b|isn't|false|invalid|eliminated|ruled\s+out|"
+                           r"can\s+be\s+ruled|doesn't|does\s+not|cannot|can't|错|不对|不正确)", re.I)
 _COORD_AFTER = re.compile(r"\s*(?:,|/|、|(?i:\bor\b|\band\b)|或|和)\s*(?i:option\s+|choice\s+)?[(\[]?\**[A-Z](?![A-Za-z])")
 _COORD_BEFORE = re.compile(r"(?<![A-Za-z])[A-Z]\)?\**\s*(?:,|/|、|(?i:\bor\b|\band\b)|或|和)\s*(?i:option\s+|choice\s+)?"
                            r"[(\[]?\**$")
+# another letter named as possible after the answer ("..., but D is also possible"): the reply has not chosen
+_POSSIBLE = re.compile(_LETTER_FIRST + r"(?i:\s+(?:is|seems|looks)\s+(?:also\s+)?(?:possible|plausible|an?\s+option)\b)"
+                       r"|(?i:\b(?:could|might|may)\s+also\s+be\s+)(?:option\s+)?\(?([A-Z])(?![A-Za-z])")
 
 
 def _mentions(pattern: re.Pattern, region: str, letters: str) -> list[tuple[int, str]]:
-    """(position, letter) of each match of `pattern` whose letter is offered and not rejected
-    or coordinated with another letter."""
+    """(position, letter) of each match of `pattern` whose letter is offered and not rejected, only
+    named as possible, doubted, or coordinated with another letter."""
     out = []
     for m in pattern.finditer(region):
         group = next(g for g in range(1, (m.lastindex or 0) + 1) if m.group(g))
@@ -168,6 +199,8 @@ def _mentions(pattern: re.Pattern, region: str, letters: str) -> list[tuple[int,
         start -= len(re.search(r"[(\[*]*$", region[:start]).group(0))
         before, after = region[max(0, start - 40):start], region[end:end + 40]
         if letter not in letters or _REJECT_BEFORE.search(before) or _REJECT_AFTER.match(after):
+            continue
+        if _TENTATIVE_BEFORE.search(before) or _UNSURE_BEFORE.search(region[:start]):
             continue
         if _COORD_AFTER.match(after) or _COORD_BEFORE.search(before):
             continue
@@ -178,10 +211,16 @@ def _mentions(pattern: re.Pattern, region: str, letters: str) -> list[tuple[int,
 def letter_strict(text: str | None, letters: list[str] | str = "ABCD") -> str | None:
     """The option letter the response commits to, or None.
 
-    Order: the whole answer is a letter ("B", "(B)", "**B.**"); else the last explicit answer
-    statement ("the answer is B", "Answer: (B)", "答案是 B", "选B", "…, B" at the end); else a
-    single letter among bracketed/bold/"option X" mentions. Mentions after a negation ("not
-    B"), followed by a verdict ("B is wrong") or joined to another letter ("A or C") do not count.
+    Order: the whole answer is a letter ("B", "(B)", "**B.**"); else the last commitment — an
+    answer statement ("the answer is B", "Answer: (B)", "答案是 B", "选B", "…, B" at the end),
+    a hedged one ("I think it's B", "probably B", "my best guess is B", "it's most likely B")
+    or a verdict on a letter ("B is correct", "C is most likely", "B seems right") — unless a
+    later sentence names another letter as possible ("…, but D is also possible"); else a
+    single letter among bracketed/bold/"option X" mentions and option labels ("B: a red
+    square", a line starting "B."). Mentions after a negation ("not B"), followed by a
+    verdict against them ("B is wrong"), named as possible ("it could be B"), doubted in
+    their sentence ("not sure whether B is right") or joined to another letter ("A or C")
+    do not count. docs/extraction.md lists every form.
     """
     region = answer_region(text)
     if region is None:
@@ -190,9 +229,13 @@ def letter_strict(text: str | None, letters: list[str] | str = "ABCD") -> str | 
     whole = _ONLY.fullmatch(region)
     if whole:
         return whole.group(1) if whole.group(1) in letters else None
-    strong = _mentions(_STRONG, region, letters) + _mentions(_TRAILING, region, letters)
+    strong = [found for pattern in (_STRONG, _TRAILING, _OPINION, _IT_IS, _ADVERB, _VERDICT)
+              for found in _mentions(pattern, region, letters)]
     if strong:
-        return max(strong)[1]
+        position, chosen = max(strong)
+        rivals = [m for m in _POSSIBLE.finditer(region) if m.start() > position
+                  and next(g for g in m.groups() if g) in set(letters) - {chosen}]
+        return None if rivals else chosen
     weak = {letter for _, letter in _mentions(_WEAK, region, letters)}
     return weak.pop() if len(weak) == 1 else None
 

@@ -1,21 +1,28 @@
 """`rmsd sample`: query a task-adaptive teacher pool K times per item into a resumable store.
 
-The runner plans every record key (item x teacher serving its task type x sample index),
-drops the keys the store already holds, and runs the rest on one asyncio loop:
+The runner plans every record key (item x teacher serving its task type x sample index;
+`rmsd.sampling.keys`), drops the keys the store already holds, and runs the rest on one
+asyncio loop:
 - frames are decoded and JPEG-encoded once per item, in a worker thread, only for what the
   pool's teachers need (`Teacher.media_needs`), shared by every teacher and sample, and
   released when the item is done (a window of items in flight bounds memory);
-- per teacher: a concurrency limit, requests- and tokens-per-minute buckets, K samples per
-  request where the teacher allows (`max_n_per_request`), retries with jittered exponential
-  backoff honouring Retry-After on anything but a user error or a non-retryable HTTP status,
-  a per-request timeout, and a circuit breaker: after CIRCUIT_BREAK_AFTER requests in a row
-  fail for good, the teacher's remaining work is recorded as failed at once instead of
-  retrying against a dead server for hours (a re-run retries it);
-- a global concurrency limit over the pool; records appended as they complete; a failure
-  (item, teacher, reason, keys) logged for each request that finally failed, including a
-  missing or corrupt video, while the rest of the run completes;
-- a rich progress bar (done/total, rate, errors, tokens) and a summary (counts, tokens,
-  cost where prices are set, wall time, throughput) saved as summary.json.
+- one `Teacher.generate` call is one HTTP request, and each takes its own concurrency slot
+  (teacher and pool) and its own requests- and tokens-per-minute budget, spent at the
+  moment it is sent (`rmsd.sampling.ratelimit`: counted over any sliding minute, retries
+  included), so the endpoint never sees more than the configured concurrency and rate;
+- K samples per request where the teacher allows (`max_n_per_request`, read at send
+  time); a response with fewer samples than asked (a server that ignores `n`) is stored at
+  once and only the missing indices are asked again, as single-sample requests once the
+  teacher knows it ignores `n` — nothing received is thrown away or asked twice;
+- retries with jittered exponential backoff honouring Retry-After on anything but a user
+  error or a non-retryable HTTP status, a per-request timeout, and a circuit breaker: after
+  CIRCUIT_BREAK_AFTER requests in a row fail for good, the teacher's remaining work is
+  recorded as failed at once instead of retrying against a dead server for hours (a re-run
+  retries it);
+- records appended as they complete; a failure (item, teacher, reason, keys) logged for
+  each request that finally failed, including a missing or corrupt video, while the rest of
+  the run completes;
+- a rich progress bar and a summary (`rmsd.sampling.summary`) saved as summary.json.
 
 `--shard I/N` keeps the items whose stable hash of item_id is I mod N, so N machines split a
 run with no coordination and `rmsd sample merge` joins their stores.
@@ -38,10 +45,12 @@ from typing import Any
 from rmsd.config import PoolConfig, Recipe, TeacherConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.sampling.keys import KeyMaker, legacy_store_error
 from rmsd.sampling.ratelimit import RateLimiter, backoff_delay
-from rmsd.sampling.store import SampleStore, now_iso, record_key
+from rmsd.sampling.store import KEY_VERSION, SampleStore, key_version, now_iso
+from rmsd.sampling.summary import Progress, print_summary, summarize
 from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError
-from rmsd.teachers.pool import gen_params, identity, model_name
+from rmsd.teachers.pool import gen_params, model_name
 
 CIRCUIT_BREAK_AFTER = 5
 MEDIA_THREADS = 4
@@ -72,23 +81,20 @@ def shard_items(items: list[Item], shard: tuple[int, int]) -> list[Item]:
 # ----------------------------------------------------------------------------- plan
 @dataclass
 class Lane:
-    """One teacher's share of a run: its limits, counters and key function."""
+    """One teacher's share of a run: its limits, counters and keys."""
 
     cfg: TeacherConfig
     teacher: Teacher
     params: GenParams
     sem: asyncio.Semaphore
     limiter: RateLimiter
-    key_parts: tuple[Any, ...]
+    keys: KeyMaker
     model: str
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("records", "failed", "requests", "retries", "prompt_tokens", "completion_tokens", "truncated", "flagged"), 0))
+        ("records", "failed", "requests", "retries", "short", "prompt_tokens", "completion_tokens", "truncated",
+         "flagged"), 0))
     failures_in_a_row: int = 0
     down_reason: str | None = None
-
-    def key(self, item_id: str, index: int) -> str:
-        ident, params, system, template = self.key_parts
-        return record_key(item_id, self.cfg.name, ident, params, system, template, index)
 
 
 @dataclass
@@ -99,7 +105,7 @@ class _Failure:
     skipped: bool = False  # not sent: the teacher's circuit breaker is open
 
 
-@dataclass
+@dataclass(slots=True)  # one per item and teacher: no __dict__ each, less for the GC to walk
 class Job:
     item: Item
     lane: Lane
@@ -107,18 +113,20 @@ class Job:
     keys: dict[int, str]
 
 
-def make_lanes(pool: PoolConfig, teachers: dict[str, Teacher]) -> dict[str, Lane]:
+def make_lanes(pool: PoolConfig, teachers: dict[str, Teacher], num_frames: int = 8, max_side: int | None = None,
+               rate_window_s: float = 60.0) -> dict[str, Lane]:
     missing = [t.name for t in pool.teachers if t.name not in teachers]
     if missing:
         raise RmsdError(f"no Teacher object for pool teacher(s) {', '.join(missing)}")
     lanes = {}
     for cfg in pool.teachers:
-        params = gen_params(cfg)
+        teacher = teachers[cfg.name]
+        keys = KeyMaker(cfg, pool, frozenset(teacher.media_needs), num_frames, max_side,
+                        frozenset(getattr(teacher, "options_not_in_key", frozenset())))
         lanes[cfg.name] = Lane(
-            cfg=cfg, teacher=teachers[cfg.name], params=params, sem=asyncio.Semaphore(cfg.concurrency),
-            limiter=RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute),
-            key_parts=(identity(cfg), params.key_dict(), pool.system_prompt, pool.prompt_template),
-            model=model_name(cfg))
+            cfg=cfg, teacher=teacher, params=gen_params(cfg), sem=asyncio.Semaphore(cfg.concurrency),
+            limiter=RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, window_s=rate_window_s),
+            keys=keys, model=model_name(cfg))
     return lanes
 
 
@@ -133,7 +141,7 @@ def plan(items: list[Item], lanes: dict[str, Lane], store: SampleStore) -> tuple
         for lane in lanes.values():
             if item.task_type not in lane.cfg.task_types:
                 continue  # task-adaptive pool: this teacher does not serve this task type
-            keys = {i: lane.key(item.item_id, i) for i in range(lane.cfg.samples)}
+            keys = lane.keys.keys(item)
             planned.extend(keys.values())
             missing = [i for i, k in keys.items() if k not in store]
             if missing:
@@ -164,13 +172,11 @@ def _logprobs(lp: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
 
 
 # ----------------------------------------------------------------------------- run
-async def _all(coros: Any) -> None:
-    """Await coroutines concurrently; a single one directly (no task: most items have one job, one request)."""
+def _all(coros: Any) -> Any:
+    """An awaitable of coroutines run concurrently; a single one is itself (no task, no extra frame: most
+    items have one job and one request)."""
     coros = list(coros)
-    if len(coros) == 1:
-        await coros[0]
-    else:
-        await asyncio.gather(*coros)
+    return coros[0] if len(coros) == 1 else asyncio.gather(*coros)
 
 
 async def _timeout(coro: Any, seconds: float) -> Any:
@@ -182,7 +188,7 @@ async def _timeout(coro: Any, seconds: float) -> Any:
 
 class _Run:
     def __init__(self, store: SampleStore, concurrency: int, num_frames: int, max_side: int | None,
-                 progress: _Progress, backoff_base_s: float, backoff_cap_s: float, secrets: list[str]):
+                 progress: Progress, backoff_base_s: float, backoff_cap_s: float, secrets: list[str]):
         self.store, self.progress = store, progress
         self.num_frames, self.max_side = num_frames, max_side
         self.concurrency = concurrency
@@ -198,19 +204,26 @@ class _Run:
         return text
 
     async def all(self, work: list[tuple[Item, list[Job]]]) -> None:
-        window = asyncio.Semaphore(max(2 * self.concurrency, 8))  # items in flight (their media held in memory)
+        # items in flight (their media held in memory), topped up in batches: one wake-up of this loop
+        # per batch rather than per item, which at hundreds of requests in flight is CPU the client needs
+        most = max(2 * self.concurrency, 8)
+        refill_at = most - max(1, most // 8)
         tasks: set[asyncio.Task] = set()
         crashed: list[BaseException] = []
+        room = asyncio.Event()
 
         def finished(task: asyncio.Task) -> None:
-            window.release()
             tasks.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 crashed.append(task.exception())
+            if len(tasks) <= refill_at or crashed:
+                room.set()
 
         try:
             for item, jobs in work:
-                await window.acquire()
+                while len(tasks) >= most and not crashed:
+                    room.clear()
+                    await room.wait()
                 if crashed:  # a bug, not a failed request: stop feeding work and raise it
                     break
                 task = asyncio.create_task(self.item(item, jobs))
@@ -235,57 +248,90 @@ class _Run:
                 for job in (j for j in jobs if j.lane.teacher.media_needs):
                     self.fail(job, job.indices, f"media: {reason}", attempts=0, breaker=False)
                 jobs = [j for j in jobs if not j.lane.teacher.media_needs]
-        await _all(self.job(job, media) for job in jobs)
+        await _all(self.indices(job, job.indices, media) for job in jobs)
 
-    async def job(self, job: Job, media: Media) -> None:
-        parts = chunks(job.indices, job.lane.teacher.max_n_per_request())
-        await _all(self.request(job, part, media) for part in parts)
+    async def indices(self, job: Job, indices: list[int], media: Media) -> None:
+        """Sample `indices` of a job: requests of as many samples as the teacher takes now, concurrently."""
+        await _all(self.request(job, part, media) for part in chunks(indices, job.lane.teacher.max_n_per_request()))
 
     async def request(self, job: Job, part: list[int], media: Media) -> None:
+        """One request for `part` (retried until it succeeds or fails for good); what it left missing is
+        planned again: the samples a short answer lacked, and those a smaller max_n did not ask for."""
         lane, attempt = job.lane, 0
         while True:
-            outcome = await self.attempt(job, part, media)
+            outcome, asked = await self.attempt(job, part, media)
             if not isinstance(outcome, _Failure):
                 lane.failures_in_a_row = 0
-                return await self.write(job, part, *outcome)
+                responses, latency = outcome
+                self.write(job, part[:len(responses)], responses, latency)
+                if len(responses) < asked:
+                    lane.stats["short"] += 1
+                rest = part[len(responses):]
+                break
             if outcome.skipped:
                 return self.fail(job, part, outcome.reason, attempt, breaker=False)
             if not outcome.retryable or attempt >= lane.cfg.max_retries:
-                return self.fail(job, part, outcome.reason, attempt + 1)
+                self.fail(job, part[:asked], outcome.reason, attempt + 1)
+                rest = part[asked:]
+                break
             lane.stats["retries"] += 1
             await asyncio.sleep(backoff_delay(attempt, *self.backoff, retry_after=outcome.retry_after, rng=self.rng))
             attempt += 1
+        if rest:
+            await self.indices(job, rest, media)
 
-    async def attempt(self, job: Job, part: list[int], media: Media) -> tuple[list[Response], float] | _Failure:
-        """One request: (responses, latency in s), or why it failed."""
-        lane, n = job.lane, len(part)
-        estimate = lane.teacher.estimate_tokens(job.item, media, n, lane.params)
+    async def attempt(self, job: Job, part: list[int], media: Media) -> tuple[tuple[list[Response], float] | _Failure, int]:
+        """One HTTP request for the first samples of `part`: ((responses, latency in s) or why it failed, n asked)."""
+        lane = job.lane
         async with lane.sem:
             if lane.down_reason is not None:  # checked once a slot is ours: many requests wait here
-                return _Failure(f"skipped: {lane.down_reason}; re-run to retry", False, skipped=True)
-            await lane.limiter.acquire(estimate)
-            async with self.slots:  # taken last: a rate-limited teacher does not hold slots others could use
-                lane.stats["requests"] += 1
-                started = time.perf_counter()
-                try:
-                    out = await _timeout(lane.teacher.generate(job.item, media, n, lane.params, start_index=part[0]),
-                                         lane.cfg.timeout_s)
-                except TeacherError as e:
-                    return _Failure(self.redact(str(e)), e.retryable, e.retry_after)
-                except (asyncio.TimeoutError, TimeoutError):
-                    return _Failure(f"timeout: no response within {lane.cfg.timeout_s:g} s", True)
-                except RmsdError as e:
-                    return _Failure(self.redact(str(e)), False)
-                except Exception as e:  # malformed output of a backend: worth another try
-                    return _Failure(self.redact(f"{type(e).__name__}: {e}")[:500], True)
-                latency = time.perf_counter() - started
-        if not isinstance(out, list) or len(out) != n or not all(isinstance(r, Response) for r in out):
-            got = len(out) if isinstance(out, list) else type(out).__name__
-            return _Failure(f"teacher returned {got} responses for n={n} (expected a list of {n} Response)", True)
-        lane.limiter.settle(estimate, sum(r.prompt_tokens + r.completion_tokens for r in out))
-        return out, latency
+                return _Failure(f"skipped: {lane.down_reason}; re-run to retry", False, skipped=True), len(part)
+            max_n = lane.teacher.max_n_per_request()  # read now: the teacher may have learnt it ignores n
+            n = len(part) if max_n is None else max(1, min(len(part), max_n))
+            limited = lane.limiter.requests is not None or lane.limiter.tokens is not None
+            estimate = lane.teacher.estimate_tokens(job.item, media, n, lane.params) if limited else 0
+            spent = None
+            while True:
+                if limited:
+                    await lane.limiter.ready(estimate)
+                async with self.slots:  # taken after waiting on the limits: a rate-limited teacher holds no pool slot
+                    if limited:
+                        spent = lane.limiter.take(estimate)  # spent when sent: the limits count send times
+                        if spent is None:
+                            continue  # another request took the budget while this one waited for a slot
+                    lane.stats["requests"] += 1
+                    started = time.perf_counter()
+                    outcome = await self.send(job, part[0], n, media)
+                    if isinstance(outcome, _Failure) and outcome.reason.startswith("timeout"):
+                        await asyncio.sleep(0)  # let the abandoned connection close before its slot is reused
+                    break
+        if isinstance(outcome, _Failure):
+            return outcome, n
+        if spent is not None:
+            lane.limiter.settle(spent, sum(r.prompt_tokens + r.completion_tokens for r in outcome))
+        return (outcome[:n], time.perf_counter() - started), n
 
-    async def write(self, job: Job, part: list[int], responses: list[Response], latency: float) -> None:
+    async def send(self, job: Job, start: int, n: int, media: Media) -> list[Response] | _Failure:
+        lane = job.lane
+        call = lane.teacher.generate(job.item, media, n, lane.params, start_index=start)
+        own = lane.teacher.own_timeout_s
+        try:
+            # a teacher whose client times out by itself needs no second timer (13 us of CPU per request)
+            out = await (call if own is not None and own <= lane.cfg.timeout_s else _timeout(call, lane.cfg.timeout_s))
+        except TeacherError as e:
+            return _Failure(self.redact(str(e)), e.retryable, e.retry_after)
+        except (asyncio.TimeoutError, TimeoutError):
+            return _Failure(f"timeout: no response within {lane.cfg.timeout_s:g} s", True)
+        except RmsdError as e:
+            return _Failure(self.redact(str(e)), False)
+        except Exception as e:  # malformed output of a backend: worth another try
+            return _Failure(self.redact(f"{type(e).__name__}: {e}")[:500], True)
+        if not isinstance(out, list) or not out or not all(isinstance(r, Response) for r in out):
+            got = f"{len(out)} responses" if isinstance(out, list) else type(out).__name__
+            return _Failure(f"teacher returned {got} for n={n} (expected a list of 1..{n} Response)", True)
+        return out
+
+    def write(self, job: Job, part: list[int], responses: list[Response], latency: float) -> None:
         lane, created = job.lane, now_iso()
         for index, r in zip(part, responses, strict=True):
             self.store.append({
@@ -301,7 +347,7 @@ class _Run:
             s["truncated"] += r.finish_reason == "length"  # kept as is, marked by finish_reason
             s["flagged"] += r.error is not None
         self.progress.advance(len(part), tokens=sum(r.prompt_tokens + r.completion_tokens for r in responses))
-        await self.store.sync_if_due()
+        self.store.sync_soon()
 
     def fail(self, job: Job, part: list[int], reason: str, attempts: int, breaker: bool = True) -> None:
         lane = job.lane
@@ -340,114 +386,23 @@ def build_media(item: Item, needs: frozenset[str], num_frames: int, max_side: in
     return media
 
 
-# ----------------------------------------------------------------------------- progress + summary
-class _Progress:
-    """A rich progress bar (done/total, rate, errors, tokens) on stderr; counters only when disabled."""
-
-    def __init__(self, total: int, enabled: bool, description: str):
-        self.done = self.errors = self.tokens = 0
-        self.started = time.perf_counter()
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                                 console=Console(stderr=True))
-            self._task = self._bar.add_task(description, total=total, stats="")
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def advance(self, n: int, errors: int = 0, tokens: int = 0) -> None:
-        self.done += n
-        self.errors += errors
-        self.tokens += tokens
-        if self._bar is not None:
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-            self._bar.update(self._task, advance=n,
-                             stats=f"{rate:.1f}/s · {self.errors} errors · {self.tokens:,} tokens")
-
-
-def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig) -> float | None:
-    if cfg.price is None:
-        return None
-    return round((prompt_tokens * cfg.price.input_per_1m + completion_tokens * cfg.price.output_per_1m) / 1e6, 6)
-
-
-def summarize(lanes: dict[str, Lane], store: SampleStore, planned: list[str], wall_s: float) -> dict[str, Any]:
-    """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall."""
-    teachers = {}
-    for name, lane in lanes.items():
-        s: dict[str, Any] = dict(lane.stats)
-        total: dict[str, Any] = dict(store.totals.get(name, {"records": 0, "prompt_tokens": 0, "completion_tokens": 0}))
-        s["cost_usd"] = _cost(s["prompt_tokens"], s["completion_tokens"], lane.cfg)
-        total["cost_usd"] = _cost(total["prompt_tokens"], total["completion_tokens"], lane.cfg)
-        teachers[name] = {**s, "store": total}
-
-    def add(key: str, where: str | None = None) -> Any:
-        vals = [(t[where] if where else t)[key] for t in teachers.values()]
-        vals = [v for v in vals if v is not None]
-        return round(sum(vals), 6) if vals else None
-
-    failures = store.open_failures()
-    new = add("records")
-    return {
-        "store": str(store.path), "planned": len(planned), "records": len(store), "new_records": new,
-        "missing": sum(k not in store for k in planned),
-        "failures": len(failures), "failed_samples": sum(len(f["keys"]) for f in failures),
-        "failures_this_run": store.failures_this_run, "truncated": add("truncated"), "flagged": add("flagged"),
-        "requests": add("requests"), "retries": add("retries"),
-        "prompt_tokens": add("prompt_tokens"), "completion_tokens": add("completion_tokens"),
-        "cost_usd": add("cost_usd"), "wall_s": round(wall_s, 3),
-        "responses_per_s": round(new / wall_s, 3) if wall_s > 0 else None,
-        "tokens_per_s": round((add("prompt_tokens") + add("completion_tokens")) / wall_s, 1) if wall_s > 0 else None,
-        "totals": {"records": len(store), "prompt_tokens": add("prompt_tokens", "store"),
-                   "completion_tokens": add("completion_tokens", "store"), "cost_usd": add("cost_usd", "store")},
-        "teachers": teachers,
-    }
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"rmsd sample: {summary['store']}", show_edge=False)
-    for col in ("teacher", "new", "failed", "retries", "cut", "in tok", "out tok", "cost $"):
-        table.add_column(col, justify="left" if col == "teacher" else "right")
-    for name, t in summary["teachers"].items():
-        cost = "-" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
-        table.add_row(name, str(t["records"]), str(t["failed"]), str(t["retries"]), str(t["truncated"]),
-                      f"{t['prompt_tokens']:,}", f"{t['completion_tokens']:,}", cost)
-    console = Console()
-    console.print(table)
-    console.print("new: records written by this run; cut: responses ended by max_tokens (kept, finish_reason=length)")
-    console.print(f"{summary['new_records']} new records in {summary['wall_s']:.1f} s "
-                  f"({summary['responses_per_s'] or 0:.1f}/s); store holds {summary['records']} of "
-                  f"{summary['planned']} planned, {summary['missing']} missing")
-    if summary["failures"]:
-        console.print(f"[yellow]{summary['failures']} item/teacher pairs failed ({summary['failed_samples']} samples): "
-                      f"see {Path(summary['store']) / 'failures.jsonl'}; re-run the same command to retry them")
-
-
 # ----------------------------------------------------------------------------- entry points
 async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
                        num_frames: int = 8, max_side: int | None = None, concurrency: int = 64, progress: bool = True,
-                       *, backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0) -> dict[str, Any]:
-    """Sample every missing key of `items` into `store`; returns (and saves) the summary."""
+                       *, backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0,
+                       rate_window_s: float = 60.0) -> dict[str, Any]:
+    """Sample every missing key of `items` into `store`; returns (and saves) the summary.
+
+    `rate_window_s`: the minute of the per-minute limits (tests and benchmarks shorten it; the
+    limits scale with it)."""
+    if store.key_version != KEY_VERSION:
+        raise legacy_store_error(store.path, store.key_version)
     started = time.perf_counter()
-    lanes = make_lanes(pool, teachers)
+    lanes = make_lanes(pool, teachers, num_frames, max_side, rate_window_s)
     work, planned = plan(items, lanes, store)
     todo = sum(len(job.indices) for _, jobs in work for job in jobs)
     secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
-    with _Progress(todo, progress, f"{pool.name}: {len(work)} items") as bar:
+    with Progress(todo, progress, f"{pool.name}: {len(work)} items") as bar:
         run = _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s, secrets)
         await run.all(work)
     summary = summarize(lanes, store, planned, time.perf_counter() - started)
@@ -473,12 +428,15 @@ def sample_recipe(recipe: Recipe, out: Path | None = None, limit: int | None = N
     items = load_recipe_items(recipe, limit=limit)
     if shard is not None:
         items = shard_items(items, shard)
-    teachers = build_teachers(pool)  # every config error is raised here, before any request
     out = Path(out) if out is not None else recipe.path_of(recipe.sampling.out)
-    ds = recipe.dataset
-    with SampleStore(out, flush_every=recipe.sampling.flush_every) as store:
+    version = key_version(out) if (out / "data").is_dir() else None
+    if version not in (None, KEY_VERSION):  # before anything is built or written
+        raise legacy_store_error(out, version)
+    teachers = build_teachers(pool)  # every config error is raised here, before any request
+    s, ds = recipe.sampling, recipe.dataset
+    with SampleStore(out, fsync_every=s.fsync_every, fsync_ms=s.fsync_ms) as store:
         summary = asyncio.run(_sample_then_close(items, pool, teachers, store, num_frames=ds.num_frames,
-                                                 max_side=ds.max_side, concurrency=recipe.sampling.concurrency,
+                                                 max_side=ds.max_side, concurrency=s.concurrency,
                                                  progress=progress))
         summary.update(recipe=recipe.name, pool=pool.name, shard=f"{shard[0]}/{shard[1]}" if shard else None)
         store.write_summary(summary)

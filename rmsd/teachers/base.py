@@ -10,6 +10,18 @@ The pool (`rmsd.teachers.pool`) sets `system_prompt` and `prompt_template` on ev
 `render_prompt(item)` gives the user text. `ask(prompt)` is a text-only call for LLM judges.
 A backend raises `TeacherError(retryable=...)` to tell the runner whether to retry; any
 other exception is retried too (except `RmsdError`, a user mistake).
+
+The contract of `generate`, for custom teachers: one call is one request (the runner gives
+each call its own concurrency slot and rate-limit budget), and it may return FEWER than the
+`n` responses asked for — the first ones, samples start_index, start_index+1, ... The runner
+stores what came back at once and asks again for the missing indices only; a teacher that
+learns it can only give one sample per request says so in `max_n_per_request`, and the
+runner then splits pending work into single-sample requests. Returning nothing is a failure
+(retried); returning more than `n` keeps the first `n`.
+
+What enters a record key is decided by the runner (`rmsd.sampling.keys`): the teacher's
+settings in the pool (a custom teacher's `options` included, except the names it lists in
+`options_not_in_key`) and, when `media_needs` asks for pixels, the frame count and size.
 """
 
 from __future__ import annotations
@@ -76,6 +88,8 @@ class Teacher(abc.ABC):
     """A sampler of responses. `name` identifies it in records and keys."""
 
     media_needs: frozenset[str] = frozenset({"frames", "jpeg"})  # subset of MEDIA_KINDS
+    options_not_in_key: frozenset[str] = frozenset()  # pool `options` that cannot change answers (a URL, a timeout)
+    own_timeout_s: float | None = None  # set by a teacher whose client gives up by itself (no runner timer then)
     system_prompt: str | None = None
     prompt_template: str = "{prompt}"
 
@@ -87,7 +101,8 @@ class Teacher(abc.ABC):
         return self.prompt_template.replace("{prompt}", item.prompt)
 
     def max_n_per_request(self) -> int | None:
-        """Most samples one `generate` call should be asked for (None: any n); the runner splits above it."""
+        """Most samples one `generate` call should be asked for (None: any n); the runner reads it each
+        time it sends a request, so a teacher may lower it once it learns its server ignores `n`."""
         return None
 
     def estimate_tokens(self, item: Item, media: Media, n: int, params: GenParams) -> int:
@@ -107,8 +122,9 @@ class Teacher(abc.ABC):
     async def generate(
         self, item: Item, media: Media, n: int, params: GenParams, start_index: int = 0
     ) -> list[Response]:
-        """Return exactly `n` responses for `item`: samples start_index .. start_index+n-1.
+        """Return up to `n` responses for `item`: samples start_index, start_index+1, ... in order.
 
+        Fewer than `n` is allowed (the runner asks again for the rest); none is a failure.
         Deterministic backends must give sample i the same text whichever batch asked for
         it (a resumed run asks only for the missing indices). Raise to let the runner retry.
         """

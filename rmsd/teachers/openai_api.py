@@ -7,9 +7,10 @@ data URL where the server decodes video itself.
 
 How it differs from a plain client loop:
 - K samples in ONE request (`n=K`) where the endpoint honours `n`, so the video is sent and
-  billed once. With `use_n: auto` the first response tells: fewer choices than asked means
-  the server ignores `n`; the rest of that call is fetched by single requests and from then
-  on the teacher asks the runner for one sample per request (`max_n_per_request`).
+  billed once. One `generate` call is exactly one HTTP request: with `use_n: auto` a
+  response with fewer choices than asked tells that the server ignores `n`; the call returns
+  the choices it got (the runner stores them and asks again for the rest) and from then on
+  the teacher asks the runner for one sample per request (`max_n_per_request`).
 - With a `seed`, request seeds are `seed + first sample index`, so single-sample requests
   do not all return the same text.
 - Billed usage is split over the records of a request (prompt tokens evenly, completion
@@ -95,7 +96,7 @@ class OpenAITeacher(Teacher):
                                                http_client=_http_client()))
                         for _ in range(copies) for u in self.urls]
         self._turn = itertools.cycle(range(len(self._routes)))
-        self.timeout_s = timeout_s
+        self.timeout_s = self.own_timeout_s = timeout_s  # the client's connect/read/write timeouts (max_retries=0)
         self.media_needs = frozenset({"video"} if options.video_mode == "video_url" else {"jpeg"})
         # None: not yet known (auto); True/False once a response with n > 1 has told
         self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
@@ -184,20 +185,14 @@ class OpenAITeacher(Teacher):
     # ------------------------------------------------------------------------- sampling
     async def generate(self, item: Item, media: Media, n: int, params: GenParams,
                        start_index: int = 0) -> list[Response]:
-        messages = self.messages(item, media)
-        if n > 1 and self.n_honoured is False:
-            parts = await asyncio.gather(*(self._sample(messages, 1, params, start_index + i) for i in range(n)))
-            return [r for part in parts for r in part]
-        first = await self._sample(messages, n, params, start_index)
-        if n > 1:
-            honoured = len(first) >= n
-            if self.options.use_n == "auto" and (self.n_honoured is None or not honoured):
-                self.n_honoured = honoured
-        if len(first) >= n:
-            return first[:n]
-        rest = await asyncio.gather(*(self._sample(messages, 1, params, start_index + i)
-                                      for i in range(len(first), n)))
-        return first + [r for part in rest for r in part]
+        """One HTTP request for samples start_index..start_index+n-1; returns the choices received (maybe fewer)."""
+        out = await self._sample(self.messages(item, media), n, params, start_index)
+        if n > 1 and self.options.use_n == "auto":
+            if len(out) < n:
+                self.n_honoured = False
+            elif self.n_honoured is None:
+                self.n_honoured = True
+        return out[:n]
 
     async def _sample(self, messages: list[dict[str, Any]], n: int, params: GenParams,
                       first_index: int) -> list[Response]:

@@ -6,10 +6,9 @@ and is constructed as `MyTeacher(name=..., **options)`. Every problem (an unknow
 a class that is not a Teacher, options the class rejects, a missing API key or model
 folder) is a one-line `RmsdError` raised here, before the runner sends any request.
 
-Besides the objects, this module defines what makes a teacher's answers what they are —
-its *identity* (model plus any backend knob that changes outputs), which enters every
-record key: change the model or a simulated teacher's accuracy and the store re-samples;
-change only the base URL or the concurrency and it does not.
+What a teacher sees of a video is known here without building it (`media_needs`), which
+the record keys use (`rmsd.sampling.keys`: a teacher that never looks at the frames keeps its
+keys when `num_frames` changes).
 
     rmsd validate teachers/video_api_pool.yaml && rmsd sample --recipe recipes/videomme/qwen2_5_vl_3b_rmsd.yaml
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any
 
 from rmsd.config import PoolConfig, TeacherConfig
 from rmsd.errors import RmsdError
@@ -44,13 +42,15 @@ def model_name(cfg: TeacherConfig) -> str:
     return cfg.backend
 
 
-def identity(cfg: TeacherConfig) -> Any:
-    """What determines this teacher's answers besides the prompt and params (part of every key)."""
+def media_needs(cfg: TeacherConfig) -> frozenset[str]:
+    """What the teacher `build_teacher(cfg)` makes will ask of a video (its `media_needs`), without building it."""
+    if cfg.backend == "openai":
+        return frozenset({"video"} if cfg.openai.video_mode == "video_url" else {"jpeg"})
+    if cfg.backend == "hf":
+        return frozenset({"frames"})
     if cfg.backend == "simulated":
-        return {"model": "simulated", **cfg.simulated.model_dump()}
-    if cfg.backend in ("openai", "hf"):
-        return {"model": model_name(cfg)}
-    return {"model": cfg.backend, "options": cfg.options}
+        return frozenset()  # the simulator reads the ground truth, never the pixels
+    return frozenset(load_class(cfg.backend, cfg.name).media_needs)
 
 
 def load_class(spec: str, teacher: str) -> type[Teacher]:
@@ -96,7 +96,7 @@ def build_teacher(cfg: TeacherConfig, pool: PoolConfig | None = None) -> Teacher
         from rmsd.teachers.simulated import SimulatedTeacher
 
         teacher = SimulatedTeacher(cfg.name, **cfg.simulated.model_dump())
-        teacher.media_needs = frozenset()  # the simulator reads the ground truth, never the pixels
+        teacher.media_needs = media_needs(cfg)
     else:
         teacher = _custom(cfg)
     if pool is not None:

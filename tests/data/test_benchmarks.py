@@ -88,8 +88,15 @@ def test_videomme_user_errors(videomme_dir, tmp_path):
         write_parquet(tmp_path / "other" / "test.parquet", [videomme_row(9, "short", "OCR Problems", "A")])
         bench.load_items(tmp_path / "other")
     write_parquet(tmp_path / "bad" / "test.parquet", [{"question": "q", "answer": "A"}])
-    with pytest.raises(RmsdError, match="lack the field.*videoID"):
+    with pytest.raises(RmsdError, match="row 1 of .* lacks the field.*videoID"):
         bench.load_items(tmp_path / "bad")
+    later = tmp_path / "later" / "test.jsonl"  # a later row without a field: named by its row, not a KeyError
+    later.parent.mkdir()
+    rows = [videomme_row(1, "short", "OCR Problems", "A"), {**videomme_row(2, "short", "OCR Problems", "B")}]
+    del rows[1]["question_id"]
+    later.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(RmsdError, match="row 2 of .* lacks the field.s. question_id"):
+        bench.load_items(later.parent)
     with pytest.raises(RmsdError, match="not found"):
         bench.load_items(tmp_path / "nowhere")
 

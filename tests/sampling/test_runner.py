@@ -15,14 +15,21 @@ from rmsd.config import PoolConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling import runner
-from rmsd.sampling.ratelimit import TokenBucket, backoff_delay, parse_retry_after
+from rmsd.sampling.ratelimit import (
+    JITTER_MARGIN_S,
+    RateLimiter,
+    SlidingWindow,
+    TokenBucket,
+    backoff_delay,
+    parse_retry_after,
+)
 from rmsd.sampling.runner import chunks, parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
 from rmsd.teachers.base import Media, Response, Teacher
 from rmsd.teachers.pool import build_teachers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer  # noqa: E402
+from fake_openai import FakeOpenAIServer, max_in_window  # noqa: E402
 
 TASKS = ("mcq", "open", "numeric", "grounding")
 
@@ -64,26 +71,45 @@ def server():
 
 
 # ----------------------------------------------------------------------------- building blocks
-def test_token_bucket_keeps_the_rate_on_a_fake_clock():
+def test_limits_hold_over_every_sliding_window_on_a_fake_clock():
     now = [0.0]
 
     async def sleep(dt: float) -> None:
         now[0] += dt
 
-    async def go() -> None:
-        bucket = TokenBucket(60, burst_s=5, clock=lambda: now[0], sleep=sleep)  # 1/s, burst of 5
-        for _ in range(25):
-            await bucket.acquire()
-        assert now[0] == pytest.approx(20.0)  # 5 from the burst, then one per second
-        tpm = TokenBucket(600, burst_s=1, clock=lambda: now[0], sleep=sleep)  # 10 tokens/s, capacity 10
-        start = now[0]
-        await tpm.acquire(50)  # larger than the bucket: let through once full, drives it negative
-        await tpm.acquire(10)
-        assert now[0] - start == pytest.approx(5.0)
-        tpm.adjust(-30)  # the request billed 30 fewer tokens than estimated: they come back
-        assert tpm.level == pytest.approx(10.0)
+    async def go() -> tuple[list[float], list[float]]:
+        # 120 requests/min over a 6 s "minute": at most 12 requests in any 6 s, at ~2/s (the bucket's refill)
+        limiter = RateLimiter(120, None, window_s=6.0, clock=lambda: now[0], sleep=sleep)
+        sent = []
+        for _ in range(60):
+            await limiter.acquire(0)
+            sent.append(now[0])
+        # tokens: 600/min over 6 s = 60 per window; estimates of 25 settled at 10 give the difference back
+        tokens = RateLimiter(None, 600, window_s=6.0, clock=lambda: now[0], sleep=sleep)
+        token_times = []
+        for _ in range(12):
+            spent = await tokens.acquire(25)
+            token_times.append(now[0])
+            tokens.settle(spent, 10)
+        return sent, token_times
 
-    asyncio.run(go())
+    sent, token_times = asyncio.run(go())
+    assert max_in_window(sent, 6.0) == 12  # reached, never exceeded
+    assert sent[-1] == pytest.approx(4 * (6.0 + JITTER_MARGIN_S))  # 12 per window, with a margin for jitter
+    bucket = TokenBucket(60, burst_s=5, clock=lambda: now[0])
+    assert bucket.delay(1) == 0 and bucket.delay(50) == pytest.approx(0.0)  # larger than the bucket: waits for full
+    bucket.take(5)
+    assert bucket.delay(1) == pytest.approx(1.0)
+    window = SlidingWindow(10, 6.0, clock=lambda: now[0])
+    entry = window.take(25)  # larger than the whole limit: let through because the window was empty
+    assert window.delay(1) == pytest.approx(6.0 + JITTER_MARGIN_S)
+    window.adjust(entry, 5)  # billed less than estimated: the rest comes back
+    assert window.delay(5) == 0 and window.delay(6) > 0
+    # settled at 10: each request holds 10 of the 60 once answered, so 4 start per window (estimate 25 fits on 30
+    # used); unsettled estimates of 25 would allow only 2 per window
+    start = token_times[0]
+    w = 6.0 + JITTER_MARGIN_S
+    assert [t - start for t in token_times] == pytest.approx([0] * 4 + [w] * 4 + [2 * w] * 4)
 
 
 def test_retry_after_and_backoff():
@@ -224,7 +250,7 @@ def test_missing_and_corrupt_videos_fail_their_item_only(server, tmp_path):
 
 # ----------------------------------------------------------------------------- custom teachers
 class Scripted(Teacher):
-    """Answers, or misbehaves, as told; records the Media objects it saw."""
+    """Answers, or misbehaves, as told; records the (start_index, n) of every call."""
 
     media_needs = frozenset()
 
@@ -233,9 +259,11 @@ class Scripted(Teacher):
         self.mode, self.seen = mode, []
 
     async def generate(self, item, media, n, params, start_index=0):
-        self.seen.append(id(media))
-        if self.mode == "short":
-            return [Response(text="x")]
+        self.seen.append((start_index, n))
+        if self.mode == "empty":
+            return []
+        if self.mode == "one":  # like a server that ignores n: the first sample only
+            return [Response(text=f"{item.item_id}:{start_index}")]
         if self.mode == "user-error":
             raise RmsdError("this teacher cannot answer open questions")
         if self.mode == "slow":
@@ -244,7 +272,7 @@ class Scripted(Teacher):
 
 
 @pytest.mark.parametrize("mode, reason, attempts", [
-    ("short", "teacher returned 1 responses for n=2", 3), ("user-error", "cannot answer open", 1),
+    ("empty", "teacher returned 0 responses for n=2", 3), ("user-error", "cannot answer open", 1),
     ("slow", "timeout: no response within 0.2 s", 3),
 ])
 def test_misbehaving_custom_teachers_end_in_failures(tmp_path, mode, reason, attempts):
@@ -275,3 +303,19 @@ def test_config_errors_stop_before_any_request(server, tmp_path):
             asyncio.run(run_sampling(dupes, pool, {"a": Scripted("a")}, store, progress=False))
     assert server.stats.requests == 0 and read_records(tmp_path) == []
     assert json.loads(json.dumps(read_failures(tmp_path))) == []
+
+
+def test_a_custom_teacher_that_returns_fewer_samples_is_asked_only_for_the_rest(tmp_path):
+    pool = PoolConfig.model_validate({"name": "p", "teachers": [{"name": "one", "backend": "x.y:Z", "samples": 4}]})
+    teacher = Scripted("one", "one")
+
+    async def go():
+        with SampleStore(tmp_path) as store:
+            return await run_sampling(items(2), pool, {"one": teacher}, store, progress=False)
+
+    summary = asyncio.run(go())
+    assert summary["failures"] == 0 and summary["missing"] == 0 and summary["new_records"] == 8
+    assert sorted(r["text"] for r in read_records(tmp_path)) == sorted(f"q{i}:{j}" for i in range(2) for j in range(4))
+    # each call stored its one sample at once; the next asked from the first missing index on
+    assert sorted(teacher.seen) == sorted([(0, 4), (1, 3), (2, 2), (3, 1)] * 2)
+    assert summary["requests"] == 8 and summary["short"] == 6

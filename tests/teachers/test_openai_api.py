@@ -77,17 +77,17 @@ def test_n_in_one_request_sends_the_video_once(server):
     assert sum(r.completion_tokens for r in out) == server.stats.completion_tokens
 
 
-def test_a_server_that_ignores_n_is_detected_and_the_rest_requested_separately(server):
+def test_a_server_that_ignores_n_is_detected_and_one_request_returns_what_it_got(server):
     server.reset(honour_n=False)
     t = teacher(server.url)
     assert t.max_n_per_request() is None
     out = run(_generate(t, 4, GenParams(seed=7)))
-    assert len(out) == 4 and t.n_honoured is False and t.max_n_per_request() == 1
-    assert server.stats.requests == 4 and server.stats.n_asked == [4, 1, 1, 1]
-    assert len({r.text for r in out}) == 4  # seed + sample index: separate requests do not repeat one sample
-    # sample i is the same text whichever batch asks for it (resume asks for missing indices only)
-    again = run(_generate(teacher(server.url, use_n="never"), 2, GenParams(seed=7), start=2))
-    assert [r.text for r in again] == [r.text for r in out[2:]]
+    # one generate = one HTTP request: the one choice received comes back, the runner asks for the rest
+    assert len(out) == 1 and t.n_honoured is False and t.max_n_per_request() == 1
+    assert server.stats.requests == 1 and server.stats.n_asked == [4]
+    singles = [run(_generate(teacher(server.url, use_n="never"), 1, GenParams(seed=7), start=i))[0] for i in range(4)]
+    assert singles[0].text == out[0].text  # sample 0 is the same text whichever request asked for it
+    assert len({r.text for r in singles}) == 4  # seed + sample index: separate requests do not repeat one sample
 
 
 def test_without_aiohttp_the_default_httpx_transport_serves(server, monkeypatch):
@@ -197,7 +197,7 @@ def _build_text_model(out: Path) -> None:
                      pad_token_id=2).save_pretrained(out)
 
 
-def test_transformers_serve_ignores_n_and_logprobs_and_the_fallback_copes(tmp_path):
+def test_transformers_serve_ignores_n_and_logprobs_and_is_detected(tmp_path):
     exe = Path(sys.executable).parent / "transformers"
     if not exe.exists():
         pytest.skip("the transformers CLI is not installed")
@@ -222,7 +222,7 @@ def test_transformers_serve_ignores_n_and_logprobs_and_the_fallback_copes(tmp_pa
         t = OpenAITeacher("serve", OpenAIOptions(model=str(tmp_path / "model"), base_url=f"http://127.0.0.1:{port}/v1",
                                                  logprobs=True, top_logprobs=2), timeout_s=60)
         out = run(_generate(t, 3, GenParams(max_tokens=8), media=Media()))
-        assert len(out) == 3 and t.n_honoured is False and t.max_n_per_request() == 1
+        assert len(out) == 1 and t.n_honoured is False and t.max_n_per_request() == 1  # the runner asks for the rest
         assert all(r.logprobs is None and r.completion_tokens > 0 for r in out)
     finally:
         proc.terminate()

@@ -1,4 +1,4 @@
-"""Building teachers from a pool: builtins by name, custom classes by import path, identities in keys."""
+"""Building teachers from a pool: builtins by name, custom classes by import path, media needs without building."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from rmsd.config import ConfigError, PoolConfig, load_pool
 from rmsd.errors import RmsdError
 from rmsd.teachers.base import Teacher
-from rmsd.teachers.pool import build_teacher, build_teachers, identity, load_class, model_name
+from rmsd.teachers.pool import build_teacher, build_teachers, load_class, media_needs, model_name
 from rmsd.teachers.simulated import SimulatedTeacher
 
 
@@ -58,20 +58,21 @@ def test_builtins_are_built_by_name_with_the_pool_prompts():
     assert [model_name(c) for c in p.teachers] == ["simulated", "gpt-x"]
 
 
-def test_identity_changes_with_what_changes_answers_only():
-    base = pool(SIM, API).teachers
-    tuned = pool({**SIM, "concurrency": 99}, {**API, "openai": {**API["openai"], "base_url": "http://10.0.0.2/v1"},
-                                                 "concurrency": 3}).teachers
-    assert [identity(c) for c in base] == [identity(c) for c in tuned]  # plumbing does not re-sample
-    other = pool({**SIM, "simulated": {"accuracy": {"mcq": 0.5}}}, {**API, "openai": {"model": "gpt-y"}}).teachers
-    assert all(identity(a) != identity(b) for a, b in zip(base, other, strict=True))
+def test_media_needs_are_known_without_building_the_teacher(custom_module):
+    video = {**API, "name": "vid", "openai": {**API["openai"], "video_mode": "video_url"}}
+    hf = {"name": "h", "backend": "hf", "hf": {"model_path": "/nowhere"}}  # building it would fail: no model there
+    custom = {"name": "mine", "backend": f"{custom_module}:Echo"}
+    cfgs = pool(SIM, API, video, hf, custom).teachers
+    assert [media_needs(c) for c in cfgs] == [frozenset(), frozenset({"jpeg"}), frozenset({"video"}),
+                                              frozenset({"frames"}), frozenset()]
+    built = build_teachers(pool(SIM, API, video, custom))
+    assert [t.media_needs for t in built.values()] == [media_needs(c) for c in cfgs if c.name != "h"]
 
 
 def test_custom_teacher_by_import_path(custom_module):
     p = pool({"name": "mine", "backend": f"{custom_module}:Echo", "options": {"prefix": "hi"}})
     t = build_teachers(p)["mine"]
     assert isinstance(t, Teacher) and t.name == "mine" and t.prefix == "hi"
-    assert identity(p.teachers[0]) == {"model": f"{custom_module}:Echo", "options": {"prefix": "hi"}}
 
 
 @pytest.mark.parametrize("backend, options, message", [

@@ -167,10 +167,16 @@ def _load_hub(path: str, split: str, config: str | None, benchmark: str) -> list
 
 
 def require_fields(rows: list[dict], fields: Iterable[str], benchmark: str, source: Any) -> None:
-    missing = [f for f in fields if rows and f not in rows[0]]
-    if missing:
-        raise RmsdError(f"{benchmark}: rows of {source} lack the field(s) {', '.join(missing)}: "
-                        f"expected the public {benchmark} schema")
+    """Every row is a mapping with every field (the first row that is not names itself: row N, field F)."""
+    fields = list(fields)
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise RmsdError(f"{benchmark}: row {i} of {source} is a {type(row).__name__}, not a row of fields: "
+                            f"expected the public {benchmark} schema")
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise RmsdError(f"{benchmark}: row {i} of {source} lacks the field(s) {', '.join(missing)}: "
+                            f"expected the public {benchmark} schema")
 
 
 def find_media(roots: Iterable[Path | None], names: Iterable[str]) -> Path | None:

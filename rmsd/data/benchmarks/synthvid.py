@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rmsd.data.items import Item
+from rmsd.data.items import Item, item_from_row
 from rmsd.errors import RmsdError
 
 NAME = "synthvid"
@@ -51,7 +51,9 @@ def load_items(path: str | Path, split: str = "train", video_root: str | Path | 
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): regenerate with `rmsd synthvid`") from None
-            item = Item.from_dict(row)
+            item = item_from_row(row, f"{file}:{n}", media_required=True)
+            if item.video is None:
+                raise RmsdError(f"{file}:{n}: field video is null; every synthvid item has a video file")
             item.video = str((root / item.video).resolve())
             items.append(item)
     missing = [it.video for it in items if not Path(it.video).is_file()]

@@ -1,0 +1,114 @@
+"""Progress bar and run summary of `rmsd sample`: counts, tokens, cost, wall time, throughput.
+
+The summary has this run's figures per teacher and overall (records written, failures,
+HTTP requests, retries, `short` = requests answered with fewer samples than asked, whose
+missing samples were asked again), beside the store's totals; it is saved as summary.json
+and printed as a table.
+
+    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import TeacherConfig
+from rmsd.sampling.store import SampleStore
+
+
+class Progress:
+    """A rich progress bar (done/total, rate, errors, tokens) on stderr; counters only when disabled."""
+
+    def __init__(self, total: int, enabled: bool, description: str):
+        self.done = self.errors = self.tokens = 0
+        self.started = time.perf_counter()
+        self._bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+            self._task = self._bar.add_task(description, total=total, stats="")
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, n: int, errors: int = 0, tokens: int = 0) -> None:
+        self.done += n
+        self.errors += errors
+        self.tokens += tokens
+        if self._bar is not None:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            self._bar.update(self._task, advance=n,
+                             stats=f"{rate:.1f}/s · {self.errors} errors · {self.tokens:,} tokens")
+
+
+def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig) -> float | None:
+    if cfg.price is None:
+        return None
+    return round((prompt_tokens * cfg.price.input_per_1m + completion_tokens * cfg.price.output_per_1m) / 1e6, 6)
+
+
+def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wall_s: float) -> dict[str, Any]:
+    """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall."""
+    teachers = {}
+    for name, lane in lanes.items():
+        s: dict[str, Any] = dict(lane.stats)
+        total: dict[str, Any] = dict(store.totals.get(name, {"records": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+        s["cost_usd"] = _cost(s["prompt_tokens"], s["completion_tokens"], lane.cfg)
+        total["cost_usd"] = _cost(total["prompt_tokens"], total["completion_tokens"], lane.cfg)
+        teachers[name] = {**s, "store": total}
+
+    def add(key: str, where: str | None = None) -> Any:
+        vals = [(t[where] if where else t)[key] for t in teachers.values()]
+        vals = [v for v in vals if v is not None]
+        return round(sum(vals), 6) if vals else None
+
+    failures = store.open_failures()
+    new = add("records")
+    return {
+        "store": str(store.path), "planned": len(planned), "records": len(store), "new_records": new,
+        "missing": sum(k not in store for k in planned),
+        "failures": len(failures), "failed_samples": sum(len(f["keys"]) for f in failures),
+        "failures_this_run": store.failures_this_run, "truncated": add("truncated"), "flagged": add("flagged"),
+        "requests": add("requests"), "retries": add("retries"), "short": add("short"),
+        "prompt_tokens": add("prompt_tokens"), "completion_tokens": add("completion_tokens"),
+        "cost_usd": add("cost_usd"), "wall_s": round(wall_s, 3),
+        "responses_per_s": round(new / wall_s, 3) if wall_s > 0 else None,
+        "tokens_per_s": round((add("prompt_tokens") + add("completion_tokens")) / wall_s, 1) if wall_s > 0 else None,
+        "totals": {"records": len(store), "prompt_tokens": add("prompt_tokens", "store"),
+                   "completion_tokens": add("completion_tokens", "store"), "cost_usd": add("cost_usd", "store")},
+        "teachers": teachers,
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"rmsd sample: {summary['store']}", show_edge=False)
+    for col in ("teacher", "new", "failed", "retries", "cut", "in tok", "out tok", "cost $"):
+        table.add_column(col, justify="left" if col == "teacher" else "right")
+    for name, t in summary["teachers"].items():
+        cost = "-" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
+        table.add_row(name, str(t["records"]), str(t["failed"]), str(t["retries"]), str(t["truncated"]),
+                      f"{t['prompt_tokens']:,}", f"{t['completion_tokens']:,}", cost)
+    console = Console()
+    console.print(table)
+    console.print("new: records written by this run; cut: responses ended by max_tokens (kept, finish_reason=length)")
+    console.print(f"{summary['new_records']} new records in {summary['wall_s']:.1f} s "
+                  f"({summary['responses_per_s'] or 0:.1f}/s); store holds {summary['records']} of "
+                  f"{summary['planned']} planned, {summary['missing']} missing")
+    if summary["failures"]:
+        console.print(f"[yellow]{summary['failures']} item/teacher pairs failed ({summary['failed_samples']} samples): "
+                      f"see {Path(summary['store']) / 'failures.jsonl'}; re-run the same command to retry them")
