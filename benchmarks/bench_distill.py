@@ -108,9 +108,8 @@ def quickstart_data(env: dict[str, Any]) -> None:
     """The quickstart's own matched targets (embedded recipe, simulated pool, label-free matching) and items."""
     from rmsd.data.synthvid import generate
     from rmsd.matching.matcher import read_matched
-    from rmsd.pipeline import load_recipe_items, match_recipe
+    from rmsd.pipeline import load_recipe_items, match_recipe, sample_recipe
     from rmsd.quickstart import quickstart_recipe
-    from rmsd.sampling.runner import sample_recipe
 
     recipe = quickstart_recipe(env["root"] / "qs")
     generate(recipe.dataset.path, n=400, seed=0)
@@ -209,8 +208,8 @@ def grpo_stock(env, out, steps, batch, timer, gens, length):
     from trl import GRPOConfig, GRPOTrainer
 
     from rmsd.data.video import load_frames
-    from rmsd.matching.extract import format_ok
     from rmsd.models.processing import load_student
+    from rmsd.scoring import format_ok
 
     def format_reward(completions, **_):
         return [float(format_ok(c[0]["content"])) for c in completions]

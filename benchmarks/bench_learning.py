@@ -40,9 +40,9 @@ from rmsd.data.items import Item
 from rmsd.data.synthvid import GENERATOR_VERSION
 from rmsd.data.synthvid import generate as generate_synthvid
 from rmsd.data.video import load_frames
-from rmsd.matching.extract import rouge_l
 from rmsd.models.processing import encode, generate, load_student, to_model
 from rmsd.models.tiny import PRESETS, build_student
+from rmsd.scoring import rouge_l
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = (("tier", lambda it: it.meta["difficulty"]), ("task", lambda it: it.task_type),

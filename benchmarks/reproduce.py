@@ -135,8 +135,7 @@ def curve_points(total: int, boundary: int, n_points: int) -> list[int]:
 def prepare(work: Path, n: int, recipes: dict[str, Any]) -> dict[str, Path]:
     """Data, one sample store and one matched set per distinct matching config; {method: matched dir}."""
     from rmsd.data.synthvid import generate
-    from rmsd.pipeline import match_recipe
-    from rmsd.sampling.runner import sample_recipe
+    from rmsd.pipeline import match_recipe, sample_recipe
 
     info = work / "data" / "info.json"
     if info.is_file() and json.loads(info.read_text()).get("n") != n:

@@ -114,7 +114,8 @@ def sample(
         return
     if recipe is None:
         raise RmsdError("--recipe is required: rmsd sample --recipe recipes/<benchmark>/<recipe>.yaml")
-    from rmsd.sampling.runner import parse_shard, sample_recipe
+    from rmsd.pipeline import sample_recipe
+    from rmsd.sampling.runner import parse_shard
 
     sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None)
 
@@ -139,9 +140,9 @@ def sample_rekey(
     overrides: list[str] = SET,
 ) -> None:
     """Carry an older store's records over to today's record keys (only if they were made with this recipe's settings)."""
-    from rmsd.sampling.keys import rekey_store
+    from rmsd.pipeline import rekey_recipe
 
-    counts = rekey_store(_recipe(recipe, overrides), samples, out)
+    counts = rekey_recipe(_recipe(recipe, overrides), samples, out)
     typer.echo(f"copied {counts['records']} records into {out} under today's keys; {counts['left_out']} records "
                f"this recipe does not plan were left out; {samples} is unchanged")
 

@@ -97,6 +97,30 @@ def student_path(recipe: Recipe) -> Path:
     return path
 
 
+def sample_recipe(recipe: Recipe, out: str | Path | None = None, limit: int | None = None,
+                  shard: tuple[int, int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """`rmsd sample`: the recipe's items (limited, sharded) through its pool into its store; the summary."""
+    quiet_libraries()
+    from rmsd.sampling.runner import sample_into, shard_items
+
+    pool = recipe.load_pool()
+    items = load_recipe_items(recipe, limit=limit)
+    if shard is not None:
+        items = shard_items(items, shard)
+    return sample_into(Path(out) if out is not None else recipe.path_of(recipe.sampling.out), items, pool,
+                       recipe.sampling, recipe.dataset.num_frames, recipe.dataset.max_side, progress,
+                       about={"recipe": recipe.name, "pool": pool.name,
+                              "shard": f"{shard[0]}/{shard[1]}" if shard else None})
+
+
+def rekey_recipe(recipe: Recipe, samples: str | Path, out: str | Path) -> dict[str, int]:
+    """`rmsd sample rekey`: an older store's records this recipe plans, under today's keys, in a new folder."""
+    from rmsd.sampling.keys import rekey_store
+
+    return rekey_store(Path(samples), Path(out), load_recipe_items(recipe), recipe.load_pool(),
+                       recipe.dataset.num_frames, recipe.dataset.max_side)
+
+
 def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Match a sample store into weighted training targets; returns the report's statistics."""
     quiet_libraries()

@@ -57,8 +57,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
                    seed: int = 0) -> dict[str, Any]:
     """Run every phase; returns {variant: eval results} and writes OUT/quickstart.json."""
     from rmsd.data.synthvid import generate
-    from rmsd.pipeline import distill_recipe, eval_recipe, match_recipe, student_path
-    from rmsd.sampling.runner import sample_recipe
+    from rmsd.pipeline import distill_recipe, eval_recipe, match_recipe, sample_recipe, student_path
 
     quiet_libraries()
     out = Path(out)

@@ -17,7 +17,7 @@ from rmsd.errors import RmsdError
 
 TASK_TYPES = ("mcq", "numeric", "open", "grounding")
 CLOSED_TASK_TYPES = frozenset({"mcq", "numeric", "grounding"})
-# the score an item of each task type gets (rmsd.matching.extract.score): what tables call each column
+# the score an item of each task type gets (rmsd.data.benchmarks.base.score): what tables call each column
 METRIC_OF_TASK = {"mcq": "accuracy", "numeric": "accuracy", "grounding": "tIoU", "open": "ROUGE-L"}
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -35,7 +35,7 @@ from typing import Any
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.data.synthvid import PALETTE, SHAPES, max_visible, object_name
 from rmsd.judge.base import Judge, Verdict
-from rmsd.matching.extract import letter_strict, number_strict, parse_span, rouge_l, span_strict, temporal_iou
+from rmsd.scoring import letter_strict, number_strict, parse_span, rouge_l, span_strict, temporal_iou
 
 COLOURS = (*PALETTE, "orange", "purple", "pink", "white", "black", "brown", "grey", "gray")
 SHAPE_WORDS = (*SHAPES, "rectangle", "star", "diamond", "hexagon", "oval", "ball", "dot")

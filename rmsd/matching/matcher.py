@@ -41,7 +41,7 @@ import numpy as np
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
 from rmsd.matching.consensus import VoteResult, build_votes, dawid_skene, majority_vote
-from rmsd.matching.extract import format_number, format_ok, parse_span, rouge_l, temporal_iou
+from rmsd.scoring import format_number, format_ok, parse_span, rouge_l, temporal_iou
 
 CONSENSUS = ("dawid_skene", "majority")
 DS_MODELS = ("one_coin", "full")

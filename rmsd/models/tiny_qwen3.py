@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from rmsd.models.tiny import (
+from rmsd.models.vocab import (
     CHAT_TEMPLATE,
     IM_END,
     IMAGE_PAD,

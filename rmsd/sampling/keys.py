@@ -41,7 +41,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import PoolConfig, Recipe, TeacherConfig, output_settings
+from rmsd.config import PoolConfig, TeacherConfig, output_settings
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.store import KEY_VERSION, SampleStore, iter_records, key_version, write_card
@@ -149,11 +149,10 @@ def legacy_store_error(path: Path, version: int) -> RmsdError:
                      "--out NEW")
 
 
-def rekey_store(recipe: Recipe, samples: Path, out: Path) -> dict[str, int]:
-    """Copy the records of a key-version-1 store that this recipe plans, under today's keys, into the
+def rekey_store(samples: Path, out: Path, items: list[Item], pool: PoolConfig, num_frames: int,
+                max_side: int | None) -> dict[str, int]:
+    """Copy the records of a key-version-1 store that `pool` plans for `items`, under today's keys, into the
     new folder `out` (atomic, like merge). Returns {"records": copied, "left_out": not planned here}."""
-    from rmsd.pipeline import load_recipe_items
-
     samples, out = Path(samples), Path(out)
     version = key_version(samples) if (samples / "data").is_dir() else None
     if version is None:
@@ -162,15 +161,13 @@ def rekey_store(recipe: Recipe, samples: Path, out: Path) -> dict[str, int]:
         raise RmsdError(f"{samples}: its records already use key version {version}; nothing to rekey")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RmsdError(f"--out {out}: already exists; rekey into a new folder")
-    pool, ds = recipe.load_pool(), recipe.dataset
     old = {row["key"]: row for row in iter_records(samples)}
-    items = load_recipe_items(recipe)
     tmp = out.parent / f".{out.name}.rekeying-{secrets.token_hex(4)}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with SampleStore(tmp) as store:
             for cfg in pool.teachers:
-                maker = key_maker(cfg, pool, ds.num_frames, ds.max_side)
+                maker = key_maker(cfg, pool, num_frames, max_side)
                 for item in (it for it in items if it.task_type in cfg.task_types):
                     for index, key in maker.keys(item).items():
                         row = old.get(key_v1(cfg, pool, item.item_id, index) or "")

@@ -27,11 +27,10 @@ The clock and sleep are injectable so tests check the rates without timing anyth
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -194,26 +193,6 @@ class RateLimiter:
         self.tokens.bucket.adjust(float(actual_tokens) - spent.tokens)
         if spent.entry is not None:
             self.tokens.window.adjust(spent.entry, float(actual_tokens))
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` / `retry-after` (seconds or an HTTP date); None if absent."""
-    if not headers:
-        return None
-    lower = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in lower:
-            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
-        if "retry-after" in lower:
-            value = lower["retry-after"].strip()
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-    return None
 
 
 def backoff_delay(attempt: int, base_s: float = 1.0, cap_s: float = 60.0, retry_after: float | None = None,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import PoolConfig, Recipe, TeacherConfig
+from rmsd.config import PoolConfig, SamplingConfig, TeacherConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.keys import KeyMaker, legacy_store_error
@@ -418,27 +418,24 @@ async def _sample_then_close(items: list[Item], pool: PoolConfig, teachers: dict
         await asyncio.gather(*(t.aclose() for t in teachers.values()), return_exceptions=True)
 
 
-def sample_recipe(recipe: Recipe, out: Path | None = None, limit: int | None = None,
-                  shard: tuple[int, int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """`rmsd sample`: the recipe's items (limited, sharded) through its pool into its store; the summary."""
-    from rmsd.pipeline import load_recipe_items
+def sample_into(out: Path, items: list[Item], pool: PoolConfig, sampling: SamplingConfig, num_frames: int,
+                max_side: int | None, progress: bool = True, about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sample `items` through `pool` into the store at `out` (created or resumed); the summary.
+
+    sampling: the recipe's sampling section (concurrency, fsync cadence). A store written
+    under an older key scheme is refused before any teacher is built or anything written.
+    """
     from rmsd.teachers.pool import build_teachers
 
-    pool = recipe.load_pool()
-    items = load_recipe_items(recipe, limit=limit)
-    if shard is not None:
-        items = shard_items(items, shard)
-    out = Path(out) if out is not None else recipe.path_of(recipe.sampling.out)
     version = key_version(out) if (out / "data").is_dir() else None
     if version not in (None, KEY_VERSION):  # before anything is built or written
         raise legacy_store_error(out, version)
     teachers = build_teachers(pool)  # every config error is raised here, before any request
-    s, ds = recipe.sampling, recipe.dataset
-    with SampleStore(out, fsync_every=s.fsync_every, fsync_ms=s.fsync_ms) as store:
-        summary = asyncio.run(_sample_then_close(items, pool, teachers, store, num_frames=ds.num_frames,
-                                                 max_side=ds.max_side, concurrency=s.concurrency,
+    with SampleStore(out, fsync_every=sampling.fsync_every, fsync_ms=sampling.fsync_ms) as store:
+        summary = asyncio.run(_sample_then_close(items, pool, teachers, store, num_frames=num_frames,
+                                                 max_side=max_side, concurrency=sampling.concurrency,
                                                  progress=progress))
-        summary.update(recipe=recipe.name, pool=pool.name, shard=f"{shard[0]}/{shard[1]}" if shard else None)
+        summary.update(about or {})  # who asked: the recipe, the pool, the shard
         store.write_summary(summary)
     if progress:
         print_summary(summary)

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import abc
 import copy
+import email.utils
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +77,26 @@ class Response:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # a response the backend flags as unusable (e.g. content filter); not retried
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` / `retry-after` (seconds or an HTTP date); None if absent."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in lower:
+            return max(0.0, float(lower["retry-after-ms"]) / 1000.0)
+        if "retry-after" in lower:
+            value = lower["retry-after"].strip()
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+    return None
 
 
 class TeacherError(Exception):

@@ -45,8 +45,7 @@ import openai
 from rmsd.config import OpenAIOptions
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.sampling.ratelimit import parse_retry_after
-from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError
+from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError, parse_retry_after
 
 DUMMY_KEY = "EMPTY"
 IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}  # OpenAI's published per-image cost at detail low / a 512px tile

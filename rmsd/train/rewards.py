@@ -21,7 +21,7 @@ class FormatReward:
     __name__ = "format"
 
     def __call__(self, completions: list[str], **_: Any) -> list[float]:
-        from rmsd.matching.extract import format_ok
+        from rmsd.scoring import format_ok
 
         return [float(format_ok(c)) for c in completions]
 

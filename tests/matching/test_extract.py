@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from rmsd.data.benchmarks.base import extract_answer, score
 from rmsd.data.items import Item
-from rmsd.matching.extract import (
+from rmsd.scoring import (
     answer_region,
     choice_mmmu,
-    extract_answer,
     find_numbers,
     find_spans,
     format_ok,
@@ -23,7 +23,6 @@ from rmsd.matching.extract import (
     open_mmmu_correct,
     parse_span,
     rouge_l,
-    score,
     span_harness,
     span_strict,
     strip_reasoning,

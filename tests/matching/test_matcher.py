@@ -15,8 +15,8 @@ from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.items import Item
 from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
-from rmsd.matching.extract import rouge_l
 from rmsd.matching.matcher import MATCH_FIELDS, MatchConfig, match_samples, write_matched
+from rmsd.scoring import rouge_l
 from rmsd.teachers.simulated import SimulatedTeacher
 
 OPTIONS = ["red", "blue", "green", "cyan"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rmsd.matching.extract import letter_harness, letter_strict, strip_reasoning
+from rmsd.scoring import letter_harness, letter_strict, strip_reasoning
 
 sys.path.insert(0, str(Path(__file__).parent))
 from strict_corpus import DEV, HELD_OUT, PROBES  # noqa: E402

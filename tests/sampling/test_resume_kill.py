@@ -14,7 +14,7 @@ import yaml
 
 from rmsd.config import load_recipe
 from rmsd.data.synthvid import generate
-from rmsd.sampling.runner import sample_recipe
+from rmsd.pipeline import sample_recipe
 from rmsd.sampling.store import part_files, read_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +45,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     with FakeOpenAIServer(latency_s=0.05) as srv:
         recipe_path = write_recipe(tmp_path, srv.url)
         killed = tmp_path / "killed"
-        code = (f"from rmsd.config import load_recipe; from rmsd.sampling.runner import sample_recipe; "
+        code = (f"from rmsd.config import load_recipe; from rmsd.pipeline import sample_recipe; "
                 f"sample_recipe(load_recipe({str(recipe_path)!r}), out={str(killed)!r}, progress=False)")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)

@@ -21,11 +21,10 @@ from rmsd.sampling.ratelimit import (
     SlidingWindow,
     TokenBucket,
     backoff_delay,
-    parse_retry_after,
 )
 from rmsd.sampling.runner import chunks, parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
-from rmsd.teachers.base import Media, Response, Teacher
+from rmsd.teachers.base import Media, Response, Teacher, parse_retry_after
 from rmsd.teachers.pool import build_teachers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

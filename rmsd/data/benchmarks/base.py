@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rmsd import scoring as ex
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.matching import extract as ex
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv")  # the harness falls back to .MP4 and .mkv
@@ -50,11 +50,11 @@ class Benchmark:
     def extract(self, text: str | None, item: Item, mode: str = "harness") -> str | None:
         """The answer read from `text` (None: nothing readable). Default: by task type."""
         self.check_mode(mode)
-        return ex.extract_answer(text, item, mode)
+        return extract_answer(text, item, mode)
 
     def score(self, pred: str | None, item: Item) -> float:
-        """Score in [0, 1] of an extracted answer. Default: by task type (rmsd.matching.extract.score)."""
-        return ex.score(pred, item)
+        """Score in [0, 1] of an extracted answer. Default: by task type (`score` below)."""
+        return score(pred, item)
 
     def breakdowns(self, item: Item) -> dict[str, str]:
         """The groups this item is reported in ({"duration": "short", ...})."""
@@ -74,6 +74,37 @@ class Benchmark:
 
     def __repr__(self) -> str:
         return f"<benchmark {self.name}>"
+
+
+# ----------------------------------------------------------------------------- by task type
+def extract_answer(text: str | None, item: Item, mode: str = "strict") -> str | None:
+    """The answer in the rmsd answer format for `item`'s task type (synthvid and any item
+    whose ground truth is a letter, a number, "[start, end]" or free text)."""
+    if mode not in ex.MODES:
+        raise ValueError(f"extraction mode {mode!r}: use one of {ex.MODES}")
+    strict = mode == "strict"
+    if item.task_type == "mcq":
+        letters = item.letters or "ABCD"
+        return ex.letter_strict(text, letters) if strict else ex.letter_harness(ex.harness_region(text), letters)
+    if item.task_type == "numeric":
+        return ex.number_strict(text) if strict else ex.number_harness(text)
+    if item.task_type == "grounding":
+        return ex.span_strict(text) if strict else ex.span_harness(text)
+    region = ex.answer_region(text) if strict else ex.harness_region(text)
+    return region or None
+
+
+def score(pred: str | None, item: Item) -> float:
+    """Exact letter (mcq), number within tolerance (numeric), temporal IoU (grounding), ROUGE-L F (open)."""
+    if pred is None or item.answer is None:
+        return 0.0
+    if item.task_type == "mcq":
+        return float(pred.strip().upper() == item.answer.strip().upper())
+    if item.task_type == "numeric":
+        return float(ex.numbers_match(pred, item.answer, rel_tol=1e-6))
+    if item.task_type == "grounding":
+        return ex.temporal_iou(ex.parse_span(pred), ex.parse_span(item.answer))
+    return ex.rouge_l(pred, item.answer)
 
 
 # ----------------------------------------------------------------------------- aggregation

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmsd import scoring as ex
 from rmsd.cache import JsonlCache, PrivateLoop, content_key
 from rmsd.data.benchmarks.base import Benchmark, find_media, missing_media_error, read_rows, require_fields
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
-from rmsd.matching import extract as ex
 
 FIELDS = ("sample_index", "problem_index", "problem_version", "question", "image", "answer", "question_type",
           "metadata", "query_wo", "query_cot", "question_for_eval")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item, item_from_row
 from rmsd.errors import RmsdError
 
@@ -67,3 +68,22 @@ def breakdowns(item: Item) -> dict[str, str]:
     """The groups `rmsd eval` reports accuracy by."""
     return {"task_type": item.task_type, "difficulty": item.meta["difficulty"],
             "question_kind": item.meta["question_kind"]}
+
+
+class SynthVid(Benchmark):
+    """The procedural offline benchmark (docs/method.md, section 7), answers in rmsd's `<answer>` format."""
+
+    name = "synthvid"
+    default_split = "train"
+    breakdown_order = {"task_type": ("mcq", "numeric", "grounding", "open"), "difficulty": ("easy", "medium", "hard")}
+
+    @property
+    def breakdown_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return BREAKDOWNS
+
+    def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
+                   limit: int | None = None, config: str | None = None) -> list[Item]:
+        return load_items(path, split=split or self.default_split, video_root=video_root, limit=limit)
+
+    def breakdowns(self, item: Item) -> dict[str, str]:
+        return breakdowns(item)

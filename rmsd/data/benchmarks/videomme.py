@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rmsd import scoring as ex
 from rmsd.data.benchmarks.base import (
     VIDEO_SUFFIXES,
     Benchmark,
@@ -31,7 +32,6 @@ from rmsd.data.benchmarks.base import (
     strip_option_letters,
 )
 from rmsd.data.items import Item
-from rmsd.matching import extract as ex
 
 FIELDS = ("video_id", "duration", "domain", "sub_category", "videoID", "question_id", "task_type", "question",
           "options", "answer")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rmsd import scoring as ex
 from rmsd.data.benchmarks.base import (
     Benchmark,
     default_video_roots,
@@ -40,7 +41,6 @@ from rmsd.data.benchmarks.base import (
 )
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.matching import extract as ex
 
 CONFIGS = ("Perception", "Comprehension", "Adaptation")
 FIELDS = ("id", "question", "options", "answer", "question_type")

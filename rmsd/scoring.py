@@ -1,5 +1,8 @@
 """Answer extraction and scoring primitives that the benchmarks (`rmsd.data.benchmarks`) compose.
 
+They read text only (no item, no benchmark), so both the benchmarks and matching import them
+from below. `rmsd.data.benchmarks.base.extract_answer` / `score` compose them by task type.
+
 Two modes everywhere:
 - **harness**: what the community harness (lmms-eval) does, misfires included, so numbers
   stay comparable with published ones. Re-implemented from its documented behaviour:
@@ -23,8 +26,6 @@ from __future__ import annotations
 import random
 import re
 from typing import Any
-
-from rmsd.data.items import Item
 
 MODES = ("harness", "strict")
 
@@ -473,34 +474,3 @@ def open_mmmu_correct(gold: str | list[str], keys: list[str]) -> bool:
         elif pred in golds:
             return True
     return False
-
-
-# ----------------------------------------------------------------------------- by task type
-def extract_answer(text: str | None, item: Item, mode: str = "strict") -> str | None:
-    """The answer in the rmsd answer format for `item`'s task type (synthvid and any item
-    whose ground truth is a letter, a number, "[start, end]" or free text)."""
-    if mode not in MODES:
-        raise ValueError(f"extraction mode {mode!r}: use one of {MODES}")
-    strict = mode == "strict"
-    if item.task_type == "mcq":
-        letters = item.letters or "ABCD"
-        return letter_strict(text, letters) if strict else letter_harness(harness_region(text), letters)
-    if item.task_type == "numeric":
-        return number_strict(text) if strict else number_harness(text)
-    if item.task_type == "grounding":
-        return span_strict(text) if strict else span_harness(text)
-    region = answer_region(text) if strict else harness_region(text)
-    return region or None
-
-
-def score(pred: str | None, item: Item) -> float:
-    """Exact letter (mcq), number within tolerance (numeric), temporal IoU (grounding), ROUGE-L F (open)."""
-    if pred is None or item.answer is None:
-        return 0.0
-    if item.task_type == "mcq":
-        return float(pred.strip().upper() == item.answer.strip().upper())
-    if item.task_type == "numeric":
-        return float(numbers_match(pred, item.answer, rel_tol=1e-6))
-    if item.task_type == "grounding":
-        return temporal_iou(parse_span(pred), parse_span(item.answer))
-    return rouge_l(pred, item.answer)
