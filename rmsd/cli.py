@@ -127,14 +127,23 @@ def sample_merge(
     typer.echo(f"merged {n} records into {out}")
 
 
-@app.command()
+match_app = typer.Typer(cls=_Group, help="Weight teacher samples by quality; `match stats` measures the pool.")
+app.add_typer(match_app, name="match")
+
+
+@match_app.callback(invoke_without_command=True)
 def match(
-    recipe: Path = RECIPE,
-    samples: Path = typer.Option(..., "--samples", help="sample store written by rmsd sample"),
+    ctx: typer.Context,
+    recipe: Path = typer.Option(None, "--recipe", "-r", help="recipe YAML (recipes/<benchmark>/*.yaml)"),
+    samples: Path = typer.Option(None, "--samples", help="sample store written by rmsd sample"),
     out: Path = typer.Option(None, "--out", help="matched dataset folder (default: the recipe's matching.out)"),
     overrides: list[str] = SET,
 ) -> None:
     """Weight every teacher sample by quality (correctness or Dawid–Skene consensus; uniform for open-ended)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if recipe is None or samples is None:
+        raise RmsdError("--recipe and --samples are required: rmsd match --recipe R.yaml --samples STORE")
     from rmsd.pipeline import match_recipe
 
     r = _recipe(recipe, overrides)
@@ -142,6 +151,33 @@ def match(
     typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; "
                f"{stats['items_without_usable_sample']} items have no usable sample; "
                f"wrote {out or r.path_of(r.matching.out)}")
+
+
+@match_app.command("stats")
+def match_stats(
+    recipe: Path = RECIPE,
+    samples: Path = typer.Option(..., "--samples", help="sample store written by rmsd sample"),
+    out: Path = typer.Option(None, "--out", help="folder for teacher_stats.json/.png (default: matching.out)"),
+    split: str = typer.Option(None, "--split", help="the items' split (default: the recipe's dataset.split)"),
+    overrides: list[str] = SET,
+) -> None:
+    """Measure how each teacher errs against ground truth: accuracy, quality spreads, format, correlation."""
+    from rmsd.pipeline import teacher_stats_recipe
+
+    stats, path = teacher_stats_recipe(_recipe(recipe, overrides), samples, out, split)
+    typer.echo(f"{'teacher':<16} {'task':<10} {'items':>6} {'format viol.':>12} {'accuracy':>9} {'quality':>8} "
+               f"{'sigma cross':>12} {'sigma within':>13}")
+    for teacher, per_task in stats["teachers"].items():
+        for task, row in per_task.items():
+            cells = [_fmt(row[k]) for k in ("format_violation_rate", "accuracy", "quality", "sigma_cross",
+                                            "sigma_within")]
+            typer.echo(f"{teacher:<16} {task:<10} {row['items']:>6} {cells[0]:>12} {cells[1]:>9} {cells[2]:>8} "
+                       f"{cells[3]:>12} {cells[4]:>13}")
+    typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()
