@@ -130,3 +130,48 @@ def _as_int(text: str) -> int | None:
     except ValueError:
         return None
     return int(value) if value == int(value) else None
+
+
+# ----------------------------------------------------------------------------- signatures
+# What each weakness looks like in answers, at the thresholds of teachers/experiment_pool_v2.yaml,
+# so a teacher's (or a student's) answers can be checked for it without knowing its config.
+SHORT_S, CROWDED, EARLY_S = 1.5, 3, 1.0
+SIGNATURES = {
+    "vertical_flip": "direction items whose object moves up or down, answered with the opposite direction",
+    "horizontal_flip": "direction items whose object moves left or right, answered with the opposite direction",
+    "undercount_crowded": f"count / max-visible items with more than {CROWDED} objects, answered one less",
+    "short_object_missed": f"count items with objects visible <= {SHORT_S} s, answered as if those were absent",
+    "early_span": f"when items answered with a start >= {EARLY_S} s before the true one",
+    "letter_A": "mcq items whose answer is not (A), answered (A)",
+}
+_OPPOSITE = {"up": "down", "down": "up", "left": "right", "right": "left"}
+
+
+def signature(item: Item, answer: str) -> dict[str, bool]:
+    """For each SIGNATURES kind this item can show, whether `answer` (as extracted) shows it."""
+    meta, kind, out = item.meta, item.meta.get("question_kind"), {}
+    objects = meta.get("objects") or []
+    if item.task_type == "mcq" and item.answer != "A" and "A" in item.letters:
+        out["letter_A"] = answer == "A"
+    if kind == "direction" and objects:
+        true = next(o for o in objects if o["id"] == meta["target"])["direction"]
+        said = item.options[OPTION_LETTERS.index(answer)] if answer in item.letters else None
+        out["vertical_flip" if true in ("up", "down") else "horizontal_flip"] = said == _OPPOSITE.get(true)
+    truth, said_n = _as_int(item.answer or ""), _as_int(answer)
+    if kind in ("count", "max_visible") and truth is not None and truth > CROWDED:
+        out["undercount_crowded"] = said_n == truth - 1
+    short = sum(_duration(o) <= SHORT_S + 1e-9 for o in objects)
+    if kind == "count" and short and truth is not None:
+        out["short_object_missed"] = said_n == truth - short
+    if kind == "when" and item.answer:
+        spans = [_span(x) for x in (item.answer, answer)]
+        if spans[0] and spans[1]:
+            out["early_span"] = spans[1][0] <= spans[0][0] - EARLY_S + 1e-9
+    return out
+
+
+def _span(text: str) -> tuple[float, float] | None:
+    import re
+
+    values = re.findall(r"-?\d+(?:\.\d+)?", text)
+    return (float(values[0]), float(values[1])) if len(values) >= 2 else None

@@ -44,6 +44,7 @@ from typing import Any
 from rmsd.data.items import Item
 from rmsd.judge.rules import RuleJudge
 from rmsd.matching.extract import format_ok
+from rmsd.teachers.perception import SIGNATURES, signature
 
 ALL = "all"
 STAT_KEYS = ("items", "samples", "format_violation_rate", "accuracy", "quality", "sigma_cross", "sigma_within",
@@ -98,7 +99,20 @@ def teacher_statistics(items: list[Item], records: list[dict[str, Any]], benchma
     return {"definition": "quality = mean of the rule judge's answer_correctness, logical_consistency and "
                           "spatiotemporal_grounding (the last only where the item has a scene); sigmas over "
                           "format-valid responses (rmsd.teachers.stats)",
-            "n_items": len(item_of), "teachers": per_teacher, "pairs": _pairs(teachers, valid, item_of)}
+            "n_items": len(item_of), "teachers": per_teacher, "pairs": _pairs(teachers, valid, item_of),
+            "signatures": {"definitions": SIGNATURES, "teachers": {t: weakness_rates(
+                [(item_of[i], r[2]) for (u, i), rows in valid.items() if u == t for r in rows]) for t in teachers}}}
+
+
+def weakness_rates(answers: list[tuple[Item, str]]) -> dict[str, dict[str, float | int]]:
+    """Per weakness signature (rmsd.teachers.perception.SIGNATURES): how many answers could show it
+    and the share that do; for teachers' samples here, for a student's predictions in an experiment."""
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for item, answer in answers:
+        if item.meta.get("objects") is not None:
+            for kind, shown in signature(item, answer).items():
+                hits[kind].append(shown)
+    return {kind: {"n": len(hits[kind]), "rate": _mean(hits[kind])} for kind in SIGNATURES if hits[kind]}
 
 
 def _tasks(counts: dict, teacher: str) -> list[str]:

@@ -86,6 +86,24 @@ def test_simulated_competence_shows_in_the_spreads():
     assert abs(a["accuracy"] - b["accuracy"]) < 0.08
 
 
+def test_weakness_signatures_show_the_configured_weakness():
+    splits = build_items(500, seed=6)
+    items = splits["train"] + splits["test"]
+    clean = SimulatedTeacher("clean", 0.9)
+    flipped = SimulatedTeacher("flipped", 0.9, weaknesses=[
+        {"kind": "confuse_directions", "directions": ["up", "down"], "rate": 0.8},
+        {"kind": "confuse_directions", "directions": ["down", "up"], "rate": 0.8},
+        {"kind": "prefer_letter", "letter": "A", "rate": 0.3}])
+    recs = [{"teacher": t.name, "item_id": it.item_id, "sample_index": 0, "text": t.sample_text(it, 0)}
+            for t in (clean, flipped) for it in items]
+    rates = teacher_statistics(items, recs, SYNTHVID)["signatures"]["teachers"]
+    assert rates["flipped"]["vertical_flip"]["rate"] > 0.45 > 0.15 > rates["clean"]["vertical_flip"]["rate"]
+    flipped_rates = rates["flipped"]
+    assert flipped_rates["horizontal_flip"]["rate"] < flipped_rates["vertical_flip"]["rate"] - 0.3  # only vertical
+    assert rates["flipped"]["letter_A"]["rate"] > rates["clean"]["letter_A"]["rate"] + 0.2
+    assert rates["clean"]["vertical_flip"]["n"] >= 20
+
+
 def every(p: float) -> dict[str, float]:
     return {t: p for t in ("mcq", "numeric", "grounding", "open")}
 
