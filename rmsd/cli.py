@@ -59,8 +59,21 @@ def build_student(
     out: Path = typer.Option(..., "--out", help="folder for the from_pretrained checkpoint"),
     size: str = typer.Option("tiny", "--size", help="tiny (~1.4M params, CPU) | small | base (GPU)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
+    pretrain: bool = typer.Option(False, "--pretrain", help="pre-train it on format drills and captions "
+                                  "(rmsd.models.pretrain: what an Instruct checkpoint brings)"),
+    steps: int = typer.Option(None, "--pretrain-steps", min=1, help="pre-training steps (default: the recipe's)"),
+    videos: int = typer.Option(None, "--pretrain-videos", min=1, help="caption videos (default: the recipe's)"),
+    cache: Path = typer.Option(None, "--cache", help="folder for the caption videos (default: beside --out)"),
 ) -> None:
     """Build an offline Qwen2.5-VL-architecture student with random weights and a local tokenizer."""
+    if pretrain:
+        from rmsd.models.pretrain import PretrainConfig, build_pretrained
+
+        given = {k: v for k, v in (("steps", steps), ("videos", videos)) if v is not None}
+        config = PretrainConfig(seed=seed, **given)
+        path = build_pretrained(out, size=size, seed=seed, config=config, cache=cache, log=typer.echo)
+        typer.echo(f"wrote a pre-trained {size} student to {path} ({config.steps} steps; see {path / 'pretrain.json'})")
+        return
     from rmsd.models.tiny import build_student as build
 
     path = build(out, size=size, seed=seed)
