@@ -64,14 +64,15 @@ def build_student(
     steps: int = typer.Option(None, "--pretrain-steps", min=1, help="pre-training steps (default: the recipe's)"),
     videos: int = typer.Option(None, "--pretrain-videos", min=1, help="caption videos (default: the recipe's)"),
     cache: Path = typer.Option(None, "--cache", help="folder for the caption videos (default: beside --out)"),
+    rebuild: bool = typer.Option(False, "--rebuild", help="train the base even where the shipped one matches"),
 ) -> None:
     """Build an offline Qwen2.5-VL-architecture student with random weights and a local tokenizer."""
     if pretrain:
-        from rmsd.models.pretrain import PretrainConfig, build_pretrained
+        from rmsd.models.pretrain import PretrainConfig, pretrained_base
 
         given = {k: v for k, v in (("steps", steps), ("videos", videos)) if v is not None}
         config = PretrainConfig(seed=seed, **given)
-        path = build_pretrained(out, size=size, seed=seed, config=config, cache=cache, log=typer.echo)
+        path = pretrained_base(out, size=size, seed=seed, config=config, cache=cache, rebuild=rebuild, log=typer.echo)
         typer.echo(f"wrote a pre-trained {size} student to {path} ({config.steps} steps; see {path / 'pretrain.json'})")
         return
     from rmsd.models.tiny import build_student as build

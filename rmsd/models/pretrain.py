@@ -46,6 +46,7 @@ from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.data.synthvid import FORMAT_HINTS, PALETTE, SHAPES, build_prompt, describe_objects, object_name
 from rmsd.errors import RmsdError
 
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "tiny-base"  # package data: the default recipe's result
 PRETRAIN_DATA_SEED = 9001  # the caption split's synthvid seed: no experiment or benchmark uses it
 CAPTION_PROMPT = "Caption the video: each object, when it appears and leaves, how it moves."
 HELD_OUT_KINDS = ("colour", "direction", "order", "last", "count", "max_visible", "when", "describe")
@@ -76,7 +77,7 @@ class PretrainConfig:
 
     steps: int = 3000
     batch_size: int = 32
-    mix: dict[str, float] = field(default_factory=lambda: {"drill": 0.45, "shape": 0.25, "caption": 0.2,
+    mix: dict[str, float] = field(default_factory=lambda: {"drill": 0.5, "shape": 0.25, "caption": 0.15,
                                                            "duration": 0.10})
     videos: int = 1500
     drill_general: float = 0.3
@@ -294,6 +295,35 @@ def drill_corpus(n: int = 400, seed: int = 0) -> list[str]:
     return out
 
 
+def pretrained_base(out_dir: str | Path, size: str = "tiny", seed: int = 0, config: PretrainConfig | None = None,
+                    cache: str | Path | None = None, rebuild: bool = False,
+                    log: Callable[[str], None] | None = print) -> Path:
+    """The pre-trained base in `out_dir`: a copy of the shipped one (rmsd/assets/tiny-base, seconds)
+    when it was built with exactly this size, seed and recipe, else trained now (`build_pretrained`)."""
+    import shutil
+
+    config = config or PretrainConfig(seed=seed)
+    if not rebuild and shipped_matches(size, seed, config):
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
+            raise RmsdError(f"{out} is not empty and holds no model config: choose an empty or new folder")
+        shutil.copytree(SHIPPED, out, dirs_exist_ok=True)
+        if log is not None:
+            log(f"copied the shipped pre-trained base ({SHIPPED}); --rebuild trains it again")
+        return out
+    return build_pretrained(out_dir, size, seed, config, cache, log)
+
+
+def shipped_matches(size: str, seed: int, config: PretrainConfig) -> bool:
+    """Whether the shipped base is the result of this size, seed and recipe (all steps done)."""
+    record = SHIPPED / "pretrain.json"
+    if not record.is_file():
+        return False
+    done = json.loads(record.read_text())
+    return (done.get("size"), done.get("seed"), done.get("config"), done.get("steps")) == (
+        size, seed, json.loads(json.dumps(asdict(config))), config.steps)
+
+
 def build_pretrained(out_dir: str | Path, size: str = "tiny", seed: int = 0, config: PretrainConfig | None = None,
                      cache: str | Path | None = None, log: Callable[[str], None] | None = print) -> Path:
     """Build a `size` student, pre-train it (module docstring) and save it as a from_pretrained folder."""
@@ -307,21 +337,32 @@ def build_pretrained(out_dir: str | Path, size: str = "tiny", seed: int = 0, con
     model, processor = load_student(out)
     videos = pretrain_videos(cache, config.videos)
     every = max(config.steps // 10, 1)
+    losses: list[float] = []
+    started = time.perf_counter()
 
     def progress(step: int, loss: float) -> None:
-        if log is not None and step % every == 0:
-            log(f"pretrain step {step}/{config.steps} loss {loss:.3f}")
+        losses.append(loss)
+        if step % every == 0 or step == config.steps:
+            if log is not None:
+                log(f"pretrain step {step}/{config.steps} loss {loss:.3f}")
+            _save(model, out, size, seed, config, losses, time.perf_counter() - started)  # a usable snapshot
 
-    result = train_steps(model, processor, stream(config, videos), config.steps, config.lr, config.warmup_steps,
-                         on_step=progress)
-    model.save_pretrained(out)
-    tail = result["losses"][-50:]
-    record = {"size": size, "seed": seed, "config": asdict(config), "held_out_kinds": list(HELD_OUT_KINDS),
-              "caption_split_seed": PRETRAIN_DATA_SEED, "steps": result["steps"],
-              "seconds": round(result["seconds"], 1), "final_loss": sum(tail) / len(tail),
-              "loss_every_100": [round(sum(result["losses"][i:i + 100]) / len(result["losses"][i:i + 100]), 4)
-                                 for i in range(0, len(result["losses"]), 100)]}
-    (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+    train_steps(model, processor, stream(config, videos), config.steps, config.lr, config.warmup_steps,
+                on_step=progress)
+    record = json.loads((out / "pretrain.json").read_text())
     if not math.isfinite(record["final_loss"]):
         raise RmsdError(f"pre-training diverged (loss {record['final_loss']}): lower the lr")
     return out
+
+
+def _save(model: Any, out: Path, size: str, seed: int, config: PretrainConfig, losses: list[float],
+          seconds: float) -> None:
+    """The weights and pretrain.json (recipe, steps so far, losses): every snapshot is a complete base."""
+    model.save_pretrained(out)
+    tail = losses[-50:]
+    record = {"size": size, "seed": seed, "config": asdict(config), "held_out_kinds": list(HELD_OUT_KINDS),
+              "caption_split_seed": PRETRAIN_DATA_SEED, "steps": len(losses), "seconds": round(seconds, 1),
+              "final_loss": sum(tail) / len(tail),
+              "loss_every_100": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 4)
+                                 for i in range(0, len(losses), 100)]}
+    (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")

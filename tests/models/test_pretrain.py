@@ -79,3 +79,18 @@ def test_cli_pretrain_flag(tmp_path):
     record = json.loads((tmp_path / "b" / "pretrain.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 2 and record["config"]["videos"] == 3
     assert "wrote a pre-trained tiny student" in result.output
+
+
+def test_the_shipped_base_is_copied_only_for_its_own_recipe(tmp_path, monkeypatch):
+    import rmsd.models.pretrain as pretrain
+
+    config = PretrainConfig(steps=2, batch_size=2, videos=2, mix={"drill": 1.0})
+    shipped = build_pretrained(tmp_path / "shipped", seed=0, config=config, cache=tmp_path / "cache", log=None)
+    monkeypatch.setattr(pretrain, "SHIPPED", shipped)
+    copied = pretrain.pretrained_base(tmp_path / "copy", seed=0, config=config, log=None)
+    assert (copied / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    assert not pretrain.shipped_matches("tiny", 1, config)  # another seed, another recipe: trained anew
+    assert not pretrain.shipped_matches("tiny", 0, PretrainConfig(steps=3, batch_size=2, videos=2, mix={"drill": 1.0}))
+    retrained = pretrain.pretrained_base(tmp_path / "again", seed=0, config=config, cache=tmp_path / "cache",
+                                         rebuild=True, log=None)
+    assert json.loads((retrained / "pretrain.json").read_text())["steps"] == 2
