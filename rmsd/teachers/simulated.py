@@ -105,7 +105,7 @@ class SimulatedTeacher(Teacher):
         self.verbosity, self.seed, self.error_seed = verbosity, seed, error_seed
         self.question_difficulty, self.competence_spread = float(question_difficulty), float(competence_spread)
         self.difficulty_seed = difficulty_seed
-        self.weaknesses = [w.model_dump() if hasattr(w, "model_dump") else dict(w) for w in weaknesses or []]
+        self.weaknesses = _weaknesses(name, weaknesses or [])
         self._validate()
 
     def _validate(self) -> None:
@@ -117,8 +117,7 @@ class SimulatedTeacher(Teacher):
         probs = {**{f"accuracy[{k}]": v for k, v in self.accuracy.items()},
                  **{f"difficulty_penalty[{k}]": v for k, v in self.difficulty_penalty.items()},
                  "bias_strength": self.bias_strength, "format_error_rate": self.format_error_rate,
-                 "inconsistency_rate": self.inconsistency_rate,
-                 **{f"weaknesses[{i}].rate": w.get("rate", -1.0) for i, w in enumerate(self.weaknesses)}}
+                 "inconsistency_rate": self.inconsistency_rate}
         for key, value in probs.items():
             if not 0.0 <= value <= 1.0:
                 raise RmsdError(f"{where}: {key} must be in [0, 1], got {value}")
@@ -128,13 +127,6 @@ class SimulatedTeacher(Teacher):
             raise RmsdError(f"{where}: verbosity must be 'short' or 'long', got {self.verbosity!r}")
         if not (0.0 <= self.question_difficulty <= 10.0 and 0.0 <= self.competence_spread <= 10.0):
             raise RmsdError(f"{where}: question_difficulty and competence_spread must be in [0, 10]")
-        from rmsd.config import SimulatedOptions  # the one declaration of each weakness's fields and ranges
-
-        try:
-            SimulatedOptions(weaknesses=self.weaknesses)
-        except ValueError as e:
-            detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
-            raise RmsdError(f"{where}: {detail}") from None
 
     def __repr__(self) -> str:
         return f"SimulatedTeacher(name={self.name!r}, SIMULATOR reading ground truth, accuracy={self.accuracy})"
@@ -256,6 +248,19 @@ class SimulatedTeacher(Teacher):
             return rng.choice((f"<think>{reasoning}</think><answer>{shown}",
                                f"<think>{reasoning}<answer>{shown}</answer>"))
         return f"<think>{reasoning}</think><answer>{_unextractable(item, answer)}</answer>"
+
+
+def _weaknesses(name: str, given: list[Any]) -> list[dict[str, Any]]:
+    """Weaknesses validated and completed by rmsd.config (the one declaration of their fields and
+    ranges), as dicts: a teacher built from a pool and one built by hand fire on the same questions."""
+    from rmsd.config import SimulatedOptions
+
+    try:
+        parsed = SimulatedOptions(weaknesses=[w.model_dump() if hasattr(w, "model_dump") else dict(w) for w in given])
+    except ValueError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+        raise RmsdError(f"simulated teacher {name!r}: {detail}") from None
+    return [w.model_dump() for w in parsed.weaknesses]
 
 
 # ----------------------------------------------------------------------------- competence

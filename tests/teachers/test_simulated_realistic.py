@@ -166,6 +166,9 @@ def test_weakness_fields_validate_and_enter_the_record_key(tmp_path):
     assert identity(weak)["competence_spread"] == 1.0
     teacher = build_teacher(weak)
     assert teacher.weaknesses == [{"kind": "early_span", "shift_s": 1.0, "rate": 0.3}] and teacher.persistent
+    by_hand = SimulatedTeacher("b", 0.8, seed=1, competence_spread=1.0,
+                               weaknesses=[{"kind": "miscount", "above": 2, "rate": 0.5}])
+    assert by_hand.weaknesses == [{"kind": "miscount", "above": 2, "by": -1, "rate": 0.5}]  # completed defaults
 
 
 def test_existing_pools_write_the_same_text():
