@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -221,6 +222,7 @@ def report(args: argparse.Namespace, curve: list[dict], n_params: int, n_train: 
     groups = set(curve[-1])
     summary = ["overall"] + [g for g in ("easy", "medium", "hard", "mcq", "numeric", "grounding", "open",
                                          "mcq word", "mcq letter|word") if g in groups]
+    loads = ", ".join(f"{row.get('load1', float('nan')):.1f}" for row in curve)
     kinds = sorted((g for g in groups if "/" in g and " " not in g),
                    key=lambda g: (("easy", "medium", "hard").index(g.split("/")[0]), g))
     return "\n".join([
@@ -231,7 +233,8 @@ def report(args: argparse.Namespace, curve: list[dict], n_params: int, n_train: 
         f"{'from the base ' + str(args.base) if args.base else 'from scratch'} on {n_train} synthvid train "
         f"items (targets: `{args.target}`), batch {args.batch_size}, AdamW lr {args.lr:g}; greedy decoding on "
         f"{n_test} test items. Scores: mcq/numeric exact, grounding tIoU, open ROUGE-L F1, strict `<answer>` tag. "
-        f"`train min`: training wall time on {args.threads} CPU threads of a shared machine, evaluation excluded.",
+        f"`train min`: training wall time on {args.threads} CPU threads of a shared machine, evaluation excluded; "
+        f"machine load (1 min) at each evaluation: {loads}.",
         "", "## By tier and task type", "", *table(curve, summary),
         "", "## By tier / question kind", "", *table(curve, kinds), "",
     ])
@@ -257,7 +260,7 @@ def main() -> None:
     curve: list[dict] = []
 
     def on_eval(step: int, seconds: float, loss: float) -> None:
-        row = {"step": step, "min": seconds / 60, "loss": loss,
+        row = {"step": step, "min": seconds / 60, "loss": loss, "load1": os.getloadavg()[0],
                **evaluate(model, processor, test_items, frames, longest + 4, args.data.parent / "predictions.jsonl")}
         curve.append(row)
         print(f"step {step} ({seconds / 60:.1f} min) loss {loss:.3f} overall {row['overall']:.2f} "
