@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -40,7 +41,7 @@ from rmsd.data.items import Item
 from rmsd.data.synthvid import GENERATOR_VERSION
 from rmsd.data.synthvid import generate as generate_synthvid
 from rmsd.data.video import load_frames
-from rmsd.models.processing import encode, generate, load_student, to_model
+from rmsd.models.processing import generate, load_student
 from rmsd.models.tiny import PRESETS, build_student
 from rmsd.scoring import rouge_l
 
@@ -57,6 +58,9 @@ def parse_args() -> argparse.Namespace:
                    help="synthvid folder (default: one per generator version, --n, --seed, --tier-mix)")
     p.add_argument("--tier-mix", default=None, help='synthvid tier shares, e.g. "easy=1" (default: synthvid\'s mix)')
     p.add_argument("--size", default="tiny", help="student preset")
+    p.add_argument("--base", type=Path, default=None,
+                   help="start from this from_pretrained folder (e.g. `rmsd build-student --pretrain`) instead of "
+                        "a random-weight --size student")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one number of the preset for this run (calibration), e.g. --set rope_theta=100")
     p.add_argument("--seed", type=int, default=0)
@@ -126,6 +130,14 @@ def score(text: str, item: Item) -> float:
     return rouge_l(pred, item.answer)
 
 
+def stated_option(text: str, item: Item) -> str | None:
+    """The letter of the one option whose text the reply's reasoning names before its conclusion, else None."""
+    think = re.split(r"\b(?:So|Therefore|The correct answer)\b", text.split("</think>")[0])[0]
+    named = [letter for letter, option in zip(item.letters, item.options, strict=True)
+             if re.search(rf"\b{re.escape(option)}\b", think)]
+    return named[0] if len(named) == 1 else None
+
+
 def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: int,
              predictions: Path | None = None) -> dict[str, float]:
     """Mean score overall and per tier, task type and tier/question kind (greedy decoding)."""
@@ -141,6 +153,11 @@ def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: 
     rows = []
     for item, text in zip(items, texts, strict=True):
         s = score(text, item)
+        if item.task_type == "mcq":  # perception (the right option word) vs the letter lookup
+            word = stated_option(text, item) == item.answer
+            by_group["mcq word"].append(float(word))
+            if word:
+                by_group["mcq letter|word"].append(s)
         rows.append({"item_id": item.item_id, "kind": item.meta["question_kind"], "answer": item.answer,
                      "response": text, "score": s})
         by_group["overall"].append(s)
@@ -152,38 +169,44 @@ def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: 
 
 
 # ----------------------------------------------------------------------------- training
-def train(args: argparse.Namespace, model, processor, train_items: list[Item], replies: list[str], frames: dict,
-          on_eval) -> tuple[int, float]:
-    """Train until the time budget is spent; call on_eval(step, seconds, loss) every --eval-every steps."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20))
+def batches(args: argparse.Namespace, train_items: list[Item], replies: list[str]):
+    """Batches of (prompt, clip, reply) in epochs of shuffled train items (rmsd.models.pretrain.Example)."""
+    from rmsd.models.pretrain import Example
+
     gen = torch.Generator().manual_seed(args.seed)
     order: list[int] = []
-    losses: list[float] = []
-    step, clock, start = 0, 0.0, time.perf_counter()
-    model.train()
-    while clock < args.minutes * 60 and step < (args.max_steps or math.inf):
+    while True:
         if len(order) < args.batch_size:
             order += torch.randperm(len(train_items), generator=gen).tolist()
         picked, order = order[: args.batch_size], order[args.batch_size :]
-        batch = encode(processor, [train_items[i].prompt for i in picked], [frames[train_items[i].video] for i in picked],
-                       responses=[replies[i] for i in picked])
-        loss = model(**to_model(batch, model)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        step += 1
+        yield [Example(train_items[i].prompt, replies[i], train_items[i].video) for i in picked]
+
+
+def train(args: argparse.Namespace, model, processor, train_items: list[Item], replies: list[str], frames: dict,
+          on_eval) -> tuple[int, float]:
+    """Train until the time budget is spent; call on_eval(step, seconds, loss) every --eval-every steps.
+
+    The loop is rmsd.models.pretrain.train_steps (the one the pre-trained base is built with);
+    its clock counts training steps only, so evaluations do not eat the budget."""
+    from rmsd.models.pretrain import train_steps
+
+    losses: list[float] = []
+    clock = {"s": 0.0, "t0": time.perf_counter(), "eval": 0.0}
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
         if step % args.eval_every == 0:
-            clock += time.perf_counter() - start
-            on_eval(step, clock, sum(losses[-20:]) / len(losses[-20:]))
-            start = time.perf_counter()
-    clock += time.perf_counter() - start
+            t0 = time.perf_counter()
+            on_eval(step, time.perf_counter() - clock["t0"] - clock["eval"], sum(losses[-20:]) / len(losses[-20:]))
+            clock["eval"] += time.perf_counter() - t0
+
+    result = train_steps(model, processor, batches(args, train_items, replies), args.max_steps or 10**9, args.lr,
+                         warmup_steps=20, frames_of=frames.__getitem__, on_step=on_step,
+                         max_seconds=args.minutes * 60)
+    step, seconds = result["steps"], result["seconds"]
     if step % args.eval_every:
-        on_eval(step, clock, sum(losses[-20:]) / len(losses[-20:]))
-    return step, clock
+        on_eval(step, seconds, sum(losses[-20:]) / len(losses[-20:]))
+    return step, seconds
 
 
 # ----------------------------------------------------------------------------- report
@@ -197,16 +220,21 @@ def table(curve: list[dict], cols: list[str]) -> list[str]:
 
 def report(args: argparse.Namespace, curve: list[dict], n_params: int, n_train: int, n_test: int) -> str:
     groups = set(curve[-1])
-    summary = ["overall"] + [g for g in ("easy", "medium", "hard", "mcq", "numeric", "grounding", "open") if g in groups]
-    kinds = sorted((g for g in groups if "/" in g), key=lambda g: (("easy", "medium", "hard").index(g.split("/")[0]), g))
+    summary = ["overall"] + [g for g in ("easy", "medium", "hard", "mcq", "numeric", "grounding", "open",
+                                         "mcq word", "mcq letter|word") if g in groups]
+    loads = ", ".join(f"{row.get('load1', float('nan')):.1f}" for row in curve)
+    kinds = sorted((g for g in groups if "/" in g and " " not in g),
+                   key=lambda g: (("easy", "medium", "hard").index(g.split("/")[0]), g))
     return "\n".join([
         "# Learning curve of the tiny student on synthvid (CPU calibration)", "",
         "Written by `benchmarks/bench_learning.py`; command:", "",
         "    python benchmarks/bench_learning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "",
-        f"Student `{args.size}` ({n_params / 1e6:.2f}M parameters) trained from scratch on {n_train} synthvid train "
+        f"Student `{args.size}` ({n_params / 1e6:.2f}M parameters) trained "
+        f"{'from the base ' + str(args.base) if args.base else 'from scratch'} on {n_train} synthvid train "
         f"items (targets: `{args.target}`), batch {args.batch_size}, AdamW lr {args.lr:g}; greedy decoding on "
         f"{n_test} test items. Scores: mcq/numeric exact, grounding tIoU, open ROUGE-L F1, strict `<answer>` tag. "
-        f"`train min`: training wall time on {args.threads} CPU threads of a shared machine, evaluation excluded.",
+        f"`train min`: training wall time on {args.threads} CPU threads of a shared machine, evaluation excluded; "
+        f"machine load (1 min) at each evaluation: {loads}.",
         "", "## By tier and task type", "", *table(curve, summary),
         "", "## By tier / question kind", "", *table(curve, kinds), "",
     ])
@@ -222,13 +250,17 @@ def main() -> None:
         changes = {k: type(getattr(PRESETS[args.size], k))(v) for k, v in (o.split("=", 1) for o in args.overrides)}
         args.size = f"{args.size}+" + ",".join(args.overrides)
         PRESETS[args.size] = dataclasses.replace(PRESETS[args.size.split("+")[0]], **changes)
-    student = build_student(args.data.parent / re.sub(r"[^\w.-]+", "_", f"student-{args.size}-{args.seed}"), size=args.size, seed=args.seed)
+    if args.base is not None:
+        student = args.base
+    else:
+        student = build_student(args.data.parent / re.sub(r"[^\w.-]+", "_", f"student-{args.size}-{args.seed}"),
+                                size=args.size, seed=args.seed)
     model, processor = load_student(student)
     longest = max(len(processor.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
     curve: list[dict] = []
 
     def on_eval(step: int, seconds: float, loss: float) -> None:
-        row = {"step": step, "min": seconds / 60, "loss": loss,
+        row = {"step": step, "min": seconds / 60, "loss": loss, "load1": os.getloadavg()[0],
                **evaluate(model, processor, test_items, frames, longest + 4, args.data.parent / "predictions.jsonl")}
         curve.append(row)
         print(f"step {step} ({seconds / 60:.1f} min) loss {loss:.3f} overall {row['overall']:.2f} "
@@ -237,6 +269,11 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report(args, curve, sum(p.numel() for p in model.parameters()),
                                    len(train_items), len(test_items)))
+        args.out.with_suffix(".json").write_text(json.dumps(
+            {"command": "python benchmarks/bench_learning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+             "student": str(student), "train_items": len(train_items), "test_items": len(test_items),
+             "batch_size": args.batch_size, "lr": args.lr, "generator_version": GENERATOR_VERSION, "curve": curve},
+            indent=1) + "\n")
 
     steps, seconds = train(args, model, processor, train_items, replies, frames, on_eval)
     print(f"{steps} steps in {seconds / 60:.1f} min ({seconds / max(steps, 1):.2f} s/step); table in {args.out}")

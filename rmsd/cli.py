@@ -62,8 +62,22 @@ def build_student(
     size: str = typer.Option("tiny", "--size", help="tiny (~1.4M params, CPU) | small | base (GPU)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
     family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl"),
+    pretrain: bool = typer.Option(False, "--pretrain", help="pre-train it on format drills and captions "
+                                  "(rmsd.models.pretrain: what an Instruct checkpoint brings)"),
+    steps: int = typer.Option(None, "--pretrain-steps", min=1, help="pre-training steps (default: the recipe's)"),
+    videos: int = typer.Option(None, "--pretrain-videos", min=1, help="caption videos (default: the recipe's)"),
+    cache: Path = typer.Option(None, "--cache", help="folder for the caption videos (default: beside --out)"),
+    rebuild: bool = typer.Option(False, "--rebuild", help="train the base even where the shipped one matches"),
 ) -> None:
     """Build an offline Qwen2.5-VL- or Qwen3-VL-architecture student with random weights and a local tokenizer."""
+    if pretrain:
+        from rmsd.models.pretrain import PretrainConfig, pretrained_base
+
+        given = {k: v for k, v in (("steps", steps), ("videos", videos)) if v is not None}
+        config = PretrainConfig(seed=seed, **given)
+        path = pretrained_base(out, size=size, seed=seed, config=config, cache=cache, rebuild=rebuild, log=typer.echo)
+        typer.echo(f"wrote a pre-trained {size} student to {path} ({config.steps} steps; see {path / 'pretrain.json'})")
+        return
     from rmsd.models.tiny import build_student as build
 
     path = build(out, size=size, seed=seed, family=family)
@@ -148,7 +162,7 @@ def sample_rekey(
 
 
 match_app = typer.Typer(cls=_Group, help="Weight every teacher sample by quality (rmsd match --recipe R --samples S); "
-                        "`rmsd match export` writes the weighted targets for TRL, ms-swift or LLaMA-Factory.",
+                        "`rmsd match export` writes the weighted targets for TRL, ms-swift or LLaMA-Factory; `rmsd match stats` measures how the pool errs.",
                         rich_markup_mode=None)
 app.add_typer(match_app, name="match")
 
@@ -199,6 +213,33 @@ def match_export(
                           system=r.student.system_prompt if system is None else system, rows_per_item=rows_per_item)
     typer.echo(f"exported {done['samples']} samples of {done['items']} items as {done['rows']} rows "
                f"(up to {done['rows_per_item']} per item, by weight) in {fmt} format to {out}")
+
+
+@match_app.command("stats")
+def match_stats(
+    recipe: Path = RECIPE,
+    samples: Path = typer.Option(..., "--samples", help="sample store written by rmsd sample"),
+    out: Path = typer.Option(None, "--out", help="folder for teacher_stats.json/.png (default: matching.out)"),
+    split: str = typer.Option(None, "--split", help="the items' split (default: the recipe's dataset.split)"),
+    overrides: list[str] = SET,
+) -> None:
+    """Measure how each teacher errs against ground truth: accuracy, quality spreads, format, correlation."""
+    from rmsd.pipeline import teacher_stats_recipe
+
+    stats, path = teacher_stats_recipe(_recipe(recipe, overrides), samples, out, split)
+    typer.echo(f"{'teacher':<16} {'task':<10} {'items':>6} {'format viol.':>12} {'accuracy':>9} {'quality':>8} "
+               f"{'sigma cross':>12} {'sigma within':>13}")
+    for teacher, per_task in stats["teachers"].items():
+        for task, row in per_task.items():
+            cells = [_fmt(row[k]) for k in ("format_violation_rate", "accuracy", "quality", "sigma_cross",
+                                            "sigma_within")]
+            typer.echo(f"{teacher:<16} {task:<10} {row['items']:>6} {cells[0]:>12} {cells[1]:>9} {cells[2]:>8} "
+                       f"{cells[3]:>12} {cells[4]:>13}")
+    typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
@@ -68,8 +68,19 @@ def output_settings(model: BaseModel) -> dict[str, Any]:
                 continue
         elif value == field.get_default(call_default_factory=True):
             continue
-        out[name] = value
+        out[name] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: models in a list or dict (a teacher's weaknesses) as their field values, not their repr."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -149,8 +160,82 @@ class HFOptions(Strict):
     max_pixels: int | None = Field(None, ge=784, description="pixel budget per frame given to the processor")
 
 
+class ConfuseDirections(Strict):
+    """Sees objects that move `directions[0]` as moving `directions[1]` (list both orders for a symmetric mix-up)."""
+
+    kind: Literal["confuse_directions"]
+    directions: tuple[Literal["left", "right", "up", "down"], Literal["left", "right", "up", "down"]]
+    rate: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _two_directions(self) -> ConfuseDirections:
+        if self.directions[0] == self.directions[1]:
+            raise ValueError(f"confuse_directions needs two different directions, got {list(self.directions)}")
+        return self
+
+
+class Miscount(Strict):
+    """Counts `by` off (count and max-visible questions) when the true number is above `above`."""
+
+    kind: Literal["miscount"]
+    above: int = Field(ge=0)
+    by: int = Field(-1, ge=-3, le=3)
+    rate: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("by")
+    @classmethod
+    def _nonzero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("miscount.by must not be 0 (that is no mistake)")
+        return v
+
+
+class MissShortObjects(Strict):
+    """Does not see objects visible for at most `max_seconds`: they vanish from its counts, orders and captions."""
+
+    kind: Literal["miss_short_objects"]
+    max_seconds: float = Field(gt=0.0)
+    rate: float = Field(ge=0.0, le=1.0)
+
+
+class EarlySpan(Strict):
+    """Places every appearance and disappearance `shift_s` seconds too early (clamped at 0)."""
+
+    kind: Literal["early_span"]
+    shift_s: float = Field(gt=0.0, le=10.0)
+    rate: float = Field(ge=0.0, le=1.0)
+
+
+class PreferLetter(Strict):
+    """Answers `letter` whatever it saw (when the question offers it): a position bias."""
+
+    kind: Literal["prefer_letter"]
+    letter: str = Field(pattern=r"^[A-Z]$")
+    rate: float = Field(ge=0.0, le=1.0)
+
+
+Weakness = Annotated[ConfuseDirections | Miscount | MissShortObjects | EarlySpan | PreferLetter,
+                     Field(discriminator="kind")]
+# Fields added after record keys existed: at their defaults they are left out of model_dump
+# (and so out of pool.identity()), so the stores of older pools keep their keys.
+_LATER_FIELDS = {"question_difficulty": 0.0, "competence_spread": 0.0, "difficulty_seed": 0, "weaknesses": []}
+
+
 class SimulatedOptions(Strict):
-    """The synthvid noisy oracle (a SIMULATOR: it reads the ground truth)."""
+    """The synthvid noisy oracle (a SIMULATOR: it reads the ground truth).
+
+    A sample is right with the teacher's competence on its question. With both spreads at
+    0 that is `accuracy` (minus the tier's penalty) for every question and each sample's
+    mistake is drawn anew: independent coin flips. With a spread, competence is
+    sigmoid(b - question_difficulty * d + competence_spread * u): d ~ N(0, 1) per question,
+    shared by every teacher with the same difficulty_seed; u ~ N(0, 1) per teacher and
+    question (shared by teachers with the same error_seed); b is set so the mean over
+    questions is still `accuracy`. The teacher is then reliably right on some questions
+    and reliably wrong on others, and a wrong sample gives the question's one wrong answer.
+    `weaknesses` act before that, on what the teacher perceives of the scene: each fires on
+    a `rate` share of the questions (fixed per teacher and question) and changes the answer
+    the teacher believes in whenever the distortion matters to the question.
+    """
 
     accuracy: dict[TaskType, float] = Field(default_factory=lambda: {t: 0.8 for t in TASK_TYPES})
     difficulty_penalty: dict[Literal["easy", "medium", "hard"], float] = Field(default_factory=dict)
@@ -161,6 +246,14 @@ class SimulatedOptions(Strict):
     verbosity: Literal["short", "long"] = "short"
     seed: int = Field(0, description="sample i of an item is a fixed function of (seed, name, item, i)")
     error_seed: int | None = Field(None, description="teachers sharing an error_seed make the same mistakes")
+    question_difficulty: float = Field(0.0, ge=0.0, le=10.0, description=(
+        "spread (logit scale) of the latent per-question difficulty shared by all teachers"))
+    competence_spread: float = Field(0.0, ge=0.0, le=10.0, description=(
+        "spread (logit scale) of this teacher's own per-question competence around its accuracy"))
+    difficulty_seed: int = Field(0, description="teachers with the same difficulty_seed share question difficulties")
+    weaknesses: list[Weakness] = Field(default_factory=list, description=(
+        "systematic, scene-dependent mistakes: confuse_directions, miscount, miss_short_objects, early_span, "
+        "prefer_letter"))
 
     @field_validator("accuracy")
     @classmethod
@@ -169,6 +262,11 @@ class SimulatedOptions(Strict):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"accuracy of {task} must be in [0, 1], got {p}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _stable_keys(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
 
 
 class TeacherConfig(Strict):

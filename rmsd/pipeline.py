@@ -122,10 +122,49 @@ def rekey_recipe(recipe: Recipe, samples: str | Path, out: str | Path) -> dict[s
 
 
 def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Match a sample store into weighted training targets; returns the report's statistics."""
+    """Match a sample store into weighted training targets; returns the report's statistics.
+
+    Where the items have ground truth, the report also carries the pool's error statistics
+    (`teacher_quality`: rmsd.teachers.stats) and their figure."""
     quiet_libraries()
     from rmsd.matching.matcher import match_samples, write_matched
     from rmsd.matching.report import write_report
+    from rmsd.teachers.stats import teacher_statistics
+
+    records = _records(samples)
+    items = load_recipe_items(recipe)
+    benchmark = benchmark_of(recipe)
+    rows, stats = match_samples(items, records, benchmark, recipe.matching)
+    if any(it.answer is not None for it in items):
+        stats["teacher_quality"] = teacher_statistics(items, records, benchmark)
+    out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
+    write_matched(rows, out)
+    write_report(stats, out)
+    return stats
+
+
+def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None,
+                         split: str | None = None) -> tuple[dict[str, Any], Path]:
+    """The pool's error statistics on a store whose items have ground truth (`rmsd match stats`).
+
+    Writes OUT/teacher_stats.json and .png (OUT: the recipe's matching.out); returns (stats, json path)."""
+    from rmsd.matching.report import write_teacher_stats
+    from rmsd.teachers.stats import teacher_statistics
+
+    records = _records(samples)
+    items = load_recipe_items(recipe, split=split)
+    if not any(it.answer is not None for it in items):
+        raise RmsdError(f"no item of {recipe.dataset.path} ({split or recipe.dataset.split}) has a known answer: "
+                        "teacher statistics need ground truth")
+    stats = teacher_statistics(items, records, benchmark_of(recipe))
+    if not stats["teachers"]:
+        raise RmsdError(f"{samples}: no record belongs to an item with a known answer of this recipe's split")
+    out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
+    json_path, _ = write_teacher_stats(stats, out)
+    return stats, json_path
+
+
+def _records(samples: str | Path) -> list[dict[str, Any]]:
     from rmsd.sampling.store import read_records
 
     samples = Path(samples)
@@ -134,12 +173,7 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     records = read_records(samples)
     if not records:
         raise RmsdError(f"{samples}: the sample store holds no records")
-    items = load_recipe_items(recipe)
-    rows, stats = match_samples(items, records, benchmark_of(recipe), recipe.matching)
-    out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
-    write_matched(rows, out)
-    write_report(stats, out)
-    return stats
+    return records
 
 
 def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,

@@ -25,7 +25,7 @@ from rmsd.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 RMSD = Path(sys.executable).with_name("rmsd")  # the console script of this venv
 ENV = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}  # rich wraps and styles the same
-COMMANDS = ["synthvid", "build-student", "validate", "sample", "sample merge", "sample rekey", "match", "distill", "eval", "plan",
+COMMANDS = ["synthvid", "build-student", "validate", "sample", "sample merge", "sample rekey", "match", "match stats", "distill", "eval", "plan",
             "quickstart"]
 
 

@@ -19,7 +19,7 @@ correct answer. The feedback names each error and quotes where it is.
 
 How it differs from an LLM judge: exact and free, but it only understands the phrasing
 synthvid answers use (English, seconds, the palette's colours); unparsed text is simply not
-checked. The final answer is read by `rmsd.matching.extract` (strict mode), so the judge
+checked. The final answer is read by `rmsd.scoring` (strict mode), so the judge
 scores answers exactly as `rmsd match` scores teacher samples; the reasoning's claims are
 read by this module's own small regexes.
 

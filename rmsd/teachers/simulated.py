@@ -9,6 +9,16 @@ colour or direction) and its reasoning argues for the answer it gives, except at
 `inconsistency_rate`, where the reasoning argues for something else (material for the VISD
 judge). Other knobs: a bias toward one option letter, a format error rate, verbosity.
 
+Errors like a real teacher's (issue 14), both off by default: with `question_difficulty` /
+`competence_spread` the chance of being right is a per-question competence (a latent
+difficulty shared by all teachers plus the teacher's own deviation, on the logit scale),
+so a teacher is reliably right on some questions and reliably wrong on others, with one
+wrong answer per question; `weaknesses` (rmsd.teachers.perception) distort what it
+perceives of the scene — two directions confused, crowded scenes miscounted, short-lived
+objects missed, spans placed early, a preferred letter — on a fixed share of the
+questions where that matters. Sample i is still right with probability equal to the
+competence, drawn per sample, so repeated samples vary around it.
+
 It exists to measure the distillation method under known teacher noise; results obtained
 with it say nothing about real teachers, and it is labelled as a simulator in its class
 name, docstring, `backend` and `is_simulator`. Every sample is a pure function of
@@ -22,14 +32,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import math
 import random
 import re
+from functools import lru_cache
 from typing import Any
 
 from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
 from rmsd.data.synthvid import DIRECTIONS, PALETTE, SHAPES, TIME_STEP, describe_objects, format_span, object_name
 from rmsd.errors import RmsdError
 from rmsd.teachers.base import GenParams, Media, Response, Teacher
+from rmsd.teachers.perception import applies, believed_answer
 
 TIERS = ("easy", "medium", "hard")
 FORMAT_ERRORS = ("no_tags", "broken_tags", "unextractable")
@@ -70,6 +84,9 @@ class SimulatedTeacher(Teacher):
     inconsistency_rate: share of responses whose reasoning argues for a different answer.
     verbosity: "short" (one fact + conclusion) or "long" (a timestamped timeline first).
     seed: style and format randomness; error_seed: mistakes (default: private per teacher).
+    question_difficulty, competence_spread, difficulty_seed: the per-question competence
+        (module docstring; rmsd.config.SimulatedOptions documents each).
+    weaknesses: systematic mistakes, dicts as rmsd.config.SimulatedOptions.weaknesses dumps them.
     """
 
     backend = "simulated"
@@ -78,13 +95,17 @@ class SimulatedTeacher(Teacher):
     def __init__(self, name: str, accuracy: dict[str, float] | float, difficulty_penalty: dict[str, float] | None = None,
                  bias_letter: str | None = None, bias_strength: float = 0.0, format_error_rate: float = 0.0,
                  inconsistency_rate: float = 0.0, verbosity: str = "short", seed: int = 0,
-                 error_seed: int | None = None):
+                 error_seed: int | None = None, question_difficulty: float = 0.0, competence_spread: float = 0.0,
+                 difficulty_seed: int = 0, weaknesses: list[dict[str, Any]] | None = None):
         super().__init__(name)
         self.accuracy = {t: float(accuracy) for t in TASK_TYPES} if isinstance(accuracy, int | float) else dict(accuracy)
         self.difficulty_penalty = dict(difficulty_penalty or {})
         self.bias_letter, self.bias_strength = bias_letter, float(bias_strength)
         self.format_error_rate, self.inconsistency_rate = float(format_error_rate), float(inconsistency_rate)
         self.verbosity, self.seed, self.error_seed = verbosity, seed, error_seed
+        self.question_difficulty, self.competence_spread = float(question_difficulty), float(competence_spread)
+        self.difficulty_seed = difficulty_seed
+        self.weaknesses = _weaknesses(name, weaknesses or [])
         self._validate()
 
     def _validate(self) -> None:
@@ -104,6 +125,8 @@ class SimulatedTeacher(Teacher):
             raise RmsdError(f"{where}: bias_letter must be one capital letter, got {self.bias_letter!r}")
         if self.verbosity not in ("short", "long"):
             raise RmsdError(f"{where}: verbosity must be 'short' or 'long', got {self.verbosity!r}")
+        if not (0.0 <= self.question_difficulty <= 10.0 and 0.0 <= self.competence_spread <= 10.0):
+            raise RmsdError(f"{where}: question_difficulty and competence_spread must be in [0, 10]")
 
     def __repr__(self) -> str:
         return f"SimulatedTeacher(name={self.name!r}, SIMULATOR reading ground truth, accuracy={self.accuracy})"
@@ -120,12 +143,37 @@ class SimulatedTeacher(Teacher):
 
     # ------------------------------------------------------------------------- decisions
     def p_correct(self, item: Item) -> float:
-        """Probability that this teacher answers `item` correctly."""
+        """This teacher's mean probability of answering an item of this task type and tier correctly."""
         if item.task_type not in self.accuracy:
             raise RmsdError(f"simulated teacher {self.name!r} has no accuracy for task type {item.task_type!r}: "
                             f"add it under simulated.accuracy")
         penalty = self.difficulty_penalty.get(item.meta.get("difficulty"), 0.0)
         return min(max(self.accuracy[item.task_type] - penalty, 0.0), 1.0)
+
+    @property
+    def persistent(self) -> bool:
+        """Per-question competence (and one wrong answer per question) rather than independent coin flips."""
+        return self.question_difficulty > 0 or self.competence_spread > 0
+
+    def competence(self, item: Item) -> float:
+        """Probability that a sample of `item` is right (before weaknesses): p_correct without spreads, else
+        sigmoid(b - question_difficulty * d + competence_spread * u) with b keeping the mean at p_correct."""
+        p = self.p_correct(item)
+        if not self.persistent or p in (0.0, 1.0):
+            return p
+        d = _rng("difficulty", self.difficulty_seed, item.benchmark, item.item_id).gauss(0.0, 1.0)
+        u = _rng("competence", *self._identity(), item.benchmark, item.item_id).gauss(0.0, 1.0)
+        z = _offset(p, math.hypot(self.question_difficulty, self.competence_spread))
+        return _sigmoid(z - self.question_difficulty * d + self.competence_spread * u)
+
+    def fired_weaknesses(self, item: Item) -> list[dict[str, Any]]:
+        """The weaknesses that act on `item` (fixed per teacher identity and question, not per sample)."""
+        fired = []
+        for w in self.weaknesses:
+            draw = _rng("weakness", *self._identity(), json.dumps(w, sort_keys=True), item.benchmark, item.item_id)
+            if draw.random() < w["rate"] and applies(w, item):
+                fired.append(w)
+        return fired
 
     def sample_text(self, item: Item, sample_index: int) -> str:
         """The response text of sample `sample_index` (deterministic)."""
@@ -133,19 +181,29 @@ class SimulatedTeacher(Teacher):
             raise RmsdError(f"simulated teacher {self.name!r} needs ground truth, item {item.item_id} has no answer")
         errors = self._error_rng(item, sample_index)
         style = _rng("style", self.seed, self.name, item.benchmark, item.item_id, sample_index)
-        correct = errors.random() < self.p_correct(item)
+        correct = errors.random() < self.competence(item)
         inconsistent = style.random() < self.inconsistency_rate
         scene = item.meta.get("objects")
+        fired = self.fired_weaknesses(item) if scene and self.weaknesses else []
+        belief, seen = believed_answer(item, fired) if fired else (item.answer, scene)
+        # a wrong sample, or a belief the perceived scene could not form, gives the question's wrong answer
+        mistakes = _rng("mistake", *self._identity(), item.benchmark, item.item_id) \
+            if self.persistent or belief is None else errors
         if item.task_type == "open" and scene:
-            claimed = scene if correct else _mutate(scene, errors)
+            claimed = seen if correct and belief is not None else _mutate(seen or scene, mistakes)
             answer = describe_objects(claimed, timed=item.meta.get("difficulty") == "hard")
             basis, basis_objects = answer, _mutate(claimed, style) if inconsistent else claimed
         else:
-            answer = item.answer if correct else self._perturb(item, item.answer, errors, biased=True)
+            answer = belief if correct and belief is not None else self._perturb(item, item.answer, mistakes, True)
             basis = self._perturb(item, answer, style, biased=False) if inconsistent else answer
-            basis_objects = _claimed_objects(item, basis) if scene else None
+            base = seen if basis == belief and seen else scene
+            basis_objects = _claimed_objects(item, basis, base) if scene else None
         reasoning = self._reasoning(item, basis, basis_objects, style)
         return self._format(item, reasoning, answer, style)
+
+    def _identity(self) -> tuple:
+        """Whose mistakes these are: the shared error_seed, else this teacher's own seed and name."""
+        return ("shared", self.error_seed) if self.error_seed is not None else (self.seed, self.name)
 
     def _error_rng(self, item: Item, sample_index: int) -> random.Random:
         if self.error_seed is not None:  # shared by every teacher with this error_seed: correlated mistakes
@@ -192,6 +250,39 @@ class SimulatedTeacher(Teacher):
         return f"<think>{reasoning}</think><answer>{_unextractable(item, answer)}</answer>"
 
 
+def _weaknesses(name: str, given: list[Any]) -> list[dict[str, Any]]:
+    """Weaknesses validated and completed by rmsd.config (the one declaration of their fields and
+    ranges), as dicts: a teacher built from a pool and one built by hand fire on the same questions."""
+    from rmsd.config import SimulatedOptions
+
+    try:
+        parsed = SimulatedOptions(weaknesses=[w.model_dump() if hasattr(w, "model_dump") else dict(w) for w in given])
+    except ValueError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+        raise RmsdError(f"simulated teacher {name!r}: {detail}") from None
+    return [w.model_dump() for w in parsed.weaknesses]
+
+
+# ----------------------------------------------------------------------------- competence
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+@lru_cache(maxsize=4096)
+def _offset(p: float, spread: float) -> float:
+    """b with E[sigmoid(b + spread * x)] = p for x ~ N(0, 1) (Gauss-Hermite quadrature, bisection)."""
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    weights = weights / weights.sum()
+    lo, hi = -40.0, 40.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        mean = float(np.sum(weights / (1.0 + np.exp(-(mid + spread * nodes)))))
+        lo, hi = (mid, hi) if mean < p else (lo, mid)
+    return (lo + hi) / 2
+
+
 # ----------------------------------------------------------------------------- wrong answers
 def _perturb_number(answer: str, rng: random.Random, kind: str | None) -> str:
     value = float(answer)
@@ -231,9 +322,9 @@ def _option(item: Item, letter: str) -> str:
     return item.options[index] if index < len(item.options) else letter
 
 
-def _claimed_objects(item: Item, basis: str) -> list[dict]:
-    """The scene as a teacher answering `basis` must have perceived it."""
-    objects = copy.deepcopy(item.meta["objects"])
+def _claimed_objects(item: Item, basis: str, perceived: list[dict]) -> list[dict]:
+    """The scene as a teacher answering `basis` must have perceived it (starting from what it did perceive)."""
+    objects = copy.deepcopy(perceived)
     kind, target_id = item.meta.get("question_kind"), item.meta.get("target")
     target = next((o for o in objects if o["id"] == target_id), None)
     if kind in ("colour", "direction") and target is not None:
@@ -246,7 +337,7 @@ def _claimed_objects(item: Item, basis: str) -> list[dict]:
             named["appear_s"], target["appear_s"] = target["appear_s"], named["appear_s"]
     elif kind == "count":
         k = int(float(basis))
-        objects = objects[:k] + [_hallucinated(objects, i) for i in range(k - len(objects))]
+        objects = objects[:k] + [_hallucinated(objects or item.meta["objects"], i) for i in range(k - len(objects))]
     elif kind == "when" and target is not None:
         target["appear_s"], target["disappear_s"] = _span(basis)
     return objects
