@@ -31,7 +31,7 @@ import numpy as np
 from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
 from rmsd.errors import RmsdError
 
-GENERATOR_VERSION = "2"  # 2: the easy tier's objects travel 55-70% of the frame (was 30-50%)
+GENERATOR_VERSION = "3"  # 3: options read "- red (A)"; 2: the easy tier's objects travel 55-70% of the frame
 PALETTE = {  # well separated in RGB and after yuv420p compression
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240),
     "yellow": (240, 220, 40), "magenta": (220, 60, 220), "cyan": (40, 220, 230),
@@ -272,8 +272,13 @@ BUILDERS = {
 
 
 def build_prompt(question: str, options: list[str], task_type: str) -> str:
-    """The question, "(A) red" option lines, then the answer-format instruction."""
-    lines = [question] + [f"({OPTION_LETTERS[i]}) {opt}" for i, opt in enumerate(options)]
+    """The question, "- red (A)" option lines, then the answer-format instruction.
+
+    The letter follows its option (version 3; "(A) red" before): a reply that names the value
+    and then its letter ("The object is red (A).") copies the token that followed " red" in the
+    prompt — the lookup a small student learns quickly — instead of finding the token *before* it.
+    """
+    lines = [question] + [f"- {opt} ({OPTION_LETTERS[i]})" for i, opt in enumerate(options)]
     return "\n".join(lines + [FORMAT_HINTS[task_type]])
 
 

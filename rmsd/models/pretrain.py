@@ -10,7 +10,7 @@ material that holds out every question kind the distillation asks (colour, direc
 order, last, count, max_visible, when, describe):
 
 - **format drills** (text only, no video: cheap steps): a fact stated in the prompt,
-  options "(A) ..", and the reply the simulated teachers write, "<think>The cup is blue.
+  options "- .. (A)", and the reply the simulated teachers write, "<think>The cup is blue (B).
   So the answer is (B).</think><answer>(B)</answer>", over many vocabularies (colours,
   directions, shapes, animals, fruits, names, rooms); counting a listed set ("I count 3
   things: ..."); a stated time span ("[1.0, 3.5]");
@@ -148,7 +148,8 @@ def _mcq_drill(rng: random.Random, general: float) -> Example:
     facts = [said, distractor.format(d=decoy)] if rng.random() < 0.6 else [said]
     rng.shuffle(facts)
     prompt = build_prompt(" ".join(facts) + " " + question.format(t=target), options, "mcq")
-    reply = f"<think>{said} {rng.choice(_CONCLUDE).format(f'({letter})')}</think><answer>({letter})</answer>"
+    named = fact.format(t=target, v=f"{value} ({letter})")  # the value, then its letter, as the teachers write it
+    reply = f"<think>{named} {rng.choice(_CONCLUDE).format(f'({letter})')}</think><answer>({letter})</answer>"
     return Example(prompt, reply, kind="drill")
 
 
@@ -194,7 +195,7 @@ def shape(rng: random.Random, item: Item) -> Example:
     target = rng.choice(objects)
     options, letter = _options(rng, SHAPE_WORDS, target["shape"], 4)
     question = ("What shape is the object?" if len(objects) == 1 else f"What shape is the {target['colour']} object?")
-    said = f"The {target['colour']} object is a {target['shape']}."
+    said = f"The {target['colour']} object is a {target['shape']} ({letter})."
     reply = f"<think>{said} {rng.choice(_CONCLUDE).format(f'({letter})')}</think><answer>({letter})</answer>"
     return Example(build_prompt(question, options, "mcq"), reply, item.video, "shape")
 

@@ -21,7 +21,10 @@ SPECIAL_TOKENS = (PAD, IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, IM
 
 # Ordinary (not special) single tokens: decoding with skip_special_tokens keeps them, so a
 # generated "<answer>(B)</answer>" survives into the scorer.
-FORMAT_TOKENS = ("<think>", "</think>", "<answer>", "</answer>") + tuple(f"({c})" for c in "ABCDEF")
+FORMAT_TOKENS = (("<think>", "</think>", "<answer>", "</answer>") + tuple(f"({c})" for c in "ABCDEF")
+                 # " (B)" as one token: after " red" in the prompt's "- red (B)" the letter is the very next
+                 # token, so naming it after writing " red" is a plain copy of what followed " red" there
+                 + tuple(f" ({c})" for c in "ABCDEF"))
 
 
 # Qwen2's pre-tokenizer split: words with one leading non-letter, single digits (numbers are

@@ -350,24 +350,31 @@ def _hallucinated(objects: list[dict], i: int) -> dict:
             "direction": "none"}
 
 
+def _letter_follows(item: Item) -> bool:
+    """synthvid v3 prompts write options as "- red (A)": a fact then names the value with its letter."""
+    return bool(item.options) and f"- {item.options[0]} (A)" in item.prompt
+
+
 def _fact(item: Item, basis: str, objects: list[dict] | None) -> str:
-    """The one sentence of evidence behind `basis`."""
+    """The one sentence of evidence behind `basis` (for mcq on v3 prompts, the value followed by its letter)."""
     kind = item.meta.get("question_kind")
     if not objects:
         return {"mcq": f"Option ({basis}) fits what I see.", "numeric": f"I estimate {basis}.",
                 "grounding": f"It happens during {basis} seconds.", "open": "I summarise what happens."}[item.task_type]
+    tag = f" ({basis})" if item.task_type == "mcq" and _letter_follows(item) else ""
     target = next((o for o in objects if o["id"] == item.meta.get("target")), None)
     names = ", ".join(f"the {object_name(o)}" for o in objects)
     if kind == "colour" and target is not None:
         if item.meta.get("difficulty") == "easy":
-            return f"The object is {target['colour']}."
-        return f"The object moving {target['direction']} is {target['colour']}."
+            return f"The object is {target['colour']}{tag}."
+        return f"The object moving {target['direction']} is {target['colour']}{tag}."
     if kind == "direction" and target is not None:
-        return f"The {target['colour']} object moves {target['direction']}."
+        return f"The {target['colour']} object moves {target['direction']}{tag}."
     if kind in ("order", "last"):
         pick = min if kind == "order" else max
         first = pick(objects, key=lambda o: o["appear_s"])
-        return f"The {object_name(first)} appears {'first' if kind == 'order' else 'last'}, at {first['appear_s']:.1f} s."
+        return (f"The {object_name(first)}{tag} appears {'first' if kind == 'order' else 'last'}, "
+                f"at {first['appear_s']:.1f} s.")
     if kind == "count":
         return f"I count {len(objects)} object{'s' if len(objects) != 1 else ''}: {names}."
     if kind == "max_visible":

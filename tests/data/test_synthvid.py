@@ -212,7 +212,7 @@ def test_prompts_list_options_and_the_format(many_items):
     for item in many_items:
         lines = item.prompt.splitlines()
         assert lines[0] == item.question
-        assert lines[1 : 1 + len(item.options)] == [f"({OPTION_LETTERS[i]}) {o}" for i, o in enumerate(item.options)]
+        assert lines[1 : 1 + len(item.options)] == [f"- {o} ({OPTION_LETTERS[i]})" for i, o in enumerate(item.options)]
         assert "<think>" in lines[-1] and "<answer>" in lines[-1]
         if item.task_type == "mcq":
             assert len(item.options) == 4 and len(set(item.options)) == 4 and item.answer in "ABCD"

@@ -17,7 +17,7 @@ from rmsd.errors import RmsdError
 from rmsd.models.pretrain import MAKERS, PretrainConfig, build_pretrained, drill, stream
 from rmsd.models.processing import load_student
 
-OPTION = re.compile(r"^\(([A-F])\) (.+)$", re.M)
+OPTION = re.compile(r"^- (.+) \(([A-F])\)$", re.M)
 
 
 def test_drills_name_the_letter_of_the_value_they_state():
@@ -26,7 +26,7 @@ def test_drills_name_the_letter_of_the_value_they_state():
     for _ in range(300):
         ex = drill(rng)
         think, answer = re.fullmatch(r"<think>(.+)</think><answer>(.+)</answer>", ex.response).groups()
-        options = dict(OPTION.findall(ex.prompt))
+        options = {letter: value for value, letter in OPTION.findall(ex.prompt)}
         if options:
             mcq += 1
             letter = answer.strip("()")
