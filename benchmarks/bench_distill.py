@@ -107,7 +107,7 @@ def setup(root: Path, n_items: int) -> dict[str, Any]:
 def quickstart_data(env: dict[str, Any]) -> None:
     """The quickstart's own matched targets (embedded recipe, simulated pool, label-free matching) and items."""
     from rmsd.data.synthvid import generate
-    from rmsd.matching.matcher import read_matched
+    from rmsd.matching.dataset import read_matched
     from rmsd.pipeline import load_recipe_items, match_recipe, sample_recipe
     from rmsd.quickstart import quickstart_recipe
 
@@ -121,8 +121,10 @@ def quickstart_data(env: dict[str, Any]) -> None:
 
 
 def _common(out: Path, steps: int, timer: StepTimer) -> dict[str, Any]:
+    # activation checkpointing off, as rmsd's stages run by default (TRL would turn it on for the stock trainers)
     return dict(output_dir=str(out), max_steps=steps, learning_rate=1e-4, logging_steps=10_000, save_strategy="no",
-                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0)
+                use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0,
+                activation_checkpointing=False)
 
 
 # Ours are built the way `rmsd distill` builds them: recipe stage models -> rmsd.train.trl_args, with the

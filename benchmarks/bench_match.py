@@ -24,9 +24,10 @@ import pstats
 import time
 from pathlib import Path
 
+from rmsd.config import MatchingConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.synthvid import build_items
-from rmsd.matching.matcher import MatchConfig, match_samples
+from rmsd.matching.matcher import match_samples
 from rmsd.teachers.simulated import SimulatedTeacher
 
 RESULTS = Path(__file__).parent / "results" / "match.md"
@@ -47,11 +48,11 @@ CORRELATED_POOL = (
     ("medium", 0.70, {}),
 )
 CONFIGS = {
-    "ground truth (correctness)": MatchConfig(use_ground_truth=True),
-    "label-free, Dawid-Skene one-coin": MatchConfig(use_ground_truth=False),
-    "label-free, Dawid-Skene full (mcq)": MatchConfig(use_ground_truth=False, ds_model="full"),
-    "label-free, majority": MatchConfig(use_ground_truth=False, consensus="majority"),
-    "ground truth + open centrality, z=1.5": MatchConfig(open_weighting="centrality", open_outlier_z=1.5),
+    "ground truth (correctness)": MatchingConfig(use_ground_truth=True),
+    "label-free, Dawid-Skene one-coin": MatchingConfig(use_ground_truth=False),
+    "label-free, Dawid-Skene full (mcq)": MatchingConfig(use_ground_truth=False, ds_model="full"),
+    "label-free, majority": MatchingConfig(use_ground_truth=False, consensus="majority"),
+    "ground truth + open centrality, z=1.5": MatchingConfig(open_weighting="centrality", open_outlier_z=1.5),
 }
 
 

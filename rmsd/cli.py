@@ -183,7 +183,7 @@ def match(
     from rmsd.pipeline import match_recipe
 
     r = _recipe(recipe, overrides)
-    from rmsd.matching.matcher import unusable_summary
+    from rmsd.matching.dataset import unusable_summary
 
     stats = match_recipe(r, samples, out)
     typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; wrote {out or r.path_of(r.matching.out)}")

@@ -127,7 +127,8 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     Where the items have ground truth, the report also carries the pool's error statistics
     (`teacher_quality`: rmsd.teachers.stats) and their figure."""
     quiet_libraries()
-    from rmsd.matching.matcher import match_samples, write_matched
+    from rmsd.matching.dataset import write_matched
+    from rmsd.matching.matcher import match_samples
     from rmsd.matching.report import write_report
     from rmsd.teachers.stats import teacher_statistics
 
@@ -182,7 +183,7 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     quiet_libraries()
     from accelerate import PartialState
 
-    from rmsd.matching.matcher import read_matched
+    from rmsd.matching.dataset import read_matched
     from rmsd.train.distill import DistillContext, run_stages
     from rmsd.train.model_card import run_info
 

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from rmsd.config import Recipe, load_recipe
 from rmsd.errors import RmsdError
-from rmsd.matching.matcher import unusable_summary
+from rmsd.matching.dataset import unusable_summary
 from rmsd.verbosity import quiet_libraries
 
 ASSETS = Path(__file__).parent / "assets"

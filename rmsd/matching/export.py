@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.matching.matcher import matched_file, read_matched
+from rmsd.matching.dataset import matched_file, read_matched
 
 FORMATS = ("trl", "swift", "llamafactory", "sharegpt")
 DATA_FILE = "train.jsonl"

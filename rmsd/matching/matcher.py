@@ -29,83 +29,21 @@ known, so the report can set its reliability estimates beside the true accuracie
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rmsd.config import MatchingConfig
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
 from rmsd.matching.consensus import VoteResult, build_votes, dawid_skene, majority_vote
 from rmsd.scoring import format_number, format_ok, parse_span, rouge_l, temporal_iou
 
-CONSENSUS = ("dawid_skene", "majority")
-DS_MODELS = ("one_coin", "full")
-OPEN_WEIGHTING = ("uniform", "centrality")
 REQUIRED_FIELDS = ("key", "item_id", "teacher", "sample_index", "text")
 MATCH_FIELDS = ("task_type", "answer", "format_ok", "weight", "kept", "agreement", "difficulty")
 HIST_BINS = 10
-
-
-@dataclass
-class MatchConfig:
-    """How samples are weighted (mirrored by `rmsd.config.MatchingConfig`, whose extra keys are ignored).
-
-    use_ground_truth: closed-ended items with a known answer are weighted by correctness.
-    consensus: label-free weighting of closed-ended answers: "dawid_skene" (posterior under
-        EM-estimated teacher reliabilities) or "majority" (vote share).
-    ds_model: Dawid–Skene error model for mcq letters: "one_coin" (one accuracy per teacher)
-        or "full" (a confusion matrix over letters: captures a bias toward a letter).
-        Numeric and grounding answers always use one_coin (their labels are item-specific).
-    min_weight: closed-ended samples with a weight below this are dropped (kept=False).
-    grounding_iou: spans with temporal IoU ≥ this count as the same answer.
-    open_weighting: "uniform" (R-MSD) or "centrality" (mean ROUGE-L to the other samples).
-    open_outlier_z: drop open samples whose centrality is this many standard deviations
-        below their item's mean; None keeps them all.
-    require_format: samples without `<think>…</think><answer>…</answer>` are dropped; when
-        False, their answer is read by the benchmark's lenient (harness) extractor.
-    anchor_fraction: gold items for Dawid–Skene: this share of the items with a known answer
-        (a fixed subset, chosen by a hash of the item id) keeps its truth, and the teachers'
-        error models are measured on those items alone. Label-free EM cannot tell teachers
-        that share their mistakes from teachers that agree because they are right; a few
-        labelled items can. 0 = label-free.
-    """
-
-    use_ground_truth: bool = True
-    consensus: str = "dawid_skene"
-    ds_model: str = "one_coin"
-    min_weight: float = 0.5
-    grounding_iou: float = 0.5
-    open_weighting: str = "uniform"
-    open_outlier_z: float | None = None
-    require_format: bool = True
-    anchor_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        choices = {"consensus": CONSENSUS, "ds_model": DS_MODELS, "open_weighting": OPEN_WEIGHTING}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise RmsdError(f"matching.{name} is {getattr(self, name)!r}: use one of {', '.join(allowed)}")
-        if not 0.0 <= self.min_weight <= 1.0:
-            raise RmsdError(f"matching.min_weight is {self.min_weight}: use a number in [0, 1]")
-        if not 0.0 < self.grounding_iou <= 1.0:
-            raise RmsdError(f"matching.grounding_iou is {self.grounding_iou}: use a number in (0, 1]")
-        if not 0.0 <= self.anchor_fraction <= 1.0:
-            raise RmsdError(f"matching.anchor_fraction is {self.anchor_fraction}: use a number in [0, 1]")
-        if self.open_outlier_z is not None and self.open_outlier_z <= 0:
-            raise RmsdError(f"matching.open_outlier_z is {self.open_outlier_z}: use a positive number or null")
-
-    @classmethod
-    def of(cls, config: Any) -> MatchConfig:
-        """A MatchConfig from None (defaults), a MatchConfig, a dict or any object with these attributes."""
-        if config is None or isinstance(config, cls):
-            return config or cls()
-        get = config.get if isinstance(config, dict) else lambda name, default: getattr(config, name, default)
-        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
 
 
 @dataclass
@@ -122,16 +60,16 @@ class _Pool:
 
 # ----------------------------------------------------------------------------- entry points
 def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: Any,
-                  config: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  config: MatchingConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Weight every record whose item is in `items`.
 
     benchmark: has `extract(text, item, mode) -> str | None` and `score(pred, item) -> float`
         (a `rmsd.data.benchmarks` entry).
-    config: a MatchConfig, `rmsd.config.MatchingConfig`, dict or None.
+    config: the recipe's matching section (`rmsd.config.MatchingConfig`, each knob documented there).
     Returns one row per matched record (the record's fields plus MATCH_FIELDS) and the
     statistics `rmsd.matching.report` draws.
     """
-    cfg = MatchConfig.of(config)
+    cfg = config
     pool = _prepare(items, records, benchmark, cfg)
     item_of = {it.item_id: it for it in items}
     consensus_info: dict[str, Any] = {}
@@ -148,62 +86,8 @@ def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: A
     return pool.rows, _statistics(pool, items, cfg, consensus_info, reliability)
 
 
-def matched_file(matched: str | Path) -> Path:
-    """`DIR/matched.jsonl` of a matched-dataset folder, or a JSONL file named directly."""
-    path = Path(matched)
-    return path / "matched.jsonl" if path.is_dir() else path
-
-
-def unusable_summary(stats: dict[str, Any]) -> str:
-    """"11 of 320 items have no usable sample (9: no format-valid answer, 2: ...); distill skips them", or ""."""
-    n = stats.get("items_without_usable_sample", 0)
-    if not n:
-        return ""
-    why = ", ".join(f"{count}: {reason}" for reason, count in stats.get("unusable_reasons", {}).items())
-    return f"{n} of {stats['n_items']} items have no usable sample ({why}); distill leaves them out"
-
-
-def read_matched(matched: str | Path) -> list[dict[str, Any]]:
-    """The rows `write_matched` wrote (one per sample); one-line errors for anything else."""
-    file = matched_file(matched)
-    if not file.is_file():
-        raise RmsdError(f"{matched}: no matched dataset there (no matched.jsonl); run `rmsd match --recipe ...` first")
-    rows = []
-    with file.open() as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): re-run `rmsd match`") from None
-    missing = sorted({"item_id", "teacher", "text", "weight", "kept"} - set(rows[0])) if rows else []
-    if not rows or missing or not all(isinstance(r, dict) for r in rows):
-        raise RmsdError(f"{file}: not a matched dataset (empty, or rows lack {missing or 'fields'}): "
-                        "re-run `rmsd match`")
-    return rows
-
-
-def write_matched(rows: list[dict[str, Any]], out_dir: str | Path, stats: dict[str, Any] | None = None) -> Path:
-    """Write `out_dir/matched.jsonl` (one row per sample, the same keys in every row, so
-    `datasets.load_dataset("json", data_files=...)` reads it); with `stats`, also the report
-    (`match_report.json` and `.png`, see `rmsd.matching.report.write_report`)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "matched.jsonl"
-    partial = path.with_suffix(".jsonl.partial")
-    with partial.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(partial, path)  # a killed match, or a reader meanwhile, never sees half a file
-    if stats is not None:
-        from rmsd.matching.report import write_report
-
-        write_report(stats, out)
-    return path
-
-
 # ----------------------------------------------------------------------------- validity
-def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Any, cfg: MatchConfig) -> _Pool:
+def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Any, cfg: MatchingConfig) -> _Pool:
     """Rows with extracted answers and format flags; every row carries the same keys."""
     item_of: dict[str, Item] = {}
     for it in items:
@@ -240,7 +124,7 @@ def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Any, c
     return pool
 
 
-def _read_answer(rec: dict[str, Any], item: Item, benchmark: Any, cfg: MatchConfig) -> tuple[str | None, bool]:
+def _read_answer(rec: dict[str, Any], item: Item, benchmark: Any, cfg: MatchingConfig) -> tuple[str | None, bool]:
     """(answer or None when the sample is unusable, format_ok)."""
     text = rec.get("text") or ""
     if rec.get("error") or not text.strip():
@@ -259,7 +143,7 @@ def _read_answer(rec: dict[str, Any], item: Item, benchmark: Any, cfg: MatchConf
 
 
 # ----------------------------------------------------------------------------- closed-ended
-def _weight_closed(pool: _Pool, ids: list[str], task: str, cfg: MatchConfig) -> tuple[dict, dict]:
+def _weight_closed(pool: _Pool, ids: list[str], task: str, cfg: MatchingConfig) -> tuple[dict, dict]:
     """Weights, kept flags, agreement and difficulty of the closed-ended items `ids` of one task type."""
     vote_rows, labels = [], []
     for item_id in ids:
@@ -292,7 +176,7 @@ def _weight_closed(pool: _Pool, ids: list[str], task: str, cfg: MatchConfig) -> 
 
 
 def _consensus(pool: _Pool, vote_rows: list[int], labels: list, task: str,
-               cfg: MatchConfig) -> tuple[Any, VoteResult, dict[str, Any]]:
+               cfg: MatchingConfig) -> tuple[Any, VoteResult, dict[str, Any]]:
     """Label-free consensus over the task type's valid votes (Dawid–Skene or majority)."""
     item_ids = [pool.rows[r]["item_id"] for r in vote_rows]
     teachers = [pool.rows[r]["teacher"] for r in vote_rows]
@@ -321,7 +205,7 @@ def anchored(item_id: str, fraction: float) -> bool:
 
 
 def _anchors(pool: _Pool, votes: Any, vote_rows: list[int], task: str,
-             cfg: MatchConfig) -> tuple[np.ndarray | None, int]:
+             cfg: MatchingConfig) -> tuple[np.ndarray | None, int]:
     """Dawid–Skene's clamp for the anchored items (see `dawid_skene`) and how many there are."""
     if cfg.anchor_fraction <= 0:
         return None, 0
@@ -350,7 +234,7 @@ def _anchors(pool: _Pool, votes: Any, vote_rows: list[int], task: str,
 
 
 def _teacher_reliability(pool: _Pool, votes: Any, result: VoteResult, vote_rows: list[int], task: str,
-                         cfg: MatchConfig) -> dict[str, dict[str, float | None]]:
+                         cfg: MatchingConfig) -> dict[str, dict[str, float | None]]:
     """Per teacher: label-free accuracy estimate, true accuracy where ground truth exists, vote count."""
     if hasattr(result, "reliability"):
         estimate = result.reliability
@@ -405,7 +289,7 @@ def _span_clusters(pool: _Pool, rows: list[int], threshold: float) -> tuple[list
 
 
 # ----------------------------------------------------------------------------- open-ended
-def _weight_open(pool: _Pool, rows_of_item: list[int], cfg: MatchConfig) -> None:
+def _weight_open(pool: _Pool, rows_of_item: list[int], cfg: MatchingConfig) -> None:
     """Uniform or centrality weights over an item's valid samples; agreement = mean pairwise ROUGE-L."""
     rows = [r for r in rows_of_item if pool.valid[r]]
     n = len(rows)
@@ -431,7 +315,7 @@ def _histogram(values: list[float]) -> dict[str, list]:
     return {"edges": edges.round(4).tolist(), "counts": counts.tolist()}
 
 
-def _statistics(pool: _Pool, items: list[Item], cfg: MatchConfig, consensus: dict[str, Any],
+def _statistics(pool: _Pool, items: list[Item], cfg: MatchingConfig, consensus: dict[str, Any],
                 reliability: dict[str, dict[str, dict]]) -> dict[str, Any]:
     """Everything the match report shows; JSON-serialisable."""
     rows = pool.rows
@@ -470,7 +354,7 @@ def _statistics(pool: _Pool, items: list[Item], cfg: MatchConfig, consensus: dic
         "consensus": consensus,
         "weight_histogram": _histogram([row["weight"] for r, row in enumerate(rows) if pool.valid[r]]),
         "agreement_histogram": _histogram(agreement),
-        "config": asdict(cfg),
+        "config": cfg.model_dump(mode="json", exclude={"out"}),
     }
 
 

@@ -15,7 +15,8 @@ from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.items import Item
 from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
-from rmsd.matching.matcher import MATCH_FIELDS, MatchConfig, match_samples, write_matched
+from rmsd.matching.dataset import write_matched
+from rmsd.matching.matcher import MATCH_FIELDS, match_samples
 from rmsd.scoring import rouge_l
 from rmsd.teachers.simulated import SimulatedTeacher
 
@@ -53,7 +54,7 @@ def test_ground_truth_weights_by_correctness_and_drops_invalid_samples(bench):
         rec("m0", "t2", 0, text="I think it is blue. Final answer: (B)"),  # no tags
         rec("m0", "t2", 1, text="", error="timeout after 3 retries"),
     ]
-    rows, stats = match_samples(items, records, bench, MatchConfig())
+    rows, stats = match_samples(items, records, bench, MatchingConfig())
     r = by_key(rows)
     assert [r[f"t1/m0/{k}"]["weight"] for k in (0, 1)] == [1.0, 0.0]
     assert [r[f"t1/m0/{k}"]["kept"] for k in (0, 1)] == [True, False]
@@ -73,14 +74,14 @@ def test_ground_truth_weights_by_correctness_and_drops_invalid_samples(bench):
 def test_require_format_off_reads_untagged_answers_leniently(bench):
     items = [item("m0", "mcq", "B")]
     records = [rec("m0", "t", 0, text="It is blue. Final answer: (B)")]
-    rows, _ = match_samples(items, records, bench, MatchConfig(require_format=False))
+    rows, _ = match_samples(items, records, bench, MatchingConfig(require_format=False))
     assert rows[0]["format_ok"] is False and rows[0]["answer"] == "B" and rows[0]["weight"] == 1.0 and rows[0]["kept"]
 
 
 def test_a_letter_the_item_does_not_offer_is_invalid(bench):
     items = [item("m0", "mcq", "A", options=["red", "blue"])]
     records = [rec("m0", "t", 0, "(C)"), rec("m0", "t", 1, "(A)")]
-    rows, _ = match_samples(items, records, bench, MatchConfig(use_ground_truth=False))
+    rows, _ = match_samples(items, records, bench, MatchingConfig(use_ground_truth=False))
     assert rows[0]["answer"] is None and rows[0]["weight"] == 0.0 and not rows[0]["kept"]
     # a lone vote: the Beta(2, 1) prior (teachers beat chance) gives it 2/3 over the other option
     assert rows[1]["weight"] == pytest.approx(2 / 3, abs=1e-4) and rows[1]["kept"] and rows[1]["agreement"] == 1.0
@@ -90,7 +91,7 @@ def test_grounding_with_ground_truth_weights_by_temporal_iou(bench):
     items = [item("g0", "grounding", "[2.0, 4.0]")]
     spans = ["[2.0, 4.0]", "[2.0, 3.0]", "[5.0, 6.0]", "[2.5, 4.0]"]
     records = [rec("g0", f"t{i}", 0, s) for i, s in enumerate(spans)]
-    rows, stats = match_samples(items, records, bench, MatchConfig(min_weight=0.6))
+    rows, stats = match_samples(items, records, bench, MatchingConfig(min_weight=0.6))
     assert [row["weight"] for row in rows] == pytest.approx([1.0, 0.5, 0.0, 0.75])
     assert [row["kept"] for row in rows] == [True, False, False, True]
     # clusters at tIoU ≥ 0.5: {[2,4], [2,3], [2.5,4]} and {[5,6]} → plurality share 3/4
@@ -103,7 +104,7 @@ def test_grounding_label_free_votes_by_span_cluster(bench):
     items = [item("g0", "grounding", None)]
     spans = ["[0.0, 2.0]", "[0.1, 2.0]", "[3.0, 5.0]", "[3.0, 5.1]", "[3.1, 5.0]", "around the middle"]
     records = [rec("g0", f"t{i}", 0, s) for i, s in enumerate(spans)]
-    rows, _ = match_samples(items, records, bench, MatchConfig(consensus="majority"))
+    rows, _ = match_samples(items, records, bench, MatchingConfig(consensus="majority"))
     assert [row["weight"] for row in rows] == pytest.approx([0.4, 0.4, 0.6, 0.6, 0.6, 0.0])
     assert [row["kept"] for row in rows] == [False, False, True, True, True, False]
     assert rows[0]["agreement"] == pytest.approx(0.6) and rows[0]["difficulty"] == pytest.approx(0.4)
@@ -112,7 +113,7 @@ def test_grounding_label_free_votes_by_span_cluster(bench):
 def test_numeric_answers_vote_by_value(bench):
     items = [item("n0", "numeric", None)]
     records = [rec("n0", "a", 0, "3"), rec("n0", "b", 0, "3.0"), rec("n0", "c", 0, "4")]
-    rows, stats = match_samples(items, records, bench, MatchConfig(consensus="majority"))
+    rows, stats = match_samples(items, records, bench, MatchingConfig(consensus="majority"))
     assert [row["weight"] for row in rows] == pytest.approx([2 / 3, 2 / 3, 1 / 3])
     assert [row["kept"] for row in rows] == [True, True, False]
     assert stats["consensus"]["numeric"]["method"] == "majority"
@@ -141,14 +142,14 @@ def kept_precision(rows, items, bench) -> tuple[float, float]:
 
 def test_label_free_dawid_skene_estimates_reliability_and_keeps_mostly_right_answers(bench, simulated_pool):
     items, records = simulated_pool
-    rows, stats = match_samples(items, records, bench, MatchConfig(use_ground_truth=False))
+    rows, stats = match_samples(items, records, bench, MatchingConfig(use_ground_truth=False))
     for teacher in ("strong", "mid", "weak"):
         r = stats["teachers"][teacher]["reliability"]["mcq"]
         assert abs(r["estimate"] - r["true"]) < 0.08, (teacher, r)
     assert stats["consensus"]["mcq"]["converged"] and stats["consensus"]["mcq"]["model"] == "one_coin"
     precision, base_rate = kept_precision(rows, items, bench)
     assert precision > base_rate + 0.15 and precision > 0.9
-    _, majority = match_samples(items, records, bench, MatchConfig(use_ground_truth=False, consensus="majority"))
+    _, majority = match_samples(items, records, bench, MatchingConfig(use_ground_truth=False, consensus="majority"))
     assert all(0.0 <= r["weight"] <= 1.0 for r in rows)
     # 2 of the simulator's 3 format errors break the tags (the third keeps them, with an unreadable answer)
     assert stats["teachers"]["weak"]["format_error_rate"] == pytest.approx(0.2 * 2 / 3, abs=0.05)
@@ -160,7 +161,7 @@ def test_label_free_dawid_skene_estimates_reliability_and_keeps_mostly_right_ans
 
 def test_full_confusion_model_runs_on_letters_and_reports_a_prior(bench, simulated_pool):
     items, records = simulated_pool
-    rows, stats = match_samples(items, records, bench, MatchConfig(use_ground_truth=False, ds_model="full"))
+    rows, stats = match_samples(items, records, bench, MatchingConfig(use_ground_truth=False, ds_model="full"))
     info = stats["consensus"]
     assert info["mcq"]["model"] == "full" and set(info["mcq"]["prior"]) >= {"A", "B", "C", "D"}
     assert info["numeric"]["model"] == "one_coin"  # item-specific labels: no shared classes
@@ -176,15 +177,15 @@ def test_open_uniform_centrality_and_outliers(bench):
              "nothing happens in this clip at all"]
     items = [item("o0", "open", None)]
     records = [rec("o0", f"t{i}", 0, t) for i, t in enumerate(texts)]
-    uniform, _ = match_samples(items, records, bench, MatchConfig())
+    uniform, _ = match_samples(items, records, bench, MatchingConfig())
     assert [r["weight"] for r in uniform] == [1.0] * 4 and all(r["kept"] for r in uniform)
     sim = {(a, b): rouge_l(texts[a], texts[b]) for a, b in combinations(range(4), 2)}
     assert uniform[0]["agreement"] == pytest.approx(np.mean(list(sim.values())))
     assert uniform[0]["difficulty"] == pytest.approx(1 - uniform[0]["agreement"])
-    central, _ = match_samples(items, records, bench, MatchConfig(open_weighting="centrality"))
+    central, _ = match_samples(items, records, bench, MatchingConfig(open_weighting="centrality"))
     weights = [r["weight"] for r in central]
     assert max(weights) == pytest.approx(1.0) and int(np.argmin(weights)) == 3 and all(r["kept"] for r in central)
-    dropped, _ = match_samples(items, records, bench, MatchConfig(open_weighting="centrality", open_outlier_z=1.0))
+    dropped, _ = match_samples(items, records, bench, MatchingConfig(open_weighting="centrality", open_outlier_z=1.0))
     assert [r["kept"] for r in dropped] == [True, True, True, False] and dropped[3]["weight"] == 0.0
 
 
@@ -196,7 +197,7 @@ def test_written_dataset_loads_with_datasets_and_report_is_written(bench, tmp_pa
     records = [rec("m0", "a", 0, "(B)"), {**rec("m0", "b", 0, "(A)"), "latency_s": 1.5},
                rec("g0", "a", 0, "[1.0, 2.5]"), rec("o0", "a", 0, "a red square"), rec("o0", "b", 0, text="",
                                                                                          error="HTTP 500")]
-    rows, stats = match_samples(items, records, bench)
+    rows, stats = match_samples(items, records, bench, MatchingConfig())
     path = write_matched(rows, tmp_path / "matched", stats=stats)
     ds = load_dataset("json", data_files=str(path), split="train")
     assert ds.num_rows == 5 and set(ds.column_names) == set(rows[0])
@@ -208,22 +209,21 @@ def test_written_dataset_loads_with_datasets_and_report_is_written(bench, tmp_pa
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_config_from_the_recipe_model_and_user_errors(bench):
-    cfg = MatchConfig.of(MatchingConfig(min_weight=0.7, ds_model="full"))
-    assert cfg.min_weight == 0.7 and cfg.ds_model == "full" and MatchConfig.of(None) == MatchConfig()
-    assert MatchConfig.of({"consensus": "majority"}).consensus == "majority"
-    with pytest.raises(RmsdError, match="consensus"):
-        MatchConfig(consensus="vote")
-    with pytest.raises(RmsdError, match="min_weight"):
-        MatchConfig(min_weight=1.5)
+def test_config_is_the_recipe_model_and_user_errors(bench):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="consensus"):
+        MatchingConfig(consensus="vote")
+    with pytest.raises(ValidationError, match="min_weight"):
+        MatchingConfig(min_weight=1.5)
     items = [item("m0", "mcq", "A")]
     with pytest.raises(RmsdError, match="none of the 1 sample records"):
-        match_samples(items, [rec("other", "t", 0, "(A)")], bench)
+        match_samples(items, [rec("other", "t", 0, "(A)")], bench, MatchingConfig())
     with pytest.raises(RmsdError, match="teacher"):
-        match_samples(items, [{"key": "k", "item_id": "m0", "sample_index": 0, "text": "x"}], bench)
+        match_samples(items, [{"key": "k", "item_id": "m0", "sample_index": 0, "text": "x"}], bench, MatchingConfig())
     with pytest.raises(RmsdError, match="twice"):
-        match_samples(items * 2, [rec("m0", "t", 0, "(A)")], bench)
-    rows, stats = match_samples(items, [rec("m0", "t", 0, "(A)"), rec("gone", "t", 0, "(A)")], bench)
+        match_samples(items * 2, [rec("m0", "t", 0, "(A)")], bench, MatchingConfig())
+    rows, stats = match_samples(items, [rec("m0", "t", 0, "(A)"), rec("gone", "t", 0, "(A)")], bench, MatchingConfig())
     assert len(rows) == 1 and stats["n_records_without_item"] == 1
 
 
@@ -240,11 +240,11 @@ def test_anchor_items_fix_the_reliabilities_of_a_pool_with_shared_mistakes(bench
     numeric = [it for it in items if it.task_type == "numeric"]
     label_free = dict(use_ground_truth=False)
     rows, stats = match_samples(numeric, [r for r in records if r["item_id"] in {it.item_id for it in numeric}],
-                                bench, MatchConfig(**label_free))
+                                bench, MatchingConfig(**label_free))
     est = {t: stats["teachers"][t]["reliability"]["numeric"]["estimate"] for t in ("strong", "weak", "weaker")}
     assert est["strong"] < est["weaker"], est  # the failure anchors are for
     free_precision, base_rate = kept_precision(rows, numeric, bench)
-    rows, stats = match_samples(items, records, bench, MatchConfig(**label_free, anchor_fraction=0.1))
+    rows, stats = match_samples(items, records, bench, MatchingConfig(**label_free, anchor_fraction=0.1))
     numeric_rows = [r for r in rows if r["task_type"] == "numeric"]
     est = {t: stats["teachers"][t]["reliability"]["numeric"]["estimate"] for t in ("strong", "weak", "weaker")}
     assert est["strong"] > max(est["weak"], est["weaker"]) + 0.1, est
@@ -255,7 +255,9 @@ def test_anchor_items_fix_the_reliabilities_of_a_pool_with_shared_mistakes(bench
     assert [anchored(it.item_id, 0.1) for it in items] == [anchored(it.item_id, 0.1) for it in items]  # stable
     # an item without a known answer is never a gold item, and does not stop the others
     unlabelled = [dataclasses.replace(it, answer=None) if it.item_id == numeric[0].item_id else it for it in items]
-    _, stats = match_samples(unlabelled, records, bench, MatchConfig(**label_free, anchor_fraction=1.0))
+    _, stats = match_samples(unlabelled, records, bench, MatchingConfig(**label_free, anchor_fraction=1.0))
     assert stats["consensus"]["numeric"]["anchors"] == len(numeric) - 1
-    with pytest.raises(RmsdError, match="anchor_fraction"):
-        MatchConfig(anchor_fraction=1.5)
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="anchor_fraction"):
+        MatchingConfig(anchor_fraction=1.5)
