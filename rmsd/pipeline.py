@@ -15,6 +15,7 @@ from typing import Any
 from rmsd.config import Recipe
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.models.lora import is_adapter_folder
 from rmsd.verbosity import quiet_libraries
 
 
@@ -58,8 +59,9 @@ def student_path(recipe: Recipe) -> Path:
     s = recipe.student
     if s.path is not None:
         path = Path(s.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise RmsdError(f"student.path {path}: no config.json there; point it at a from_pretrained folder")
+        if not (path / "config.json").is_file() and not is_adapter_folder(path):
+            raise RmsdError(f"student.path {path}: no config.json there; point it at a from_pretrained folder "
+                            "(or a LoRA adapter folder a LoRA stage wrote)")
         return path
     from rmsd.models.tiny import build_student
 
@@ -134,8 +136,9 @@ def eval_recipe(
     from rmsd.eval.evaluate import evaluate
 
     model = Path(model)
-    if not (model / "config.json").is_file():
-        raise RmsdError(f"--model {model}: no config.json there; point it at a from_pretrained folder")
+    if not (model / "config.json").is_file() and not is_adapter_folder(model):
+        raise RmsdError(f"--model {model}: no config.json there; point it at a from_pretrained folder "
+                        "(or a LoRA adapter folder a LoRA stage wrote)")
     ev, ds = recipe.eval, recipe.dataset
     items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
     # runs/a/sft and runs/b/sft must not overwrite each other's results
