@@ -83,21 +83,36 @@ def test_counts_by_part_and_the_discriminators_copy(students):
         assert held["reference"].trainable == held["ema_teacher"].trainable == 0
 
 
-def test_lora_counts_are_what_peft_adds_and_shrink_what_trains(students):
-    peft = pytest.importorskip("peft")
+@pytest.mark.parametrize("vision", ["frozen", "adapted"])
+def test_lora_counts_are_what_the_lora_stages_hold(students, vision):
+    """The planner's LoRA counts against the adapters rmsd's stages really add: the student's (text, and the
+    vision tower's when adapted), the discriminator's adapter + head, the EMA teacher's adapter."""
+    from rmsd.config import StudentConfig
+    from rmsd.train.discriminator import AdapterDiscriminator
+    from rmsd.train.distill import load_for_training
+    from rmsd.train.ema import AdapterEMATeacher
+
     targets = ("q_proj", "v_proj", "down_proj")
     for family, path in students.items():
-        model, _ = load_student(path)
-        regex = rf".*language_model.*\.({'|'.join(targets)})"
-        adapted = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=regex))
-        trainable, _ = adapted.get_nb_trainable_parameters()
+        cfg = StudentConfig(path=str(path), lora={"r": 4, "alpha": 8.0, "target_modules": list(targets),
+                                                  "vision": vision})
+        model, _ = load_for_training(path, cfg)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        disc = AdapterDiscriminator(model)
+        teacher = AdapterEMATeacher(model)
         arch = architecture(path)
-        assert lora_parameters(arch, 4, targets) == trainable, family
-        held = {m.role: m for m in models_held("adversarial", arch, _settings(lora_r=4, lora_targets=targets,
-                                                                              disc_mode="lora", beta=0.1, visd=True))}
-        assert held["student"].trainable == trainable and held["student"].params == arch.params + trainable
-        assert held["reference"].params == 0 and held["ema_teacher"].params == trainable  # adapters only
-        assert held["discriminator"].params == trainable + arch.hidden + 1  # adapter + head, no second backbone
+        settings = _settings(lora_r=4, lora_targets=targets, lora_vision=vision == "adapted", disc_mode="lora",
+                             beta=0.1, visd=True)
+        held = {m.role: m for m in models_held("adversarial", arch, settings)}
+        assert held["student"].trainable == trainable == lora_parameters(arch, 4, targets, vision=vision == "adapted")
+        assert held["student"].params == arch.params + trainable
+        assert held["reference"].params == 0  # fresh adapters: the base with adapters disabled
+        assert held["ema_teacher"].params == sum(t.numel() for t in teacher.state_dict()["model"].values())
+        assert held["discriminator"].params == sum(p.numel() for p in disc.trainable_parameters())  # no backbone
+        assert held["discriminator"].params == lora_parameters(arch, 4, targets) + arch.hidden + 1, family
+        continued = {m.role: m for m in models_held("adversarial", arch, dataclasses.replace(
+            settings, reference_adapter=True))}
+        assert continued["reference"].params == trainable  # a stage that continues adapters: TRL's frozen copy
 
 
 def test_the_published_qwen3_vl_4b_config_builds_on_meta():
