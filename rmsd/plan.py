@@ -357,6 +357,10 @@ def plan_recipe(recipe: Recipe, gpu_memory_gib: float = 80.0, config: str | Path
 
 def _student_folder(recipe: Recipe) -> Path:
     s = recipe.student
+    from rmsd.models.lora import is_adapter_folder, model_folder
+
+    if s.path is not None and is_adapter_folder(s.path):  # a LoRA stage's folder: its base's config
+        return model_folder(s.path)
     if s.path is not None and not (Path(s.path).expanduser() / "config.json").is_file():
         raise RmsdError(f"student.path {s.path}: no config.json there; download the checkpoint or pass "
                         "--config DIR (a folder with its config.json, e.g. recipes/models/qwen3_vl_4b_instruct)")
