@@ -183,3 +183,23 @@ def test_plan_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(RmsdError, match="--config"):
         plan_recipe(load_recipe(path))
     assert plan_recipe(load_recipe(path), config=Q3_4B).family == "qwen3_vl"
+
+
+def test_a_lora_recipe_is_planned_as_its_stages_hold_it(tmp_path):
+    """student.lora and distill.adversarial.discriminator read from the recipe: the adversarial stage after a
+    LoRA SFT stage keeps TRL's frozen copy of the adapters as its reference; without that stage, nothing."""
+    path = _recipe(tmp_path, lora={"r": 8, "dropout": 0.0})
+    recipe = load_recipe(path, ["distill.adversarial.discriminator=lora"])
+    plan = plan_recipe(recipe, side=84)
+    arch = architecture(recipe.path_of(recipe.student.build_out))
+    adapters = lora_parameters(arch, 8)
+    held = {m.role: m for m in plan.stages[1].models}
+    assert plan.settings.disc_mode == "lora" and not plan.settings.lora_dropout
+    assert held["student"].trainable == adapters and held["ema_teacher"].params == adapters
+    assert held["reference"].params == adapters  # the SFT stage's adapters, continued
+    assert held["discriminator"].params == adapters + arch.hidden + 1
+    alone = plan_recipe(load_recipe(path, ["distill.sft.enabled=false", "distill.adversarial.discriminator=lora"]),
+                        side=84)
+    assert {m.role: m for m in alone.stages[0].models}["reference"].params == 0  # fresh adapters: the bare base
+    full_d = {m.role: m for m in plan_recipe(load_recipe(path), side=84).stages[1].models}
+    assert full_d["discriminator"].params == arch.text_params + arch.hidden + 1

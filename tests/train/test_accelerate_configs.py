@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent('''
     items = {it.item_id: it for it in load_items(root / "data", split="train")}
     matched = [json.loads(line) for line in (root / "matched.jsonl").open()]
     ctx = DistillContext(items=items, matched=matched, out=out, dataset=DatasetConfig(benchmark="synthvid", path="-"),
-                         student=StudentConfig(path=str(root / "student")), report_to=[], progress=False)
+                         student=StudentConfig(path=str(root / "student")), report_to=[], shared_prefix=True,
+                         progress=False)
     sft = SFTStageConfig(max_steps=2, batch_size=1, save_steps=2, logging_steps=1)
     paths = run_stages(sft, AdversarialStageConfig(enabled=False), ctx, root / "student")
     from transformers import AutoModelForImageTextToText

@@ -101,9 +101,11 @@ class _AroundStudentSteps(TrainerCallback):
 
 
 def test_discriminator_and_student_steps_never_touch_each_others_adapters_or_the_base(env, tmp_path):
+    """With gradient checkpointing on, so D's backward recomputes its layers on the shared base too."""
     ref: list = []
     around = _AroundStudentSteps(ref)
-    trainer = _adversarial(env, tmp_path, callbacks=[around], save_steps=100)
+    checkpointing = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+    trainer = _adversarial(env, tmp_path, callbacks=[around], save_steps=100, trl=checkpointing)
     ref.append(trainer)
     disc = trainer.adversary.disc
     assert isinstance(disc, AdapterDiscriminator) and DISC_ADAPTER in trainer.model.peft_config
@@ -314,3 +316,43 @@ def test_rmsd_eval_reads_an_adapter_folder_and_its_merged_export_alike(env, tmp_
         assert files, list(out.iterdir())
         predictions.append([json.loads(line)["response"] for line in files[0].read_text().splitlines()])
     assert predictions[0] == predictions[1] and len(predictions[0]) == 2
+
+
+def test_under_gradient_checkpointing_the_discriminators_backward_recomputes_with_its_own_adapter(env):
+    """A checkpointed layer recomputes in the backward pass with the adapter active then: D's backward must run
+    with D's adapter (`disc.active()`, as `Adversary.update` does), or its gradients are the student's layers'."""
+    from rmsd.models.processing import encode
+
+    model, processor = load(env, LORA)
+    disc = AdapterDiscriminator(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the student's adapter and D's differ
+        for p in [*lora.adapter_parameters(model, lora.STUDENT).values(), *disc.adapter().values()]:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    model.train()
+    item = next(iter(env["items"].values()))
+    batch = encode(processor, [item.prompt] * 2, None, responses=["<answer>(A)</answer>", "no"])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "score_index": batch["attention_mask"].sum(1) - 1}
+
+    def grads(checkpointing: bool, backward_as_d: bool) -> list[torch.Tensor]:
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+        for p in disc.trainable_parameters():
+            p.grad = None
+        scores = disc(**inputs)
+        with disc.active() if backward_as_d else lora.use_adapter(model, lora.STUDENT):
+            scores.square().sum().backward()
+        return [p.grad.clone() for p in disc.trainable_parameters()]
+
+    plain = grads(checkpointing=False, backward_as_d=True)
+    right = grads(checkpointing=True, backward_as_d=True)
+    for a, b in zip(plain, right, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    try:  # the student's adapter in the recomputation: torch notices the layers changed, or the gradients are off
+        wrong = grads(checkpointing=True, backward_as_d=False)
+    except torch.utils.checkpoint.CheckpointError:
+        return
+    assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(plain, wrong, strict=True))
