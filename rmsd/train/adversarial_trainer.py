@@ -25,7 +25,6 @@ How it differs from `trl.GRPOTrainer`:
   trained, but the student takes no step (its gradients stay None), and nothing only the
   student's update needs is computed: no VISD judge (paid with an LLM judge), no EMA teacher.
 - D, the EMA teacher and the curriculum are saved in every checkpoint and restored on resume.
-
 - **LoRA students** (`student.lora`, `rmsd.models.lora`): the model arrives as a peft model;
   the discriminator can be an adapter on its base (`discriminator: lora`), and the reference
   of a fresh adapter is the base with the adapters disabled (`_lora_reference`).

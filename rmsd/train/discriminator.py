@@ -19,6 +19,11 @@ prompt once through a shared key/value prefix; `rollouts_per_item` (recipe key
 (benchmarks/results/distill.md: 1.34x -> 1.26x a stock GRPO step with m = 1 of G = 4).
 Under several processes every process keeps a replica of D; their gradients are averaged before each step, so replicas agree.
 
+With a LoRA student, `distill.adversarial.discriminator: lora` makes D an adapter of its own and
+the head on the student's frozen base (`AdapterDiscriminator`): no second backbone, and D's
+forward and backward switch the base to D's adapter (the student's off), so neither side's step
+can move the other's adapter or the base. The full copy of a LoRA student has its adapters merged in.
+
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
 
