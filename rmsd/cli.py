@@ -274,6 +274,21 @@ def eval_(
 
 
 @app.command()
+def export(
+    model: Path = typer.Option(..., "--model", help="a LoRA stage folder (OUT/<stage> of a run with student.lora)"),
+    merge: bool = typer.Option(False, "--merge", help="fold the adapters into the base weights (required: the "
+                               "adapter folder itself is already what peft loads)"),
+    out: Path = typer.Option(..., "--out", help="new folder for the merged from_pretrained model + processor"),
+) -> None:
+    """Write a LoRA student as a plain from_pretrained folder (AutoModelForImageTextToText + AutoProcessor)."""
+    if not merge:
+        raise RmsdError("rmsd export writes a merged model: pass --merge (the adapter folder loads with peft as it is)")
+    from rmsd.models.lora import merge_folder
+
+    typer.echo(f"wrote {merge_folder(model, out)} ({model} merged into its base)")
+
+
+@app.command()
 def plan(
     recipe: Path = RECIPE,
     gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="GiB of memory per GPU"),

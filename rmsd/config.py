@@ -14,11 +14,12 @@ The teacher pool's models, and which knobs enter the sample store's record keys
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
@@ -95,6 +96,39 @@ class MatchingConfig(Strict):
 
 
 # ----------------------------------------------------------------------------- student
+# The text backbone's linear layers LoRA adapts unless told otherwise (every projection of attention and MLP).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoRAConfig(Strict):
+    """LoRA adapters (peft) instead of full fine-tuning: the student's weights stay frozen, W + (alpha / r) B A trains.
+
+    Every stage trains the same adapters (the adversarial stage continues the SFT stage's), the
+    discriminator can be a second adapter on the same frozen base (`distill.adversarial.discriminator:
+    lora`) and the VISD EMA teacher is an adapter too; `rmsd export --merge` folds them into the weights.
+    """
+
+    r: int = Field(16, ge=1, le=1024, description="adapter rank: trainable parameters (and their AdamW states) grow "
+                                                  "linearly with it")
+    alpha: float = Field(32.0, gt=0.0, description="the update is scaled by alpha / r (alpha = 2r is the usual choice)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description=(
+        "dropout on each adapter's input while training (> 0 keeps a dropped copy of every adapted layer's input "
+        "for the backward pass)"))
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1, description=(
+        "names of the text backbone's linear layers that get an adapter (the last part of the module name)"))
+    vision: Literal["frozen", "adapted"] = Field("frozen", description=(
+        "frozen: the vision tower and its mergers stay as loaded (and keep no activations for the backward pass); "
+        "adapted: every linear layer of the vision tower gets an adapter too"))
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t)]
+        if bad:
+            raise ValueError(f"target_modules are module names like q_proj, not paths or patterns: {', '.join(bad)}")
+        return list(dict.fromkeys(v))
+
+
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
     build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
@@ -110,6 +144,8 @@ class StudentConfig(Strict):
     gradient_checkpointing: bool = Field(False, description=(
         "recompute activations in the backward pass: less memory for ~30% more compute (every stage, "
         "the discriminator included)"))
+    lora: LoRAConfig | None = Field(None, description=(
+        "train LoRA adapters (peft) in every stage instead of all weights; null: full fine-tuning"))
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
@@ -185,7 +221,12 @@ class AdversarialStageConfig(TrainCommon):
     disc_warmup_steps: int = Field(10, ge=0, description="steps that train the discriminator alone")
     disc_rollouts_per_item: int | None = Field(None, ge=1, description=(
         "rollouts of each item the discriminator trains on per step (the rest are only scored); null: all G"))
-    beta: float = Field(0.0, ge=0.0, description="KL to the reference (0 = no reference model)")
+    discriminator: Literal["full", "lora"] = Field("full", description=(
+        "full: a copy of the student's text backbone (its own weights, gradients and AdamW states); lora: a LoRA "
+        "adapter and the head on the student's frozen base, no second backbone (needs student.lora)"))
+    beta: float = Field(0.0, ge=0.0, description=(
+        "KL to the reference (0 = no reference model); with student.lora the reference is the student's base with "
+        "the stage's starting adapters, not a second model"))
     epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip")
     reward_weights: dict[Literal[REWARDS], float] = Field(
         default_factory=lambda: {"discriminator": 1.0}, description="reward = sum of weight * component"
@@ -251,6 +292,13 @@ class Recipe(Strict):
     @classmethod
     def _no_credentials(cls, data: Any) -> Any:
         return _no_credentials(data)
+
+    @model_validator(mode="after")
+    def _lora_discriminator_needs_a_lora_student(self) -> Recipe:
+        if self.distill.adversarial.discriminator == "lora" and self.student.lora is None:
+            raise ValueError("distill.adversarial.discriminator: lora puts D's adapter on the student's frozen base, "
+                             "so it needs student.lora (set student.lora: {r: 16}, or discriminator: full)")
+        return self
 
     def path_of(self, template: str) -> Path:
         """A path of the recipe as a Path (any `{name}` left in it filled with the recipe's name)."""

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, get_args
 
@@ -85,6 +86,9 @@ def format_errors(path: Path, err: ValidationError, model: type[BaseModel],
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = unknown_key(model, tuple(e["loc"]))
+        if not e["loc"] and re.match(r"^[a-z_]+(\.[a-z_]+)+: ", msg):  # a check across sections names its own key
+            lines.append(f"{path}: {msg}")
+            continue
         where = str(path)
         for item in overrides:  # a key set on the command line is that override's mistake, not the file's
             dotted = item.split("=", 1)[0].strip()

@@ -16,6 +16,7 @@ from typing import Any
 from rmsd.config import Recipe
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.models.lora import is_adapter_folder
 from rmsd.verbosity import quiet_libraries
 
 
@@ -80,7 +81,8 @@ def student_path(recipe: Recipe) -> Path:
     s = recipe.student
     if s.path is not None:
         path = Path(s.path).expanduser()
-        check_checkpoint(path, "student.path")
+        if not is_adapter_folder(path):  # a LoRA stage's folder holds adapters, not a config.json
+            check_checkpoint(path, "student.path")
         return path
     from rmsd.models.tiny import build_student
 
@@ -214,7 +216,8 @@ def eval_recipe(
     from rmsd.eval.evaluate import evaluate
 
     model = Path(model)
-    check_checkpoint(model, "--model")
+    if not is_adapter_folder(model):
+        check_checkpoint(model, "--model")
     ev, ds = recipe.eval, recipe.dataset
     items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
     # runs/a/sft and runs/b/sft must not overwrite each other's results

@@ -17,12 +17,17 @@ per item; generation: the KV cache; optimizer step: the gradients + AdamW's temp
 Weights, gradients and optimizer states are exact; activations are an estimate (see
 `rmsd.models.memory`; benchmarks/results/plan.md measures both on the CPU).
 
-Knobs the recipe does not have yet are read when present, with these defaults: student.lora
-(None: full fine-tuning; else r, target_modules), distill.adversarial.discriminator_mode
-("full": a copy of the text backbone; "lora": an adapter and head on the student's frozen base).
+The memory knobs are read as the stages run them: student.lora (`rmsd.models.lora`: adapters
+on the text backbone's `target_modules`, and with `vision: adapted` on the vision tower's linears;
+the frozen base keeps no gradients or AdamW states, a frozen vision tower no activations, the
+frozen LM head no fp32 weight gradient, and dropout > 0 a dropped copy of each adapted layer's
+input), distill.adversarial.discriminator ("full": a copy of the text backbone; "lora": an adapter
+and head on the student's frozen base), the reference (beta > 0: a second model in full
+fine-tuning; with LoRA nothing for fresh adapters, a frozen adapter copy when the adversarial stage
+continues the SFT stage's adapters), the VISD EMA teacher (the whole student, or its adapter),
 student.gradient_checkpointing (the student and the discriminator alike) and
 distill.shared_prefix (an item's prompt runs once for its K samples / G rollouts, which
-hold gathered copies of its keys and values instead) are read as the stages run them.
+hold gathered copies of its keys and values instead).
 
     rmsd plan --recipe recipes/videomme/qwen3_vl_4b_rmsd.yaml --config recipes/models/qwen3_vl_4b_instruct
 """
@@ -44,6 +49,7 @@ from rmsd.models.memory import (
     architecture,
     head_workspace_bytes,
     kv_cache_bytes,
+    lora_activation_bytes,
     lora_parameters,
     pixel_bytes,
     visual_tokens,
@@ -82,6 +88,9 @@ class Settings:
     shared_prefix: bool
     gpus: int = 1
     zero: int = 0  # DeepSpeed ZeRO stage over `gpus` (0: plain DDP replicas)
+    lora_vision: bool = False  # student.lora.vision: adapted
+    lora_dropout: bool = False  # student.lora.dropout > 0
+    reference_adapter: bool = False  # the adversarial stage continues trained adapters: TRL's frozen copy of them
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,10 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
     """The estimate's inputs from a recipe; knobs the recipe lacks take their documented defaults."""
     sft, adv, student = recipe.distill.sft, recipe.distill.adversarial, recipe.student
     samples, reply = _pool_sizes(recipe)
-    lora = getattr(student, "lora", None)
-    if lora is not None and not getattr(lora, "enabled", True):
-        lora = None
+    lora = student.lora
+    from rmsd.models.lora import is_adapter_folder
+
+    continued = lora is not None and (sft.enabled or (student.path is not None and is_adapter_folder(student.path)))
     return Settings(
         dtype=student.dtype, frames=1 if recipe.dataset.benchmark in IMAGE_BENCHMARKS else recipe.dataset.num_frames, side=side or recipe.dataset.max_side or DEFAULT_SIDE,
         max_pixels=student.max_pixels, prompt_tokens=prompt_tokens,
@@ -146,10 +156,12 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
         sft_samples=sft.samples_per_item or samples or 4, max_length=sft.max_length, adv_enabled=adv.enabled,
         adv_items=adv.batch_size, generations=adv.num_generations, completion=adv.max_completion_length,
         disc_rollouts=adv.disc_rollouts_per_item or adv.num_generations,
-        disc_mode=getattr(adv, "discriminator_mode", "full"), beta=adv.beta, visd=adv.visd.enabled,
-        lora_r=getattr(lora, "r", 16) if lora is not None else None,
-        lora_targets=tuple(getattr(lora, "target_modules", None) or DEFAULT_LORA_TARGETS),
+        disc_mode=adv.discriminator, beta=adv.beta, visd=adv.visd.enabled,
+        lora_r=lora.r if lora is not None else None,
+        lora_targets=tuple(lora.target_modules) if lora is not None else DEFAULT_LORA_TARGETS,
         checkpointing=student.gradient_checkpointing, shared_prefix=recipe.distill.shared_prefix,
+        lora_vision=lora is not None and lora.vision == "adapted", lora_dropout=lora is not None and lora.dropout > 0,
+        reference_adapter=continued,
     )
 
 
@@ -176,7 +188,7 @@ def _held(role: str, params: int, trainable: int, s: Settings, sharded: bool) ->
 
 def models_held(stage: str, arch: Architecture, s: Settings) -> tuple[ModelHeld, ...]:
     """The models a stage keeps on the GPU, with their trainable parts."""
-    lora = lora_parameters(arch, s.lora_r, s.lora_targets) if s.lora_r else 0
+    lora = lora_parameters(arch, s.lora_r, s.lora_targets, vision=s.lora_vision) if s.lora_r else 0
     student = _held("student", arch.params + lora, lora or arch.params, s, sharded=True)
     if stage == "sft":
         return (student,)
@@ -186,8 +198,9 @@ def models_held(stage: str, arch: Architecture, s: Settings) -> tuple[ModelHeld,
         held = [student, _held("discriminator", d_lora + head, d_lora + head, s, sharded=False)]
     else:
         held = [student, _held("discriminator", arch.text_params + head, arch.text_params + head, s, sharded=False)]
-    if s.beta > 0:  # with LoRA the reference is the base with adapters off: nothing extra
-        held.append(_held("reference", 0 if lora else arch.params, 0, s, sharded=True))
+    if s.beta > 0:  # with fresh LoRA adapters the reference is the base with adapters off: nothing extra
+        held.append(_held("reference", (lora if s.reference_adapter else 0) if lora else arch.params, 0, s,
+                          sharded=True))
     if s.visd:  # the EMA teacher copies what trains: the adapters with LoRA, else the whole student
         held.append(_held("ema_teacher", lora or arch.params, 0, s, sharded=False))
     return tuple(held)
@@ -229,13 +242,24 @@ def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, promp
     """
     if not s.shared_prefix or rows == items:
         tokens = rows * (prompt + reply)
-        return activation_bytes(arch, tokens, items * patches, b, s.checkpointing) + head_workspace_bytes(arch, tokens)
+        return _student_activations(arch, s, tokens, items * patches, b) + head_workspace_bytes(
+            arch, tokens, head_trains=not s.lora_r)
     tokens = items * prompt + rows * (reply + 1)
-    act = activation_bytes(arch, tokens, items * patches, b, s.checkpointing)
+    act = _student_activations(arch, s, tokens, items * patches, b)
     gathered = 2 * arch.kv_dim * rows * prompt * b  # one layer's gathered keys + values
     recorded = 2 * arch.kv_dim * items * prompt * b * arch.layers
     act += (gathered + recorded) if s.checkpointing else gathered * arch.layers
-    return act + head_workspace_bytes(arch, rows * (reply + 1))
+    return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=not s.lora_r)
+
+
+def _student_activations(arch: Architecture, s: Settings, tokens: int, patches: int, b: int) -> int:
+    """The student's saved tensors: a frozen vision tower under LoRA builds no graph (nothing kept), adapters add theirs."""
+    vision = not s.lora_r or s.lora_vision
+    act = activation_bytes(arch, tokens, patches, b, s.checkpointing, with_vision=vision)
+    if s.lora_r:
+        act += lora_activation_bytes(arch, tokens, patches, s.lora_r, s.lora_targets, s.lora_vision, s.lora_dropout,
+                                     b, s.checkpointing)
+    return act
 
 
 def _adamw_step(model: ModelHeld) -> int:
@@ -266,13 +290,14 @@ def _knobs(stage: str, arch: Architecture, s: Settings) -> list[tuple[str, Setti
     models = models_held(stage, arch, s)
     phases = _phases(stage, arch, s, models)
     states = sum(m.grad_bytes + m.optimizer_bytes for m in models)
-    lora = [] if s.lora_r else [("student.lora: {r: 16} (LoRA adapters)", dataclasses.replace(s, lora_r=16))]
+    with_lora = {"lora_r": 16, "lora_dropout": True, "reference_adapter": stage == "adversarial"}  # recipe defaults
+    lora = [] if s.lora_r else [("student.lora: {r: 16} (LoRA adapters)", dataclasses.replace(s, **with_lora))]
     gc = [] if s.checkpointing else [("student.gradient_checkpointing: true",
                                       dataclasses.replace(s, checkpointing=True))]
     first = gc + lora if max(phases.values()) > states else lora + gc
-    if stage == "adversarial" and s.disc_mode == "full":
-        first.append(("distill.adversarial.discriminator_mode: lora (no second backbone)",
-                      dataclasses.replace(s, disc_mode="lora")))
+    if stage == "adversarial" and s.disc_mode == "full":  # D's adapter sits on a LoRA student's frozen base
+        first.append((("" if s.lora_r else "student.lora + ") + "distill.adversarial.discriminator: lora "
+                      "(no second backbone)", dataclasses.replace(s, disc_mode="lora", **({} if s.lora_r else with_lora))))
     items = s.sft_items if stage == "sft" else s.adv_items
     smaller = [] if items == 1 else [(f"distill.{stage}.batch_size: 1 (grad_accum x{items} keeps the items per step)",
                                       dataclasses.replace(s, **{"sft_items" if stage == "sft" else "adv_items": 1}))]
@@ -332,6 +357,10 @@ def plan_recipe(recipe: Recipe, gpu_memory_gib: float = 80.0, config: str | Path
 
 def _student_folder(recipe: Recipe) -> Path:
     s = recipe.student
+    from rmsd.models.lora import is_adapter_folder, model_folder
+
+    if s.path is not None and is_adapter_folder(s.path):  # a LoRA stage's folder: its base's config
+        return model_folder(s.path)
     if s.path is not None and not (Path(s.path).expanduser() / "config.json").is_file():
         raise RmsdError(f"student.path {s.path}: no config.json there; download the checkpoint or pass "
                         "--config DIR (a folder with its config.json, e.g. recipes/models/qwen3_vl_4b_instruct)")

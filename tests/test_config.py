@@ -11,10 +11,7 @@ from rmsd.config import ConfigError, load_pool, load_recipe, validate_file
 from rmsd.errors import RmsdError
 
 ROOT = Path(__file__).resolve().parents[1]
-# LoRA variants name student.lora, which is not a recipe key until LoRA training lands (issue 15).
-PENDING = sorted((ROOT / "recipes").rglob("*_lora.yaml"))
-SHIPPED = [p for p in sorted((ROOT / "recipes").rglob("*.yaml")) if p not in PENDING] + sorted(
-    (ROOT / "teachers").rglob("*.yaml"))
+SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml")) + sorted((ROOT / "teachers").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -133,8 +130,30 @@ def test_cli_validate_reports_problems_and_exit_code(tmp_path):
     result = CliRunner().invoke(app, ["validate", *map(str, SHIPPED)])  # the LoRA recipes wait for student.lora
     assert result.exit_code == 0, result.output
     assert "0 problems" in result.output
-    pending = CliRunner().invoke(app, ["validate", *map(str, PENDING)])
-    assert all("student.lora: unknown key" in line for line in pending.stderr.splitlines()), pending.output
+
+
+def test_lora_recipes_validate_and_a_lora_discriminator_needs_a_lora_student(tmp_path):
+    lora_recipes = sorted((ROOT / "recipes").rglob("*_lora.yaml"))
+    assert len(lora_recipes) == 3
+    for path in lora_recipes:
+        recipe = load_recipe(path)
+        assert recipe.student.lora is not None and recipe.distill.adversarial.discriminator == "lora"
+    p = _write(tmp_path, "r.yaml", _recipe(distill={"adversarial": {"enabled": True, "discriminator": "lora"}}))
+    result = CliRunner().invoke(app, ["validate", str(p)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {p}: distill.adversarial.discriminator: lora puts D's adapter on the student's frozen base, so it needs "
+        "student.lora (set student.lora: {r: 16}, or discriminator: full)"]
+    ok = _write(tmp_path, "ok.yaml", _recipe(student={"build": "tiny", "lora": {"r": 8}},
+                                            distill={"adversarial": {"enabled": True, "discriminator": "lora"}}))
+    assert validate_file(ok) == []
+    assert load_recipe(ok).student.lora.alpha == 32.0  # documented defaults
+    with pytest.raises(ConfigError, match="student.lora.r"):
+        load_recipe(ok, ["student.lora.r=0"])
+    with pytest.raises(ConfigError, match="student.lora.target_modules"):
+        load_recipe(ok, ["student.lora.target_modules=[model.layers.q_proj]"])
+    with pytest.raises(ConfigError, match="student.lora.vision"):
+        load_recipe(ok, ["student.lora.vision=trained"])
 
 
 def test_not_yaml_is_one_line_error(tmp_path):

@@ -83,21 +83,36 @@ def test_counts_by_part_and_the_discriminators_copy(students):
         assert held["reference"].trainable == held["ema_teacher"].trainable == 0
 
 
-def test_lora_counts_are_what_peft_adds_and_shrink_what_trains(students):
-    peft = pytest.importorskip("peft")
+@pytest.mark.parametrize("vision", ["frozen", "adapted"])
+def test_lora_counts_are_what_the_lora_stages_hold(students, vision):
+    """The planner's LoRA counts against the adapters rmsd's stages really add: the student's (text, and the
+    vision tower's when adapted), the discriminator's adapter + head, the EMA teacher's adapter."""
+    from rmsd.config import StudentConfig
+    from rmsd.train.discriminator import AdapterDiscriminator
+    from rmsd.train.distill import load_for_training
+    from rmsd.train.ema import AdapterEMATeacher
+
     targets = ("q_proj", "v_proj", "down_proj")
     for family, path in students.items():
-        model, _ = load_student(path)
-        regex = rf".*language_model.*\.({'|'.join(targets)})"
-        adapted = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=regex))
-        trainable, _ = adapted.get_nb_trainable_parameters()
+        cfg = StudentConfig(path=str(path), lora={"r": 4, "alpha": 8.0, "target_modules": list(targets),
+                                                  "vision": vision})
+        model, _ = load_for_training(path, cfg)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        disc = AdapterDiscriminator(model)
+        teacher = AdapterEMATeacher(model)
         arch = architecture(path)
-        assert lora_parameters(arch, 4, targets) == trainable, family
-        held = {m.role: m for m in models_held("adversarial", arch, _settings(lora_r=4, lora_targets=targets,
-                                                                              disc_mode="lora", beta=0.1, visd=True))}
-        assert held["student"].trainable == trainable and held["student"].params == arch.params + trainable
-        assert held["reference"].params == 0 and held["ema_teacher"].params == trainable  # adapters only
-        assert held["discriminator"].params == trainable + arch.hidden + 1  # adapter + head, no second backbone
+        settings = _settings(lora_r=4, lora_targets=targets, lora_vision=vision == "adapted", disc_mode="lora",
+                             beta=0.1, visd=True)
+        held = {m.role: m for m in models_held("adversarial", arch, settings)}
+        assert held["student"].trainable == trainable == lora_parameters(arch, 4, targets, vision=vision == "adapted")
+        assert held["student"].params == arch.params + trainable
+        assert held["reference"].params == 0  # fresh adapters: the base with adapters disabled
+        assert held["ema_teacher"].params == sum(t.numel() for t in teacher.state_dict()["model"].values())
+        assert held["discriminator"].params == sum(p.numel() for p in disc.trainable_parameters())  # no backbone
+        assert held["discriminator"].params == lora_parameters(arch, 4, targets) + arch.hidden + 1, family
+        continued = {m.role: m for m in models_held("adversarial", arch, dataclasses.replace(
+            settings, reference_adapter=True))}
+        assert continued["reference"].params == trainable  # a stage that continues adapters: TRL's frozen copy
 
 
 def test_the_published_qwen3_vl_4b_config_builds_on_meta():
@@ -168,3 +183,23 @@ def test_plan_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(RmsdError, match="--config"):
         plan_recipe(load_recipe(path))
     assert plan_recipe(load_recipe(path), config=Q3_4B).family == "qwen3_vl"
+
+
+def test_a_lora_recipe_is_planned_as_its_stages_hold_it(tmp_path):
+    """student.lora and distill.adversarial.discriminator read from the recipe: the adversarial stage after a
+    LoRA SFT stage keeps TRL's frozen copy of the adapters as its reference; without that stage, nothing."""
+    path = _recipe(tmp_path, lora={"r": 8, "dropout": 0.0})
+    recipe = load_recipe(path, ["distill.adversarial.discriminator=lora"])
+    plan = plan_recipe(recipe, side=84)
+    arch = architecture(recipe.path_of(recipe.student.build_out))
+    adapters = lora_parameters(arch, 8)
+    held = {m.role: m for m in plan.stages[1].models}
+    assert plan.settings.disc_mode == "lora" and not plan.settings.lora_dropout
+    assert held["student"].trainable == adapters and held["ema_teacher"].params == adapters
+    assert held["reference"].params == adapters  # the SFT stage's adapters, continued
+    assert held["discriminator"].params == adapters + arch.hidden + 1
+    alone = plan_recipe(load_recipe(path, ["distill.sft.enabled=false", "distill.adversarial.discriminator=lora"]),
+                        side=84)
+    assert {m.role: m for m in alone.stages[0].models}["reference"].params == 0  # fresh adapters: the bare base
+    full_d = {m.role: m for m in plan_recipe(load_recipe(path), side=84).stages[1].models}
+    assert full_d["discriminator"].params == arch.text_params + arch.hidden + 1

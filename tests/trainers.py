@@ -14,43 +14,51 @@ ADVERSARIAL_TEST = {"max_steps": 2, "batch_size": 2, "num_generations": 2, "max_
                     "reward_weights": {"discriminator": 1.0, "format": 0.5}}
 
 
+def load(env, lora=None):
+    """(model, processor) of env's student as a stage loads it (`rmsd.train.distill.load_for_training`);
+    `lora`: the keys of student.lora (a dict), or None for full fine-tuning."""
+    from rmsd.config import StudentConfig
+    from rmsd.train.distill import load_for_training
+
+    return load_for_training(env["student"], StudentConfig(path=str(env["student"]), lora=lora))
+
+
 def student_inputs(**overrides):
     from rmsd.train.collate import StudentInputs
 
     return StudentInputs(**{**INPUTS, **overrides})
 
 
-def sft_trainer(env, out, inputs=None, trl=None, **stage):
-    """A MultiSampleSFTTrainer over env's matched rows; `stage` are distill.sft keys, `trl` TRL-only settings."""
+def sft_trainer(env, out, inputs=None, trl=None, lora=None, **stage):
+    """A MultiSampleSFTTrainer over env's matched rows; `stage` are distill.sft keys, `trl` TRL-only settings,
+    `lora` the student.lora keys."""
     from datasets import Dataset
 
     from rmsd.config import SFTStageConfig
-    from rmsd.models.processing import load_student
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer, sft_rows
     from rmsd.train.trl_args import RunSettings, sft_config
 
     cfg = SFTStageConfig(**{**SFT_TEST, **stage})
-    model, processor = load_student(env["student"], device="cpu")
+    model, processor = load(env, lora)
     args = sft_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False), **(trl or {}))
     rows = sft_rows(env["matched"], cfg.samples_per_item, cfg.weighting)
     return MultiSampleSFTTrainer(model, args, Dataset.from_list(rows), processor, env["items"],
                                  inputs=inputs or student_inputs())
 
 
-def adversarial_trainer(env, out, inputs=None, trl=None, cls=None, ids=None, **kw):
+def adversarial_trainer(env, out, inputs=None, trl=None, cls=None, ids=None, lora=None, **kw):
     """An AdversarialTrainer over env's items; keyword arguments are distill.adversarial keys, plus
-    the trainer's own `callbacks`, `benchmark`, `visd`, `curriculum`, `teacher_samples`."""
+    the trainer's own `callbacks`, `benchmark`, `visd`, `curriculum`, `teacher_samples`; `lora` the student.lora keys."""
     from datasets import Dataset
 
     from rmsd.config import AdversarialStageConfig
-    from rmsd.models.processing import load_student
     from rmsd.train.adversarial_trainer import AdversarialTrainer
     from rmsd.train.discriminator import TeacherSamples
     from rmsd.train.trl_args import RunSettings, grpo_config
 
     extra = {k: kw.pop(k) for k in ("callbacks", "benchmark", "visd", "curriculum", "model") if k in kw}
     cfg = AdversarialStageConfig(enabled=True, **{**ADVERSARIAL_TEST, **kw})
-    model, processor = load_student(env["student"], device="cpu")
+    model, processor = load(env, lora)
     if callable(extra.get("visd")):  # built from the loaded student, before the trainer patches it
         extra["visd"] = extra["visd"](model, cfg)
     teacher = TeacherSamples.from_matched(env["matched"])

@@ -3,7 +3,9 @@
 `architecture(folder)` builds the model of a from_pretrained folder's config.json on
 torch's `meta` device (shapes, no storage: a 4B model costs nothing) and counts its
 parameters by part: vision tower, text backbone (what the discriminator copies), LM head.
-`lora_parameters` counts the adapter a peft LoRA of given rank and target modules would add.
+`lora_parameters` counts the adapter a peft LoRA of given rank and target modules would add
+(`rmsd.models.lora` puts them on the text backbone's linears, and with `vision` on every linear
+of the vision tower), `lora_activation_bytes` what its dropout keeps for the backward pass.
 `activation_bytes` estimates what one forward keeps for the backward pass.
 
 How the estimates are made (and where they stop being exact):
@@ -32,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmsd.config import LORA_TARGETS
 from rmsd.errors import RmsdError
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # The linear layers peft's LoRA targets in a Qwen text backbone unless told otherwise.
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_LORA_TARGETS = LORA_TARGETS
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Architecture:
     merge: int
     # (module name, in, out) of every text-backbone nn.Linear, for LoRA counts
     lora_shapes: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+    # (module name, in, out) of every vision-tower nn.Linear (blocks, mergers), for `vision: adapted`
+    vision_lora_shapes: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
 
 
 def load_config(folder: str | Path) -> dict[str, Any]:
@@ -104,6 +109,8 @@ def architecture(folder: str | Path) -> Architecture:
         vision_hidden=vision.hidden_size, vision_intermediate=vision.intermediate_size,
         vision_gated=family == "qwen2_5_vl", patch=vision.patch_size, temporal_patch=vision.temporal_patch_size,
         merge=vision.spatial_merge_size, lora_shapes=linears,
+        vision_lora_shapes=tuple((name, m.in_features, m.out_features) for name, m in model.model.visual.named_modules()
+                                 if isinstance(m, torch.nn.Linear)),
     )
 
 
@@ -111,10 +118,37 @@ def _count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())  # parameters() yields a tied tensor once
 
 
-def lora_parameters(arch: Architecture, r: int, target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> int:
-    """Parameters of LoRA adapters of rank r on the text backbone's linears named in `target_modules`: r x (in + out) each."""
+def _adapted(arch: Architecture, target_modules: tuple[str, ...], vision: bool) -> list[tuple[str, int, int]]:
     targets = set(target_modules)
-    return sum(r * (n_in + n_out) for name, n_in, n_out in arch.lora_shapes if name.rsplit(".", 1)[-1] in targets)
+    text = [shape for shape in arch.lora_shapes if shape[0].rsplit(".", 1)[-1] in targets]
+    return text + (list(arch.vision_lora_shapes) if vision else [])
+
+
+def lora_parameters(arch: Architecture, r: int, target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS,
+                    vision: bool = False) -> int:
+    """Parameters of LoRA adapters of rank r on the text backbone's linears named in `target_modules` (and with
+    `vision` on every linear of the vision tower): r x (in + out) each."""
+    return sum(r * (n_in + n_out) for _, n_in, n_out in _adapted(arch, target_modules, vision))
+
+
+def lora_activation_bytes(arch: Architecture, text_tokens: int, vision_patches: int, r: int,
+                          target_modules: tuple[str, ...], vision: bool, dropout: bool, dtype_bytes: int,
+                          checkpointing: bool = False) -> int:
+    """What LoRA adds to a forward's saved tensors: each adapted layer's A output (r per token), and with dropout
+    a dropped copy of its input and the dropout's boolean mask (the undropped input is saved anyway).
+
+    Counted per layer like `activation_bytes`: every layer without checkpointing, one recomputed
+    layer (and its gradients) with it."""
+    def per_token(shapes: list[tuple[str, int, int]]) -> int:
+        return sum(r * dtype_bytes + (n_in * (dtype_bytes + 1) if dropout else 0) for _, n_in, _ in shapes)
+
+    shapes = _adapted(arch, target_modules, vision)
+    text = per_token([s for s in shapes if s in arch.lora_shapes]) * text_tokens
+    seen = per_token([s for s in shapes if s in arch.vision_lora_shapes]) * vision_patches
+    if checkpointing:  # the whole model's adapters over `layers` / `depth` layers; one layer at a time kept
+        text = 2 * text // max(arch.layers, 1)
+        seen = 2 * seen // max(arch.vision_depth, 1)
+    return text + seen
 
 
 def layer_activation_elements(arch: Architecture) -> int:
@@ -158,11 +192,12 @@ def activation_bytes(arch: Architecture, text_tokens: int, vision_patches: int, 
 HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
 
 
-def head_workspace_bytes(arch: Architecture, tokens: int) -> int:
+def head_workspace_bytes(arch: Architecture, tokens: int, head_trains: bool = True) -> int:
     """TRL's fused LM head during backward: an fp32 logits tile and one temporary of its size, the fp32
-    gradients of the head's weight and of the hidden states (cast to the parameters' dtype afterwards)."""
+    gradients of the head's weight (only when it trains: not under LoRA) and of the hidden states
+    (cast to the parameters' dtype afterwards)."""
     tile = min(tokens, HEAD_TILE_TOKENS) * min(arch.vocab, HEAD_TILE_VOCAB) * 4
-    return 2 * tile + 4 * arch.vocab * arch.hidden + 4 * tokens * arch.hidden
+    return 2 * tile + (4 * arch.vocab * arch.hidden if head_trains else 0) + 4 * tokens * arch.hidden
 
 
 def kv_cache_bytes(arch: Architecture, tokens: int, dtype_bytes: int) -> int:

@@ -37,23 +37,32 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_student(path: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
-                 max_pixels: int | None = None) -> tuple[Any, Any]:
-    """(model, processor) from a from_pretrained folder; model in eval mode on `device`.
+                 max_pixels: int | None = None, merge_adapters: bool = True) -> tuple[Any, Any]:
+    """(model, processor) from a from_pretrained folder or a LoRA adapter folder; model in eval mode on `device`.
 
     dtype: "float32" (default), "bfloat16", "float16", "auto" (as stored) or a torch dtype.
     max_pixels: per-frame pixel budget of the image and video processors (real checkpoints
     default to ~1M pixels per frame).
+    merge_adapters: an adapter folder (`rmsd.models.lora`) is loaded on its base and merged
+        into a plain model (True), or kept as a `PeftModel` whose adapter trains on (False).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from rmsd.models import lora
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise RmsdError(f"student {folder} not found: build one with `rmsd build-student --out {folder}` "
                         "or point to a from_pretrained checkpoint folder")
-    if not (folder / "config.json").is_file():
+    if lora.is_adapter_folder(folder):
+        model = lora.load_adapted(folder, _dtype(dtype), trainable=not merge_adapters)
+        model = model.merge_and_unload() if merge_adapters else model
+    elif not (folder / "config.json").is_file():
         raise RmsdError(f"student {folder} has no config.json: point to a from_pretrained checkpoint folder")
-    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_dtype(dtype))
-    processor = AutoProcessor.from_pretrained(folder)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=_dtype(dtype))
+    processor = AutoProcessor.from_pretrained(folder if (folder / "tokenizer_config.json").is_file()
+                                              else lora.model_folder(folder))
     if max_pixels is not None:
         set_max_pixels(processor, max_pixels)
     return model.to(device).eval(), processor

@@ -25,11 +25,14 @@ How it differs from `trl.GRPOTrainer`:
   trained, but the student takes no step (its gradients stay None), and nothing only the
   student's update needs is computed: no VISD judge (paid with an LLM judge), no EMA teacher.
 - D, the EMA teacher and the curriculum are saved in every checkpoint and restored on resume.
+- **LoRA students** (`student.lora`, `rmsd.models.lora`): the model arrives as a peft model;
+  the discriminator can be an adapter on its base (`discriminator: lora`), and the reference
+  of a fresh adapter is the base with the adapters disabled (`_lora_reference`).
 
 This class is rmsd's one seam with TRL's internals: it overrides the private GRPOTrainer
 methods named in `TRL_OVERRIDES` (tests/train/test_trl_seam.py fails, naming the method,
 when a TRL release changes one of their signatures) and is the only code that touches
-TRL's private attributes (`_metrics`, `_step`).
+TRL's private attributes (`_metrics`, `_step`) and the name of its reference adapter (`ref`).
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -49,16 +52,17 @@ from trl import GRPOTrainer
 from rmsd.config import REWARDS, AdversarialStageConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.models import shared_prefix
+from rmsd.models import lora, shared_prefix
 from rmsd.train.collate import StudentInputs, merge_vision
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
-from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
+from rmsd.train.discriminator import AdapterDiscriminator, Adversary, Discriminator, TeacherSamples
 from rmsd.train.rewards import CorrectnessReward, FormatReward
 from rmsd.train.rollouts import encode_prompts, scored_forward, token_types_of
 from rmsd.train.visd import TEACHER_DIR, RolloutScorer, StructuredSignal, completion_texts
 
 DISC_DIR = "discriminator"
 CURRICULUM_FILE = "curriculum.json"
+TRL_REFERENCE_ADAPTER = "ref"  # the frozen adapter copy TRL's GRPOTrainer adds to a peft student when beta > 0
 # The private TRL methods overridden here, with the parameters we rely on (TRL 1.16).
 TRL_OVERRIDES = {
     "_get_train_sampler": ("self", "dataset"),
@@ -111,7 +115,8 @@ class AdversarialTrainer(GRPOTrainer):
                          train_dataset=train_dataset, processing_class=processing_class, callbacks=callbacks)
         if self.adversary is not None:
             self.adversary.attach(self.accelerator)
-        if visd is not None:
+        self._lora_reference()
+        if visd is not None and not visd.teacher.shares_student:
             from trl.trainer.utils import add_fused_lm_head
 
             # the teacher scores tokens like the policy: same fused head, same rollout temperature
@@ -140,13 +145,28 @@ class AdversarialTrainer(GRPOTrainer):
         if teacher_samples is None or not teacher_samples.texts:
             raise RmsdError("the discriminator reward needs matched teacher samples: none were kept for these items")
         s = self.stage
-        disc = Discriminator.from_student(model, seed=args.seed)
-        if args.activation_checkpointing:  # D follows the student's memory setting (the shared prefix allows it)
-            disc.backbone.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
+        if s.discriminator == "lora":  # an adapter on the student's frozen base, which follows the student's setting
+            disc = AdapterDiscriminator(model, seed=args.seed)
+        else:
+            disc = Discriminator.from_student(model, seed=args.seed)
+            if args.activation_checkpointing:  # D follows the student's memory setting (the shared prefix allows it)
+                disc.backbone.activation_checkpointing_enable(args.activation_checkpointing_kwargs)
         return Adversary(disc, processor, teacher_samples, lr=s.disc_lr,
                          weight_decay=s.disc_weight_decay, max_grad_norm=args.max_grad_norm,
                          max_response_tokens=args.max_completion_length, rollouts_per_item=s.disc_rollouts_per_item,
                          system=self.inputs.system, seed=args.seed)
+
+    def _lora_reference(self) -> None:
+        """A LoRA student's reference (beta > 0) is its base with the stage's starting adapters.
+
+        Given a peft model, TRL copies its adapter into a frozen `ref` adapter and scores the
+        reference with it. Fresh adapters (peft initialises lora_B to zero) add nothing, so the
+        copy is dropped and TRL scores the reference with the adapters disabled: the bare base,
+        no second copy. Adapters a previous stage trained keep their frozen copy (adapter-sized).
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        if lora.is_peft(model) and TRL_REFERENCE_ADAPTER in model.peft_config and lora.is_identity(model):
+            model.delete_adapter(TRL_REFERENCE_ADAPTER)
 
     def in_warmup(self) -> bool:
         """A discriminator-only step: D trains, the student does not."""

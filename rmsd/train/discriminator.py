@@ -19,11 +19,17 @@ prompt once through a shared key/value prefix; `rollouts_per_item` (recipe key
 (benchmarks/results/distill.md: 1.34x -> 1.26x a stock GRPO step with m = 1 of G = 4).
 Under several processes every process keeps a replica of D; their gradients are averaged before each step, so replicas agree.
 
+With a LoRA student, `distill.adversarial.discriminator: lora` makes D an adapter of its own and
+the head on the student's frozen base (`AdapterDiscriminator`): no second backbone, and D's
+forward and backward switch the base to D's adapter (the student's off), so neither side's step
+can move the other's adapter or the base. The full copy of a LoRA student has its adapters merged in.
+
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
@@ -35,33 +41,59 @@ from typing import Any
 import torch
 from torch import nn
 
+from rmsd.errors import RmsdError
 from rmsd.losses.bradley_terry import bradley_terry_loss, discriminator_accuracy
-from rmsd.models import shared_prefix
+from rmsd.models import lora, shared_prefix
 
 WEIGHTS_FILE = "discriminator.safetensors"
 STATE_FILE = "discriminator_state.pt"
+DISC_ADAPTER = "discriminator"  # the adapter's name on the student's base (peft saves it in a subfolder of that name)
+
+
+def _scalar_head(hidden_size: int, seed: int, dtype: torch.dtype) -> nn.Linear:
+    head = nn.Linear(hidden_size, 1)
+    # Seeded init: every process builds the same head, so replicas start identical.
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) / hidden_size**0.5)
+        head.bias.zero_()
+    return head.to(dtype=dtype)
 
 
 class Discriminator(nn.Module):
     """D_φ(x, y): a causal text backbone and a linear scalar head at one position per sequence."""
 
+    mode = "full"
+
     def __init__(self, backbone: nn.Module, hidden_size: int, seed: int = 0):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(hidden_size, 1)
-        # Seeded init: every process builds the same head, so replicas start identical.
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=gen) / hidden_size**0.5)
-            self.head.bias.zero_()
-        self.head.to(dtype=next(backbone.parameters()).dtype)
+        self.head = _scalar_head(hidden_size, seed, next(backbone.parameters()).dtype)
 
     @classmethod
     def from_student(cls, student: nn.Module, seed: int = 0) -> Discriminator:
-        """A copy of the student's language backbone (no vision tower, no LM head) plus a fresh head."""
-        backbone = copy.deepcopy(student.get_decoder())
+        """A copy of the student's language backbone (no vision tower, no LM head) plus a fresh head.
+
+        A LoRA student's copy has its adapters merged in: D trains every weight of its own backbone."""
+        decoder = student.get_decoder()
+        backbone = lora.merged_copy(decoder) if lora.is_peft(student) else copy.deepcopy(decoder)
         shared_prefix.enable(backbone)  # the prompt runs once per item, gradient checkpointing or not
         return cls(backbone, student.config.get_text_config().hidden_size, seed=seed).to(student.device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What D's optimizer steps."""
+        return list(self.parameters())
+
+    def active(self) -> contextlib.AbstractContextManager:
+        """Around D's forwards and backwards: nothing to switch for a backbone of its own."""
+        return contextlib.nullcontext()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Everything D trains, by name (its checkpoint)."""
+        return dict(self.state_dict())
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, score_index: torch.Tensor,
                 prefix_ids: torch.Tensor | None = None, prefix_mask: torch.Tensor | None = None,
@@ -75,6 +107,12 @@ class Discriminator(nn.Module):
         prompt's keys (`row_prefix` [B] names it). An item's G rollouts and its teacher sample
         then pay for its prompt once; gradients from every row flow into the one prompt pass.
         """
+        with self.active():
+            return self._forward(input_ids, attention_mask, score_index, prefix_ids, prefix_mask, row_prefix)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, score_index: torch.Tensor,
+                 prefix_ids: torch.Tensor | None, prefix_mask: torch.Tensor | None,
+                 row_prefix: torch.Tensor | None) -> torch.Tensor:
         if prefix_ids is None:
             return self._score(self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
                                score_index)
@@ -91,6 +129,57 @@ class Discriminator(nn.Module):
     def _score(self, hidden: torch.Tensor, score_index: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(hidden.size(0), device=hidden.device)
         return self.head(hidden[rows, score_index]).squeeze(-1).float()
+
+
+class AdapterDiscriminator(Discriminator):
+    """D as a LoRA adapter and a scalar head on the student's own frozen base (`discriminator: lora`).
+
+    No second backbone: D's forward runs the student's text backbone with D's adapter active and
+    the student's off (`rmsd.models.lora.use_adapter`), and so does its backward. D's adapter has
+    the student's rank, alpha and text-backbone targets, no dropout, and starts as a copy of the
+    student's text adapter, so D starts from the student's backbone as the full copy does. Only
+    the adapter and the head are D's: its optimizer, checkpoint and device moves leave the student alone.
+    """
+
+    mode = "lora"
+
+    def __init__(self, student: nn.Module, seed: int = 0):
+        nn.Module.__init__(self)
+        if not lora.is_peft(student):
+            raise RmsdError("distill.adversarial.discriminator: lora needs a LoRA student (student.lora)")
+        self._student = (student,)  # a tuple, not a submodule: the shared base is the student's to save and move
+        lora.add_adapter_copy(student, DISC_ADAPTER, text_only=True)
+        shared_prefix.enable(student)  # the prompt runs once per item
+        self.head = _scalar_head(student.config.get_text_config().hidden_size, seed,
+                                 next(student.get_decoder().parameters()).dtype).to(student.device)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self._student[0].get_decoder()
+
+    def adapter(self) -> dict[str, nn.Parameter]:
+        return lora.adapter_parameters(self._student[0], DISC_ADAPTER)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.adapter().values(), *self.head.parameters()]
+
+    def active(self) -> contextlib.AbstractContextManager:
+        return lora.use_adapter(self._student[0], DISC_ADAPTER)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {**{f"head.{k}": v for k, v in self.head.state_dict().items()},
+                **{f"adapter.{k}": v for k, v in self.adapter().items()}}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        adapter = self.adapter()
+        expected = {f"adapter.{k}" for k in adapter} | {f"head.{k}" for k in self.head.state_dict()}
+        if set(weights) != expected:
+            raise RmsdError("the checkpoint's discriminator adapter does not fit this student's (other LoRA targets "
+                            "or rank): resume with the recipe it was written with")
+        self.head.load_state_dict({k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")})
+        with torch.no_grad():
+            for k, p in adapter.items():
+                p.copy_(weights[f"adapter.{k}"])
 
 
 @dataclass
@@ -146,7 +235,7 @@ class Adversary:
 
     def __post_init__(self) -> None:
         self._pending: tuple[torch.Tensor, dict[str, float]] | None = None
-        self.optimizer = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.disc.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.rng = random.Random(self.seed)
         self.__name__ = "discriminator"  # the reward's name in TRL's logs (rewards/discriminator/mean)
 
@@ -168,7 +257,7 @@ class Adversary:
 
         batch = encode(self.processor, prompts, [None] * len(prompts), responses=responses, system=self.system)
         ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
-        device = next(self.disc.parameters()).device
+        device = self.disc.head.weight.device
         prompt_len = (labels.eq(-100) & mask.bool()).cumprod(dim=1).sum(dim=1).tolist()  # leading non-target tokens
         length = mask.sum(dim=1).tolist()
         distinct = list(dict.fromkeys(prompts))
@@ -246,9 +335,10 @@ class Adversary:
             return {}
         loss, metrics = self._pending
         self._pending = None
-        loss.backward()
+        with self.disc.active():  # a checkpointed layer recomputes with D's adapter, as its forward ran
+            loss.backward()
         self._sync_gradients()
-        torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.disc.trainable_parameters(), self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.item(), **metrics} if metrics else {}
@@ -272,7 +362,7 @@ class Adversary:
     def _sync_gradients(self) -> None:
         if self.accelerator is None or self.accelerator.num_processes == 1:
             return
-        grads = [p.grad for p in self.disc.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.disc.trainable_parameters() if p.grad is not None]
         flat = self.accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
         offset = 0
         for g in grads:
@@ -293,21 +383,27 @@ class Adversary:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.disc.state_dict().items()}
-        _atomic(directory / WEIGHTS_FILE, lambda p: save_file(weights, str(p)))
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.disc.weights().items()}
+        _atomic(directory / WEIGHTS_FILE, lambda p: save_file(weights, str(p), metadata={"mode": self.disc.mode}))
         if with_state:
             state = {"optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate()}
             _atomic(directory / STATE_FILE, lambda p: torch.save(state, p))
 
     def load(self, directory: str | Path) -> bool:
         """Restore D (and its optimizer/rng when saved); False when `directory` holds no discriminator."""
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         directory = Path(directory)
         if not (directory / WEIGHTS_FILE).is_file():
             return False
-        device = next(self.disc.parameters()).device
-        self.disc.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=str(device)))
+        with safe_open(str(directory / WEIGHTS_FILE), "pt") as f:
+            mode = (f.metadata() or {}).get("mode", "full")
+        if mode != self.disc.mode:
+            raise RmsdError(f"{directory} holds a {mode} discriminator but distill.adversarial.discriminator is "
+                            f"{self.disc.mode}: resume with the recipe the checkpoint was written with")
+        device = self.disc.head.weight.device
+        self.disc.load_weights(load_file(str(directory / WEIGHTS_FILE), device=str(device)))
         if (directory / STATE_FILE).is_file():
             state = torch.load(directory / STATE_FILE, map_location=device, weights_only=False)
             self.optimizer.load_state_dict(state["optimizer"])

@@ -10,6 +10,11 @@ any `report_to` integration transformers knows). A finished stage leaves
 continues from its last complete checkpoint (model, optimizers, rng, step, and for the
 adversarial stage the discriminator).
 
+With `student.lora` every stage trains LoRA adapters (`rmsd.models.lora`): `OUT/<stage>` is then
+a peft adapter folder on the student's base checkpoint (and `checkpoint-N` too), and the
+adversarial stage goes on training the adapters the SFT stage left (no merge in between);
+`rmsd export --model OUT/<stage> --merge --out DIR` writes the merged `from_pretrained` folder.
+
 Batch sizes are per process: under `accelerate launch --num_processes N` a step sees N
 times `batch_size` items. Unlike a plain script, the student is built once (main process
 first) and every stage reads the previous one from disk, so a stage can be re-run alone.
@@ -32,6 +37,7 @@ from typing import Any
 from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig, TrainCommon
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.models import lora
 from rmsd.train.model_card import write_card
 from rmsd.train.progress import StageProgress, stage_label
 
@@ -107,7 +113,7 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
 
 def _resume_point(out: Path, resume: bool) -> str | None:
     """None (fresh start), a checkpoint path to resume from, or "finished"."""
-    finished = (out / STAGE_FILE).is_file() and (out / "config.json").is_file()
+    finished = (out / STAGE_FILE).is_file() and ((out / "config.json").is_file() or lora.is_adapter_folder(out))
     checkpoints = sorted((int(m.group(1)), p) for p in out.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name)))
     if not resume:
         if finished or checkpoints:
@@ -145,10 +151,18 @@ def _run(ctx: DistillContext, out: Path) -> Any:
 
 
 def _load(ctx: DistillContext, student: Path) -> tuple[Any, Any]:
+    return load_for_training(student, ctx.student)
+
+
+def load_for_training(path: Path, student: StudentConfig) -> tuple[Any, Any]:
+    """(model, processor) a stage trains: with student.lora a peft model whose adapters train (those of a
+    previous LoRA stage, continued, or fresh ones); without it a plain model (a LoRA folder merged first)."""
     from rmsd.models.processing import load_student
 
-    return load_student(student, device=ctx.student.device, dtype=ctx.student.dtype,
-                        max_pixels=ctx.student.max_pixels)
+    cfg = student.lora
+    model, processor = load_student(path, device=student.device, dtype=student.dtype, max_pixels=student.max_pixels,
+                                    merge_adapters=cfg is None)
+    return (lora.adapt(model, cfg) if cfg is not None else model), processor
 
 
 def _sft_trainer(cfg: SFTStageConfig, ctx: DistillContext, student: Path, out: Path) -> Any:

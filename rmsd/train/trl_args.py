@@ -39,6 +39,7 @@ ADVERSARIAL_OWN = {
     "reward_weights": "AdversarialTrainer's reward functions, and TRL's reward_weights list in the same order",
     "disc_lr": "rmsd.train.discriminator.Adversary", "disc_weight_decay": "rmsd.train.discriminator.Adversary",
     "disc_rollouts_per_item": "rmsd.train.discriminator.Adversary",
+    "discriminator": "AdversarialTrainer._build_adversary (a backbone copy, or an adapter on the student's base)",
     "disc_warmup_steps": "AdversarialTrainer.training_step",
     "visd": "rmsd.train.distill (rmsd.train.visd.StructuredSignal, rmsd.train.curriculum)",
 }

@@ -37,7 +37,7 @@ from rmsd.data.items import Item
 from rmsd.judge.base import DIMENSIONS, Judge, Verdict, check_template, feedback_prompt
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
 from rmsd.models.family import copy_vision_span
-from rmsd.train.ema import EMATeacher
+from rmsd.train.ema import AdapterEMATeacher, EMATeacher, ema_teacher
 
 TEACHER_DIR = "visd_teacher"
 
@@ -72,14 +72,15 @@ class StructuredSignal:
 
     judge: scores rollouts and writes their feedback.
     teacher: the EMA copy of the student, made from the *unpatched* student before the
-        trainer adds its fused LM head (the trainer patches the copy itself).
+        trainer adds its fused LM head (the trainer patches the copy itself); for a LoRA
+        student an adapter on the student's base (`rmsd.train.ema.AdapterEMATeacher`).
     lam, lam_schedule, eps: λ, its schedule ("constant" | "linear" decay to 0 at
         `total_steps`), ε of the magnitude clip.
     feedback_template: the teacher's prompt ({prompt}, {feedback}, optional {reference},
         {response}); None = `rmsd.judge.base.DEFAULT_FEEDBACK_TEMPLATE`.
     """
 
-    def __init__(self, judge: Judge, teacher: EMATeacher, *, lam: float = 0.5, lam_schedule: str = "linear",
+    def __init__(self, judge: Judge, teacher: EMATeacher | AdapterEMATeacher, *, lam: float = 0.5, lam_schedule: str = "linear",
                  eps: float = 0.2, feedback_template: str | None = None, total_steps: int = 1):
         if feedback_template is not None:
             check_template(feedback_template)
@@ -93,7 +94,7 @@ class StructuredSignal:
     @classmethod
     def from_config(cls, cfg: Any, judge: Judge, student: torch.nn.Module, total_steps: int) -> StructuredSignal:
         """From a `rmsd.config.VISDConfig`; `student` must not carry TRL's fused head yet."""
-        teacher = EMATeacher(student, decay=cfg.ema_decay, mode=cfg.teacher)
+        teacher = ema_teacher(student, decay=cfg.ema_decay, mode=cfg.teacher)
         return cls(judge, teacher, lam=cfg.lam, lam_schedule=cfg.lam_schedule, eps=cfg.eps,
                    feedback_template=cfg.feedback_template, total_steps=total_steps)
 
@@ -111,7 +112,8 @@ class StructuredSignal:
 
         prompt_ids, prompt_mask = privileged_prompts(scorer, items, prompts, rollout["prompt_ids"],
                                                      rollout["prompt_mask"])
-        teacher_logps = scorer.logps(self.teacher.model, rollout, prompt_ids, prompt_mask)
+        with self.teacher.scoring() as teacher_model:
+            teacher_logps = scorer.logps(teacher_model, rollout, prompt_ids, prompt_mask)
         student_logps = rollout.get("old_per_token_logps")
         if student_logps is None:  # on-policy: TRL skipped the old log-probs, which equal the current policy's
             student_logps = scorer.logps(scorer.policy, rollout)
@@ -150,17 +152,14 @@ class StructuredSignal:
         (directory / "state.json").write_text(json.dumps(state))
 
     def load(self, directory: str | Path) -> bool:
-        """Restore the teacher's weights and update count; False when the folder has none."""
+        """Restore the teacher's weights (a LoRA student's: its adapter) and update count; False when the folder has none."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
         if not (directory / "model.safetensors").is_file():
             return False
         state = json.loads((directory / "state.json").read_text())
-        weights = load_file(str(directory / "model.safetensors"))
-        current = self.teacher.model.state_dict()
-        weights = {k: weights.get(k, current[k]) for k in current}  # tied weights were saved once
-        self.teacher.load_state_dict({**state, "model": weights})
+        self.teacher.load_state_dict({**state, "model": load_file(str(directory / "model.safetensors"))})
         return True
 
 

@@ -1,4 +1,5 @@
-"""EMATeacher: exact EMA arithmetic on a tiny nn.Linear, fixed mode, no gradients, checkpoints."""
+"""EMATeacher: exact EMA arithmetic on a tiny nn.Linear, fixed mode, no gradients, checkpoints; and the LoRA
+student's AdapterEMATeacher: the same arithmetic over adapter tensors only, on the student's own base."""
 
 import pytest
 import torch
@@ -73,3 +74,45 @@ def test_bad_settings_are_user_errors():
         EMATeacher(nn.Linear(1, 1), mode="swa")
     with pytest.raises(RmsdError, match="ema_decay"):
         EMATeacher(nn.Linear(1, 1), decay=1.5)
+
+
+def test_a_lora_students_teacher_is_an_ema_of_its_adapters_on_the_same_base(tmp_path):
+    from rmsd.config import StudentConfig
+    from rmsd.models import lora
+    from rmsd.models.tiny import build_student
+    from rmsd.train.distill import load_for_training
+    from rmsd.train.ema import TEACHER_ADAPTER, AdapterEMATeacher, ema_teacher
+
+    torch.set_num_threads(1)
+    path = build_student(tmp_path / "student")
+    student, _ = load_for_training(path, StudentConfig(path=str(path), lora={"r": 2, "alpha": 4.0}))
+    base = {n: p.detach().clone() for n, p in student.named_parameters() if ".lora_" not in n}
+    teacher = ema_teacher(student, decay=0.75)
+    assert isinstance(teacher, AdapterEMATeacher) and teacher.model is student  # no copy of the model
+    mine, theirs = lora.adapter_parameters(student, lora.STUDENT), teacher.state_dict()["model"]
+    assert len(theirs) == len(mine) and all(f".{TEACHER_ADAPTER}." in n for n in theirs)
+    start = {n: p.detach().clone() for n, p in theirs.items()}
+    with torch.no_grad():
+        for p in mine.values():
+            p.add_(1.0)
+    teacher.update(student)
+    for n, t in teacher.state_dict()["model"].items():
+        s = mine[n.replace(f".{TEACHER_ADAPTER}.", f".{lora.STUDENT}.")]
+        torch.testing.assert_close(t, 0.75 * start[n] + 0.25 * s, rtol=0, atol=1e-7)
+    assert teacher.num_updates == 1
+    assert all(torch.equal(p, base[n]) for n, p in student.named_parameters() if ".lora_" not in n)
+
+    x = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        own = student(**x).logits
+    taught = teacher(**x).logits
+    assert not taught.requires_grad and (taught - own).abs().max() > 0  # its adapter, not the student's
+    assert student.active_adapter == lora.STUDENT  # scoring switched back
+    assert {n for n, p in student.named_parameters() if p.requires_grad} == set(mine)
+
+    saved = {n: t.detach().clone() for n, t in teacher.state_dict()["model"].items()}
+    teacher.update(student)  # moves on; loading the saved state must put it back exactly
+    teacher.load_state_dict({"num_updates": 1, "model": saved})
+    assert teacher.num_updates == 1 and all(torch.equal(t, saved[n]) for n, t in teacher.state_dict()["model"].items())
+    with pytest.raises(RmsdError, match="does not fit"):
+        teacher.load_state_dict({"num_updates": 1, "model": {"x": torch.zeros(1)}})

@@ -154,3 +154,36 @@ def test_qwen3_vl_shared_prefix_equals_the_naive_forward(envs):
     assert g_naive.keys() == g_shared.keys() and any("deepstack" in n for n in g_naive)
     for name, grad in g_naive.items():
         assert float((g_shared[name] - grad).norm() / grad.norm().clamp(min=1e-12)) <= 1e-4, name
+
+
+def _moved(before: dict, model) -> set[str]:
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_sft_then_adversarial_with_a_lora_discriminator(envs, tmp_path, family):
+    """student.lora with the vision tower adapted: only adapters move, D is an adapter of the same base."""
+    from rmsd.models import lora
+
+    settings = {"r": 4, "alpha": 8.0, "vision": "adapted"}
+    sft = sft_trainer(envs[family], tmp_path / "sft", lora=settings, max_steps=1, save_steps=10)
+    before = {n: p.detach().clone() for n, p in sft.model.named_parameters()}
+    sft.train()
+    sft.save_model(str(tmp_path / "sft"))
+    moved = _moved(before, sft.model)
+    assert moved and moved <= set(lora.adapter_parameters(sft.model, lora.STUDENT))
+    assert any(".visual." in n for n in moved) and any("language_model" in n for n in moved)
+    if family == "qwen3_vl":
+        assert any("deepstack" in n for n in moved)
+
+    env = {**envs[family], "student": tmp_path / "sft"}  # the adversarial stage continues the SFT adapters
+    adv = adversarial_trainer(env, tmp_path / "adv", lora=settings, discriminator="lora", save_steps=10,
+                              max_completion_length=10, benchmark=get_benchmark("synthvid"),
+                              reward_weights={"discriminator": 1.0, "correctness": 1.0, "format": 0.5})
+    student = lora.adapter_parameters(adv.model, lora.STUDENT)
+    assert all(torch.equal(student[n], sft.model.get_parameter(n)) for n in student)
+    before = {n: p.detach().clone() for n, p in adv.model.named_parameters()}
+    adv.train()
+    moved = _moved(before, adv.model)
+    assert moved & set(student) and moved & set(adv.adversary.disc.adapter())
+    assert not {n for n in moved if ".lora_" not in n}, "a base weight moved"
