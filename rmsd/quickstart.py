@@ -15,10 +15,12 @@ any key (e.g. `--set distill.sft.max_steps=50` for a smoke run, `--set student.b
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +30,7 @@ from rmsd.matching.dataset import unusable_summary
 from rmsd.verbosity import quiet_libraries
 
 ASSETS = Path(__file__).parent / "assets"
+HEADER_WIDTH = 13  # a student column header wraps at spaces to this width (the longest word, "adversarial", fits)
 console = Console()
 
 
@@ -119,11 +122,15 @@ def _print_table(results: dict[str, dict[str, Any]]) -> None:
     """Scores by task type, each with its metric and item count, one column per student; fits 80 columns."""
     from rmsd.data.items import METRIC_OF_TASK
 
-    table = Table(title="synthvid test (simulated teachers, tiny student)", title_justify="left")
+    # no vertical rules and headers broken at spaces only: four students fit 80 columns without
+    # rich folding a name mid-word ("single-sa / mple SFT")
+    table = Table(title="synthvid test (simulated teachers, tiny student)", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 1))
     for name, justify in (("task type", "left"), ("metric", "left"), ("items", "right")):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify, no_wrap=True)
     for name in results:
-        table.add_column(name, justify="right", overflow="fold")
+        table.add_column(textwrap.fill(name, width=HEADER_WIDTH, break_on_hyphens=False), justify="right",
+                         no_wrap=True)
     first = next(iter(results.values()))
     counts = first.get("counts", {}).get("task_type", {})
     for t in sorted(first.get("breakdowns", {}).get("task_type", {})):

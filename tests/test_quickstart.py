@@ -60,6 +60,8 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
         assert phase in text
     assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
     assert max(len(line) for line in text.splitlines()) <= 80  # every table fits a terminal
+    header = text[text.index("synthvid test (simulated"):].split("───", 1)[0]
+    assert all(word in header.split() for name in VARIANTS for word in name.split())  # broken at spaces only
     assert report["seconds"] == pytest.approx(seconds, abs=5.0)
 
     # a second run into the same folder stops at once with what to do (distill would ask for --resume)
