@@ -2,7 +2,7 @@
 
 Generates the experiment's synthvid data (1,200 items, seed 1234, as benchmarks/reproduce.py),
 samples each pool through the real `rmsd sample` path (recipes/synthvid/experiment_base.yaml
-with the pool swapped in) and measures it with `rmsd match stats` (rmsd.teachers.stats) on
+with the pool swapped in) and measures it with `rmsd match stats` (rmsd.matching.teacher_stats) on
 the training split the teachers answer. Writes benchmarks/results/teacher_stats.md (+ .json,
 and the figure of the first pool, teacher_stats.png): per teacher, accuracy, response-quality
 spread across and within questions, format violations, and the pairwise error correlation,
@@ -36,7 +36,7 @@ REPORTED = "sigma cross ~0.22, sigma within 0.07-0.15, format violations 1-10% (
 
 
 def measure(pool: Path, work: Path) -> dict:
-    """Sample the pool on the experiment data and measure it; returns rmsd.teachers.stats' dict."""
+    """Sample the pool on the experiment data and measure it; returns rmsd.matching.teacher_stats' dict."""
     from rmsd.config import load_recipe
     from rmsd.data.synthvid import generate
     from rmsd.pipeline import teacher_stats_recipe
@@ -108,7 +108,7 @@ def main() -> None:
              f"Targets: {REPORTED}; accuracy per teacher class: "
              + "; ".join(f"{t} {a:.3f} ({src})" for t, (a, src) in TARGETS.items()) + ".", "",
              "Quality of a format-valid response: the mean of the rule judge's answer correctness, logical "
-             "consistency and spatio-temporal grounding (rmsd.teachers.stats has the exact definitions). "
+             "consistency and spatio-temporal grounding (rmsd.matching.teacher_stats has the exact definitions). "
              "`0/1` columns: the same spreads of plain correctness, for comparison: with 0/1 correctness a "
              "within-question sigma of 0.07-0.15 is only reachable when every question's competence is near 0 "
              "or 1, which at accuracy ~0.7 makes the cross-question sigma ~0.45.", ""]

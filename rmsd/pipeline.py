@@ -127,12 +127,12 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     """Match a sample store into weighted training targets; returns the report's statistics.
 
     Where the items have ground truth, the report also carries the pool's error statistics
-    (`teacher_quality`: rmsd.teachers.stats) and their figure."""
+    (`teacher_quality`: rmsd.matching.teacher_stats) and their figure."""
     quiet_libraries()
     from rmsd.matching.dataset import write_matched
     from rmsd.matching.matcher import match_samples
     from rmsd.matching.report import write_report
-    from rmsd.teachers.stats import teacher_statistics
+    from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
     items = load_recipe_items(recipe)
@@ -152,7 +152,7 @@ def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | 
 
     Writes OUT/teacher_stats.json and .png (OUT: the recipe's matching.out); returns (stats, json path)."""
     from rmsd.matching.report import write_teacher_stats
-    from rmsd.teachers.stats import teacher_statistics
+    from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
     items = load_recipe_items(recipe, split=split)

@@ -4,7 +4,7 @@ Panels: per-teacher reliability (the label-free estimate beside the true accurac
 ground truth exists, so a user sees whether Dawid–Skene can be trusted on this pool),
 per-teacher format-error rate, the per-item agreement histogram and the distribution of
 sample weights. Where ground truth is known the statistics also hold `teacher_quality`
-(rmsd.teachers.stats: accuracy, response-quality spreads across and within questions,
+(rmsd.matching.teacher_stats: accuracy, response-quality spreads across and within questions,
 format violations, pairwise error correlation), drawn as a second figure,
 teacher_stats.png, beside teacher_stats.json; `rmsd match stats` writes those two alone.
 Figures are drawn with matplotlib's Agg backend (no display needed).
@@ -62,7 +62,7 @@ def write_report(stats: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path
 
 
 def write_teacher_stats(tstats: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """`out_dir/teacher_stats.json` and a four-panel figure `teacher_stats.png` (rmsd.teachers.stats)."""
+    """`out_dir/teacher_stats.json` and a four-panel figure `teacher_stats.png` (rmsd.matching.teacher_stats)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / STATS_JSON, out / STATS_PNG

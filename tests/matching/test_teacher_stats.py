@@ -1,4 +1,4 @@
-"""Teacher statistics against ground truth (rmsd.teachers.stats, `rmsd match stats`): hand-made stores
+"""Teacher statistics against ground truth (rmsd.matching.teacher_stats, `rmsd match stats`): hand-made stores
 whose numbers are known, and the command on a real sample store of a simulated pool."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from rmsd.cli import app
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.items import Item
 from rmsd.data.synthvid import build_items, generate
+from rmsd.matching.teacher_stats import teacher_statistics
 from rmsd.teachers.simulated import SimulatedTeacher
-from rmsd.teachers.stats import teacher_statistics
 
 SYNTHVID = get_benchmark("synthvid")
 

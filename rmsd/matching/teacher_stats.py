@@ -98,7 +98,7 @@ def teacher_statistics(items: list[Item], records: list[dict[str, Any]], benchma
                    for t in teachers}
     return {"definition": "quality = mean of the rule judge's answer_correctness, logical_consistency and "
                           "spatiotemporal_grounding (the last only where the item has a scene); sigmas over "
-                          "format-valid responses (rmsd.teachers.stats)",
+                          "format-valid responses (rmsd.matching.teacher_stats)",
             "n_items": len(item_of), "teachers": per_teacher, "pairs": _pairs(teachers, valid, item_of),
             "signatures": {"definitions": SIGNATURES, "teachers": {t: weakness_rates(
                 [(item_of[i], r[2]) for (u, i), rows in valid.items() if u == t for r in rows]) for t in teachers}}}
