@@ -19,8 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce  # noqa: E402  (a sibling script: the methods' recipes and paths)
+import reproduce  # a sibling script (a script's own folder is sys.path[0]): the methods' recipes and paths
 
 TASKS = ("mcq", "numeric", "grounding", "open")
 
