@@ -2,8 +2,12 @@
 
 - `multisample_sft`: R-MSD's per-item weighted multi-sample SFT loss (stage sft's loss).
 - `bradley_terry`: the discriminator's Bradley–Terry loss of the adversarial stage (GAD).
-- `advantages`: VISD's direction–magnitude token advantages and the λ schedule (the
-  adversarial trainer feeds them TRL's rollout advantages; TRL computes its own loss).
+- `advantages`: VISD's direction–magnitude token advantages and the λ schedule (the VISD
+  signal, `rmsd.train.visd`, feeds them TRL's rollout advantages; TRL computes its own loss).
+
+Every function here is production code (`sequence_nll` and `normalised_weights` are the parts
+of `multisample_sft_loss`); the test oracles (TRL's GRPO loss written out, advantage
+bounds) live in `tests/losses/oracles.py`.
 """
 
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule

@@ -23,7 +23,7 @@ import torch
 
 def decoupled_token_advantages(adv: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor, lam: float,
                                eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """VISD per-token advantages Â [B, T] (module docstring, item 2) and statistics.
+    """VISD per-token advantages Â [B, T] (the module docstring's Â_t) and statistics.
 
     adv: [B] rollout advantages A.  delta: [B, T] δ_t (detached here: the teacher only weighs).
     mask: [B, T] completion tokens. lam: λ ∈ [0, 1]. eps: ε ∈ [0, 1).

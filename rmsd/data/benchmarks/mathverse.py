@@ -132,8 +132,8 @@ class MathVerseJudge:
         ignored, so name the judge after its model.
     quick_match: skip the match call and compare the extraction to the answer exactly (the
         harness's `quick_match` option).
-    max_retries: times the match prompt is re-asked when the reply is not "0"/"1" (the harness
-        retries without end); after that the verdict is 0 and `unparsed` counts it.
+    max_retries: times the match prompt is asked at most, while the reply is not "0"/"1" (the
+        harness retries without end); after that the verdict is 0 and `unparsed` counts it.
     concurrency: judge calls in flight at once in `judge_many`.
     """
 
