@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.data.video import load_media
 
@@ -50,7 +51,7 @@ def predict(
     return texts
 
 
-def score_predictions(items: list[Item], texts: list[str], benchmark: Any, extraction: str) -> list[dict[str, Any]]:
+def score_predictions(items: list[Item], texts: list[str], benchmark: Benchmark, extraction: str) -> list[dict[str, Any]]:
     """One row per item: the raw text, the extracted answer, the score and the breakdown keys."""
     benchmark.prefetch(items, texts, mode=extraction)  # a judge-backed benchmark scores the batch concurrently
     rows = []
@@ -71,7 +72,7 @@ def score_predictions(items: list[Item], texts: list[str], benchmark: Any, extra
 def evaluate(
     model_path: str | Path,
     items: list[Item],
-    benchmark: Any,
+    benchmark: Benchmark,
     out_dir: str | Path,
     *,
     extraction: str = "harness",

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from rmsd.config import MatchingConfig
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
 from rmsd.matching.consensus import VoteResult, build_votes, dawid_skene, majority_vote
@@ -59,7 +60,7 @@ class _Pool:
 
 
 # ----------------------------------------------------------------------------- entry points
-def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: Any,
+def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: Benchmark,
                   config: MatchingConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Weight every record whose item is in `items`.
 
@@ -87,7 +88,7 @@ def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: A
 
 
 # ----------------------------------------------------------------------------- validity
-def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Any, cfg: MatchingConfig) -> _Pool:
+def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Benchmark, cfg: MatchingConfig) -> _Pool:
     """Rows with extracted answers and format flags; every row carries the same keys."""
     item_of: dict[str, Item] = {}
     for it in items:
@@ -124,7 +125,7 @@ def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Any, c
     return pool
 
 
-def _read_answer(rec: dict[str, Any], item: Item, benchmark: Any, cfg: MatchingConfig) -> tuple[str | None, bool]:
+def _read_answer(rec: dict[str, Any], item: Item, benchmark: Benchmark, cfg: MatchingConfig) -> tuple[str | None, bool]:
     """(answer or None when the sample is unusable, format_ok)."""
     text = rec.get("text") or ""
     if rec.get("error") or not text.strip():

@@ -41,6 +41,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.judge.rules import RuleJudge
 from rmsd.scoring import format_ok
@@ -60,7 +61,7 @@ def response_scores(judge: RuleJudge, item: Item, text: str) -> tuple[float, flo
     return sum(parts) / len(parts), float(scores["answer_correctness"] >= 0.5)
 
 
-def usable(record: dict[str, Any], item: Item, benchmark: Any | None) -> str | None:
+def usable(record: dict[str, Any], item: Item, benchmark: Benchmark | None) -> str | None:
     """The strictly extracted answer of a record, or None when `rmsd match` would drop it for its format."""
     text = record.get("text") or ""
     if record.get("error") or not format_ok(text):
@@ -70,7 +71,7 @@ def usable(record: dict[str, Any], item: Item, benchmark: Any | None) -> str | N
     return benchmark.extract(text, item, mode="strict")
 
 
-def teacher_statistics(items: list[Item], records: list[dict[str, Any]], benchmark: Any | None = None,
+def teacher_statistics(items: list[Item], records: list[dict[str, Any]], benchmark: Benchmark | None = None,
                        judge: RuleJudge | None = None) -> dict[str, Any]:
     """Per teacher and task type (and "all"): STAT_KEYS; per task type: pairwise error correlations.
 

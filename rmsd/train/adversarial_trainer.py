@@ -50,6 +50,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from rmsd.config import REWARDS, AdversarialStageConfig
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models import lora, shared_prefix
@@ -93,7 +94,7 @@ class AdversarialTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any, items: Mapping[str, Item],
                  stage: AdversarialStageConfig, inputs: StudentInputs, teacher_samples: TeacherSamples | None = None,
-                 benchmark: Any = None, callbacks: list[Any] | None = None, visd: StructuredSignal | None = None,
+                 benchmark: Benchmark | None = None, callbacks: list[Any] | None = None, visd: StructuredSignal | None = None,
                  curriculum: Curriculum | None = None):
         if isinstance(model, str):
             raise TypeError("AdversarialTrainer needs a loaded model (its discriminator copies the backbone)")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig, TrainCommon
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models import lora
@@ -57,7 +58,7 @@ class DistillContext:
     report_to: list[str]
     shared_prefix: bool
     resume: bool = False
-    benchmark: Any = None
+    benchmark: Benchmark | None = None
     callbacks: list[Any] = field(default_factory=list)
     pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
     progress: bool = True  # a bar (terminal) or plain lines (log) per stage instead of printed log dicts

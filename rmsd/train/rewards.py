@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 
 
@@ -31,7 +32,7 @@ class CorrectnessReward:
 
     __name__ = "correctness"
 
-    def __init__(self, items: Mapping[str, Item], benchmark: Any):
+    def __init__(self, items: Mapping[str, Item], benchmark: Benchmark):
         self.items = items
         self.benchmark = benchmark
 
