@@ -152,3 +152,28 @@ def test_set_up_lines_are_the_two_the_ci_runs():
     assert not re.search(r"\b\d{3} tests\b", README), "the test count goes stale: let pytest print it"
     # .ci/run runs the first README line that starts like the test line: it must be this one
     assert re.findall(r'^pip install -e "\.\[dev\]".*$', README, re.M)[0] == lines[1]
+
+
+def dotted_names(text: str) -> set[str]:
+    """Every `rmsd.a.b` the text names in backticks; `rmsd.a.{b, c.D}` stands for rmsd.a.b and rmsd.a.c.D."""
+    names = set()
+    for head, braces in re.findall(r"`(rmsd(?:\.\w+)*)(?:\.\{([^}]*)\})?`", text):
+        names.update(f"{head}.{tail.strip()}" for tail in braces.split(",")) if braces else names.add(head)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(dotted_names(README)))
+def test_every_python_name_the_readme_gives_imports(name):
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            obj = getattr(obj, attribute, None)
+            assert obj is not None, f"README names {name}, which does not exist"
+        return
+    pytest.fail(f"README names {name}, which does not import")
