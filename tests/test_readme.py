@@ -25,8 +25,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 # What the blocks are run with instead of their real budgets: a few items, steps and tokens.
+ITEMS = 12  # items every block samples
 SMALL = [
-    "dataset.limit=12",
+    f"dataset.limit={ITEMS}",
     "distill.sft.max_steps=2", "distill.sft.batch_size=4",
     "distill.adversarial.max_steps=1", "distill.adversarial.batch_size=2",
     "distill.adversarial.num_generations=2", "distill.adversarial.disc_warmup_steps=0",
@@ -119,7 +120,7 @@ def test_custom_teacher_block_samples_through_a_pool(checkout, small_budgets):
         sys.path.remove(str(checkout / "pkgs"))
         for loaded in [m for m in sys.modules if m == module.split(".")[0] or m.startswith(module.split(".")[0] + ".")]:
             sys.modules.pop(loaded)
-    assert len(records) == 2 * int(SMALL[0].split("=")[1])
+    assert len(records) == 2 * ITEMS  # the pool asks K = 2 of its one teacher
     assert {r["teacher"] for r in records} == {"echo"}
     assert all(re.fullmatch(r"<think>\d+ frames</think><answer>\(A\)</answer>", r["text"]) for r in records)
     assert all(int(r["text"][7:].split(" ")[0]) > 0 for r in records)  # the runner prepared the frames
