@@ -89,7 +89,7 @@ def _release_memory() -> None:
 def setup(root: Path, n_items: int) -> dict[str, Any]:
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     generate(root / "data", n=n_items, seed=0)
     items = load_items(root / "data", split="train")

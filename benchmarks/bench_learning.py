@@ -41,8 +41,8 @@ from rmsd.data.items import Item
 from rmsd.data.synthvid import GENERATOR_VERSION
 from rmsd.data.synthvid import generate as generate_synthvid
 from rmsd.data.video import load_frames
+from rmsd.models.offline.tiny import PRESETS, build_student
 from rmsd.models.processing import generate, load_student
-from rmsd.models.tiny import PRESETS, build_student
 from rmsd.scoring import rouge_l
 
 ROOT = Path(__file__).resolve().parent
@@ -170,8 +170,8 @@ def evaluate(model, processor, items: list[Item], frames: dict, max_new_tokens: 
 
 # ----------------------------------------------------------------------------- training
 def batches(args: argparse.Namespace, train_items: list[Item], replies: list[str]):
-    """Batches of (prompt, clip, reply) in epochs of shuffled train items (rmsd.models.pretrain.Example)."""
-    from rmsd.models.pretrain import Example
+    """Batches of (prompt, clip, reply) in epochs of shuffled train items (rmsd.models.offline.pretrain.Example)."""
+    from rmsd.models.offline.pretrain import Example
 
     gen = torch.Generator().manual_seed(args.seed)
     order: list[int] = []
@@ -186,9 +186,9 @@ def train(args: argparse.Namespace, model, processor, train_items: list[Item], r
           on_eval) -> tuple[int, float]:
     """Train until the time budget is spent; call on_eval(step, seconds, loss) every --eval-every steps.
 
-    The loop is rmsd.models.pretrain.train_steps (the one the pre-trained base is built with);
+    The loop is rmsd.models.offline.pretrain.train_steps (the one the pre-trained base is built with);
     its clock counts training steps only, so evaluations do not eat the budget."""
-    from rmsd.models.pretrain import train_steps
+    from rmsd.models.offline.pretrain import train_steps
 
     losses: list[float] = []
     clock = {"s": 0.0, "t0": time.perf_counter(), "eval": 0.0}

@@ -59,7 +59,7 @@ def _warm_up(work: Path, lora: dict | None = None) -> None:
 
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer
 
     generate(work / "data", n=2, seed=1)
@@ -126,8 +126,8 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
     from rmsd.models.memory import architecture, visual_tokens
+    from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import load_student
-    from rmsd.models.tiny import build_student
     from rmsd.plan import GIB, Settings, stage_plan
     from rmsd.train.collate import MultiSampleCollator
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer

@@ -180,7 +180,7 @@ def main() -> None:
         parser.add_argument(f"--{axis}", type=int, nargs="+", default=None, help=f"only these {axis} values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     grid = {axis: getattr(args, axis) or values for axis, values in (QUICK if args.quick else FULL).items()}
     rows = []

@@ -33,8 +33,8 @@ def probe(data: Path, clips: int, seed: int) -> tuple[float, float, int]:
     """(train accuracy, held-out accuracy, clips) of a linear probe for the direction."""
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.video import load_frames
+    from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import encode, load_student
-    from rmsd.models.tiny import build_student
 
     items = [it for it in load_items(data, "train") if it.meta["question_kind"] == "direction"][:clips]
     with tempfile.TemporaryDirectory() as tmp:

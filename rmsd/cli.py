@@ -63,7 +63,7 @@ def build_student(
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
     family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl"),
     pretrain: bool = typer.Option(False, "--pretrain", help="pre-train it on format drills and captions "
-                                  "(rmsd.models.pretrain: what an Instruct checkpoint brings)"),
+                                  "(rmsd.models.offline.pretrain: what an Instruct checkpoint brings)"),
     steps: int = typer.Option(None, "--pretrain-steps", min=1, help="pre-training steps (default: the recipe's)"),
     videos: int = typer.Option(None, "--pretrain-videos", min=1, help="caption videos (default: the recipe's)"),
     cache: Path = typer.Option(None, "--cache", help="folder for the caption videos (default: beside --out)"),
@@ -71,14 +71,14 @@ def build_student(
 ) -> None:
     """Build an offline Qwen2.5-VL- or Qwen3-VL-architecture student with random weights and a local tokenizer."""
     if pretrain:
-        from rmsd.models.pretrain import PretrainConfig, pretrained_base
+        from rmsd.models.offline.pretrain import PretrainConfig, pretrained_base
 
         given = {k: v for k, v in (("steps", steps), ("videos", videos)) if v is not None}
         config = PretrainConfig(seed=seed, **given)
         path = pretrained_base(out, size=size, seed=seed, config=config, cache=cache, rebuild=rebuild, log=typer.echo)
         typer.echo(f"wrote a pre-trained {size} student to {path} ({config.steps} steps; see {path / 'pretrain.json'})")
         return
-    from rmsd.models.tiny import build_student as build
+    from rmsd.models.offline.tiny import build_student as build
 
     path = build(out, size=size, seed=seed, family=family)
     typer.echo(f"wrote a {size} {family} student to {path}")

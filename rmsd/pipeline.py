@@ -84,7 +84,7 @@ def student_path(recipe: Recipe) -> Path:
         if not is_adapter_folder(path):  # a LoRA stage's folder holds adapters, not a config.json
             check_checkpoint(path, "student.path")
         return path
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     path = recipe.path_of(s.build_out)
     if not (path / "config.json").is_file():

@@ -19,8 +19,8 @@ from rmsd.cli import app
 from rmsd.config import load_recipe
 from rmsd.errors import RmsdError
 from rmsd.models.memory import architecture, lora_parameters
+from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import encode, load_student, to_model
-from rmsd.models.tiny import build_student
 from rmsd.plan import Settings, models_held, plan_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

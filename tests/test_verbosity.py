@@ -15,7 +15,7 @@ from rmsd.verbosity import quiet_libraries
 quiet_libraries()
 from trl import SFTConfig
 SFTConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False)
-from rmsd.models.tiny import build_student
+from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import load_student
 load_student(build_student(tempfile.mkdtemp() + "/s"))
 print("done")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"build_student": "rmsd.models.tiny", "load_student": "rmsd.models.processing",
+_LAZY = {"build_student": "rmsd.models.offline.tiny", "load_student": "rmsd.models.processing",
          "encode": "rmsd.models.processing", "generate": "rmsd.models.processing"}
 __all__ = sorted(_LAZY)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import run_cache  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+
+from rmsd.config import load_recipe
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import run_cache  # noqa: E402  (a script of benchmarks/, not a package)
-
-from rmsd.config import load_recipe  # noqa: E402
 
 
 def test_a_field_added_after_a_run_keeps_the_run_only_at_its_default():

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import reproduce_report  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
-import reproduce_report  # noqa: E402  (a script of benchmarks/, not a package)
+ROOT = Path(__file__).resolve().parents[2]
+
 
 
 def _run(method: str, seed: int, overall: float, seconds: float) -> dict:

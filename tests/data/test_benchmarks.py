@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from schemas import mathverse_row, videomme_row, write_parquet
 
 from rmsd.data.benchmarks import BENCHMARKS, get_benchmark
 from rmsd.data.benchmarks.mathverse import MathVerse, MathVerseJudge
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import score_predictions
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from schemas import mathverse_row, videomme_row, write_parquet  # noqa: E402
 
 
 def touch(path: Path) -> None:

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from schemas import mathverse_row, videomme_row, write_parquet
 
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.synthvid import encode_mp4, generate
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import evaluate
-from rmsd.models.tiny import build_student
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from schemas import mathverse_row, videomme_row, write_parquet  # noqa: E402
+from rmsd.models.offline.tiny import build_student
 
 MAX_NEW_TOKENS = 10
 

@@ -6,10 +6,9 @@ import json
 import logging
 import re
 import socket
-import sys
-from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAIServer
 
 from rmsd.config import OpenAIOptions, PoolConfig
 from rmsd.data.items import Item
@@ -18,9 +17,6 @@ from rmsd.errors import RmsdError
 from rmsd.judge.base import DIMENSIONS, reference_text
 from rmsd.judge.llm import LLMJudge, MalformedVerdict, parse_verdict, reminder
 from rmsd.teachers.openai_api import OpenAITeacher
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer  # noqa: E402
 
 ITEM = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour is the square?",
             prompt="Which colour is the square? (A) red (B) blue", options=["red", "blue"], answer="A")

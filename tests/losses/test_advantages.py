@@ -1,20 +1,16 @@
 """VISD token advantages and the λ schedule; the oracles of TRL's advantages and loss checked against TRL 1.16."""
 
 import math
-import sys
 from collections import defaultdict
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from oracles import advantage_bounds, group_advantages, grpo_token_loss
 from trl import GRPOTrainer
 from trl.trainer.utils import nanstd
 
 from rmsd.losses import decoupled_token_advantages, lambda_schedule
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracles import advantage_bounds, group_advantages, grpo_token_loss  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- group advantages

@@ -1,16 +1,12 @@
 """multisample_sft_loss / token_logps on hand-made tensors."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from oracles import token_logps
 
 from rmsd.losses import multisample_sft_loss, normalised_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracles import token_logps  # noqa: E402
 
 
 def _logps(rows):

@@ -131,7 +131,7 @@ def test_trl_export_loads_with_datasets_in_sfttrainers_conversational_vlm_format
     from datasets import load_dataset
     from trl.data_utils import is_conversational
 
-    from rmsd.models.tiny import build_processor
+    from rmsd.models.offline.tiny import build_processor
 
     ds = load_dataset("json", data_files=str(chain["root"] / "trl" / "train.jsonl"), split="train")
     assert set(ds.column_names) == {"messages", "videos"}
@@ -267,7 +267,7 @@ def test_trls_sfttrainer_trains_on_an_image_export_as_written(tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     torch.set_num_threads(1)
     items = image_items(tmp_path)

@@ -4,15 +4,10 @@ is read as a letter other than its label (a letter read where the label is None 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from strict_corpus import DEV, HELD_OUT, PROBES
 
 from rmsd.scoring import letter_harness, letter_strict, strip_reasoning
-
-sys.path.insert(0, str(Path(__file__).parent))
-from strict_corpus import DEV, HELD_OUT, PROBES  # noqa: E402
 
 
 def rates(corpus: list[tuple[str, str | None]]) -> tuple[float, list[tuple[str, str | None, str | None]]]:

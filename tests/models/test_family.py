@@ -23,8 +23,8 @@ from rmsd.models.family import (
     select_encoder_outputs,
     vision_keys,
 )
+from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import encode, generate, load_student, to_model, video_metadata
-from rmsd.models.tiny import build_student
 
 
 @pytest.fixture(scope="module")

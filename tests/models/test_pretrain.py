@@ -1,4 +1,4 @@
-"""The pre-trained base (rmsd.models.pretrain): drills that are right, held-out question kinds, a real
+"""The pre-trained base (rmsd.models.offline.pretrain): drills that are right, held-out question kinds, a real
 from_pretrained folder out of a few real training steps, and the CLI flag."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rmsd.cli import app
 from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
-from rmsd.models.pretrain import MAKERS, PretrainConfig, build_pretrained, drill, stream
+from rmsd.models.offline.pretrain import MAKERS, PretrainConfig, build_pretrained, drill, stream
 from rmsd.models.processing import load_student
 
 OPTION = re.compile(r"^- (.+) \(([A-F])\)$", re.M)
@@ -63,8 +63,8 @@ def test_build_pretrained_writes_a_trained_checkpoint(tmp_path):
     record = json.loads((out / "pretrain.json").read_text())
     assert record["steps"] == 3 and record["config"]["mix"] == config.mix and "colour" in record["held_out_kinds"]
     model, processor = load_student(out)
-    from rmsd.models.pretrain import drill_corpus
-    from rmsd.models.tiny import build_student, default_corpus
+    from rmsd.models.offline.pretrain import drill_corpus
+    from rmsd.models.offline.tiny import build_student, default_corpus
 
     fresh, _ = load_student(build_student(tmp_path / "fresh", seed=0, corpus=default_corpus() + drill_corpus()))
     moved = [not torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters(), strict=True)]
@@ -82,7 +82,7 @@ def test_cli_pretrain_flag(tmp_path):
 
 
 def test_the_shipped_base_is_copied_only_for_its_own_recipe(tmp_path, monkeypatch):
-    import rmsd.models.pretrain as pretrain
+    import rmsd.models.offline.pretrain as pretrain
 
     config = PretrainConfig(steps=2, batch_size=2, videos=2, mix={"drill": 1.0})
     shipped = build_pretrained(tmp_path / "shipped", seed=0, config=config, cache=tmp_path / "cache", log=None)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rmsd.errors import RmsdError
+from rmsd.models.offline.tiny import FORMAT_TOKENS, PRESETS, build_config, build_student, train_tokenizer
 from rmsd.models.processing import encode, generate, load_student, to_model
-from rmsd.models.tiny import FORMAT_TOKENS, PRESETS, build_config, build_student, train_tokenizer
 
 
 def clip(seed: int, fps: float = 2.0, n: int = 8, side: int = 84) -> SimpleNamespace:

@@ -8,20 +8,17 @@ limits held as the server counts them (requests per sliding window, requests in 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window
 
 from rmsd.config import PoolConfig
 from rmsd.data.items import Item
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.teachers.pool import build_teachers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window  # noqa: E402
 
 ALL_FAULTS = ["429", "500", "503", "hang", "garbage", "empty"]
 WINDOW_S = 2.0  # the "minute" of the limits, shortened so the test spans several windows in seconds

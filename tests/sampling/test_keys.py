@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_openai import FakeOpenAIServer
 from typer.testing import CliRunner
 
 from rmsd.cli import app
@@ -33,9 +34,6 @@ from rmsd.sampling.keys import key_maker
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, key_version, read_records
 from rmsd.teachers.pool import build_teachers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 VIDEO = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour?", prompt="Which colour? (A) red",

@@ -11,14 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+from fake_openai import FakeOpenAIServer
 
 from rmsd.config import load_recipe
 from rmsd.data.synthvid import generate
 from rmsd.pipeline import sample_recipe
 from rmsd.sampling.store import part_files, read_records
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,10 +6,10 @@ import asyncio
 import json
 import random
 import socket
-import sys
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAIServer, max_in_window
 
 from rmsd.config import PoolConfig
 from rmsd.data.items import Item
@@ -26,9 +26,6 @@ from rmsd.sampling.runner import chunks, parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
 from rmsd.teachers.base import Media, Response, Teacher, parse_retry_after
 from rmsd.teachers.pool import build_teachers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer, max_in_window  # noqa: E402
 
 TASKS = ("mcq", "open", "numeric", "grounding")
 

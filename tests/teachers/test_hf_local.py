@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     torch.set_num_threads(1)
     return build_student(tmp_path_factory.mktemp("student") / "tiny")
@@ -71,8 +71,8 @@ def test_a_qwen3_vl_teacher_samples_video_items_with_their_frame_times(tmp_path)
     """The same backend on the other family: its prompts carry the clip's measured <t seconds>."""
     from rmsd.data.video import load_frames
     from rmsd.models.family import frame_times
+    from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import encode
-    from rmsd.models.tiny import build_student
 
     torch.set_num_threads(1)
     path = build_student(tmp_path / "q3", family="qwen3_vl")

@@ -12,15 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAIServer
 
 from rmsd.config import OpenAIOptions
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.teachers.base import GenParams, Media, TeacherError
 from rmsd.teachers.openai_api import DUMMY_KEY, OpenAITeacher
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_openai import FakeOpenAIServer  # noqa: E402
 
 ITEM = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour?", prompt="Which colour? (A) red (B) blue",
             options=["red", "blue"])

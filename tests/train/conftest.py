@@ -11,7 +11,7 @@ def make_env(tmp_path_factory):
     """`make_env(n, seed, matched)` -> {"root", "student", "items", "matched"}; `matched(items)` builds the rows."""
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     def make(n: int, seed: int, matched) -> dict:
         torch.set_num_threads(1)

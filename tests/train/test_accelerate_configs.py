@@ -67,7 +67,7 @@ def test_each_shipped_config_loads_in_accelerate(name, kind):
 def test_the_ddp_config_runs_the_sft_stage_in_two_cpu_processes(tmp_path):
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     torch.set_num_threads(1)
     generate(tmp_path / "data", n=4, seed=0)

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from oracles import group_advantages
+from trainers import adversarial_trainer
 from transformers import TrainerCallback
 
 from rmsd.train.adversarial_trainer import AdversarialTrainer
 from rmsd.train.discriminator import STATE_FILE, WEIGHTS_FILE, Adversary, TeacherSamples
 from rmsd.train.rewards import CorrectnessReward
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import adversarial_trainer  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
-from oracles import group_advantages  # noqa: E402
 
 
 def _matched(items) -> list[dict]:

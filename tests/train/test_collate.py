@@ -35,8 +35,8 @@ def matched_rows(items) -> list[dict]:
 def env(tmp_path_factory):
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
+    from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import load_student
-    from rmsd.models.tiny import build_student
 
     root = tmp_path_factory.mktemp("collate")
     generate(root / "data", n=6, seed=0)

@@ -83,7 +83,7 @@ def _matched(items) -> list[dict]:
 def env(tmp_path_factory):
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("distill")

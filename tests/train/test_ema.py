@@ -79,7 +79,7 @@ def test_bad_settings_are_user_errors():
 def test_a_lora_students_teacher_is_an_ema_of_its_adapters_on_the_same_base(tmp_path):
     from rmsd.config import StudentConfig
     from rmsd.models import lora
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
     from rmsd.train.distill import load_for_training
     from rmsd.train.ema import TEACHER_ADAPTER, AdapterEMATeacher, ema_teacher
 

@@ -4,11 +4,9 @@ the merged export equals the adapter model (tiny Qwen2.5-VL student, 1-2 real st
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from trainers import ADVERSARIAL_TEST, SFT_TEST, adversarial_trainer, load, sft_trainer
 from transformers import TrainerCallback
 
 from rmsd.config import VISDConfig
@@ -18,9 +16,6 @@ from rmsd.models import lora
 from rmsd.train.discriminator import DISC_ADAPTER, AdapterDiscriminator
 from rmsd.train.ema import TEACHER_ADAPTER, AdapterEMATeacher
 from rmsd.train.visd import StructuredSignal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import ADVERSARIAL_TEST, SFT_TEST, adversarial_trainer, load, sft_trainer  # noqa: E402
 
 LORA = {"r": 4, "alpha": 8.0, "dropout": 0.05}
 REWARDS = {"discriminator": 1.0, "correctness": 1.0, "format": 0.5}

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import io
 import re
-import sys
-from pathlib import Path
+
+from trainers import sft_trainer
 
 from rmsd.config import AdversarialStageConfig, SFTStageConfig
 from rmsd.train.progress import StageProgress, stage_label
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import sft_trainer  # noqa: E402
 
 
 def _matched(items) -> list[dict]:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from trainers import sft_trainer
 
 from rmsd.train.collate import MultiSampleCollator, item_vision, merge_vision
 from rmsd.train.sft_trainer import sft_rows
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import sft_trainer  # noqa: E402
 
 
 def _matched(items) -> list[dict]:

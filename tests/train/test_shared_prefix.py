@@ -8,21 +8,16 @@ lengths (GRPO and the VISD teacher's privileged prompts).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from trainers import adversarial_trainer, sft_trainer, student_inputs
 
 from rmsd.data.items import Item
 from rmsd.models import shared_prefix
 from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
 from rmsd.train.sft_trainer import sft_rows
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import adversarial_trainer, sft_trainer, student_inputs  # noqa: E402
 
 LOGP_TOL, GRAD_TOL = 1e-5, 1e-4
 

@@ -9,19 +9,14 @@ mergers must learn too, and the shared prefix must equal the naive forward.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from trainers import adversarial_trainer, sft_trainer
 from transformers import TrainerCallback
 
 from rmsd.config import VISDConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.judge.rules import RuleJudge
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import adversarial_trainer, sft_trainer  # noqa: E402
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 
@@ -42,7 +37,7 @@ def _matched(items) -> list[dict]:
 def envs(tmp_path_factory):
     from rmsd.data.benchmarks.synthvid import load_items
     from rmsd.data.synthvid import generate
-    from rmsd.models.tiny import build_student
+    from rmsd.models.offline.tiny import build_student
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("families")

@@ -4,23 +4,17 @@ and the student does not, the magnitudes follow δ, the EMA teacher follows and 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from oracles import advantage_bounds
+from trainers import adversarial_trainer
 
 from rmsd.config import VISDConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.judge.rules import RuleJudge
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.visd import TEACHER_DIR, StructuredSignal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import adversarial_trainer  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
-from oracles import advantage_bounds  # noqa: E402
 
 
 def _matched(items) -> list[dict]:
@@ -199,14 +193,11 @@ def test_recipe_builds_rules_judge_and_agreement_curriculum(env, tmp_path):
 
 def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_only(env, tmp_path, caplog):
     import json
-    import sys
-    from pathlib import Path
+
+    from fake_openai import FakeOpenAIServer
 
     from rmsd.config import PoolConfig
     from rmsd.judge.llm import LLMJudge
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fake_openai import FakeOpenAIServer
 
     good = json.dumps({"answer_correctness": 1.0, "logical_consistency": 0.5, "spatiotemporal_grounding": 0.0,
                        "feedback": "answer_correctness: right\nspatiotemporal_grounding: wrong, no time cited"})

@@ -1,7 +1,7 @@
 """The Qwen3-VL variant of the offline student: config and processor (`build_student(..., family="qwen3_vl")`).
 
 Same sizes per preset, tokenizer, chat template and pixel bounds as the Qwen2.5-VL student
-(`rmsd.models.tiny`), so the two families differ only where the architectures do:
+(`rmsd.models.offline.tiny`), so the two families differ only where the architectures do:
 - text: an explicit `head_dim`, QK-norm (built into Qwen3-VL's attention), interleaved
   M-RoPE (`mrope_interleaved`), no window attention anywhere;
 - vision: learned position embeddings (`num_position_embeddings`, a square grid that is
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from rmsd.models.vocab import (
+from rmsd.models.offline.vocab import (
     CHAT_TEMPLATE,
     IM_END,
     IMAGE_PAD,

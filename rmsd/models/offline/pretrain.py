@@ -3,7 +3,7 @@
 A real distillation starts from a pretrained, instruction-tuned VLM that already captions
 videos and answers in the formats benchmarks ask for: it names an option's letter once it
 knows the option's text, writes a number, a time span. The random-weight `tiny` student
-(`rmsd.models.tiny`) has none of this, and the finding of issue 14 is that finding the
+(`rmsd.models.offline.tiny`) has none of this, and the finding of issue 14 is that finding the
 stated value among shuffled options and naming its letter — not perception — is what
 keeps it at chance on multiple choice. `build_pretrained` gives it that skill first, on
 material that holds out every question kind the distillation asks (colour, direction,
@@ -28,7 +28,7 @@ synthvid's ground truth. The result is an ordinary from_pretrained folder (plus
 `student.path`.
 
     rmsd build-student --out runs/student-tiny-pre --pretrain            # ~25 min on one CPU thread
-    python -c "from rmsd.models.pretrain import build_pretrained; build_pretrained('runs/pre')"
+    python -c "from rmsd.models.offline.pretrain import build_pretrained; build_pretrained('runs/pre')"
 """
 
 from __future__ import annotations
@@ -328,8 +328,8 @@ def shipped_matches(size: str, seed: int, config: PretrainConfig) -> bool:
 def build_pretrained(out_dir: str | Path, size: str = "tiny", seed: int = 0, config: PretrainConfig | None = None,
                      cache: str | Path | None = None, log: Callable[[str], None] | None = print) -> Path:
     """Build a `size` student, pre-train it (module docstring) and save it as a from_pretrained folder."""
+    from rmsd.models.offline.tiny import build_student, default_corpus
     from rmsd.models.processing import load_student
-    from rmsd.models.tiny import build_student, default_corpus
 
     config = config or PretrainConfig(seed=seed)
     out = Path(out_dir)

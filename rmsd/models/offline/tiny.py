@@ -23,7 +23,7 @@ How it differs from a real checkpoint:
 
     rmsd build-student --out runs/student-tiny            # the CLI wrapper
     rmsd build-student --out runs/student-q3 --family qwen3_vl
-    python -c "from rmsd.models.tiny import build_student; build_student('runs/student-tiny')"
+    python -c "from rmsd.models.offline.tiny import build_student; build_student('runs/student-tiny')"
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd.errors import RmsdError
-from rmsd.models.vocab import (  # noqa: F401 - FORMAT_TOKENS etc. stay importable from here
+from rmsd.models.offline.vocab import (  # noqa: F401 - FORMAT_TOKENS etc. stay importable from here
     CHAT_TEMPLATE,
     FORMAT_TOKENS,
     IM_END,
@@ -113,7 +113,7 @@ def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus
     preset = PRESETS[size]
     texts = corpus if corpus is not None else default_corpus()
     if family == "qwen3_vl":
-        from rmsd.models.tiny_qwen3 import build_qwen3_vl_config, build_qwen3_vl_processor
+        from rmsd.models.offline.tiny_qwen3 import build_qwen3_vl_config, build_qwen3_vl_processor
 
         processor = build_qwen3_vl_processor(texts, preset.vocab_size)
         config = build_qwen3_vl_config(preset, processor.tokenizer)

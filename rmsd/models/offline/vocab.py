@@ -1,10 +1,10 @@
 """What both offline student families share: Qwen's special tokens, the chat template, the
 locally trained tokenizer, the vision patching sizes, and the size presets' shape.
 
-`rmsd.models.tiny` builds a Qwen2.5-VL student and `rmsd.models.tiny_qwen3` a Qwen3-VL one
+`rmsd.models.offline.tiny` builds a Qwen2.5-VL student and `rmsd.models.offline.tiny_qwen3` a Qwen3-VL one
 from these; neither imports the other's builder.
 
-    python -c "from rmsd.models.vocab import train_tokenizer; print(len(train_tokenizer(['a b c'] * 4)))"
+    python -c "from rmsd.models.offline.vocab import train_tokenizer; print(len(train_tokenizer(['a b c'] * 4)))"
 """
 
 from __future__ import annotations
