@@ -214,7 +214,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
     t0 = time.perf_counter()
     stages = distill_recipe(recipe, matched, resume=True, callbacks=[callback])
     seconds = prefix_seconds + time.perf_counter() - t0 - callback.seconds
-    final = eval_recipe(recipe, stages[list(stages)[-1]], out=run / "eval" / "final", show=False)
+    final = eval_recipe(recipe, stages[list(stages)[-1]], out=run / "eval" / "final", show=False)["synthvid"]
     curve = prefix_curve + callback.curve + [{"stage": list(stages)[-1], "step": s + r, "overall": final["overall"],
                                               "task_type": final.get("breakdowns", {}).get("task_type", {})}]
     result = {"method": method, "seed": seed, "final": final, "curve": curve, "train_seconds": round(seconds, 1),
@@ -254,7 +254,7 @@ def untrained(recipe: Any, seed: int) -> dict[str, Any]:
     from rmsd.pipeline import eval_recipe, student_path
 
     final = eval_recipe(recipe, student_path(recipe), out=Path(recipe.student.build_out).with_name(
-        f"untrained_eval_seed{seed}"), show=False)
+        f"untrained_eval_seed{seed}"), show=False)["synthvid"]
     return {"method": "untrained", "seed": seed, "final": final, "curve": [], "train_seconds": 0.0}
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
+from rmsd.data.benchmarks import BENCHMARKS, unknown_name
 from rmsd.errors import RmsdError
 from rmsd.pool_config import (  # noqa: F401 - the pool's models are part of the configuration API
     NOT_IN_KEY,
@@ -43,11 +44,22 @@ REWARDS = ("discriminator", "format", "correctness")  # the adversarial stage's 
 
 
 # ----------------------------------------------------------------------------- dataset
+def _known_benchmark(name: str) -> str:
+    if name not in BENCHMARKS:
+        raise ValueError(unknown_name(name))
+    return name
+
+
 class DatasetConfig(Strict):
-    benchmark: str = Field(description="registry name: synthvid, videomme, videommmu, mathverse")
+    """What the teachers are asked about and the student trains on: a training corpus (videor1, llava_video,
+    items) or a benchmark's split, read through the registry (`rmsd/data/benchmarks/__init__.py`)."""
+
+    benchmark: str = Field(description=(
+        "registry name: a training corpus (videor1, llava_video, items) or a benchmark (synthvid, videomme, "
+        "videommmu, mathverse)"))
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str = Field("train", description="split sampled by the teachers and distilled on")
-    eval_split: str = Field("test", description="split `rmsd eval` scores")
+    eval_split: str = Field("test", description="split `rmsd eval` scores when eval.benchmarks is not set")
     config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
     video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
     num_frames: int = Field(8, ge=1, le=1024, description=(
@@ -55,6 +67,14 @@ class DatasetConfig(Strict):
     max_side: int | None = Field(None, ge=16, description=(
         "downscale frames so the longer side is at most this (in the record key of teachers that see pixels)"))
     limit: int | None = Field(None, ge=1, description="use only the first N items (debugging)")
+    on_bad_row: Literal["error", "skip"] = Field("error", description=(
+        "a broken corpus row (missing media, unparseable options, unknown type): error = one line naming "
+        "file:line and field; skip = leave it out and count it by reason in the run summary and match report"))
+    allow_eval_overlap: bool = Field(False, description=(
+        "train on items that overlap an evaluation set (same media content, or same question on same-named "
+        "media); every output then says so. Training on the split the recipe evaluates is refused regardless"))
+
+    _benchmark = field_validator("benchmark")(_known_benchmark)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -255,13 +275,46 @@ class DistillConfig(Strict):
 
 
 # ----------------------------------------------------------------------------- eval
+class EvalSetConfig(Strict):
+    """One evaluation benchmark of `eval.benchmarks` (its data need not be the training data's)."""
+
+    benchmark: str = Field(description="registry name: videomme, videommmu, mathverse, synthvid, ...")
+    path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
+    split: str | None = Field(None, description="split scored; default the benchmark's own (test, testmini)")
+    config: str | None = Field(None, description="dataset config (Video-MMMU track); null: all of them")
+    video_root: str | None = Field(None, description="folder holding its videos/images; default: beside the data")
+    extraction: Literal["harness", "strict", "legacy"] | None = Field(None, description=(
+        "answer extraction; default eval.extraction"))
+    limit: int | None = Field(None, ge=1, description="score only the first N items (debugging); default eval.limit")
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$", description=(
+        "name of its row in the table and of its results folder; default the benchmark (and config)"))
+
+    _benchmark = field_validator("benchmark")(_known_benchmark)
+
+    @property
+    def name(self) -> str:
+        return self.label or (f"{self.benchmark}-{self.config}" if self.config else self.benchmark)
+
+
 class EvalConfig(Strict):
     out: str = Field("runs/{name}/eval", description="predictions + results JSON")
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     extraction: Literal["harness", "strict", "legacy"] = Field("harness", description="harness = comparable numbers")
-    judge_teacher: str | None = Field(None, description="MathVerse: pool teacher used as the LLM judge")
+    judge_teacher: str | None = Field(None, description=(
+        "pool teacher used as the LLM judge of the benchmarks scored by one (MathVerse)"))
+    benchmarks: list[EvalSetConfig] = Field(default_factory=list, description=(
+        "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split"))
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _distinct(cls, v: list[EvalSetConfig]) -> list[EvalSetConfig]:
+        names = [b.name for b in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two evaluation sets are named {twice[0]!r}: give one a label")
+        return v
 
 
 # ----------------------------------------------------------------------------- recipe

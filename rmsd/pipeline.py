@@ -26,15 +26,12 @@ def benchmark_of(recipe: Recipe) -> Any:
     return get_benchmark(recipe.dataset.benchmark)
 
 
-def eval_benchmark(recipe: Recipe, out: Path) -> Any:
-    """The benchmark that scores `rmsd eval`: with `eval.judge_teacher`, MathVerse asks that pool
-    teacher (extract, then match; verdicts cached in OUT/judge_cache.jsonl), else its rule fallback."""
+def judged(recipe: Recipe, benchmark: Any, out: Path) -> Any:
+    """`benchmark` scored by `eval.judge_teacher` where it takes an LLM judge (MathVerse: extract, then match;
+    verdicts cached in OUT/judge_cache.jsonl), else as it is."""
     name = recipe.eval.judge_teacher
-    if name is None:
-        return benchmark_of(recipe)
-    if recipe.dataset.benchmark != "mathverse":
-        raise RmsdError(f"eval.judge_teacher is for MathVerse's LLM judge; {recipe.dataset.benchmark} scores by rule")
-    from rmsd.data.benchmarks.mathverse import MathVerse, MathVerseJudge
+    if name is None or not benchmark.llm_judge:
+        return benchmark
     from rmsd.teachers.pool import build_teacher, model_name
 
     pool = recipe.load_pool()
@@ -42,17 +39,29 @@ def eval_benchmark(recipe: Recipe, out: Path) -> Any:
     if name not in configs:
         raise RmsdError(f"eval.judge_teacher {name!r} is not in pool {pool.name}: choose one of {sorted(configs)}")
     teacher = build_teacher(configs[name], pool)
-    judge = MathVerseJudge(teacher.ask, cache_path=out / "judge_cache.jsonl",
-                           name=f"llm:{name}:{model_name(configs[name])}")
-    return MathVerse(judge=judge)
+    return benchmark.with_judge(teacher.ask, out / "judge_cache.jsonl", f"llm:{name}:{model_name(configs[name])}")
 
 
-def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | None = None) -> list[Item]:
-    """The recipe's items of `split` (default: the training split)."""
+def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | None = None,
+                      benchmark: Any = None) -> list[Item]:
+    """The recipe's items of `split` (default: the training split); broken corpus rows as `dataset.on_bad_row`
+    says (what was skipped is then in `benchmark.skipped`)."""
     ds = recipe.dataset
-    return benchmark_of(recipe).load_items(
-        ds.path, split=split or ds.split, video_root=ds.video_root, limit=limit or ds.limit, config=ds.config
-    )
+    return (benchmark or benchmark_of(recipe)).load_items(
+        ds.path, split=split or ds.split, video_root=ds.video_root, limit=limit or ds.limit, config=ds.config,
+        on_bad_row=ds.on_bad_row)
+
+
+def training_items(recipe: Recipe, limit: int | None = None) -> tuple[list[Item], dict[str, Any]]:
+    """The training items, checked against every evaluation set (`rmsd.eval.sets`), and what to report about
+    them: {"skipped_rows": {reason: n}, "contamination": {...}}."""
+    from rmsd.eval.sets import check_training_items
+
+    benchmark = benchmark_of(recipe)
+    items = load_recipe_items(recipe, limit=limit, benchmark=benchmark)
+    report = {"skipped_rows": dict(benchmark.skipped),
+              "contamination": check_training_items(items, recipe.dataset, recipe.eval)}
+    return items, report
 
 
 def check_checkpoint(path: Path, what: str) -> None:
@@ -106,13 +115,13 @@ def sample_recipe(recipe: Recipe, out: str | Path | None = None, limit: int | No
     from rmsd.sampling.runner import sample_into, shard_items
 
     pool = recipe.load_pool()
-    items = load_recipe_items(recipe, limit=limit)
+    items, data = training_items(recipe, limit=limit)
     if shard is not None:
         items = shard_items(items, shard)
     return sample_into(Path(out) if out is not None else recipe.path_of(recipe.sampling.out), items, pool,
                        recipe.sampling, recipe.dataset.num_frames, recipe.dataset.max_side, progress,
                        about={"recipe": recipe.name, "pool": pool.name,
-                              "shard": f"{shard[0]}/{shard[1]}" if shard else None})
+                              "shard": f"{shard[0]}/{shard[1]}" if shard else None, **data})
 
 
 def rekey_recipe(recipe: Recipe, samples: str | Path, out: str | Path) -> dict[str, int]:
@@ -135,9 +144,10 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
-    items = load_recipe_items(recipe)
+    items, data = training_items(recipe)
     benchmark = benchmark_of(recipe)
     rows, stats = match_samples(items, records, benchmark, recipe.matching)
+    stats.update(data)
     if any(it.answer is not None for it in items):
         stats["teacher_quality"] = teacher_statistics(items, records, benchmark)
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
@@ -185,12 +195,14 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     quiet_libraries()
     from accelerate import PartialState
 
+    from rmsd.eval.sets import overlap_note
     from rmsd.matching.dataset import read_matched
     from rmsd.train.distill import DistillContext, run_stages
     from rmsd.train.model_card import run_info
 
     matched = read_matched(matched_dir)
-    items = {it.item_id: it for it in load_recipe_items(recipe)}
+    loaded, data = training_items(recipe)
+    items = {it.item_id: it for it in loaded}
     with PartialState().main_process_first():  # build the offline student once, not once per process
         student = student_path(recipe)
     s = recipe.student
@@ -203,32 +215,50 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         shared_prefix=recipe.distill.shared_prefix,
         benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
         pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
-        card=run_info(base, recipe.name, recipe.source),
+        card=run_info(base, recipe.name, recipe.source, data=f"{recipe.dataset.benchmark} {recipe.dataset.path} "
+                      f"(split {recipe.dataset.split}); {overlap_note(data['contamination'])}"),
     )
     return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
 
 def eval_recipe(
     recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True
-) -> dict[str, Any]:
-    """Evaluate a checkpoint on the recipe's eval split with the benchmark's scorer."""
+) -> dict[str, dict[str, Any]]:
+    """Score a checkpoint on every evaluation set of the recipe (`eval.benchmarks`, else the dataset's
+    `eval_split`), each with its benchmark's scorer; returns {set name: results}. A set's predictions and results
+    go to OUT/<set> (OUT itself for the dataset's own split), and every set's numbers into the model's card."""
     quiet_libraries()
-    from rmsd.eval.evaluate import evaluate
+    from rmsd.eval.evaluate import EvalJob, evaluate_jobs
+    from rmsd.eval.sets import eval_sets, load_set
+    from rmsd.train.model_card import add_results
 
     model = Path(model)
     if not is_adapter_folder(model):
         check_checkpoint(model, "--model")
     ev, ds = recipe.eval, recipe.dataset
-    items = load_recipe_items(recipe, split=ds.eval_split, limit=limit or ev.limit)
     # runs/a/sft and runs/b/sft must not overwrite each other's results
     out = Path(out) if out is not None else recipe.path_of(ev.out) / f"{model.parent.name}-{model.name}"
-    results = evaluate(
-        model, items, eval_benchmark(recipe, out), out, extraction=ev.extraction, batch_size=ev.batch_size,
-        max_new_tokens=ev.max_new_tokens, num_frames=ds.num_frames, max_side=ds.max_side,
-        device=recipe.student.device, max_pixels=recipe.student.max_pixels, show=show,
-    )
-    from rmsd.train.model_card import add_results
+    note = ("trained by a recipe that sets dataset.allow_eval_overlap: its training data may overlap this set"
+            if ds.allow_eval_overlap else None)
+    jobs, provenance = [], {}
+    for s in eval_sets(ds, ev):
+        folder = out / s.name if ev.benchmarks else out
+        benchmark, items = load_set(s, ev, limit)
+        jobs.append(EvalJob(s.name, judged(recipe, benchmark, out), items, folder, s.extraction or ev.extraction,
+                            note))
+        provenance[s.name] = (f"{s.benchmark} `{s.split or benchmark.default_split}` split of {s.path} ({len(items)} "
+                              f"items, {jobs[-1].extraction} extraction, greedy decoding); predictions and results "
+                              f"in {folder}" + (f". {note}" if note else ""))
+    if ev.judge_teacher is not None and not any(job.benchmark.llm_judge for job in jobs):
+        raise RmsdError(f"eval.judge_teacher is for benchmarks scored by an LLM judge (MathVerse); none of "
+                        f"{', '.join(job.name for job in jobs)} is")
+    scored = evaluate_jobs(model, jobs, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                           num_frames=ds.num_frames, max_side=ds.max_side, device=recipe.student.device,
+                           max_pixels=recipe.student.max_pixels, show=show)
+    (out / "summary.json").write_text(json.dumps({"model": str(model), "sets": {
+        job.name: {"benchmark": job.benchmark.name, "overall": scored[job.name]["overall"], "n": len(job.items),
+                   "extraction": job.extraction, "results": str(job.out / "results.json")} for job in jobs},
+        **({"note": note} if note else {})}, indent=2))
+    add_results(model, {name: (scored[name], where) for name, where in provenance.items()})
+    return scored
 
-    add_results(model, results, f"{ds.benchmark} `{ds.eval_split}` split ({len(items)} items, {ev.extraction} "
-                                f"extraction, greedy decoding); predictions and results in {out}")
-    return results

@@ -58,7 +58,14 @@ from rmsd.models.memory import (
 GIB = 1024**3
 USABLE = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmentation and NCCL buffers take the rest
 DEFAULT_SIDE = 448  # frame side assumed when dataset.max_side is unset (Qwen's usual video resolution)
-IMAGE_BENCHMARKS = frozenset({"mathverse"})  # one image per item: a single frame (padded to one temporal patch)
+
+
+def frames_per_item(recipe: Recipe) -> int:
+    """Frames a step sees per item: one for an image benchmark (padded to one temporal patch), else the
+    dataset's `num_frames` (a corpus mixing images and videos is sized by its videos)."""
+    from rmsd.data.benchmarks import benchmark_class
+
+    return 1 if benchmark_class(recipe.dataset.benchmark).media == "image" else recipe.dataset.num_frames
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | N
 
     continued = lora is not None and (sft.enabled or (student.path is not None and is_adapter_folder(student.path)))
     return Settings(
-        dtype=student.dtype, frames=1 if recipe.dataset.benchmark in IMAGE_BENCHMARKS else recipe.dataset.num_frames, side=side or recipe.dataset.max_side or DEFAULT_SIDE,
+        dtype=student.dtype, frames=frames_per_item(recipe), side=side or recipe.dataset.max_side or DEFAULT_SIDE,
         max_pixels=student.max_pixels, prompt_tokens=prompt_tokens,
         response_tokens=reply or adv.max_completion_length, sft_items=sft.batch_size,
         sft_samples=sft.samples_per_item or samples or 4, max_length=sft.max_length, adv_enabled=adv.enabled,

@@ -103,7 +103,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
     variants = {"untrained": student, "single-sample SFT": single_ckpts["sft"], "R-MSD SFT": rmsd_ckpts["sft"]}
     if "adversarial" in rmsd_ckpts:
         variants["R-MSD SFT + adversarial"] = rmsd_ckpts["adversarial"]
-    results = {name: eval_recipe(recipe, path, out=out / "eval" / name.replace(" ", "_"), show=False)
+    results = {name: eval_recipe(recipe, path, out=out / "eval" / name.replace(" ", "_"), show=False)["synthvid"]
                for name, path in variants.items()}
     _done(t0, "evaluated")
 

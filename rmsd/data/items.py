@@ -9,6 +9,7 @@ problem version) and judges can read them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,16 +110,29 @@ def write_items(items: list[Item], path: str | Path) -> None:
             f.write(json.dumps(item.to_dict()) + "\n")
 
 
-def read_items(path: str | Path) -> list[Item]:
-    """Items of a JSONL file written by `write_items`; a bad line is one RmsdError naming file and line."""
-    items = []
+def read_items(path: str | Path, *, limit: int | None = None, media_required: bool = False,
+               bad: Callable[[str, str, str, str], None] | None = None) -> list[Item]:
+    """Items of a JSONL file written by `write_items` (the first `limit`); a bad line is one RmsdError
+    naming the file and line, or, given `bad(where, field, reason, detail)`, reported there and left out."""
+    items: list[Item] = []
     with Path(path).open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
+            if limit is not None and len(items) >= limit:
+                break
             if not line.strip():
                 continue
+            where = f"{path}:{n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise RmsdError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            items.append(item_from_row(row, f"{path}:{n}"))
+                if bad is None:
+                    raise RmsdError(f"{where}: not valid JSON ({e.msg})") from None
+                bad(where, "(line)", "not valid JSON", e.msg)
+                continue
+            try:
+                items.append(item_from_row(row, where, media_required))
+            except RmsdError as e:
+                if bad is None:
+                    raise
+                bad(where, "(item)", "invalid item", str(e).removeprefix(f"{where}: "))
     return items

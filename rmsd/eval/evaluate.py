@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ def score_predictions(items: list[Item], texts: list[str], benchmark: Benchmark,
     return rows
 
 
+@dataclass
+class EvalJob:
+    """One evaluation set to score: its name, benchmark (judge included), items, output folder and extraction."""
+
+    name: str
+    benchmark: Benchmark
+    items: list[Item]
+    out: Path
+    extraction: str = "harness"
+    note: str | None = None  # a sentence every output of this set carries (e.g. a contamination warning)
+
+
 def evaluate(
     model_path: str | Path,
     items: list[Item],
@@ -76,6 +89,18 @@ def evaluate(
     out_dir: str | Path,
     *,
     extraction: str = "harness",
+    show: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Load a checkpoint, predict every item greedily, score, write predictions + results (one set)."""
+    job = EvalJob(benchmark.name, benchmark, items, Path(out_dir), extraction)
+    return evaluate_jobs(model_path, [job], show=show, **options)[job.name]
+
+
+def evaluate_jobs(
+    model_path: str | Path,
+    jobs: list[EvalJob],
+    *,
     batch_size: int = 16,
     max_new_tokens: int = 64,
     num_frames: int = 8,
@@ -83,33 +108,34 @@ def evaluate(
     device: str = "cpu",
     max_pixels: int | None = None,
     show: bool = True,
-) -> dict[str, Any]:
-    """Load a checkpoint, predict every item greedily, score, write predictions + results."""
+) -> dict[str, dict[str, Any]]:
+    """Score one checkpoint (loaded once) on several sets: each set's predictions.jsonl and results.json in its
+    folder; one table over all of them. Returns {set name: results}."""
     from rmsd.models.processing import load_student
 
-    benchmark.check_mode(extraction)  # a bad mode fails now, not after decoding the whole split
+    for job in jobs:  # a bad mode fails now, not after decoding a whole split
+        job.benchmark.check_mode(job.extraction)
     model, processor = load_student(model_path, device=device, max_pixels=max_pixels)
-    t0 = time.perf_counter()
-    texts = predict(model, processor, items, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    num_frames=num_frames, max_side=max_side)
-    rows = score_predictions(items, texts, benchmark, extraction)
-    results = {
-        "model": str(model_path),
-        "benchmark": benchmark.name,
-        "extraction": extraction,
-        "n_items": len(rows),
-        "seconds": round(time.perf_counter() - t0, 2),
-        **benchmark.aggregate(rows),
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "predictions.jsonl").open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    if show:
-        print_results(results, out)
-    return results
+    scored = {}
+    for job in jobs:
+        t0 = time.perf_counter()
+        texts = predict(model, processor, job.items, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        num_frames=num_frames, max_side=max_side)
+        rows = score_predictions(job.items, texts, job.benchmark, job.extraction)
+        results = {"model": str(model_path), "benchmark": job.benchmark.name, "extraction": job.extraction,
+                   "n_items": len(rows), "seconds": round(time.perf_counter() - t0, 2),
+                   **job.benchmark.aggregate(rows), **({"note": job.note} if job.note else {})}
+        job.out.mkdir(parents=True, exist_ok=True)
+        with (job.out / "predictions.jsonl").open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        (job.out / "results.json").write_text(json.dumps(results, indent=2))
+        scored[job.name] = results
+    if show and len(jobs) == 1:
+        print_results(scored[jobs[0].name], jobs[0].out)
+    elif show:
+        print_summary(scored, {job.name: job.out for job in jobs})
+    return scored
 
 
 def print_results(results: dict[str, Any], out: str | Path | None = None) -> None:
@@ -133,5 +159,37 @@ def print_results(results: dict[str, Any], out: str | Path | None = None) -> Non
             metric = METRIC_OF_TASK.get(value, "score") if group == "task_type" else "mean"
             table.add_row(group, str(value), metric, str(counts.get(group, {}).get(value, "")), f"{score:.3f}")
     console.print(table)
+    if results.get("note"):
+        console.print(results["note"])
     if out is not None:
         console.print(f"wrote {Path(out) / 'predictions.jsonl'} and {Path(out) / 'results.json'}")
+
+
+def print_summary(scored: dict[str, dict[str, Any]], outs: dict[str, Path]) -> None:
+    """One table over several evaluation sets: each set's overall score, then its breakdowns (metric, items)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rmsd.data.items import METRIC_OF_TASK
+
+    console = Console(width=min(Console().width, 100))
+    first = next(iter(scored.values()))
+    console.print(f"model: {first['model']}")
+    table = Table(title=f"{len(scored)} evaluation sets, greedy decoding")
+    for name, justify in (("set", "left"), ("group", "left"), ("value", "left"), ("metric", "left"),
+                          ("items", "right"), ("score", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for set_name, results in scored.items():
+        table.add_row(set_name, "overall", results["extraction"], "mean", str(results["n_items"]),
+                      f"{results['overall']:.3f}", end_section=not results.get("breakdowns"))
+        counts = results.get("counts", {})
+        groups = [(g, v, sc) for g, values in results.get("breakdowns", {}).items() for v, sc in values.items()]
+        for i, (group, value, score) in enumerate(groups):
+            metric = METRIC_OF_TASK.get(value, "score") if group == "task_type" else "mean"
+            table.add_row("", group, str(value), metric, str(counts.get(group, {}).get(value, "")), f"{score:.3f}",
+                          end_section=i == len(groups) - 1)
+    console.print(table)
+    for set_name, results in scored.items():
+        if results.get("note"):
+            console.print(f"{set_name}: {results['note']}")
+    console.print(f"wrote predictions.jsonl and results.json under {', '.join(str(o) for o in outs.values())}")

@@ -33,12 +33,13 @@ class CardInfo:
     base: str  # "a checkpoint folder / hub id", or "built from config: <command>"
     recipe: str | None  # name and file of the recipe
     command: str  # the command line that ran
+    data: str | None = None  # what it trained on, and how that relates to the evaluation sets
 
 
-def run_info(base: str, recipe_name: str | None, recipe_file: str | None) -> CardInfo:
+def run_info(base: str, recipe_name: str | None, recipe_file: str | None, data: str | None = None) -> CardInfo:
     recipe = None if recipe_name is None else f"{recipe_name} ({recipe_file})" if recipe_file else recipe_name
     return CardInfo(base=base, recipe=recipe, command=shlex.join(["rmsd" if "rmsd" in sys.argv[0] else sys.argv[0],
-                                                                  *sys.argv[1:]]))
+                                                                  *sys.argv[1:]]), data=data)
 
 
 def write_card(folder: str | Path, info: CardInfo, stage: str, label: str, settings: dict[str, Any]) -> Path:
@@ -50,7 +51,7 @@ def write_card(folder: str | Path, info: CardInfo, stage: str, label: str, setti
                            sort_keys=False).strip()
     body = [f"---\n{front}\n---", f"# {Path(folder).resolve().name}: rmsd stage `{stage}` ({label})", "",
             f"- Base model: {info.base}", f"- Recipe: {info.recipe or '(none: Python API)'}",
-            f"- Command: `{info.command}`", "",
+            f"- Command: `{info.command}`", *([f"- Training data: {info.data}"] if info.data else []), "",
             "Load it like any transformers VLM checkpoint:", "",
             "```python", "from transformers import AutoModelForImageTextToText, AutoProcessor",
             f'model = AutoModelForImageTextToText.from_pretrained("{Path(folder).resolve()}")',
@@ -61,16 +62,18 @@ def write_card(folder: str | Path, info: CardInfo, stage: str, label: str, setti
     return path
 
 
-def add_results(folder: str | Path, results: dict[str, Any], where: str) -> bool:
-    """Put (or replace) the evaluation section of an rmsd card; False when FOLDER has no rmsd card."""
+def add_results(folder: str | Path, scored: dict[str, tuple[dict[str, Any], str]]) -> bool:
+    """Put (or replace) the evaluation section of an rmsd card: for each evaluation set, where its numbers come
+    from and its table ({name: (results, where)}); False when FOLDER has no rmsd card."""
     path = Path(folder) / CARD
     if not path.is_file() or "rmsd stage" not in path.read_text():
         return False
     text = path.read_text()
     old = _results_section(text)
-    table = results_table(results)
-    section = f"{RESULTS_HEADING}\n\n{where}\n\n{table}\n"
-    path.write_text((text.replace(old, "") if old else text).rstrip() + "\n\n" + section)
+    parts = [RESULTS_HEADING, ""]
+    for name, (results, where) in scored.items():
+        parts += ([f"### {name}", ""] if len(scored) > 1 else []) + [where, "", results_table(results), ""]
+    path.write_text((text.replace(old, "") if old else text).rstrip() + "\n\n" + "\n".join(parts))
     return True
 
 

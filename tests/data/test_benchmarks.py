@@ -338,11 +338,27 @@ def test_mathverse_judge_retries_unparsed_replies_and_quick_match(mathverse_dir)
 
 # ----------------------------------------------------------------------------- registry
 def test_registry():
-    assert BENCHMARKS == ("synthvid", "videomme", "videommmu", "mathverse")
+    assert BENCHMARKS == ("synthvid", "videomme", "videommmu", "mathverse", "videor1", "llava_video", "items")
     assert [get_benchmark(n).name for n in BENCHMARKS] == list(BENCHMARKS)
     assert get_benchmark("mathverse") is not get_benchmark("mathverse")  # a judge set on one does not leak
-    with pytest.raises(RmsdError, match="unknown benchmark 'mme'.*synthvid, videomme, videommmu, mathverse"):
+    with pytest.raises(RmsdError, match="unknown benchmark 'mme'.*known: synthvid, videomme, videommmu, mathverse"):
         get_benchmark("mme")
+    with pytest.raises(RmsdError, match="unknown benchmark 'video_r1': did you mean 'videor1'"):
+        get_benchmark("video_r1")
+
+
+def test_no_name_of_a_benchmark_is_checked_outside_its_module_and_the_table():
+    """What the stages need to know about a benchmark is an attribute of its class: no `== "mathverse"` (or any
+    other registered name) compared in rmsd/ outside rmsd/data/benchmarks/."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "rmsd"
+    names = "|".join(BENCHMARKS)
+    pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\{{?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    found = [f"{f.relative_to(root)}:{n}" for f in root.rglob("*.py") if "benchmarks" not in f.parts
+             for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
 
 
 def test_synthvid_scoring_through_the_registry():

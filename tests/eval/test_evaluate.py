@@ -180,9 +180,9 @@ def test_mathverse_eval_asks_the_recipes_judge_teacher_and_caches_it(student, tm
             "eval": {"judge_teacher": "grader", "max_new_tokens": 4, "batch_size": 3}}))
         recipe = load_recipe(recipe_file)
         server.reset(replies=["1"] * 6)  # each item: the extraction "1", then the match verdict "1"
-        first = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)
+        first = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)["mathverse"]
         asked = server.stats.requests
-        again = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)
+        again = eval_recipe(recipe, student, out=tmp_path / "eval", show=False)["mathverse"]
         assert server.stats.requests == asked  # every verdict came from the cache
     rule = evaluate(student, get_benchmark("mathverse").load_items(data), get_benchmark("mathverse"),
                     tmp_path / "rule", max_new_tokens=4, show=False)

@@ -1,7 +1,8 @@
 """The benchmark interface: load items, build the harness prompt, extract, score, aggregate.
 
-One `Benchmark` subclass per benchmark (`videomme.py`, `videommmu.py`, `mathverse.py`; the
-synthvid adapter lives in the registry). Loaders read a local dataset folder or file in the
+One `Benchmark` subclass per benchmark or training corpus (`videomme.py`, `videommmu.py`,
+`mathverse.py`, `synthvid.py`; the corpora `videor1.py`, `llava_video.py`, `items_file.py`), each
+one entry of the registry (`rmsd/data/benchmarks/__init__.py`). Loaders read a local dataset folder or file in the
 public schema (parquet, JSON, JSONL, as the hub stores them) or, for a hub id, go through
 `datasets.load_dataset`; the benchmark's own fields stay in `Item.meta` under their public
 names. Unlike lmms-eval, which wires a task from YAML + `!function` hooks, a benchmark here is
@@ -34,7 +35,11 @@ class Benchmark:
     name: registry name; default_split: the split `load_items` reads when none is given;
     breakdown_keys: the groups `aggregate` reports (keys of `breakdowns(item)`);
     breakdown_order: display order of known group values (others follow, sorted);
-    modes: extraction modes this benchmark accepts.
+    modes: extraction modes this benchmark accepts;
+    media: what an item shows ("video", "image", or "mixed"): `rmsd plan` sizes a step by it;
+    corpus: a training corpus (no test split of its own; broken rows may be skipped);
+    llm_judge: whether `with_judge` can score it with an LLM judge (`eval.judge_teacher`).
+    After `load_items`, `skipped` counts the rows left out, by reason (`dataset.on_bad_row: skip`).
     """
 
     name = "base"
@@ -42,10 +47,23 @@ class Benchmark:
     breakdown_keys: tuple[str, ...] = ()
     breakdown_order: dict[str, tuple[str, ...]] = {}
     modes: tuple[str, ...] = ex.MODES
+    media = "video"
+    corpus = False
+    llm_judge = False  # `with_judge` gives a copy scored by an LLM judge (eval.judge_teacher)
+
+    def __init__(self) -> None:
+        self.skipped: dict[str, int] = {}
 
     def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
-                   limit: int | None = None, config: str | None = None) -> list[Item]:
+                   limit: int | None = None, config: str | None = None, on_bad_row: str = "error") -> list[Item]:
+        """Items of `split`. `on_bad_row` is honoured by training corpora; an evaluation benchmark's broken
+        row is always an error, since leaving it out would change the number it reports."""
         raise NotImplementedError
+
+    def with_judge(self, ask: Any, cache_path: Path, name: str) -> Benchmark:
+        """This benchmark scored by an LLM judge (`ask(prompt) -> reply`, verdicts cached at `cache_path`)."""
+        raise RmsdError(f"eval.judge_teacher is for benchmarks scored by an LLM judge (MathVerse); "
+                        f"{self.name} scores by rule")
 
     def extract(self, text: str | None, item: Item, mode: str = "harness") -> str | None:
         """The answer read from `text` (None: nothing readable). Default: by task type."""
@@ -244,3 +262,68 @@ def strip_option_letters(options: list[str]) -> list[str]:
     if options and all(str(o).startswith(f"{x}.") for o, x in zip(options, letters, strict=True)):
         return [str(o)[2:].strip() for o in options]
     return [str(o) for o in options]
+
+
+class BadRows:
+    """What a corpus loader does with a broken row: `error` raises one line naming the file, the row's
+    line and the field; `skip` leaves the row out and counts it by reason (`counts`)."""
+
+    def __init__(self, policy: str = "error"):
+        if policy not in ("error", "skip"):
+            raise ValueError(f"on_bad_row {policy!r}: use error or skip")
+        self.policy = policy
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, where: str, field: str, reason: str, detail: str) -> None:
+        """Report one broken row: `reason` is the short kind counted ("missing media"), `detail` the rest."""
+        if self.policy == "error":
+            raise RmsdError(f"{where}: field {field}: {reason}: {detail} (fix the row, or set dataset.on_bad_row: "
+                            f"skip to leave such rows out)")
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def at(self, file: Path | None, index: int, source: Any) -> Any:
+        """A reporter for one row: `report(field, reason, detail)`, its location worked out only if used."""
+        return lambda field, reason, detail: self(where_of(file, index, source), field, reason, detail)
+
+
+def row_location(file: Path, index: int) -> str:
+    """`file:line` of row `index` (0-based) of a data file: the line of a JSONL row, the line where a JSON
+    list's element starts, the row number of a parquet file. Computed only for a row being reported."""
+    if file.suffix == ".jsonl":
+        with file.open(encoding="utf-8") as f:
+            seen = -1
+            for line_no, line in enumerate(f, 1):
+                seen += bool(line.strip())
+                if seen == index:
+                    return f"{file}:{line_no}"
+    if file.suffix == ".json":
+        text = file.read_text(encoding="utf-8")
+        decoder, pos = json.JSONDecoder(), text.index("[") + 1
+        for _ in range(index + 1):
+            while text[pos] in " \t\r\n,":
+                pos += 1
+            start = pos
+            _, pos = decoder.raw_decode(text, pos)
+        return f"{file}:{text.count(chr(10), 0, start) + 1}"
+    return f"{file} row {index + 1}"
+
+
+def located_rows(path: str | Path, split: str, config: str | None, benchmark: str,
+                 select: Any = None) -> tuple[list[tuple[Path | None, int, dict]], Path | None]:
+    """Like `read_rows`, each row with its file and index (for `row_location`); a folder yields every data
+    file under it for which `select(file)` holds (default: all), a hub id its split."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                       and (select is None or select(f)))
+        if not files:
+            raise RmsdError(f"{benchmark}: no data file (.json, .jsonl, .parquet) for split {split!r} under {p}")
+        return [(f, i, row) for f in files for i, row in enumerate(read_data_file(f))], p
+    rows, folder = read_rows(path, split, config, benchmark)
+    file = p if p.is_file() else None
+    return [(file, i, row) for i, row in enumerate(rows)], folder
+
+
+def where_of(file: Path | None, index: int, source: Any) -> str:
+    return row_location(file, index) if file is not None else f"{source} row {index + 1}"

@@ -304,15 +304,23 @@ class MathVerse(Benchmark):
     breakdown_order = {"problem_version": ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant",
                                            "Vision Only", "Text Only")}
 
+    media = "image"
+    llm_judge = True
+
     def __init__(self, judge: MathVerseJudge | None = None):
+        super().__init__()
         self.judge = judge
+
+    def with_judge(self, ask: Any, cache_path: Path, name: str) -> MathVerse:
+        """MathVerse's two-step LLM judge (extract, then match) asking `ask`, verdicts cached at `cache_path`."""
+        return MathVerse(judge=MathVerseJudge(ask, cache_path=cache_path, name=name))
 
     @property
     def judge_name(self) -> str:
         return self.judge.name if self.judge is not None else FALLBACK
 
     def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
-                   limit: int | None = None, config: str | None = None) -> list[Item]:
+                   limit: int | None = None, config: str | None = None, on_bad_row: str = "error") -> list[Item]:
         """Items of `split` (default "testmini"); relative image paths resolve under `video_root`
         or the dataset folder; embedded image bytes are written under `.rmsd_images/` there."""
         rows, data_dir = read_rows(path, split or self.default_split, config, self.name)

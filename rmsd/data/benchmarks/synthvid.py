@@ -3,19 +3,18 @@
 Rows are already `Item` dicts (prompt, options, letter answers, scene ground truth in
 `meta`); the only change is the video path, stored relative to the dataset folder so the
 folder can move, and made absolute here. The files are plain JSONL that
-`datasets.load_dataset("json", data_files=...)` also reads (same rows); this loader uses
-`json` directly because it is faster and needs no Arrow cache.
+`datasets.load_dataset("json", data_files=...)` also reads (same rows); this loader reads them
+with `rmsd.data.items.read_items` because it is faster and needs no Arrow cache.
 
     rmsd synthvid --out data/synthvid && rmsd eval --recipe recipes/synthvid/tiny_rmsd.yaml
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item, item_from_row
+from rmsd.data.items import Item, read_items
 from rmsd.errors import RmsdError
 
 NAME = "synthvid"
@@ -41,22 +40,12 @@ def load_items(path: str | Path, split: str = "train", video_root: str | Path | 
     """Items of one split, video paths absolute (under `video_root`, default the dataset folder)."""
     file = _split_file(Path(path), split)
     root = Path(video_root) if video_root is not None else file.parent
-    items = []
-    with file.open() as f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(items) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RmsdError(f"{file}:{n} is not valid JSON ({e.msg}): regenerate with `rmsd synthvid`") from None
-            item = item_from_row(row, f"{file}:{n}", media_required=True)
-            if item.video is None:
-                raise RmsdError(f"{file}:{n}: field video is null; every synthvid item has a video file")
-            item.video = str((root / item.video).resolve())
-            items.append(item)
+    items = read_items(file, limit=limit, media_required=True)
+    for n, item in enumerate(items, 1):
+        if item.video is None:
+            raise RmsdError(f"{file}: item {n} ({item.item_id}): field video is null; every synthvid item has a "
+                            "video file")
+        item.video = str((root / item.video).resolve())
     missing = [it.video for it in items if not Path(it.video).is_file()]
     if missing:
         raise RmsdError(f"{len(missing)} synthvid videos missing, e.g. {missing[0]}: "
@@ -82,7 +71,7 @@ class SynthVid(Benchmark):
         return BREAKDOWNS
 
     def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
-                   limit: int | None = None, config: str | None = None) -> list[Item]:
+                   limit: int | None = None, config: str | None = None, on_bad_row: str = "error") -> list[Item]:
         return load_items(path, split=split or self.default_split, video_root=video_root, limit=limit)
 
     def breakdowns(self, item: Item) -> dict[str, str]:

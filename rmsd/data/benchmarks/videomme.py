@@ -54,7 +54,7 @@ class VideoMME(Benchmark):
     modes = ("harness", "strict", "legacy")
 
     def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
-                   limit: int | None = None, config: str | None = None) -> list[Item]:
+                   limit: int | None = None, config: str | None = None, on_bad_row: str = "error") -> list[Item]:
         """Items of `split` (default "test"), videos found under `video_root` (default: `data/`
         or `videos/` beside the data, or the data folder itself)."""
         rows, data_dir = read_rows(path, split or self.default_split, config, self.name)

@@ -108,7 +108,7 @@ class VideoMMMU(Benchmark):
     breakdown_order = {"config": CONFIGS, "discipline": tuple(DISCIPLINES)}
 
     def load_items(self, path: str | Path, split: str | None = None, video_root: str | Path | None = None,
-                   limit: int | None = None, config: str | None = None) -> list[Item]:
+                   limit: int | None = None, config: str | None = None, on_bad_row: str = "error") -> list[Item]:
         """Items of one track (`config`) or, with config None, of every track found under `path`."""
         split = split or self.default_split
         if config is None and Path(path).expanduser().is_file():

@@ -1,0 +1,94 @@
+"""The evaluation sets of a recipe, and the guard that keeps training items out of them.
+
+A recipe scores its student on `eval.benchmarks` (each its own data, split and extraction), or,
+without that list, on its dataset's `eval_split`. Before the teachers are sampled and before the
+student trains, the training items are checked against every one of those sets
+(`rmsd.data.contamination`): an item with the same media content, or the same question on
+same-named media, is refused with one line, unless `dataset.allow_eval_overlap` is set — and then
+the run summary, the match report, the model card and the evaluation results say so. Training
+on the very split a set scores is refused whatever that knob says.
+
+    rmsd validate recipes/paper/qwen2_5_vl_3b_rmsd.yaml     # names the problem before any data loads
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig
+from rmsd.data.benchmarks import benchmark_class, get_benchmark
+from rmsd.data.benchmarks.base import Benchmark
+from rmsd.data.contamination import EvalIndex, find_overlaps
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+
+
+def eval_sets(dataset: DatasetConfig, ev: EvalConfig) -> list[EvalSetConfig]:
+    """`eval.benchmarks`, or the one set it defaults to: the dataset's benchmark on its `eval_split`."""
+    if ev.benchmarks:
+        return list(ev.benchmarks)
+    return [EvalSetConfig(benchmark=dataset.benchmark, path=dataset.path, split=dataset.eval_split,
+                          config=dataset.config, video_root=dataset.video_root)]
+
+
+def _where(path: str) -> str:
+    p = Path(path).expanduser()
+    if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path):
+        return str(p.resolve())
+    return path  # a hub id
+
+
+def same_split(dataset: DatasetConfig, sets: list[EvalSetConfig]) -> str | None:
+    """The one-line refusal when the training split is one the recipe scores, else None."""
+    split = dataset.split or benchmark_class(dataset.benchmark).default_split
+    for s in sets:
+        scored = s.split or benchmark_class(s.benchmark).default_split
+        if (s.benchmark, _where(s.path), s.config, scored) == (dataset.benchmark, _where(dataset.path),
+                                                               dataset.config, split):
+            return (f"dataset trains on {dataset.benchmark} split {split!r} of {dataset.path}, which the recipe also "
+                    f"evaluates (evaluation set {s.name}): train on a training corpus or another split "
+                    "(dataset.allow_eval_overlap does not cover this)")
+    return None
+
+
+def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
+             benchmark: Benchmark | None = None) -> tuple[Benchmark, list[Item]]:
+    """The set's benchmark and items (the first `limit`, else the set's or eval's limit)."""
+    benchmark = benchmark or get_benchmark(s.benchmark)
+    items = benchmark.load_items(s.path, split=s.split, video_root=s.video_root, config=s.config,
+                                 limit=limit or s.limit or ev.limit)
+    return benchmark, items
+
+
+def check_training_items(items: list[Item], dataset: DatasetConfig, ev: EvalConfig) -> dict[str, Any]:
+    """Refuse training items that overlap an evaluation set (module docstring); what was checked, for the
+    summaries: {"eval_sets", "overlapping_items", "allowed", "example"}."""
+    sets = eval_sets(dataset, ev)
+    refusal = same_split(dataset, sets)
+    if refusal:
+        raise RmsdError(refusal)
+    held_out: dict[str, list[Item]] = {}
+    for s in sets:
+        try:  # every item of the set, whatever eval.limit says: a limit must not hide an overlap
+            held_out[s.name] = get_benchmark(s.benchmark).load_items(s.path, split=s.split, video_root=s.video_root,
+                                                                     config=s.config)
+        except RmsdError as e:
+            raise RmsdError(f"contamination check: cannot load evaluation set {s.name}: {e}") from None
+    overlaps = find_overlaps(items, EvalIndex(held_out))
+    if overlaps and not dataset.allow_eval_overlap:
+        raise RmsdError(f"{len(overlaps)} of {len(items)} training items overlap the evaluation sets "
+                        f"({', '.join(held_out)}), e.g. {overlaps[0].describe()}: remove them from the training "
+                        "data, or set dataset.allow_eval_overlap: true (every output then says so)")
+    return {"eval_sets": list(held_out), "overlapping_items": len(overlaps), "allowed": dataset.allow_eval_overlap,
+            "example": overlaps[0].describe() if overlaps else None}
+
+
+def overlap_note(check: dict[str, Any]) -> str:
+    """How a card or summary states the check's outcome, in one sentence."""
+    sets = ", ".join(check["eval_sets"])
+    if check["overlapping_items"]:
+        return (f"WARNING: {check['overlapping_items']} training items overlap the evaluation sets ({sets}); "
+                f"trained on them anyway because the recipe sets dataset.allow_eval_overlap (e.g. {check['example']})")
+    return f"no training item overlaps the evaluation sets ({sets})"
