@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
-from rmsd.data.benchmarks import BENCHMARKS, unknown_name
+from rmsd.data.benchmarks import BENCHMARKS, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
 from rmsd.pool_config import (  # noqa: F401 - the pool's models are part of the configuration API
     NOT_IN_KEY,
@@ -307,6 +307,13 @@ class EvalConfig(Strict):
     benchmarks: list[EvalSetConfig] = Field(default_factory=list, description=(
         "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split"))
 
+    def sets(self, dataset: DatasetConfig) -> list[EvalSetConfig]:
+        """`benchmarks`, or the one set they default to: the dataset's benchmark on its `eval_split`."""
+        if self.benchmarks:
+            return list(self.benchmarks)
+        return [EvalSetConfig(benchmark=dataset.benchmark, path=dataset.path, split=dataset.eval_split,
+                              config=dataset.config, video_root=dataset.video_root)]
+
     @field_validator("benchmarks")
     @classmethod
     def _distinct(cls, v: list[EvalSetConfig]) -> list[EvalSetConfig]:
@@ -315,6 +322,24 @@ class EvalConfig(Strict):
         if twice:
             raise ValueError(f"two evaluation sets are named {twice[0]!r}: give one a label")
         return v
+
+
+def _data_where(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) else path  # hub id
+
+
+def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | None:
+    """The one-line refusal when the recipe trains on a split it also evaluates, else None (no knob allows it)."""
+    for i, s in enumerate(ev.sets(dataset)):
+        scored = s.split or benchmark_class(s.benchmark).default_split
+        if (s.benchmark, _data_where(s.path), s.config, scored) == (dataset.benchmark, _data_where(dataset.path),
+                                                                    dataset.config, dataset.split):
+            where = f"eval.benchmarks[{i}]" if ev.benchmarks else "dataset.eval_split"
+            return (f"dataset trains on {dataset.benchmark} split {dataset.split!r} of {dataset.path}, which {where} "
+                    "also scores: train on a training corpus or another split (dataset.allow_eval_overlap does not "
+                    "cover this)")
+    return None
 
 
 # ----------------------------------------------------------------------------- recipe
@@ -493,6 +518,9 @@ def validate_file(path: str | Path) -> list[str]:
             _parse(PoolConfig, path, data)
             return []
         recipe = load_recipe(path)
+        refusal = evaluated_training_split(recipe.dataset, recipe.eval)
+        if refusal:
+            return [f"{path}: {refusal}"]
         if recipe.pool is not None:
             pool_path = resolve_path(recipe.pool, str(path))
             if not pool_path.is_file():

@@ -13,44 +13,14 @@ on the very split a set scores is refused whatever that knob says.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
-from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig
-from rmsd.data.benchmarks import benchmark_class, get_benchmark
+from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig, evaluated_training_split
+from rmsd.data.benchmarks import get_benchmark
 from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.contamination import EvalIndex, find_overlaps
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-
-
-def eval_sets(dataset: DatasetConfig, ev: EvalConfig) -> list[EvalSetConfig]:
-    """`eval.benchmarks`, or the one set it defaults to: the dataset's benchmark on its `eval_split`."""
-    if ev.benchmarks:
-        return list(ev.benchmarks)
-    return [EvalSetConfig(benchmark=dataset.benchmark, path=dataset.path, split=dataset.eval_split,
-                          config=dataset.config, video_root=dataset.video_root)]
-
-
-def _where(path: str) -> str:
-    p = Path(path).expanduser()
-    if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path):
-        return str(p.resolve())
-    return path  # a hub id
-
-
-def same_split(dataset: DatasetConfig, sets: list[EvalSetConfig]) -> str | None:
-    """The one-line refusal when the training split is one the recipe scores, else None."""
-    split = dataset.split or benchmark_class(dataset.benchmark).default_split
-    for s in sets:
-        scored = s.split or benchmark_class(s.benchmark).default_split
-        if (s.benchmark, _where(s.path), s.config, scored) == (dataset.benchmark, _where(dataset.path),
-                                                               dataset.config, split):
-            return (f"dataset trains on {dataset.benchmark} split {split!r} of {dataset.path}, which the recipe also "
-                    f"evaluates (evaluation set {s.name}): train on a training corpus or another split "
-                    "(dataset.allow_eval_overlap does not cover this)")
-    return None
 
 
 def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
@@ -65,8 +35,8 @@ def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
 def check_training_items(items: list[Item], dataset: DatasetConfig, ev: EvalConfig) -> dict[str, Any]:
     """Refuse training items that overlap an evaluation set (module docstring); what was checked, for the
     summaries: {"eval_sets", "overlapping_items", "allowed", "example"}."""
-    sets = eval_sets(dataset, ev)
-    refusal = same_split(dataset, sets)
+    sets = ev.sets(dataset)
+    refusal = evaluated_training_split(dataset, ev)
     if refusal:
         raise RmsdError(refusal)
     held_out: dict[str, list[Item]] = {}

@@ -77,12 +77,12 @@ class LLaVAVideo(Benchmark):
         for file, index, row in located:
             if limit is not None and len(items) >= limit:
                 break
-            root = Path(video_root) if video_root is not None else data_dir
-            items += self._items(row, root, check_media, bad.at(file, index, path))
+            roots = [Path(video_root)] if video_root is not None else [r for r in (data_dir, file and file.parent) if r]
+            items += self._items(row, roots, check_media, bad.at(file, index, path))
         self.skipped = bad.counts
         return items[:limit] if limit is not None else items
 
-    def _items(self, row: Any, root: Path | None, check_media: bool, bad: Any) -> list[Item]:
+    def _items(self, row: Any, roots: list[Path], check_media: bool, bad: Any) -> list[Item]:
         if not isinstance(row, dict) or not isinstance(row.get("conversations"), list) or row.get("id") is None:
             bad("conversations", "not a conversation row", "expected id, video, conversations [{from, value}]")
             return []
@@ -90,10 +90,11 @@ class LLaVAVideo(Benchmark):
             bad("video", "missing media", "the row names no video")
             return []
         source = str(row.get("data_source") or "")
-        video = (find_media([root, root / source if root is not None and source else None], [str(row["video"])])
-                 if check_media else Path(root or ".") / str(row["video"]))
+        video = (find_media(roots + [r / source for r in roots if source], [str(row["video"])]) if check_media
+                 else Path(roots[0] if roots else ".") / str(row["video"]))
         if video is None:
-            bad("video", "missing media", f"{row['video']} not found under {root} (set dataset.video_root)")
+            bad("video", "missing media", f"{row['video']} not found under {', '.join(map(str, roots))} "
+                                          "(set dataset.video_root)")
             return []
         turns = row["conversations"]
         pairs = [(turns[i], turns[i + 1]) for i in range(len(turns) - 1)
