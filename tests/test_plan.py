@@ -7,6 +7,7 @@ The activation estimate is measured against real training steps in benchmarks/be
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,31 @@ def test_a_lora_recipe_is_planned_as_its_stages_hold_it(tmp_path):
     assert {m.role: m for m in alone.stages[0].models}["reference"].params == 0  # fresh adapters: the bare base
     full_d = {m.role: m for m in plan_recipe(load_recipe(path), side=84).stages[1].models}
     assert full_d["discriminator"].params == arch.text_params + arch.hidden + 1
+
+
+# ----------------------------------------------------------------------------- recipe headers
+HEADER = re.compile(r"^# `rmsd plan --recipe (\S+) --config (\S+)` \((\d+) GiB GPU\):\n((?:#(?:   .*)?\n)+)", re.M)
+
+
+def plan_headers() -> list[tuple[Path, str, str]]:
+    """(recipe file, the plan its header shows, the plan `rmsd plan` gives now) for every shipped recipe with one."""
+    from rmsd.config import load_recipe
+    from rmsd.plan import format_plan, plan_recipe
+
+    found = []
+    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
+        m = HEADER.search(path.read_text())
+        if m is None:
+            continue
+        recipe_file, config, gib, shown = m.groups()
+        assert (ROOT / recipe_file).resolve() == path.resolve(), f"{path}: its plan header names {recipe_file}"
+        now = format_plan(plan_recipe(load_recipe(path), float(gib), config=ROOT / config))
+        found.append((path, "\n".join(line[4:] for line in shown.rstrip("\n").splitlines()).strip(), now.strip()))
+    return found
+
+
+def test_every_recipe_header_shows_the_plan_rmsd_plan_gives_it_now():
+    headers = plan_headers()
+    assert len(headers) >= 6
+    stale = [str(path.relative_to(ROOT)) for path, shown, now in headers if shown != now]
+    assert not stale, f"re-run the `rmsd plan` command in these headers and paste its output: {stale}"

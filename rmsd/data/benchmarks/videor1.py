@@ -27,12 +27,13 @@ instruction; the answer format is rmsd's own `<think>…</think><answer>…</ans
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from rmsd import scoring as ex
-from rmsd.data.benchmarks.base import BadRows, Benchmark, find_media, located_rows
+from rmsd.data.benchmarks.base import BadRows, Benchmark, located_rows
 from rmsd.data.items import OPTION_LETTERS, Item
 
 FIELDS = ("problem_id", "problem", "data_type", "problem_type", "solution", "path")
@@ -121,11 +122,14 @@ class VideoR1(Benchmark):
         bad = BadRows(on_bad_row)
         items: list[Item] = []
         seen: set[str] = set()
+        roots: dict[Path | None, str] = {}  # one media root per data file (plain str: pathlib is slow per row)
         for file, index, row in located:
             if limit is not None and len(items) >= limit:
                 break
-            root = Path(video_root) if video_root is not None else (file.parent if file is not None else data_dir)
-            item = self._item(row, root, check_media, bad.at(file, index, path))
+            if file not in roots:
+                roots[file] = str(video_root if video_root is not None else file.parent if file is not None
+                                  else data_dir or ".")
+            item = self._item(row, roots[file], check_media, bad.at(file, index, path))
             if item is None:
                 continue
             if item.item_id in seen:
@@ -137,7 +141,7 @@ class VideoR1(Benchmark):
         self.skipped = bad.counts
         return items
 
-    def _item(self, row: Any, root: Path | None, check_media: bool, bad: Any) -> Item | None:
+    def _item(self, row: Any, root: str, check_media: bool, bad: Any) -> Item | None:
         if not isinstance(row, dict):
             return bad("(row)", "not a row", f"a {type(row).__name__}, expected the Video-R1 schema")
         missing = [f for f in FIELDS if row.get(f) is None]
@@ -163,8 +167,8 @@ class VideoR1(Benchmark):
         elif TASK_OF[ptype] == "numeric" and _number(answer_text) is None:
             return bad("solution", "answer not a number", repr(answer_text))
         media = str(row["path"])
-        found = find_media([root], [media.removeprefix("./")]) if check_media else Path(root or ".") / media
-        if found is None:
+        found = os.path.abspath(os.path.join(root, media.removeprefix("./")))
+        if check_media and not os.path.isfile(found):
             return bad("path", "missing media", f"{media} not found under {root} (set dataset.video_root)")
         source = str(row.get("data_source") or "")
         return Item(item_id=f"{source}/{row['problem_id']}" if source else str(row["problem_id"]),
