@@ -128,10 +128,12 @@ def sample(
         return
     if recipe is None:
         raise RmsdError("--recipe is required: rmsd sample --recipe recipes/<benchmark>/<recipe>.yaml")
-    from rmsd.pipeline import sample_recipe
+    from rmsd.pipeline import data_lines, sample_recipe
     from rmsd.sampling.runner import parse_shard
 
-    sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None)
+    summary = sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None)
+    for line in data_lines(summary):
+        typer.echo(line)
 
 
 @sample_app.command("merge")
@@ -180,13 +182,15 @@ def match(
         return
     if recipe is None or samples is None:
         raise RmsdError("--recipe and --samples are required: rmsd match --recipe R --samples runs/<name>/samples")
-    from rmsd.pipeline import match_recipe
+    from rmsd.pipeline import data_lines, match_recipe
 
     r = _recipe(recipe, overrides)
     from rmsd.matching.dataset import unusable_summary
 
     stats = match_recipe(r, samples, out)
     typer.echo(f"matched {stats['n_samples']} samples of {stats['n_items']} items; wrote {out or r.path_of(r.matching.out)}")
+    for line in data_lines(stats):
+        typer.echo(line)
     if unusable_summary(stats):
         typer.echo(unusable_summary(stats))
 

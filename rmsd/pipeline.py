@@ -64,6 +64,19 @@ def training_items(recipe: Recipe, limit: int | None = None) -> tuple[list[Item]
     return items, report
 
 
+def data_lines(report: dict[str, Any]) -> list[str]:
+    """What `rmsd sample` and `rmsd match` print about their training items (from `training_items`'s report)."""
+    from rmsd.eval.sets import overlap_note
+
+    lines = []
+    if report.get("skipped_rows"):
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report["skipped_rows"].items()))
+        lines.append(f"left out {sum(report['skipped_rows'].values())} broken rows (dataset.on_bad_row: skip): {reasons}")
+    if report.get("contamination"):
+        lines.append(overlap_note(report["contamination"]))
+    return lines
+
+
 def check_checkpoint(path: Path, what: str) -> None:
     """A from_pretrained folder whose config.json transformers can read, or one RmsdError saying what is wrong."""
     config = path / "config.json"

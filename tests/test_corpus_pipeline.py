@@ -60,7 +60,9 @@ def test_distil_on_a_video_r1_corpus_and_score_two_held_out_benchmarks(tmp_path)
             "eval": {"out": str(tmp_path / "eval"), "max_new_tokens": 4, "batch_size": 4,
                      "benchmarks": held_out_sets(tmp_path)}}))
         run_ok("validate", str(recipe))
-        run_ok("sample", "--recipe", str(recipe))
+        sampled = run_ok("sample", "--recipe", str(recipe))
+        assert "left out 1 broken rows (dataset.on_bad_row: skip): missing media 1" in sampled.output
+        assert "no training item overlaps the evaluation sets (videomme, mathverse)" in sampled.output
         assert server.stats.requests == len(rows) - 1  # one request per item (n=2), the broken row never asked
     summary = json.loads((tmp_path / "samples" / "summary.json").read_text())
     assert summary["skipped_rows"] == {"missing media": 1}
