@@ -5,7 +5,7 @@ run, not read: each test works in a temporary copy of `recipes/` and `teachers/`
 blocks name paths relative to the repository root), and the only change to what a block
 does is a smaller budget — extra `--set`-style overrides appended to every `load_recipe`
 call (later overrides win) and fewer synthvid items. A YAML block names the file it is in
-its first line (`# teachers/my_pool.yaml`) and is written there, then `rmsd validate` must
+its first line (`# teachers/<pool>.yaml`) and is written there, then `rmsd validate` must
 find no problem with it.
 """
 

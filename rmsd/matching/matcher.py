@@ -1,6 +1,6 @@
 """Quality-aware matching: a weight in [0, 1] and a kept flag for every teacher sample.
 
-Per item, from its K×T samples (DESIGN.md section 3):
+Per item, from its K×T samples (docs/method.md, section 3):
 - **Format.** A sample is valid when its record has no error, its text follows
   `<think>…</think><answer>…</answer>` (unless `require_format=False`) and the benchmark's
   strict extractor reads an answer from it. Invalid samples get weight 0 and are dropped.

@@ -30,7 +30,7 @@ How it differs from `trl.GRPOTrainer`:
   of a fresh adapter is the base with the adapters disabled (`_lora_reference`).
 
 This class is rmsd's one seam with TRL's internals: it overrides the private GRPOTrainer
-methods named in `TRL_OVERRIDES` (tests/train/test_trl_seam.py fails, naming the method,
+methods named in `TRL_OVERRIDES` (tests/train/test_trl_args.py fails, naming the method,
 when a TRL release changes one of their signatures) and is the only code that touches
 TRL's private attributes (`_metrics`, `_step`) and the name of its reference adapter (`ref`).
 

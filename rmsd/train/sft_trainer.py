@@ -1,7 +1,7 @@
 """Stage `sft` of `rmsd distill`: multi-sample, quality-weighted SFT of a video student (R-MSD).
 
 Every kept teacher sample of an item is a target, weighted by its match weight normalised
-per item (DESIGN.md section 4):
+per item (docs/method.md, section 4):
 
     L = - sum_k wbar_k * (1/|y_k|) * sum_t log p(y_k,t | x, y_k,<t),   wbar_k = w_k / sum_j w_j
 

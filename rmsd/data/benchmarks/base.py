@@ -1,7 +1,7 @@
 """The benchmark interface: load items, build the harness prompt, extract, score, aggregate.
 
-One `Benchmark` subclass per benchmark (`videomme.py`, `videommmu.py`, `mathverse.py`; the
-synthvid adapter lives in the registry). Loaders read a local dataset folder or file in the
+One `Benchmark` subclass per benchmark, each in its own file of this package (`synthvid.py`,
+`videomme.py`, `videommmu.py`, `mathverse.py`). Loaders read a local dataset folder or file in the
 public schema (parquet, JSON, JSONL, as the hub stores them) or, for a hub id, go through
 `datasets.load_dataset`; the benchmark's own fields stay in `Item.meta` under their public
 names. Unlike lmms-eval, which wires a task from YAML + `!function` hooks, a benchmark here is
