@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rmsd.errors import RmsdError
-from rmsd.models.offline.tiny import FORMAT_TOKENS, PRESETS, build_config, build_student, train_tokenizer
+from rmsd.models.offline.tiny import PRESETS, build_config, build_student
+from rmsd.models.offline.vocab import FORMAT_TOKENS, train_tokenizer
 from rmsd.models.processing import encode, generate, load_student, to_model
 
 

@@ -20,8 +20,7 @@ import pytest
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from rmsd.config import REWARDS, AdversarialStageConfig, SFTStageConfig
-from rmsd.train import trl_args
-from rmsd.train import adversarial_trainer, sft_trainer
+from rmsd.train import adversarial_trainer, sft_trainer, trl_args
 from rmsd.train.trl_args import RunSettings
 
 

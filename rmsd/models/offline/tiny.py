@@ -31,9 +31,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd.errors import RmsdError
-from rmsd.models.offline.vocab import (  # noqa: F401 - FORMAT_TOKENS etc. stay importable from here
+from rmsd.models.offline.vocab import (
     CHAT_TEMPLATE,
-    FORMAT_TOKENS,
     IM_END,
     IMAGE_PAD,
     MAX_PIXELS,
