@@ -72,11 +72,13 @@ def test_the_sample_store_card_loads_its_records(run):
     assert "failures" not in loaded
 
 
-def test_the_sample_store_card_loads_its_failures_too(run, tmp_path):
+def test_the_sample_store_card_loads_its_failures_too(run, tmp_path, monkeypatch):
     store = tmp_path / "failed"
     shutil.copytree(run["root"] / "samples", store)
-    with SampleStore(store) as s:  # rmsd's store writes the card again, now with the failures config
+    monkeypatch.chdir(tmp_path)
+    with SampleStore(Path("failed")) as s:  # rmsd's store writes the card again, now with the failures config
         s.add_failure("i-x", "sim-weak", "HTTP 500", ["c" * 64], attempts=3)
+    monkeypatch.chdir(ROOT)  # a store opened by a relative path: its card still loads from elsewhere
     loaded = run_snippets(store / "README.md")
     assert len(loaded["records"]) == len(read_records(store))
     assert loaded["failures"]["keys"] == [["c" * 64]]
