@@ -234,7 +234,7 @@ class AdversarialTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._prompt_rows = encode_prompts(self.processing_class, self.items, [x["item_id"] for x in inputs],
                                            self.inputs, self.accelerator.device)
-        self._vision_rows = [vision for _, vision in self._prompt_rows]
+        self._vision_rows = [vision for _, vision in self._prompt_rows]  # for TRL's old/ref log-prob calls
         if self.adversary is not None:
             self.adversary.update_enabled = self.model.training
         try:
@@ -282,7 +282,7 @@ class AdversarialTrainer(GRPOTrainer):
         return logps
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        self._vision_rows = inputs.get("vision")
+        self._vision_rows = inputs.get("vision")  # TRL's loss forward passes only its image keys (TRL_LOGPS_CALLERS)
         try:
             return super()._compute_loss(model, inputs)
         finally:
