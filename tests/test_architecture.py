@@ -225,3 +225,36 @@ def test_the_path_rule_reads_what_it_promises(tmp_path):
                       'OUT = "rmsd/in/code.py"  # a string in code is data; tests/x/y.py\'s test is text\n'
                       '# runs/x/rmsd/a.py, https://github.com/o/r/docs/a.md, --results benchmarks/results/new\n')
     assert sorted(_named_paths(source)) == [(1, "DESIGN.md"), (1, "rmsd/train/ema.py"), (2, "tests/x/y.py")]
+
+
+def _resolves(name: str) -> bool:
+    """Whether a dotted `rmsd.…` name imports: a module, then attributes (a pydantic or dataclass field counts)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            fields = {**getattr(obj, "model_fields", {}), **getattr(obj, "__dataclass_fields__", {})}
+            if attr in fields and not hasattr(obj, attr):
+                return True  # a field of a model: no class attribute to go on from
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_text_names_only_rmsd_names_that_import():
+    """Every dotted `rmsd.…` name in a docstring or comment (`*.py`) or a `*.md` / `*.yaml` imports, as a
+    module or an attribute of one: a renamed function or a moved module leaves no reader at a dead name."""
+    dead = []
+    for path in _texts():
+        pieces = (_py_text(path) if path.suffix == ".py" else
+                  enumerate(path.read_text(encoding="utf-8").splitlines(), start=1))
+        for line, text in pieces:
+            for name in re.findall(r"(?<![\w./-])(rmsd(?:\.[A-Za-z_]\w*)+)", text):
+                if not _resolves(name):
+                    dead.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert not dead, "text names rmsd names that do not import:\n" + "\n".join(dead)
