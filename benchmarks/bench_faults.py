@@ -53,8 +53,8 @@ def worker(args: argparse.Namespace) -> None:
     import inspect
 
     import rmsd
-    from rmsd.config import PoolConfig
     from rmsd.data.items import Item
+    from rmsd.pool_config import PoolConfig
     from rmsd.sampling.runner import run_sampling
     from rmsd.sampling.store import SampleStore
     from rmsd.teachers.pool import build_teachers

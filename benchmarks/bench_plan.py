@@ -23,7 +23,6 @@ and the results go to their own section of plan.md, the rest of the file kept.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -173,14 +172,14 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
                for k, t in st.items() if k in ("exp_avg", "exp_avg_sq"))
 
     arch = architecture(path)
-    from rmsd.config import LORA_TARGETS
+    from rmsd.config import DatasetConfig, DistillConfig, StudentConfig
 
-    settings = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=prompt - vis,
-                        response_tokens=width - prompt, sft_items=items, sft_samples=samples, max_length=width,
-                        adv_enabled=False, adv_items=1, generations=2, completion=1, disc_rollouts=1,
-                        disc_mode="full", beta=0.0, visd=False, lora_r=lora["r"] if lora else None,
-                        lora_targets=LORA_TARGETS, checkpointing=CHECKPOINTING, shared_prefix=True,
-                        lora_dropout=bool(lora and lora["dropout"] > 0))
+    # the recipe this run is: its sections as `rmsd distill` reads them, the batch's own sequence width
+    settings = Settings(dataset=DatasetConfig(benchmark="synthvid", path=str(work / "data"), num_frames=8),
+                        student=StudentConfig(path=str(path), gradient_checkpointing=CHECKPOINTING, lora=lora),
+                        distill=DistillConfig(sft={"batch_size": items, "samples_per_item": samples,
+                                                   "max_length": width}),
+                        side=84, prompt_tokens=prompt - vis, response_tokens=width - prompt, pool_samples=samples)
     plan = stage_plan("sft", arch, settings, usable=1 << 62, suggest=False)
     from rmsd.models.memory import DTYPE_BYTES, head_workspace_bytes
     from rmsd.plan import _forward_bytes
@@ -195,7 +194,8 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
             "plan_weights": student.weight_bytes, "torch_weights": weights, "plan_grads": student.grad_bytes,
             "torch_grads": grads.get("bytes", 0), "plan_adam": student.optimizer_bytes, "torch_adam": adam,
             "plan_activations": plan.activation_bytes, "plan_total": plan.total_bytes,
-            "measured": peak - baseline, "saved": saved, "plan_saved": plan_saved, "gib": GIB, "settings": dataclasses.asdict(settings)}
+            "measured": peak - baseline, "saved": saved, "plan_saved": plan_saved, "gib": GIB,
+            "settings": {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in vars(settings).items()}}
 
 
 def mib(n: float) -> str:

@@ -33,8 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from rmsd.config import PoolConfig
 from rmsd.data.items import Item
+from rmsd.pool_config import PoolConfig
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore
 from rmsd.teachers.base import GenParams, Media

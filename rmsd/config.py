@@ -7,7 +7,7 @@ including file; the including file wins key by key) and any key can be overridde
 command line: `--set distill.sft.lr=1e-4`. Anything that looks like a credential, anywhere
 in a file or an override, is refused with its path and never shown (`rmsd.credentials`).
 The teacher pool's models, and which knobs enter the sample store's record keys
-(`NOT_IN_KEY`), are declared in `rmsd.pool_config` and importable from here.
+(`NOT_IN_KEY`), are declared in `rmsd.pool_config`; import them from there.
 
     rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
 """
@@ -25,20 +25,7 @@ from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
 from rmsd.data.benchmarks import BENCHMARKS, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
-from rmsd.pool_config import (  # noqa: F401 - the pool's models are part of the configuration API
-    NOT_IN_KEY,
-    GenParamsConfig,
-    HFOptions,
-    OpenAIOptions,
-    PoolConfig,
-    PriceConfig,
-    SimulatedOptions,
-    Strict,
-    TaskType,
-    TeacherConfig,
-    _no_credentials,
-    output_settings,
-)
+from rmsd.pool_config import PoolConfig, Strict, refuse_credentials
 
 REWARDS = ("discriminator", "format", "correctness")  # the adversarial stage's reward components
 
@@ -368,8 +355,8 @@ class Recipe(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_credentials(cls, data: Any) -> Any:
-        return _no_credentials(data)
+    def _refuse_credentials(cls, data: Any) -> Any:
+        return refuse_credentials(data)
 
     @model_validator(mode="after")
     def _lora_discriminator_needs_a_lora_student(self) -> Recipe:

@@ -39,10 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import Recipe
+from rmsd.config import (
+    AdversarialStageConfig,
+    DatasetConfig,
+    DistillConfig,
+    LoRAConfig,
+    Recipe,
+    SFTStageConfig,
+    StudentConfig,
+)
+from rmsd.data.benchmarks import benchmark_class
 from rmsd.errors import RmsdError
 from rmsd.models.memory import (
-    DEFAULT_LORA_TARGETS,
     DTYPE_BYTES,
     Architecture,
     activation_bytes,
@@ -60,44 +68,70 @@ USABLE = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmenta
 DEFAULT_SIDE = 448  # frame side assumed when dataset.max_side is unset (Qwen's usual video resolution)
 
 
-def frames_per_item(recipe: Recipe) -> int:
-    """Frames a step sees per item: one for an image benchmark (padded to one temporal patch), else the
-    dataset's `num_frames` (a corpus mixing images and videos is sized by its videos)."""
-    from rmsd.data.benchmarks import benchmark_class
-
-    return 1 if benchmark_class(recipe.dataset.benchmark).media == "image" else recipe.dataset.num_frames
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Every input of the estimate; `from_recipe` reads them, the knobs are `dataclasses.replace` of it."""
+    """Every input of the estimate: the recipe's own sections, read under their recipe names, and what
+    no recipe says. A knob is a recipe key (`with_keys(s, {"student.gradient_checkpointing": True})`),
+    so what the plan suggests is what a user sets.
+    """
 
-    dtype: str
-    frames: int
+    dataset: DatasetConfig  # num_frames (benchmark: image or video)
+    student: StudentConfig  # dtype, max_pixels, gradient_checkpointing, lora
+    distill: DistillConfig  # sft, adversarial, shared_prefix
     side: int  # frames taken as side x side (the upper bound for a frame whose longer side is `side`)
-    max_pixels: int | None
     prompt_tokens: int  # text of the prompt (question, options, template)
     response_tokens: int  # a teacher reply (SFT targets)
-    sft_items: int
-    sft_samples: int  # sequences per item in SFT
-    max_length: int
-    adv_enabled: bool
-    adv_items: int
-    generations: int
-    completion: int
-    disc_rollouts: int  # rollouts per item D trains on
-    disc_mode: str  # "full" | "lora"
-    beta: float
-    visd: bool
-    lora_r: int | None  # None: full fine-tuning
-    lora_targets: tuple[str, ...]
-    checkpointing: bool
-    shared_prefix: bool
+    pool_samples: int  # samples per item over the pool: SFT's sequences per item when samples_per_item is null
+    adapter_student: bool = False  # student.path is an adapter folder: its adapters continue (a frozen copy as reference)
     gpus: int = 1
     zero: int = 0  # DeepSpeed ZeRO stage over `gpus` (0: plain DDP replicas)
-    lora_vision: bool = False  # student.lora.vision: adapted
-    lora_dropout: bool = False  # student.lora.dropout > 0
-    reference_adapter: bool = False  # the adversarial stage continues trained adapters: TRL's frozen copy of them
+
+    @property
+    def sft(self) -> SFTStageConfig:
+        return self.distill.sft
+
+    @property
+    def adversarial(self) -> AdversarialStageConfig:
+        return self.distill.adversarial
+
+    @property
+    def lora(self) -> LoRAConfig | None:
+        return self.student.lora
+
+    @property
+    def frames(self) -> int:
+        """Frames per clip the student sees: one for an image benchmark (padded to one temporal patch), else
+        dataset.num_frames (a corpus mixing images and videos is sized by its videos)."""
+        return 1 if benchmark_class(self.dataset.benchmark).media == "image" else self.dataset.num_frames
+
+    @property
+    def samples_per_item(self) -> int:
+        """SFT sequences per item: distill.sft.samples_per_item, null meaning every sample of the pool."""
+        return self.sft.samples_per_item or self.pool_samples
+
+    @property
+    def disc_rollouts_per_item(self) -> int:
+        """Rollouts per item D trains on: distill.adversarial.disc_rollouts_per_item, null meaning all G."""
+        return self.adversarial.disc_rollouts_per_item or self.adversarial.num_generations
+
+    @property
+    def reference_adapter(self) -> bool:
+        """The adversarial stage continues trained adapters (the SFT stage's or student.path's): TRL's frozen copy."""
+        return self.lora is not None and (self.sft.enabled or self.adapter_student)
+
+
+def with_keys(s: Settings, keys: dict[str, Any]) -> Settings:
+    """`s` with recipe keys set (`{"distill.sft.batch_size": 1}`); a key without a dot is a Settings field."""
+    for dotted, value in keys.items():
+        head, *rest = dotted.split(".")
+        s = dataclasses.replace(s, **{head: _set(getattr(s, head), rest, value) if rest else value})
+    return s
+
+
+def _set(model: Any, path: list[str], value: Any) -> Any:
+    """A copy of the pydantic `model` with the key at `path` set to `value`, validated as the recipe would be."""
+    inner = _set(getattr(model, path[0]), path[1:], value) if len(path) > 1 else value
+    return type(model).model_validate({**dict(model), path[0]: inner})
 
 
 @dataclass(frozen=True)
@@ -139,43 +173,38 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _pool_sizes(recipe: Recipe) -> tuple[int | None, int | None]:
-    """(samples per item over the pool, the largest reply budget) when the recipe's pool loads, else (None, None)."""
+def _pool_sizes(recipe: Recipe) -> tuple[int, int]:
+    """(samples per item over the pool, the largest reply budget).
+
+    Without a pool that loads: one teacher at the pool's defaults (`TeacherConfig.samples`) and
+    the student's own reply budget (distill.adversarial.max_completion_length).
+    """
+    from rmsd.pool_config import TeacherConfig
+
     try:
         pool = recipe.load_pool()
     except RmsdError:
-        return None, None
+        return TeacherConfig.model_fields["samples"].default, recipe.distill.adversarial.max_completion_length
     return sum(t.samples for t in pool.teachers), max(t.params.max_tokens for t in pool.teachers)
 
 
 def settings_from_recipe(recipe: Recipe, prompt_tokens: int = 128, side: int | None = None) -> Settings:
-    """The estimate's inputs from a recipe; knobs the recipe lacks take their documented defaults."""
-    sft, adv, student = recipe.distill.sft, recipe.distill.adversarial, recipe.student
-    samples, reply = _pool_sizes(recipe)
-    lora = student.lora
+    """The estimate's inputs from a recipe: its sections as they are, and the sizes its pool sets."""
     from rmsd.models.lora import is_adapter_folder
 
-    continued = lora is not None and (sft.enabled or (student.path is not None and is_adapter_folder(student.path)))
-    return Settings(
-        dtype=student.dtype, frames=frames_per_item(recipe), side=side or recipe.dataset.max_side or DEFAULT_SIDE,
-        max_pixels=student.max_pixels, prompt_tokens=prompt_tokens,
-        response_tokens=reply or adv.max_completion_length, sft_items=sft.batch_size,
-        sft_samples=sft.samples_per_item or samples or 4, max_length=sft.max_length, adv_enabled=adv.enabled,
-        adv_items=adv.batch_size, generations=adv.num_generations, completion=adv.max_completion_length,
-        disc_rollouts=adv.disc_rollouts_per_item or adv.num_generations,
-        disc_mode=adv.discriminator, beta=adv.beta, visd=adv.visd.enabled,
-        lora_r=lora.r if lora is not None else None,
-        lora_targets=tuple(lora.target_modules) if lora is not None else DEFAULT_LORA_TARGETS,
-        checkpointing=student.gradient_checkpointing, shared_prefix=recipe.distill.shared_prefix,
-        lora_vision=lora is not None and lora.vision == "adapted", lora_dropout=lora is not None and lora.dropout > 0,
-        reference_adapter=continued,
-    )
+    samples, reply = _pool_sizes(recipe)
+    path = recipe.student.path
+    return Settings(dataset=recipe.dataset, student=recipe.student, distill=recipe.distill,
+                    side=side or recipe.dataset.max_side or DEFAULT_SIDE, prompt_tokens=prompt_tokens,
+                    response_tokens=reply, pool_samples=samples,
+                    adapter_student=path is not None and is_adapter_folder(path))
 
 
 def _frame_hw(s: Settings) -> tuple[int, int]:
     h = w = s.side
-    if s.max_pixels is not None and h * w > s.max_pixels:
-        h = w = int(s.max_pixels**0.5)
+    max_pixels = s.student.max_pixels
+    if max_pixels is not None and h * w > max_pixels:
+        h = w = int(max_pixels**0.5)
     return h, w
 
 
@@ -186,7 +215,7 @@ def _held(role: str, params: int, trainable: int, s: Settings, sharded: bool) ->
     Under ZeRO over N GPUs, stage >= 1 splits optimizer states, >= 2 gradients, 3 weights;
     `sharded` is False for what accelerate does not wrap (the discriminator).
     """
-    b = DTYPE_BYTES[s.dtype]
+    b = DTYPE_BYTES[s.student.dtype]
     n = s.gpus if sharded and s.zero else 1
     split = {k: (n if s.zero >= stage else 1) for k, stage in (("opt", 1), ("grad", 2), ("weight", 3))}
     return ModelHeld(role, params, trainable, -(-params * b // split["weight"]),
@@ -195,46 +224,57 @@ def _held(role: str, params: int, trainable: int, s: Settings, sharded: bool) ->
 
 def models_held(stage: str, arch: Architecture, s: Settings) -> tuple[ModelHeld, ...]:
     """The models a stage keeps on the GPU, with their trainable parts."""
-    lora = lora_parameters(arch, s.lora_r, s.lora_targets, vision=s.lora_vision) if s.lora_r else 0
+    lora = _adapters(arch, s.lora, vision=True)
     student = _held("student", arch.params + lora, lora or arch.params, s, sharded=True)
     if stage == "sft":
         return (student,)
-    head = arch.hidden + 1
-    if s.disc_mode == "lora":  # adapter + head on the student's frozen base: no second backbone
-        d_lora = lora_parameters(arch, s.lora_r or 16, s.lora_targets)
+    adv, head = s.adversarial, arch.hidden + 1
+    if adv.discriminator == "lora":  # adapter + head on the student's frozen base: no second backbone
+        d_lora = _adapters(arch, s.lora or LoRAConfig(), vision=False)
         held = [student, _held("discriminator", d_lora + head, d_lora + head, s, sharded=False)]
     else:
         held = [student, _held("discriminator", arch.text_params + head, arch.text_params + head, s, sharded=False)]
-    if s.beta > 0:  # with fresh LoRA adapters the reference is the base with adapters off: nothing extra
+    if adv.beta > 0:  # with fresh LoRA adapters the reference is the base with adapters off: nothing extra
         held.append(_held("reference", (lora if s.reference_adapter else 0) if lora else arch.params, 0, s,
                           sharded=True))
-    if s.visd:  # the EMA teacher copies what trains: the adapters with LoRA, else the whole student
+    if adv.visd.enabled:  # the EMA teacher copies what trains: the adapters with LoRA, else the whole student
         held.append(_held("ema_teacher", lora or arch.params, 0, s, sharded=False))
     return tuple(held)
+
+
+def _adapters(arch: Architecture, lora: LoRAConfig | None, vision: bool) -> int:
+    """Parameters of `lora`'s adapters (0 without LoRA); `vision`: with the vision tower's when lora.vision adapts it."""
+    if lora is None:
+        return 0
+    return lora_parameters(arch, lora.r, tuple(lora.target_modules), vision=vision and lora.vision == "adapted")
 
 
 # ----------------------------------------------------------------------------- phases
 def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld, ...]) -> dict[str, int]:
     """Bytes beyond weights and optimizer states in each phase of a step (gradients + what the forward keeps)."""
-    b = DTYPE_BYTES[s.dtype]
+    b = DTYPE_BYTES[s.student.dtype]
     h, w = _frame_hw(s)
     vis, patches = visual_tokens(arch, s.frames, h, w)
     grads = {m.role: m.grad_bytes for m in models}
     if stage == "sft":
-        rows, prompt = s.sft_items * s.sft_samples, vis + s.prompt_tokens
-        reply = max(min(s.max_length, prompt + s.response_tokens) - prompt, 1)
-        act = _forward_bytes(arch, s, s.sft_items, rows, prompt, reply, patches, b)
+        items = s.sft.batch_size
+        rows, prompt = items * s.samples_per_item, vis + s.prompt_tokens
+        reply = max(min(s.sft.max_length, prompt + s.response_tokens) - prompt, 1)
+        act = _forward_bytes(arch, s, items, rows, prompt, reply, patches, b)
         # the collated batch carries each item's pixels once, and the forward concatenates them once more
-        pixels = 2 * pixel_bytes(arch, s.sft_items, patches, b)
+        pixels = 2 * pixel_bytes(arch, items, patches, b)
         return {"student step": grads["student"] + act + pixels, "optimizer step": _adamw_step(models[0])}
-    rows, prompt = s.adv_items * s.generations, vis + s.prompt_tokens
-    student = _forward_bytes(arch, s, s.adv_items, rows, prompt, s.completion, patches, b)
+    adv = s.adversarial
+    items, completion = adv.batch_size, adv.max_completion_length
+    rows, prompt = items * adv.num_generations, vis + s.prompt_tokens
+    student = _forward_bytes(arch, s, items, rows, prompt, completion, patches, b)
     # D reads text only; each item's prompt once, then its teacher sample and trained rollouts
-    disc_tokens = s.adv_items * (s.prompt_tokens + (1 + s.disc_rollouts) * s.completion)
-    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=s.checkpointing, with_vision=False)
-    pixels = pixel_bytes(arch, s.adv_items, patches, b)  # one vision dict per item, shared by its G rollouts
+    disc_tokens = items * (s.prompt_tokens + (1 + s.disc_rollouts_per_item) * completion)
+    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=s.student.gradient_checkpointing,
+                            with_vision=False)
+    pixels = pixel_bytes(arch, items, patches, b)  # one vision dict per item, shared by its G rollouts
     return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
-            "generation": kv_cache_bytes(arch, rows * (prompt + s.completion), b) + pixels,
+            "generation": kv_cache_bytes(arch, rows * (prompt + completion), b) + pixels,
             "optimizer step": _adamw_step(models[0])}
 
 
@@ -247,25 +287,27 @@ def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, promp
     for the backward (2 x kv x layers per prompt token per row); under checkpointing only the
     layer being recomputed holds its gathered copies, but every layer's recorded prompt keys stay.
     """
-    if not s.shared_prefix or rows == items:
+    head_trains = s.lora is None
+    if not s.distill.shared_prefix or rows == items:
         tokens = rows * (prompt + reply)
         return _student_activations(arch, s, tokens, items * patches, b) + head_workspace_bytes(
-            arch, tokens, head_trains=not s.lora_r)
+            arch, tokens, head_trains=head_trains)
     tokens = items * prompt + rows * (reply + 1)
     act = _student_activations(arch, s, tokens, items * patches, b)
     gathered = 2 * arch.kv_dim * rows * prompt * b  # one layer's gathered keys + values
     recorded = 2 * arch.kv_dim * items * prompt * b * arch.layers
-    act += (gathered + recorded) if s.checkpointing else gathered * arch.layers
-    return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=not s.lora_r)
+    act += (gathered + recorded) if s.student.gradient_checkpointing else gathered * arch.layers
+    return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=head_trains)
 
 
 def _student_activations(arch: Architecture, s: Settings, tokens: int, patches: int, b: int) -> int:
     """The student's saved tensors: a frozen vision tower under LoRA builds no graph (nothing kept), adapters add theirs."""
-    vision = not s.lora_r or s.lora_vision
-    act = activation_bytes(arch, tokens, patches, b, s.checkpointing, with_vision=vision)
-    if s.lora_r:
-        act += lora_activation_bytes(arch, tokens, patches, s.lora_r, s.lora_targets, s.lora_vision, s.lora_dropout,
-                                     b, s.checkpointing)
+    lora, checkpointing = s.lora, s.student.gradient_checkpointing
+    adapted = lora is not None and lora.vision == "adapted"
+    act = activation_bytes(arch, tokens, patches, b, checkpointing, with_vision=lora is None or adapted)
+    if lora is not None:
+        act += lora_activation_bytes(arch, tokens, patches, lora.r, tuple(lora.target_modules), adapted,
+                                     lora.dropout > 0, b, checkpointing)
     return act
 
 
@@ -281,9 +323,10 @@ def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest
     static = sum(m.weight_bytes + m.optimizer_bytes for m in models)
     h, w = _frame_hw(s)
     vis, _ = visual_tokens(arch, s.frames, h, w)
-    rows = s.sft_items * s.sft_samples if stage == "sft" else s.adv_items * s.generations
-    seq = (min(s.max_length, vis + s.prompt_tokens + s.response_tokens) if stage == "sft"
-           else vis + s.prompt_tokens + s.completion)
+    adv = s.adversarial
+    rows = s.sft.batch_size * s.samples_per_item if stage == "sft" else adv.batch_size * adv.num_generations
+    seq = (min(s.sft.max_length, vis + s.prompt_tokens + s.response_tokens) if stage == "sft"
+           else vis + s.prompt_tokens + adv.max_completion_length)
     total = static + phases[peak]
     act = phases[peak] - (models[0].grad_bytes if peak in ("student step", "optimizer step") else
                           models[1].grad_bytes if peak == "discriminator step" else 0)  # activations + inputs
@@ -292,70 +335,57 @@ def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest
 
 
 # ----------------------------------------------------------------------------- knobs
-def _knobs(stage: str, arch: Architecture, s: Settings) -> list[tuple[str, Settings]]:
-    """Candidate changes, most effective kind first: the larger of (states, activations) decides LoRA vs checkpointing."""
+def _knobs(stage: str, arch: Architecture, s: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """Candidate changes as recipe keys, most effective kind first: the larger of (states, activations) decides
+    LoRA vs checkpointing. LoRA is the recipe's default adapter (`LoRAConfig()`)."""
     models = models_held(stage, arch, s)
     phases = _phases(stage, arch, s, models)
     states = sum(m.grad_bytes + m.optimizer_bytes for m in models)
-    with_lora = {"lora_r": 16, "lora_dropout": True, "reference_adapter": stage == "adversarial"}  # recipe defaults
-    lora = [] if s.lora_r else [("student.lora: {r: 16} (LoRA adapters)", dataclasses.replace(s, **with_lora))]
-    gc = [] if s.checkpointing else [("student.gradient_checkpointing: true",
-                                      dataclasses.replace(s, checkpointing=True))]
+    with_lora = {} if s.lora else {"student.lora": LoRAConfig()}
+    lora = [] if s.lora else [(f"student.lora: {{r: {LoRAConfig().r}}} (LoRA adapters)", with_lora)]
+    gc = [] if s.student.gradient_checkpointing else [("student.gradient_checkpointing: true",
+                                                       {"student.gradient_checkpointing": True})]
     first = gc + lora if max(phases.values()) > states else lora + gc
-    if stage == "adversarial" and s.disc_mode == "full":  # D's adapter sits on a LoRA student's frozen base
-        first.append((("" if s.lora_r else "student.lora + ") + "distill.adversarial.discriminator: lora "
-                      "(no second backbone)", dataclasses.replace(s, disc_mode="lora", **({} if s.lora_r else with_lora))))
-    items = s.sft_items if stage == "sft" else s.adv_items
+    if stage == "adversarial" and s.adversarial.discriminator == "full":  # D's adapter sits on a LoRA student's base
+        first.append((("" if s.lora else "student.lora + ") + "distill.adversarial.discriminator: lora "
+                      "(no second backbone)", {**with_lora, "distill.adversarial.discriminator": "lora"}))
+    items = getattr(s.distill, stage).batch_size
     smaller = [] if items == 1 else [(f"distill.{stage}.batch_size: 1 (grad_accum x{items} keeps the items per step)",
-                                      dataclasses.replace(s, **{"sft_items" if stage == "sft" else "adv_items": 1}))]
-    fewer = [(f"dataset.num_frames: {n}", dataclasses.replace(s, frames=n))
-             for n in (s.frames // 2, s.frames // 4) if n >= 2]
-    zero = [(f"ZeRO-3 over {g} GPUs (recipes/accelerate/zero3.yaml)", dataclasses.replace(s, zero=3, gpus=g))
+                                      {f"distill.{stage}.batch_size": 1})]
+    fewer = [(f"dataset.num_frames: {n}", {"dataset.num_frames": n}) for n in (s.frames // 2, s.frames // 4) if n >= 2]
+    zero = [(f"ZeRO-3 over {g} GPUs (recipes/accelerate/zero3.yaml)", {"zero": 3, "gpus": g})
             for g in sorted({max(s.gpus, 2), 4, 8}) if g >= s.gpus and (g, 3) != (s.gpus, s.zero)]
     return first + smaller + fewer + zero
 
 
 def first_knob(stage: str, arch: Architecture, s: Settings, usable: int) -> str:
     """The first change (tried one at a time, then added up in order) that makes the stage fit."""
-    tried, current = [], s
-    for label, changed in _knobs(stage, arch, s):
-        alone = stage_plan(stage, arch, changed, usable, suggest=False)
+    tried, together = [], {}
+    for label, keys in _knobs(stage, arch, s):
+        alone = stage_plan(stage, arch, with_keys(s, keys), usable, suggest=False)
         if alone.fits:
             return f"{label} -> {_size(alone.total_bytes)}" + (f" (after {', '.join(tried)})" if tried else "")
-        current = _apply(current, changed, s)
-        both = stage_plan(stage, arch, current, usable, suggest=False)
+        together.update(keys)
+        both = stage_plan(stage, arch, with_keys(s, together), usable, suggest=False)
         tried.append(label.split(" (")[0])
         if both.fits:
             return f"{' + '.join(tried)} -> {_size(both.total_bytes)}"
-    total = stage_plan(stage, arch, current, usable, suggest=False).total_bytes
+    total = stage_plan(stage, arch, with_keys(s, together), usable, suggest=False).total_bytes
     return (f"none is enough, alone or together ({_size(total)} with all): more GPUs, a smaller student or "
             "shorter sequences")
 
 
-def _apply(current: Settings, changed: Settings, base: Settings) -> Settings:
-    """`current` plus whatever `changed` changed relative to `base`."""
-    diff = {f.name: getattr(changed, f.name) for f in dataclasses.fields(Settings)
-            if getattr(changed, f.name) != getattr(base, f.name)}
-    return dataclasses.replace(current, **diff)
-
-
 # ----------------------------------------------------------------------------- the plan
 def plan_recipe(recipe: Recipe, gpu_memory_gib: float = 80.0, config: str | Path | None = None,
-                prompt_tokens: int = 128, side: int | None = None, gpus: int = 1, zero: int = 0,
-                what_if: dict[str, Any] | None = None) -> Plan:
-    """The plan of every enabled stage; `config` is a folder with the student's config.json (default: the recipe's).
-
-    what_if: Settings fields to change before planning (e.g. {"lora_r": 16} for a recipe key that
-    does not exist yet).
-    """
+                prompt_tokens: int = 128, side: int | None = None, gpus: int = 1, zero: int = 0) -> Plan:
+    """The plan of every enabled stage; `config` is a folder with the student's config.json (default: the recipe's)."""
     if zero not in (0, 2, 3) or gpus < 1 or gpu_memory_gib <= 0:
         raise RmsdError("plan: --zero must be 0, 2 or 3, --gpus >= 1 and --gpu-memory > 0")
     arch = architecture(config if config is not None else _student_folder(recipe))
-    s = dataclasses.replace(settings_from_recipe(recipe, prompt_tokens, side), gpus=gpus, zero=zero,
-                            **(what_if or {}))
+    s = dataclasses.replace(settings_from_recipe(recipe, prompt_tokens, side), gpus=gpus, zero=zero)
     usable = int(gpu_memory_gib * GIB * USABLE)
     stages = [stage_plan("sft", arch, s, usable)] if recipe.distill.sft.enabled else []
-    if s.adv_enabled:
+    if s.adversarial.enabled:
         stages.append(stage_plan("adversarial", arch, s, usable))
     if not stages:
         raise RmsdError("no stage is enabled: set distill.sft.enabled or distill.adversarial.enabled")
@@ -392,13 +422,14 @@ def format_plan(plan: Plan) -> str:
     """The plan as lines of at most 80 columns."""
     s = plan.settings
     h, w = _frame_hw(s)
-    lines = [f"rmsd plan: {plan.recipe} ({plan.family}, {_count(plan.params)} params, {s.dtype})",
+    lines = [f"rmsd plan: {plan.recipe} ({plan.family}, {_count(plan.params)} params, {s.student.dtype})",
              f"GPU {plan.gpu_bytes / GIB:.0f} GiB, {USABLE:.0%} usable"
              + (f"; ZeRO-{s.zero} over {s.gpus} GPUs" if s.zero else ""),
              f"assumed: {s.frames} frame{'s' if s.frames > 1 else ''} of {h}x{w} px, prompt {s.prompt_tokens} + reply "
              f"{s.response_tokens} tokens",
-             "training: " + ", ".join([f"LoRA r={s.lora_r}" if s.lora_r else "full fine-tuning", "AdamW",
-                                       "gradient checkpointing" if s.checkpointing else "no checkpointing"])]
+             "training: " + ", ".join([f"LoRA r={s.lora.r}" if s.lora else "full fine-tuning", "AdamW",
+                                       "gradient checkpointing" if s.student.gradient_checkpointing
+                                       else "no checkpointing"])]
     for st in plan.stages:
         lines += ["", f"stage {st.stage}: {st.rows} sequences x {st.tokens_per_row} tokens "
                       f"({st.visual_tokens} visual per clip)",

@@ -27,8 +27,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
 
-def _no_credentials(data: Any) -> Any:
-    """A pydantic before-validator body: configs built in Python are scanned like YAML files."""
+def refuse_credentials(data: Any) -> Any:
+    """A pydantic before-validator body (pools and recipes): configs built in Python are scanned like YAML files."""
     problems = credential_problems(data, "config")
     if problems:
         raise ValueError(problems[0].removeprefix("config: "))
@@ -291,8 +291,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_credentials(cls, data: Any) -> Any:
-        return _no_credentials(data)
+    def _refuse_credentials(cls, data: Any) -> Any:
+        return refuse_credentials(data)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:

@@ -145,3 +145,116 @@ def test_docs_link_only_files_inside_the_repository(doc):
             bad.append(target)
     assert not bad, f"{doc.name} links outside the repository or to missing files: {bad}"
     assert "../shared" not in text, f"{doc.name} names a file outside the repository (../shared)"
+
+
+# ----------------------------------------------------------------------------- paths named in text
+TOP_FOLDERS = ("rmsd", "tests", "benchmarks", "recipes", "teachers", "docs")
+# A path: a top-level folder of the repository, then one or more "/segment"s; not the tail of a
+# longer path or a URL (nothing path-like right before it).
+PATH_RE = re.compile(r"(?<![\w./:~-])((?:" + "|".join(TOP_FOLDERS) + r")(?:/[\w.\-]+)+/?)")
+ROOT_DOC_RE = re.compile(r"(?<![\w./:~-])([A-Z][A-Z_]*\.md)\b")  # README.md, CONTRIBUTING.md, ...
+TEMPLATE_MARKS = set("<>{}*[]$")  # recipes/<benchmark>/..., runs/{name}, benchmarks/*.py: patterns, not paths
+OUTPUT_OPTION = re.compile(r"--(?:out|output|results)[= ]$")  # `--results benchmarks/results/x`: the run makes it
+BLOCK_FILE = re.compile(r"^```\w*\n# (\S+)$", flags=re.M)  # a fenced block whose first line names the file it is
+
+
+def _py_text(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of a Python file's comments and docstrings (bare string statements); code strings are data."""
+    import io
+    import tokenize
+
+    source = path.read_text(encoding="utf-8")
+    pieces = [(t.start[0], t.string) for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            pieces += [(node.lineno + i, line) for i, line in enumerate(node.value.value.splitlines())]
+    return pieces
+
+
+def _named_paths(path: Path) -> list[tuple[int, str]]:
+    """(line, path) of every repository path the file names, by the rule of the test below."""
+    if path.suffix == ".py":
+        pieces = _py_text(path)
+    else:
+        pieces = list(enumerate(path.read_text(encoding="utf-8").splitlines(), start=1))
+    found = []
+    for line, text in pieces:
+        for m in [*PATH_RE.finditer(text), *ROOT_DOC_RE.finditer(text)]:
+            end = text[m.end():m.end() + 1]
+            if TEMPLATE_MARKS & set(m[1]) or end in TEMPLATE_MARKS or text[m.end():m.end() + 3] == "...":
+                continue
+            if OUTPUT_OPTION.search(text[:m.start()]):
+                continue
+            found.append((line, m[1].rstrip(".")))
+    return found
+
+
+def _texts() -> list[Path]:
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.yaml"], capture_output=True, text=True,
+                             cwd=ROOT, check=True).stdout.split()
+    return [ROOT / p for p in tracked if (ROOT / p).is_file()]
+
+
+def test_text_names_only_paths_that_exist():
+    """Every repository path named in a docstring or comment (`*.py`) or anywhere in a `*.md` / `*.yaml` exists.
+
+    What counts as a path: a token that starts with a top-level folder of the repository
+    (`rmsd/`, `tests/`, `benchmarks/`, `recipes/`, `teachers/`, `docs/`) and has at least one
+    more `/segment`, or an upper-case root document name (`README.md`, `ARCHITECTURE.md`). It is
+    read relative to the repository root. Left out: patterns and placeholders (a token holding
+    or followed by `<`, `{`, `*`, `[`, `$`, or followed by `...`), the tail of a longer path or
+    URL (`runs/x/rmsd/...`, `https://.../docs/...`), paths under anything else (`runs/`,
+    `data/`), which runs create, the value of an output option (`--out`, `--output`,
+    `--results`), which the command creates, and in a Markdown file the files its own fenced
+    blocks write (a block whose first line is `# teachers/<pool>.yaml`). Python code strings
+    are data, not text.
+    """
+    missing = []
+    for path in _texts():
+        written = set(BLOCK_FILE.findall(path.read_text(encoding="utf-8"))) if path.suffix == ".md" else set()
+        for line, named in _named_paths(path):
+            if named not in written and not (ROOT / named).exists():
+                missing.append(f"{path.relative_to(ROOT)}:{line}: {named}")
+    assert not missing, "text names paths that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_path_rule_reads_what_it_promises(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text('"""Reads rmsd/train/ema.py and DESIGN.md; recipes/<benchmark>/a.yaml is a pattern."""\n'
+                      'OUT = "rmsd/in/code.py"  # a string in code is data; tests/x/y.py\'s test is text\n'
+                      '# runs/x/rmsd/a.py, https://github.com/o/r/docs/a.md, --results benchmarks/results/new\n')
+    assert sorted(_named_paths(source)) == [(1, "DESIGN.md"), (1, "rmsd/train/ema.py"), (2, "tests/x/y.py")]
+
+
+def _resolves(name: str) -> bool:
+    """Whether a dotted `rmsd.…` name imports: a module, then attributes (a pydantic or dataclass field counts)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            fields = {**getattr(obj, "model_fields", {}), **getattr(obj, "__dataclass_fields__", {})}
+            if attr in fields and not hasattr(obj, attr):
+                return True  # a field of a model: no class attribute to go on from
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_text_names_only_rmsd_names_that_import():
+    """Every dotted `rmsd.…` name in a docstring or comment (`*.py`) or a `*.md` / `*.yaml` imports, as a
+    module or an attribute of one: a renamed function or a moved module leaves no reader at a dead name."""
+    dead = []
+    for path in _texts():
+        pieces = (_py_text(path) if path.suffix == ".py" else
+                  enumerate(path.read_text(encoding="utf-8").splitlines(), start=1))
+        for line, text in pieces:
+            for name in re.findall(r"(?<![\w./-])(rmsd(?:\.[A-Za-z_]\w*)+)", text):
+                if not _resolves(name):
+                    dead.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert not dead, "text names rmsd names that do not import:\n" + "\n".join(dead)

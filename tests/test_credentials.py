@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.config import PoolConfig, load_recipe, validate_file
+from rmsd.config import load_recipe, validate_file
 from rmsd.credentials import find_credentials
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

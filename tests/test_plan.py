@@ -6,7 +6,6 @@ The activation estimate is measured against real training steps in benchmarks/be
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -17,12 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.config import load_recipe
+from rmsd.config import DatasetConfig, DistillConfig, StudentConfig, load_recipe
 from rmsd.errors import RmsdError
 from rmsd.models.memory import architecture, lora_parameters
 from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import encode, load_student, to_model
-from rmsd.plan import Settings, models_held, plan_recipe
+from rmsd.plan import Settings, models_held, plan_recipe, with_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 Q3_4B = ROOT / "recipes" / "models" / "qwen3_vl_4b_instruct"
@@ -35,13 +34,24 @@ def students(tmp_path_factory):
     return {f: build_student(root / f, family=f) for f in ("qwen2_5_vl", "qwen3_vl")}
 
 
-def _settings(**changes) -> Settings:
-    base = Settings(dtype="float32", frames=8, side=84, max_pixels=None, prompt_tokens=40, response_tokens=20,
-                    sft_items=2, sft_samples=2, max_length=512, adv_enabled=True, adv_items=1, generations=2,
-                    completion=8, disc_rollouts=2, disc_mode="full", beta=0.0, visd=False, lora_r=None,
-                    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                    checkpointing=False, shared_prefix=True)
-    return dataclasses.replace(base, **changes)
+def _settings(keys: dict | None = None) -> Settings:
+    """A small recipe's settings, `keys` (recipe keys) changed."""
+    base = Settings(dataset=DatasetConfig(benchmark="synthvid", path="data", num_frames=8),
+                    student=StudentConfig(build="tiny"),
+                    distill=DistillConfig(sft={"batch_size": 2, "samples_per_item": 2},
+                                          adversarial={"enabled": True, "batch_size": 1, "num_generations": 2,
+                                                       "max_completion_length": 8}),
+                    side=84, prompt_tokens=40, response_tokens=20, pool_samples=2)
+    return with_keys(base, keys or {})
+
+
+def test_settings_speak_the_recipes_names():
+    s = _settings({"distill.adversarial.beta": 0.1, "student.lora": {"r": 4}, "zero": 2})
+    assert s.adversarial.beta == 0.1 and s.lora.r == 4 and s.lora.dropout == 0.05 and s.zero == 2
+    assert _settings().lora is None and _settings().adversarial.beta == 0.0  # the copy, not the base, changed
+    assert s.disc_rollouts_per_item == 2  # null: all G rollouts, as the stage reads it
+    unset = _settings({"distill.sft.samples_per_item": None})
+    assert unset.samples_per_item == unset.pool_samples  # null: every sample the pool gave
 
 
 def _nbytes(tensors) -> int:
@@ -62,7 +72,7 @@ def test_weights_grads_and_adamw_states_are_the_bytes_torch_allocates(students, 
     optimizer.step()
     states = _nbytes(t for s in optimizer.state.values() for k, t in s.items() if k in ("exp_avg", "exp_avg_sq"))
 
-    (student,) = models_held("sft", architecture(path), _settings(dtype=dtype))
+    (student,) = models_held("sft", architecture(path), _settings({"student.dtype": dtype}))
     assert student.params == student.trainable == sum(p.numel() for p in model.parameters())
     assert student.weight_bytes == _nbytes(model.parameters())
     assert student.grad_bytes == grads  # every parameter gets a gradient (vision, DeepStack, text)
@@ -77,7 +87,8 @@ def test_counts_by_part_and_the_discriminators_copy(students):
         model, _ = load_student(path)
         assert arch.vision_params == sum(p.numel() for p in model.model.visual.parameters())
         assert arch.vision_params + arch.text_params + arch.head_params == arch.params, family
-        held = {m.role: m for m in models_held("adversarial", arch, _settings(beta=0.1, visd=True))}
+        held = {m.role: m for m in models_held("adversarial", arch, _settings(
+            {"distill.adversarial.beta": 0.1, "distill.adversarial.visd.enabled": True}))}
         disc = Discriminator.from_student(model)
         assert held["discriminator"].params == sum(p.numel() for p in disc.parameters()), family
         assert held["reference"].params == held["ema_teacher"].params == arch.params
@@ -102,8 +113,9 @@ def test_lora_counts_are_what_the_lora_stages_hold(students, vision):
         disc = AdapterDiscriminator(model)
         teacher = AdapterEMATeacher(model)
         arch = architecture(path)
-        settings = _settings(lora_r=4, lora_targets=targets, lora_vision=vision == "adapted", disc_mode="lora",
-                             beta=0.1, visd=True)
+        settings = _settings({"student.lora": cfg.lora, "distill.sft.enabled": False,
+                              "distill.adversarial.discriminator": "lora", "distill.adversarial.beta": 0.1,
+                              "distill.adversarial.visd.enabled": True})
         held = {m.role: m for m in models_held("adversarial", arch, settings)}
         assert held["student"].trainable == trainable == lora_parameters(arch, 4, targets, vision=vision == "adapted")
         assert held["student"].params == arch.params + trainable
@@ -111,8 +123,8 @@ def test_lora_counts_are_what_the_lora_stages_hold(students, vision):
         assert held["ema_teacher"].params == sum(t.numel() for t in teacher.state_dict()["model"].values())
         assert held["discriminator"].params == sum(p.numel() for p in disc.trainable_parameters())  # no backbone
         assert held["discriminator"].params == lora_parameters(arch, 4, targets) + arch.hidden + 1, family
-        continued = {m.role: m for m in models_held("adversarial", arch, dataclasses.replace(
-            settings, reference_adapter=True))}
+        continued = {m.role: m for m in models_held("adversarial", arch, with_keys(
+            settings, {"distill.sft.enabled": True}))}
         assert continued["reference"].params == trainable  # a stage that continues adapters: TRL's frozen copy
 
 
@@ -161,15 +173,17 @@ def test_checkpointing_and_the_shared_prefix_are_planned_as_the_stages_run_them(
     assert sft_config(recipe.distill.sft, run).activation_checkpointing is False  # the recipe's default, not TRL's
     plan = plan_recipe(recipe, gpu_memory_gib=0.05, side=84)
     sft = plan.stages[0]
-    assert not plan.settings.checkpointing and plan.settings.shared_prefix and not sft.fits
+    assert not plan.settings.student.gradient_checkpointing and plan.settings.distill.shared_prefix and not sft.fits
     assert sft.knob is not None
     arch = architecture(recipe.path_of(recipe.student.build_out))
-    checkpointed = stage_plan("sft", arch, dataclasses.replace(plan.settings, checkpointing=True), sft.usable_bytes)
+    checkpointed = stage_plan("sft", arch, with_keys(plan.settings, {"student.gradient_checkpointing": True}),
+                              sft.usable_bytes)
     assert checkpointed.activation_bytes < sft.activation_bytes
-    naive = stage_plan("sft", arch, dataclasses.replace(plan.settings, shared_prefix=False), sft.usable_bytes)
+    naive = stage_plan("sft", arch, with_keys(plan.settings, {"distill.shared_prefix": False}), sft.usable_bytes)
     assert naive.activation_bytes > sft.activation_bytes  # K whole sequences keep more than one prompt + K replies
     # the knob it names, applied, fits
-    fitted = plan_recipe(recipe, gpu_memory_gib=0.05, side=84, what_if={"lora_r": 16, "sft_items": 1})
+    fitted = plan_recipe(load_recipe(_recipe(tmp_path), ["student.lora={r: 16}", "distill.sft.batch_size=1"]),
+                         gpu_memory_gib=0.05, side=84)
     assert fitted.stages[0].total_bytes < sft.total_bytes
 
 
@@ -195,7 +209,7 @@ def test_a_lora_recipe_is_planned_as_its_stages_hold_it(tmp_path):
     arch = architecture(recipe.path_of(recipe.student.build_out))
     adapters = lora_parameters(arch, 8)
     held = {m.role: m for m in plan.stages[1].models}
-    assert plan.settings.disc_mode == "lora" and not plan.settings.lora_dropout
+    assert plan.settings.adversarial.discriminator == "lora" and plan.settings.lora.dropout == 0
     assert held["student"].trainable == adapters and held["ema_teacher"].params == adapters
     assert held["reference"].params == adapters  # the SFT stage's adapters, continued
     assert held["discriminator"].params == adapters + arch.hidden + 1

@@ -5,7 +5,7 @@ run, not read: each test works in a temporary copy of `recipes/` and `teachers/`
 blocks name paths relative to the repository root), and the only change to what a block
 does is a smaller budget — extra `--set`-style overrides appended to every `load_recipe`
 call (later overrides win) and fewer synthvid items. A YAML block names the file it is in
-its first line (`# teachers/my_pool.yaml`) and is written there, then `rmsd validate` must
+its first line (`# teachers/<pool>.yaml`) and is written there, then `rmsd validate` must
 find no problem with it.
 """
 
@@ -156,7 +156,8 @@ def test_set_up_lines_are_the_two_the_ci_runs():
 
 
 def dotted_names(text: str) -> set[str]:
-    """Every `rmsd.a.b` the text names in backticks; `rmsd.a.{b, c.D}` stands for rmsd.a.b and rmsd.a.c.D."""
+    """Every dotted rmsd name the text names in backticks; `rmsd.<module>.{<name>, <sub>.<Name>}` stands for
+    both names under the module."""
     names = set()
     for head, braces in re.findall(r"`(rmsd(?:\.\w+)*)(?:\.\{([^}]*)\})?`", text):
         names.update(f"{head}.{tail.strip()}" for tail in braces.split(",")) if braces else names.add(head)

@@ -9,7 +9,7 @@ staggered appearance), and carries the whole scene in `Item.meta` (ARCHITECTURE.
 "synthvid scene"), so judges and the simulated teacher can recompute every answer.
 
 How it differs from a real benchmark: the ground truth is exact and known for every item,
-the videos are tiny (a CPU student learns them in minutes, see NOTES.md), and the dataset
+the videos are tiny (a CPU student learns them in minutes, see docs/experiments.md), and the dataset
 is a pure function of the seed: same seed, byte-identical JSONL and mp4 files. Appear and
 disappear times lie on a 0.5 s grid, so 2 fps frame sampling sees every change, objects
 never overlap while both are visible, and colours within a scene are distinct.

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.cache import JsonlCache, PrivateLoop, content_key
-from rmsd.config import PoolConfig
 from rmsd.data.items import Item
 from rmsd.data.synthvid import object_name
 from rmsd.errors import RmsdError
 from rmsd.judge.base import DIMENSIONS, Judge, Verdict, reference_text
+from rmsd.pool_config import PoolConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """The matched dataset on disk: `DIR/matched.jsonl`, one row per sample, written atomically.
 
-`write_matched` writes what `rmsd.matching.matcher.match_samples` returns (and its report);
+`write_matched` writes what `rmsd.matching.matcher.match_samples` returns (and its report)
+with a card (`README.md`: what the rows are and the lines that load them);
 `read_matched` is the one reader (`rmsd distill`, `rmsd match export`), with a one-line error
 for anything that is not such a file. The rows carry the same keys, so
 `datasets.load_dataset("json", data_files=...)` reads them too.
@@ -53,6 +54,19 @@ def read_matched(matched: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def matched_card(path: Path) -> str:
+    """The matched set's card: what a row is, and the lines that load `path` (tests/test_cards.py runs them)."""
+    path = path.resolve()
+    return ("# rmsd matched set\n\n"
+            "Written by `rmsd match`: one row per teacher sample, its sample-store record plus a quality weight\n"
+            "in [0, 1] and a `kept` flag (and `task_type`, `answer`, `format_ok`, `agreement`, `difficulty`).\n"
+            "`rmsd distill` trains on the kept rows with a weight above 0.\n\n"
+            f'```python\nimport datasets\nrows = datasets.load_dataset("json", data_files="{path}")["train"]\n```\n\n'
+            f"`rmsd.matching.dataset.read_matched(\"{path.parent}\")` reads the same rows as a list of dicts, as\n"
+            "`rmsd distill` does. The match statistics, when `rmsd match` wrote them, are in `match_report.json`\n"
+            "(and `.png`) beside this card.\n")
+
+
 def write_matched(rows: list[dict[str, Any]], out_dir: str | Path, stats: dict[str, Any] | None = None) -> Path:
     """Write `out_dir/matched.jsonl` (one row per sample, the same keys in every row, so
     `datasets.load_dataset("json", data_files=...)` reads it); with `stats`, also the report
@@ -65,6 +79,7 @@ def write_matched(rows: list[dict[str, Any]], out_dir: str | Path, stats: dict[s
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(partial, path)  # a killed match, or a reader meanwhile, never sees half a file
+    (out / "README.md").write_text(matched_card(path))
     if stats is not None:
         from rmsd.matching.report import write_report
 

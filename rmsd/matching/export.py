@@ -70,7 +70,7 @@ class Target:
 
 # ----------------------------------------------------------------------------- reading
 def read_matched_rows(matched: str | Path) -> tuple[Path, list[dict[str, Any]]]:
-    """(file, rows) of `rmsd match`'s output (`rmsd.matching.matcher.read_matched`)."""
+    """(file, rows) of `rmsd match`'s output (`rmsd.matching.dataset.read_matched`)."""
     return matched_file(matched), read_matched(matched)
 
 

@@ -1,6 +1,6 @@
 """Quality-aware matching: a weight in [0, 1] and a kept flag for every teacher sample.
 
-Per item, from its K×T samples (DESIGN.md section 3):
+Per item, from its K×T samples (docs/method.md, section 3):
 - **Format.** A sample is valid when its record has no error, its text follows
   `<think>…</think><answer>…</answer>` (unless `require_format=False`) and the benchmark's
   strict extractor reads an answer from it. Invalid samples get weight 0 and are dropped.
@@ -100,10 +100,10 @@ def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Benchm
     if missing:
         raise RmsdError(f"sample records lack the field(s) {', '.join(missing)}: pass records of an rmsd sample store")
     pool = _Pool(rows=[], items=[], valid=[], gt_score=[], by_item=defaultdict(list), n_unmatched=0)
-    if hasattr(benchmark, "prefetch"):  # a judge-backed benchmark scores a whole batch concurrently
-        matched = [(item_of[r["item_id"]], r.get("text") or "") for r in records if r.get("item_id") in item_of]
-        benchmark.prefetch([it for it, _ in matched], [t for _, t in matched],
-                           mode="strict" if cfg.require_format else "harness")
+    # a judge-backed benchmark scores the whole batch concurrently here (a no-op for rule-based ones)
+    matched = [(item_of[r["item_id"]], r.get("text") or "") for r in records if r.get("item_id") in item_of]
+    benchmark.prefetch([it for it, _ in matched], [t for _, t in matched],
+                       mode="strict" if cfg.require_format else "harness")
     for rec in records:
         item = item_of.get(rec.get("item_id"))
         if item is None:

@@ -38,8 +38,6 @@ from rmsd.config import LORA_TARGETS
 from rmsd.errors import RmsdError
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# The linear layers peft's LoRA targets in a Qwen text backbone unless told otherwise.
-DEFAULT_LORA_TARGETS = LORA_TARGETS
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def _adapted(arch: Architecture, target_modules: tuple[str, ...], vision: bool) 
     return text + (list(arch.vision_lora_shapes) if vision else [])
 
 
-def lora_parameters(arch: Architecture, r: int, target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS,
+def lora_parameters(arch: Architecture, r: int, target_modules: tuple[str, ...] = LORA_TARGETS,
                     vision: bool = False) -> int:
     """Parameters of LoRA adapters of rank r on the text backbone's linears named in `target_modules` (and with
     `vision` on every linear of the vision tower): r x (in + out) each."""

@@ -9,8 +9,8 @@ that generation and evaluation see.
 How it differs from calling the processor directly:
 - frames come pre-sampled (`rmsd.data.video.Frames`) and their real rate and times reach
   the processor as `video_metadata`; left alone the processor assumes 24 fps, which shrinks
-  Qwen2.5-VL's `second_per_grid_ts` and collapses the temporal position encoding (NOTES.md:
-  motion questions then learn much worse), and makes Qwen3-VL write wrong `<t seconds>`
+  Qwen2.5-VL's `second_per_grid_ts` and collapses the temporal position encoding (motion
+  questions then learned much worse in an early synthvid run), and makes Qwen3-VL write wrong `<t seconds>`
   timestamps before each frame pair (its only sense of time);
 - with `responses`, each assistant turn is tokenised on its own and appended to the
   prompt's ids: the training sequence is exactly the generation prompt followed by the

@@ -15,7 +15,7 @@ Settings that cannot change an answer stay out (`NOT_IN_KEY` in `rmsd.config`):
 concurrency, rate limits, timeouts, retries, the list and order of `base_url`s, the key's
 variable name, `use_n`, logprobs, price, hf device and batch size, K (raising it adds
 indices). Settings enter only when they differ from their default
-(`rmsd.config.output_settings`), so adding a knob whose default keeps the old behaviour
+(`rmsd.pool_config.output_settings`), so adding a knob whose default keeps the old behaviour
 changes no key; changing an in-key default needs a KEY_VERSION bump.
 
 How it differs from hashing the request (lm-eval's cache): a request body also holds
@@ -41,9 +41,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import PoolConfig, TeacherConfig, output_settings
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig, TeacherConfig, output_settings
 from rmsd.sampling.store import KEY_VERSION, SampleStore, iter_records, key_version, write_card
 from rmsd.teachers.pool import load_class, media_needs, model_name
 

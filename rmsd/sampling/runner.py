@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import PoolConfig, SamplingConfig, TeacherConfig
+from rmsd.config import SamplingConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig, TeacherConfig
 from rmsd.sampling.keys import KeyMaker, legacy_store_error
 from rmsd.sampling.ratelimit import RateLimiter, backoff_delay
 from rmsd.sampling.store import KEY_VERSION, SampleStore, key_version, now_iso

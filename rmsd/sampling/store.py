@@ -91,6 +91,7 @@ _FAILURE_FEATURES = """  - {name: item_id, dtype: string}
 def dataset_card(path: Path, has_failures: bool) -> str:
     """The card: the schema is declared so a column that is null in the first part file (error, logprobs)
     does not make `datasets` infer type null and then fail on a later file."""
+    path = path.resolve()  # the snippet runs from any folder, not only where `rmsd sample` ran
     info = "dataset_info:\n- config_name: default\n  features:\n" + _RECORD_FEATURES
     configs = "configs:\n- config_name: default\n  data_files:\n  - {split: train, path: data/*.jsonl}\n"
     load = f'records = datasets.load_dataset("{path}")["train"]\n'

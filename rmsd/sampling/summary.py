@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import TeacherConfig
+from rmsd.pool_config import TeacherConfig
 from rmsd.sampling.store import SampleStore
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.config import HFOptions
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import HFOptions
 from rmsd.teachers.base import GenParams, Media, Response, Teacher
 
 

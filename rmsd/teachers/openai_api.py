@@ -42,9 +42,9 @@ from urllib.parse import urlparse
 
 import openai
 
-from rmsd.config import OpenAIOptions
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import OpenAIOptions
 from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError, parse_retry_after
 
 DUMMY_KEY = "EMPTY"

@@ -19,8 +19,8 @@ import importlib
 import inspect
 from pathlib import Path
 
-from rmsd.config import PoolConfig, TeacherConfig
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig, TeacherConfig
 from rmsd.teachers.base import GenParams, Teacher
 
 BUILTIN = ("openai", "hf", "simulated")

@@ -85,8 +85,8 @@ class SimulatedTeacher(Teacher):
     verbosity: "short" (one fact + conclusion) or "long" (a timestamped timeline first).
     seed: style and format randomness; error_seed: mistakes (default: private per teacher).
     question_difficulty, competence_spread, difficulty_seed: the per-question competence
-        (module docstring; rmsd.config.SimulatedOptions documents each).
-    weaknesses: systematic mistakes, dicts as rmsd.config.SimulatedOptions.weaknesses dumps them.
+        (module docstring; rmsd.pool_config.SimulatedOptions documents each).
+    weaknesses: systematic mistakes, dicts as rmsd.pool_config.SimulatedOptions.weaknesses dumps them.
     """
 
     backend = "simulated"
@@ -253,7 +253,7 @@ class SimulatedTeacher(Teacher):
 def _weaknesses(name: str, given: list[Any]) -> list[dict[str, Any]]:
     """Weaknesses validated and completed by rmsd.config (the one declaration of their fields and
     ranges), as dicts: a teacher built from a pool and one built by hand fire on the same questions."""
-    from rmsd.config import SimulatedOptions
+    from rmsd.pool_config import SimulatedOptions
 
     try:
         parsed = SimulatedOptions(weaknesses=[w.model_dump() if hasattr(w, "model_dump") else dict(w) for w in given])

@@ -29,10 +29,12 @@ How it differs from `trl.GRPOTrainer`:
   the discriminator can be an adapter on its base (`discriminator: lora`), and the reference
   of a fresh adapter is the base with the adapters disabled (`_lora_reference`).
 
-This class is rmsd's one seam with TRL's internals: it overrides the private GRPOTrainer
-methods named in `TRL_OVERRIDES` (tests/train/test_trl_seam.py fails, naming the method,
-when a TRL release changes one of their signatures) and is the only code that touches
-TRL's private attributes (`_metrics`, `_step`) and the name of its reference adapter (`ref`).
+This class is one of rmsd's two seams with TRL's internals (the other is
+`rmsd.train.sft_trainer`): what it relies on beyond TRL's public API is declared here, the
+private GRPOTrainer methods it overrides in `TRL_OVERRIDES`, the trainer attributes it reads or
+writes in `TRL_ATTRIBUTES`, the TRL methods that call the log-prob forward in
+`TRL_LOGPS_CALLERS` and the name of TRL's reference adapter (`ref`);
+tests/train/test_trl_args.py pins each against the installed TRL and fails naming what moved.
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -74,6 +76,13 @@ TRL_OVERRIDES = {
     "_compute_loss": ("self", "model", "inputs"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
 }
+# GRPOTrainer's attributes read or written here (set in its __init__ or training_step).
+TRL_ATTRIBUTES = ("_metrics", "_step", "ref_model", "generation_kwargs", "generation_config", "temperature",
+                  "num_generations", "num_iterations")
+# The GRPOTrainer methods that call `_get_per_token_logps_and_entropies`, each with a fixed argument
+# list (image-only keywords) that cannot carry an item's video tensors: each is wrapped below so the
+# rows reach the forward in `_vision_rows` (see `_get_per_token_logps_and_entropies`).
+TRL_LOGPS_CALLERS = ("_generate_and_score_completions", "_compute_loss")
 
 
 class AdversarialTrainer(GRPOTrainer):
@@ -104,6 +113,7 @@ class AdversarialTrainer(GRPOTrainer):
         if curriculum is not None and curriculum.source == "pass_rate" and visd is None and benchmark is None:
             raise RmsdError("curriculum source pass_rate needs the benchmark's scorer or the VISD judge")
         self._prompt_rows: list[tuple[list[int], dict[str, torch.Tensor]]] | None = None
+        # The vision rows of the TRL call in progress (only inside TRL_LOGPS_CALLERS; None otherwise).
         self._vision_rows: list[dict[str, torch.Tensor]] | None = None
         rewards = stage.active_rewards()
         self.adversary = self._build_adversary(model, args, processing_class, teacher_samples, rewards)
@@ -224,7 +234,7 @@ class AdversarialTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._prompt_rows = encode_prompts(self.processing_class, self.items, [x["item_id"] for x in inputs],
                                            self.inputs, self.accelerator.device)
-        self._vision_rows = [vision for _, vision in self._prompt_rows]
+        self._vision_rows = [vision for _, vision in self._prompt_rows]  # for TRL's old/ref log-prob calls
         if self.adversary is not None:
             self.adversary.update_enabled = self.model.training
         try:
@@ -266,16 +276,13 @@ class AdversarialTrainer(GRPOTrainer):
         prompt_mask = rollout["prompt_mask"] if prompt_mask is None else prompt_mask
         ids = torch.cat([prompt_ids, rollout["completion_ids"]], dim=1)
         mask = torch.cat([prompt_mask, rollout["completion_mask"]], dim=1)
-        previous, self._vision_rows = self._vision_rows, rollout["vision"]
-        try:
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                model, ids, mask, rollout["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size)
-        finally:
-            self._vision_rows = previous
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            model, ids, mask, rollout["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
+            vision_rows=rollout["vision"])
         return logps
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        self._vision_rows = inputs.get("vision")
+        self._vision_rows = inputs.get("vision")  # TRL's loss forward passes only its image keys (TRL_LOGPS_CALLERS)
         try:
             return super()._compute_loss(model, inputs)
         finally:
@@ -284,8 +291,17 @@ class AdversarialTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                            logits_to_keep: int, batch_size: int | None = None,
                                            compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           vision_rows: list[dict[str, torch.Tensor]] | None = None,
                                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
-        vision_rows = self._vision_rows
+        """TRL's log-prob forward, with each row's vision tensors (`vision_rows`, one dict per row).
+
+        rmsd's own callers pass `vision_rows`. TRL's callers (`TRL_LOGPS_CALLERS`) cannot: they
+        pass image-only keywords (`pixel_values`, `image_grid_thw`, ... read from fixed keys, or
+        built from `images`, which is None for video), and a rollout's per-row `vision` dicts are
+        not among them. Those calls get the rows from `_vision_rows`, which the wrappers of those
+        methods set around `super()` and clear after. Without rows the forward is TRL's own.
+        """
+        vision_rows = self._vision_rows if vision_rows is None else vision_rows
         if vision_rows is None:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,

@@ -60,7 +60,7 @@ class DistillContext:
     resume: bool = False
     benchmark: Benchmark | None = None
     callbacks: list[Any] = field(default_factory=list)
-    pool: Any = None  # the recipe's teacher pool (PoolConfig), for an LLM judge
+    pool: Any = None  # the recipe's teacher pool (PoolConfig), required by an LLM judge
     progress: bool = True  # a bar (terminal) or plain lines (log) per stage instead of printed log dicts
     card: Any = None  # rmsd.train.model_card.CardInfo: every stage folder gets a model card
 
@@ -223,7 +223,6 @@ def _structured_signal(cfg: AdversarialStageConfig, ctx: DistillContext, model: 
     else:
         from rmsd.judge.llm import LLMJudge
 
-        if v.judge_teacher is None or ctx.pool is None:
-            raise RmsdError("visd.judge=llm needs visd.judge_teacher: the name of a teacher in the recipe's pool")
+        # the recipe checked judge_teacher (VISDConfig); the pipeline loaded the pool it names (`pool:`)
         judge = LLMJudge.from_pool(ctx.pool, v.judge_teacher, cache_path=out / "judge_cache.jsonl")
     return StructuredSignal.from_config(v, judge, model, total_steps=cfg.max_steps)

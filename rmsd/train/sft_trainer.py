@@ -1,7 +1,7 @@
 """Stage `sft` of `rmsd distill`: multi-sample, quality-weighted SFT of a video student (R-MSD).
 
 Every kept teacher sample of an item is a target, weighted by its match weight normalised
-per item (DESIGN.md section 4):
+per item (docs/method.md, section 4):
 
     L = - sum_k wbar_k * (1/|y_k|) * sum_t log p(y_k,t | x, y_k,<t),   wbar_k = w_k / sum_j w_j
 
@@ -15,6 +15,12 @@ baseline: the first format-valid sample of each item, unweighted.
 
 The log-probabilities come from TRL's fused LM head (`model(..., fused_lm_head=True)`),
 which never materialises the `[sequences, tokens, vocab]` logits.
+
+This class is one of rmsd's two seams with TRL's internals (the other is
+`rmsd.train.adversarial_trainer`): the SFTTrainer methods it overrides are in `TRL_OVERRIDES`,
+the trainer attributes it writes (TRL's metric store and token count, Trainer's loss-kwargs
+switch) in `TRL_ATTRIBUTES`, and the fused head's output fields it reads in `TRL_FUSED_OUTPUTS`;
+tests/train/test_trl_args.py pins each against the installed TRL and fails naming what moved.
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
 """
@@ -35,6 +41,16 @@ from rmsd.errors import RmsdError
 from rmsd.losses.multisample_sft import multisample_sft_loss
 from rmsd.models import shared_prefix
 from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, StudentInputs, item_vision, vision_kwargs
+
+# The SFTTrainer methods overridden here, with the parameters we rely on (TRL 1.16).
+TRL_OVERRIDES = {
+    "compute_loss": ("self", "model", "inputs", "return_outputs", "num_items_in_batch"),
+    "create_model_card": ("self",),
+}
+# SFTTrainer's attributes written here (set in its __init__ or in transformers.Trainer's).
+TRL_ATTRIBUTES = ("_metrics", "_total_train_tokens", "model_accepts_loss_kwargs")
+# The fields of TRL's FusedCausalLMOutput read here and by the shared-prefix forward.
+TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "is_top1", "label_mask")
 
 
 def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str) -> list[dict[str, Any]]:

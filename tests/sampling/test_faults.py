@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window
 
-from rmsd.config import PoolConfig
 from rmsd.data.items import Item
+from rmsd.pool_config import PoolConfig
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.teachers.pool import build_teachers

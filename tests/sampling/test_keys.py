@@ -20,7 +20,8 @@ from fake_openai import FakeOpenAIServer
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.config import (
+from rmsd.data.items import Item
+from rmsd.pool_config import (
     GenParamsConfig,
     HFOptions,
     OpenAIOptions,
@@ -29,7 +30,6 @@ from rmsd.config import (
     TeacherConfig,
     output_settings,
 )
-from rmsd.data.items import Item
 from rmsd.sampling.keys import key_maker
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, key_version, read_records

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer, max_in_window
 
-from rmsd.config import PoolConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig
 from rmsd.sampling import runner
 from rmsd.sampling.ratelimit import (
     JITTER_MARGIN_S,

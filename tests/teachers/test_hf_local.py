@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from rmsd.config import HFOptions, PoolConfig
 from rmsd.data.benchmarks.synthvid import load_items
 from rmsd.data.synthvid import generate
+from rmsd.pool_config import HFOptions, PoolConfig
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.teachers.hf_local import HFTeacher

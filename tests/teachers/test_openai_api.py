@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from rmsd.config import OpenAIOptions
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import OpenAIOptions
 from rmsd.teachers.base import GenParams, Media, TeacherError
 from rmsd.teachers.openai_api import DUMMY_KEY, OpenAITeacher
 

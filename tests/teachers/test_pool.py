@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 
-from rmsd.config import ConfigError, PoolConfig, load_pool
+from rmsd.config import ConfigError, load_pool
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig
 from rmsd.teachers.base import Teacher
 from rmsd.teachers.pool import build_teacher, build_teachers, load_class, media_needs, model_name
 from rmsd.teachers.simulated import SimulatedTeacher

@@ -14,10 +14,11 @@ import re
 
 import pytest
 
-from rmsd.config import SimulatedOptions, load_pool
+from rmsd.config import load_pool
 from rmsd.data.items import Item
 from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
+from rmsd.pool_config import SimulatedOptions
 from rmsd.sampling.keys import teacher_identity
 from rmsd.teachers.pool import build_teacher
 from rmsd.teachers.simulated import SimulatedTeacher

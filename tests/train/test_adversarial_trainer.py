@@ -105,7 +105,7 @@ def test_default_token_advantages_are_trls_update(env, tmp_path):
     trainer.token_advantages = spy
     rollout, rows = _rollout(trainer, env)
     assert seen["A"].shape == (4,) and seen["rows"] == rows
-    # TRL's rollout advantages are DESIGN.md's group normalisation of the weighted reward sum.
+    # TRL's rollout advantages are docs/method.md's group normalisation of the weighted reward sum.
     logged = trainer._logs["rewards"]
     total = torch.tensor(logged["discriminator"]) * 1.0 + torch.tensor(logged["format"]) * 0.5
     torch.testing.assert_close(seen["A"], group_advantages(total, trainer.num_generations))

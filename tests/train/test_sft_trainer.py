@@ -37,7 +37,7 @@ def _trainer(env, out, **overrides):
 
 
 def test_loss_is_the_per_item_weighted_mean_of_sample_nlls(env, tmp_path):
-    """The fused-head loss equals DESIGN.md's formula computed by hand from full logits."""
+    """The fused-head loss equals docs/method.md's formula computed by hand from full logits."""
     trainer = _trainer(env, tmp_path / "loss")
     rows = sft_rows(env["matched"], None, "matched")[:2]
     batch = MultiSampleCollator(trainer.processing_class, env["items"], max_length=256)(rows)

@@ -2,22 +2,25 @@
 
 One test per stage fails when a recipe field is neither copied to TRL nor read by rmsd, or
 when a TRL field named in the mapping does not exist; a build with non-default values shows
-each copied value arrives under its TRL name. And the seam with TRL's private methods:
-a TRL release that changes the signature of a method the adversarial trainer overrides
-fails here, naming the method.
+each copied value arrives under its TRL name. And both seams with TRL's internals (the SFT
+and the adversarial trainer): a TRL release that changes the signature of a method either
+overrides, drops an attribute either reads or writes, calls the log-prob forward from a new
+method, or renames a fused-head output fails here, naming what moved.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import re
+import textwrap
 
 import pytest
-from trl import GRPOConfig, GRPOTrainer, SFTConfig
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from rmsd.config import REWARDS, AdversarialStageConfig, SFTStageConfig
-from rmsd.train import trl_args
-from rmsd.train.adversarial_trainer import TRL_OVERRIDES
+from rmsd.train import adversarial_trainer, sft_trainer, trl_args
 from rmsd.train.trl_args import RunSettings
 
 
@@ -66,12 +69,72 @@ def test_the_recipe_names_exactly_the_rewards_the_trainer_implements():
     assert all(f'"{name}"' in src for name in REWARDS)
 
 
-@pytest.mark.parametrize("method", sorted(TRL_OVERRIDES))
-def test_trl_still_has_the_signatures_we_override(method):
-    original = getattr(GRPOTrainer, method, None)
-    assert original is not None, f"trl.GRPOTrainer.{method} is gone: rmsd.train.adversarial_trainer overrides it"
+SEAMS = [(GRPOTrainer, adversarial_trainer), (SFTTrainer, sft_trainer)]
+
+
+@pytest.mark.parametrize("trl_class, seam, method", [
+    (trl_class, seam, method) for trl_class, seam in SEAMS for method in sorted(seam.TRL_OVERRIDES)])
+def test_trl_still_has_the_signatures_we_override(trl_class, seam, method):
+    where = f"trl.{trl_class.__name__}.{method}"
+    original = getattr(trl_class, method, None)
+    assert original is not None, f"{where} is gone: {seam.__name__} overrides it"
     names = tuple(inspect.signature(original).parameters)
-    expected = TRL_OVERRIDES[method]
+    expected = seam.TRL_OVERRIDES[method]
     assert names[: len(expected)] == expected, (
-        f"trl.GRPOTrainer.{method} now takes {names}, rmsd.train.adversarial_trainer overrides it as {expected}: "
-        "update the override for this TRL release")
+        f"{where} now takes {names}, {seam.__name__} overrides it as {expected}: update the override for this TRL "
+        "release")
+
+
+def _assigned_attributes(cls: type) -> set[str]:
+    """Names assigned as `self.NAME = ...` anywhere in the source of `cls` or a base class."""
+    names = set()
+    for klass in cls.__mro__[:-1]:
+        try:
+            names |= set(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]+)?=(?!=)", inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+    return names
+
+
+@pytest.mark.parametrize("trl_class, seam", SEAMS, ids=["adversarial", "sft"])
+def test_trl_still_sets_the_attributes_we_use(trl_class, seam):
+    gone = set(seam.TRL_ATTRIBUTES) - _assigned_attributes(trl_class)
+    assert not gone, (f"trl.{trl_class.__name__} no longer sets {sorted(gone)}, which {seam.__name__} reads or "
+                      "writes: update it for this TRL release")
+
+
+def _callers(cls: type, method: str) -> set[str]:
+    """The methods of `cls` whose body calls `self.<method>(...)`."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    return {fn.name for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+            for call in ast.walk(fn) if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == method and isinstance(call.func.value, ast.Name) and call.func.value.id == "self"}
+
+
+def test_the_trl_methods_that_run_the_log_prob_forward_are_the_ones_that_hand_it_the_video():
+    """The video side channel: TRL's callers of the log-prob forward pass image-only keywords, so
+    the adversarial trainer wraps each of them to hand the rows over (`_vision_rows`); a caller TRL
+    adds would run the forward without the clip, and one it removes makes a wrapper dead."""
+    callers = _callers(GRPOTrainer, "_get_per_token_logps_and_entropies")
+    assert callers == set(adversarial_trainer.TRL_LOGPS_CALLERS), (
+        f"trl.GRPOTrainer calls _get_per_token_logps_and_entropies from {sorted(callers)}; "
+        f"rmsd.train.adversarial_trainer hands the video to {adversarial_trainer.TRL_LOGPS_CALLERS}")
+    for name in callers:  # and not one passes a keyword that could carry our per-row vision dicts
+        source = textwrap.dedent(inspect.getsource(getattr(GRPOTrainer, name)))
+        for call in ast.walk(ast.parse(source)):
+            if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "_get_per_token_logps_and_entropies":
+                assert "vision_rows" not in {k.arg for k in call.keywords}, f"{name} passes vision_rows itself now"
+    for name in adversarial_trainer.TRL_LOGPS_CALLERS:
+        assert name in vars(adversarial_trainer.AdversarialTrainer), f"AdversarialTrainer does not wrap {name}"
+
+
+def test_trl_fused_head_still_returns_the_fields_we_read():
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    fields = {f.name for f in dataclasses.fields(FusedCausalLMOutput)}
+    gone = set(sft_trainer.TRL_FUSED_OUTPUTS) - fields
+    assert not gone, f"trl's FusedCausalLMOutput no longer has {sorted(gone)}, which rmsd.train.sft_trainer reads"
+
+
+def test_the_reference_adapter_is_still_named_as_trl_names_it():
+    assert f'add_adapter("{adversarial_trainer.TRL_REFERENCE_ADAPTER}"' in inspect.getsource(GRPOTrainer)

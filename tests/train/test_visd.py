@@ -196,8 +196,8 @@ def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_on
 
     from fake_openai import FakeOpenAIServer
 
-    from rmsd.config import PoolConfig
     from rmsd.judge.llm import LLMJudge
+    from rmsd.pool_config import PoolConfig
 
     good = json.dumps({"answer_correctness": 1.0, "logical_consistency": 0.5, "spatiotemporal_grounding": 0.0,
                        "feedback": "answer_correctness: right\nspatiotemporal_grounding: wrong, no time cited"})

@@ -299,8 +299,10 @@ def drill_corpus(n: int = 400, seed: int = 0) -> list[str]:
 def pretrained_base(out_dir: str | Path, size: str = "tiny", seed: int = 0, config: PretrainConfig | None = None,
                     cache: str | Path | None = None, rebuild: bool = False,
                     log: Callable[[str], None] | None = print) -> Path:
-    """The pre-trained base in `out_dir`: a copy of the shipped one (rmsd/assets/tiny-base, seconds)
-    when it was built with exactly this size, seed and recipe, else trained now (`build_pretrained`)."""
+    """The pre-trained base in `out_dir`: a copy of the shipped one (`SHIPPED`, the package's
+    assets/tiny-base, seconds) when there is one built with exactly this size, seed and recipe,
+    else trained now (`build_pretrained`). The repository commits no shipped base: a package
+    build may add one."""
     import shutil
 
     config = config or PretrainConfig(seed=seed)

@@ -11,8 +11,8 @@ DeepStack mergers feeding the first text layers, timestamp text between frame pa
 
 How it differs from a real checkpoint:
 - weights are random (from a seed) and small: the `tiny` preset (1.4M parameters) learns
-  synthvid on a CPU in minutes (benchmarks/results/learning.md, NOTES.md "Final
-  configuration");
+  synthvid on a CPU in minutes (benchmarks/results/learning.md, docs/experiments.md "Does the tiny
+  student learn synthvid on a CPU?");
 - `initializer_range` is 0.1 in every sub-config, not 0.02: from scratch it learns far faster;
 - the vocabulary is a byte-level BPE of ~600 tokens trained here with `tokenizers` on
   synthvid's text and the words of common benchmark prompts, with the answer-format tags
@@ -31,9 +31,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd.errors import RmsdError
-from rmsd.models.offline.vocab import (  # noqa: F401 - FORMAT_TOKENS etc. stay importable from here
+from rmsd.models.offline.vocab import (
     CHAT_TEMPLATE,
-    FORMAT_TOKENS,
     IM_END,
     IMAGE_PAD,
     MAX_PIXELS,
@@ -80,7 +79,7 @@ person people man woman child car dog cat ball table room street building water 
 
 
 PRESETS = {
-    # NOTES.md "Final configuration": 1.4M parameters, learns synthvid colour/direction on 2 CPU cores in minutes.
+    # 1.4M parameters (docs/experiments.md, its first section): learns synthvid colour/direction on 2 CPU cores in minutes.
     "tiny": Preset(128, 4, 8, 8, 512, (2, 3, 3), 2, 64, 4, 256, (0, 1), 0.1),
     # ~9M: experiments that need more capacity than tiny (hard tier, open answers); minutes per epoch on CPU.
     "small": Preset(256, 6, 8, 8, 1024, (4, 6, 6), 4, 128, 4, 512, (1, 3), 0.05, vocab_size=2048),
