@@ -87,7 +87,7 @@ def build_student(
 @app.command()
 def validate(paths: list[Path] = typer.Argument(..., help="recipe or pool YAML files, or folders of them")) -> None:
     """Check recipes and teacher pools; report every problem with its YAML path (one `error:` line each, exit 2)."""
-    from rmsd.config import validate_file
+    from rmsd.validation import validate_file
 
     files = [f for p in paths for f in (sorted(p.rglob("*.yaml")) if p.is_dir() else [p])]
     if not files:

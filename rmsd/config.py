@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
-from rmsd.data.benchmarks import BENCHMARKS, benchmark_class, unknown_name
+from rmsd.data.benchmarks import BENCHMARKS, unknown_name
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig, Strict, refuse_credentials
 
@@ -311,24 +311,6 @@ class EvalConfig(Strict):
         return v
 
 
-def _data_where(path: str) -> str:
-    p = Path(path).expanduser()
-    return str(p.resolve()) if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) else path  # hub id
-
-
-def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | None:
-    """The one-line refusal when the recipe trains on a split it also evaluates, else None (no knob allows it)."""
-    for i, s in enumerate(ev.sets(dataset)):
-        scored = s.split or benchmark_class(s.benchmark).default_split
-        if (s.benchmark, _data_where(s.path), s.config, scored) == (dataset.benchmark, _data_where(dataset.path),
-                                                                    dataset.config, dataset.split):
-            where = f"eval.benchmarks[{i}]" if ev.benchmarks else "dataset.eval_split"
-            return (f"dataset trains on {dataset.benchmark} split {dataset.split!r} of {dataset.path}, which {where} "
-                    "also scores: train on a training corpus or another split (dataset.allow_eval_overlap does not "
-                    "cover this)")
-    return None
-
-
 # ----------------------------------------------------------------------------- recipe
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -386,7 +368,8 @@ def resolve_path(path: str, relative_to: str | None) -> Path:
     return p
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file's mapping with its `include:`s merged in, credentials refused, a pool path made relative to it."""
     if not path.is_file():
         raise RmsdError(f"{path}: no such file")
     if path.resolve() in seen:
@@ -406,7 +389,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         data["pool"] = str(resolve_path(data["pool"], str(path)))
     merged: dict[str, Any] = {}
     for inc in [includes] if isinstance(includes, str) else includes:
-        merged = _deep_merge(merged, _read_yaml(resolve_path(inc, str(path)), seen + (path.resolve(),)))
+        merged = _deep_merge(merged, read_yaml(resolve_path(inc, str(path)), seen + (path.resolve(),)))
     return _deep_merge(merged, data)
 
 
@@ -444,7 +427,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _parse(model: type[BaseModel], path: Path, data: dict[str, Any], overrides: list[str] = ()) -> Any:
+def parse_config(model: type[BaseModel], path: Path, data: dict[str, Any], overrides: list[str] = ()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -461,60 +444,14 @@ class ConfigError(RmsdError):
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
-    data = apply_overrides(_read_yaml(path), overrides or [])
+    data = apply_overrides(read_yaml(path), overrides or [])
     if "teachers" in data:
         raise RmsdError(f"{path}: this is a teacher pool, not a recipe; pass it as `pool:` in a recipe")
-    recipe = _parse(Recipe, path, data, overrides or [])
+    recipe = parse_config(Recipe, path, data, overrides or [])
     recipe.source = str(path)
     return recipe
 
 
 def load_pool(path: str | Path, overrides: list[str] | None = None) -> PoolConfig:
     path = Path(path)
-    return _parse(PoolConfig, path, apply_overrides(_read_yaml(path), overrides or []), overrides or [])
-
-
-def _pool_names(path: Path, recipe: Recipe, pool: PoolConfig) -> list[str]:
-    """The recipe keys that name a teacher of its pool, checked against the pool."""
-    names = {t.name for t in pool.teachers}
-    named = {"distill.adversarial.visd.judge_teacher": recipe.distill.adversarial.visd.judge_teacher,
-             "eval.judge_teacher": recipe.eval.judge_teacher}
-    return [f"{path}: {key}: {value!r} is not a teacher of pool {pool.name} (teachers: {', '.join(sorted(names))})"
-            for key, value in named.items() if value is not None and value not in names]
-
-
-def validate_accelerate_config(path: str | Path) -> list[str]:
-    """Problems of an `accelerate launch --config_file` YAML (recipes/accelerate/), read by accelerate itself."""
-    from accelerate.commands.config.config_args import ClusterConfig
-
-    try:
-        ClusterConfig.from_yaml_file(str(path))
-    except (ValueError, TypeError, KeyError) as e:
-        return [f"{path}: not an accelerate config: {str(e).splitlines()[0]}"]
-    return []
-
-
-def validate_file(path: str | Path) -> list[str]:
-    """Every problem of a recipe, pool or accelerate config file (and of the pool a recipe names); [] when valid."""
-    path = Path(path)
-    try:
-        data = _read_yaml(path)
-        if "distributed_type" in data:
-            return validate_accelerate_config(path)
-        if "teachers" in data:
-            _parse(PoolConfig, path, data)
-            return []
-        recipe = load_recipe(path)
-        refusal = evaluated_training_split(recipe.dataset, recipe.eval)
-        if refusal:
-            return [f"{path}: {refusal}"]
-        if recipe.pool is not None:
-            pool_path = resolve_path(recipe.pool, str(path))
-            if not pool_path.is_file():
-                return [f"{path}: pool: {recipe.pool}: no such file"]
-            return validate_file(pool_path) or _pool_names(path, recipe, load_pool(pool_path))
-        return []
-    except ConfigError as e:
-        return e.problems
-    except RmsdError as e:
-        return [str(e)]
+    return parse_config(PoolConfig, path, apply_overrides(read_yaml(path), overrides or []), overrides or [])

@@ -7,8 +7,9 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.config import ConfigError, load_pool, load_recipe, validate_file
+from rmsd.config import ConfigError, load_pool, load_recipe
 from rmsd.errors import RmsdError
+from rmsd.validation import validate_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml")) + sorted((ROOT / "teachers").rglob("*.yaml"))

@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.config import load_recipe, validate_file
+from rmsd.config import load_recipe
 from rmsd.credentials import find_credentials
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig
+from rmsd.validation import validate_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,14 +13,34 @@ on the very split a set scores is refused whatever that knob says.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
-from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig, evaluated_training_split
-from rmsd.data.benchmarks import get_benchmark
+from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig
+from rmsd.data.benchmarks import benchmark_class, get_benchmark
 from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.contamination import EvalIndex, find_overlaps
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+
+
+def _data_where(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) else path  # hub id
+
+
+def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | None:
+    """The one-line refusal when the recipe trains on a split it also evaluates, else None (no knob allows it)."""
+    for i, s in enumerate(ev.sets(dataset)):
+        scored = s.split or benchmark_class(s.benchmark).default_split
+        if (s.benchmark, _data_where(s.path), s.config, scored) == (dataset.benchmark, _data_where(dataset.path),
+                                                                    dataset.config, dataset.split):
+            where = f"eval.benchmarks[{i}]" if ev.benchmarks else "dataset.eval_split"
+            return (f"dataset trains on {dataset.benchmark} split {dataset.split!r} of {dataset.path}, which {where} "
+                    "also scores: train on a training corpus or another split (dataset.allow_eval_overlap does not "
+                    "cover this)")
+    return None
 
 
 def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,

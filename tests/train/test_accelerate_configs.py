@@ -52,7 +52,7 @@ SCRIPT = textwrap.dedent('''
 def test_each_shipped_config_loads_in_accelerate(name, kind):
     from accelerate.commands.config.config_args import ClusterConfig
 
-    from rmsd.config import validate_file
+    from rmsd.validation import validate_file
 
     config = ClusterConfig.from_yaml_file(str(CONFIGS / f"{name}.yaml"))
     assert config.distributed_type.value == kind and validate_file(CONFIGS / f"{name}.yaml") == []
