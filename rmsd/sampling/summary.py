@@ -53,21 +53,55 @@ class Progress:
                              stats=f"{rate:.1f}/s · {self.errors} errors · {self.tokens:,} tokens")
 
 
-def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig) -> float | None:
+def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig, batch: bool = False) -> float | None:
     if cfg.price is None:
         return None
-    return round((prompt_tokens * cfg.price.input_per_1m + completion_tokens * cfg.price.output_per_1m) / 1e6, 6)
+    share = cfg.price.batch_discount if batch else 1.0
+    return round((prompt_tokens * cfg.price.input_per_1m + completion_tokens * cfg.price.output_per_1m) * share / 1e6, 6)
 
 
-def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wall_s: float) -> dict[str, Any]:
-    """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall."""
-    teachers = {}
-    for name, lane in lanes.items():
-        s: dict[str, Any] = dict(lane.stats)
-        total: dict[str, Any] = dict(store.totals.get(name, {"records": 0, "prompt_tokens": 0, "completion_tokens": 0}))
-        s["cost_usd"] = _cost(s["prompt_tokens"], s["completion_tokens"], lane.cfg)
-        total["cost_usd"] = _cost(total["prompt_tokens"], total["completion_tokens"], lane.cfg)
-        teachers[name] = {**s, "store": total}
+def _modes(online: tuple[int, int], batch: tuple[int, int], cfg: TeacherConfig) -> dict[str, dict[str, Any]]:
+    """Tokens and cost per mode; batch tokens are priced at `price.batch_discount`."""
+    return {mode: {"prompt_tokens": p, "completion_tokens": c, "cost_usd": _cost(p, c, cfg, batch=mode == "batch")}
+            for mode, (p, c) in (("online", online), ("batch", batch))}
+
+
+def _teacher(lane: Any, store: SampleStore, batch: dict[str, Any] | None, billed: dict[str, int]) -> dict[str, Any]:
+    """One teacher's figures: this run's (online + batch) and the store's, tokens and cost per mode."""
+    name, cfg = lane.cfg.name, lane.cfg
+    s: dict[str, Any] = dict(lane.stats)
+    b = batch or {}
+    run_batch = (b.get("billed_prompt_tokens", 0), b.get("billed_completion_tokens", 0))
+    s["modes"] = _modes((s["prompt_tokens"], s["completion_tokens"]), run_batch, cfg)
+    for k in ("records", "truncated", "flagged"):
+        s[k] += b.get(k, 0)
+    s["prompt_tokens"] += run_batch[0]
+    s["completion_tokens"] += run_batch[1]
+    s["mode"] = cfg.openai.mode if cfg.openai is not None else "online"
+    if batch is not None:
+        s["batch"] = batch
+    total: dict[str, Any] = dict(store.totals.get(name, {"records": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+    # the store's batch share: what its batches billed (ledger); the rest of its records were sampled online
+    stored_batch = (billed.get("billed_prompt_tokens", 0), billed.get("billed_completion_tokens", 0))
+    stored_online = (max(0, total["prompt_tokens"] - stored_batch[0]), max(0, total["completion_tokens"] - stored_batch[1]))
+    total["modes"] = _modes(stored_online, stored_batch, cfg)
+    costs = [m["cost_usd"] for m in s["modes"].values()]
+    s["cost_usd"] = None if None in costs else round(sum(costs), 6)
+    costs = [m["cost_usd"] for m in total["modes"].values()]
+    total["cost_usd"] = None if None in costs else round(sum(costs), 6)
+    return {**s, "store": total}
+
+
+def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wall_s: float,
+              batch: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall;
+    `batch`: the batch figures of each teacher in batch mode (`BatchRun.summary`)."""
+    from rmsd.sampling.batch_files import Ledger
+
+    ledger = Ledger(store.path)
+    billed = ledger.billed() if ledger.file.is_file() else {}
+    teachers = {name: _teacher(lane, store, (batch or {}).get(name), billed.get(name, {}))
+                for name, lane in lanes.items()}
 
     def add(key: str, where: str | None = None) -> Any:
         vals = [(t[where] if where else t)[key] for t in teachers.values()]
@@ -76,7 +110,7 @@ def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wal
 
     failures = store.open_failures()
     new = add("records")
-    return {
+    out = {
         "store": str(store.path), "planned": len(planned), "records": len(store), "new_records": new,
         "missing": sum(k not in store for k in planned),
         "failures": len(failures), "failed_samples": sum(len(f["keys"]) for f in failures),
@@ -90,6 +124,24 @@ def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wal
                    "completion_tokens": add("completion_tokens", "store"), "cost_usd": add("cost_usd", "store")},
         "teachers": teachers,
     }
+    if batch:
+        out["batch"] = _batch_totals(batch)
+    return out
+
+
+def _batch_totals(batch: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The batch figures of all teachers: lines, bytes per request, billed lines, failed lines by reason."""
+    lines = sum(b["lines"] for b in batch.values())
+    size = sum(b["bytes"] for b in batch.values())
+    reasons: dict[str, int] = {}
+    for b in batch.values():
+        for k, v in b["failed_lines"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    return {"batches": sum(b["batches"] for b in batch.values()), "lines": lines, "bytes": size,
+            "bytes_per_request": round(size / lines, 1) if lines else None,
+            "billed_lines": sum(b["billed_lines"] for b in batch.values()),
+            "records": sum(b["records"] for b in batch.values()), "failed_lines": reasons,
+            "unknown_lines": sum(b["unknown_lines"] for b in batch.values())}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -109,6 +161,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"{summary['new_records']} new records in {summary['wall_s']:.1f} s "
                   f"({summary['responses_per_s'] or 0:.1f}/s); store holds {summary['records']} of "
                   f"{summary['planned']} planned, {summary['missing']} missing")
+    if summary.get("batch"):
+        b = summary["batch"]
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(b["failed_lines"].items())) or "none"
+        console.print(f"batch: {b['batches']} batches, {b['lines']} lines ({b['bytes_per_request'] or 0:,.0f} bytes "
+                      f"per request), {b['billed_lines']} billed, {b['records']} records stored; failed lines: "
+                      f"{reasons}; {b['unknown_lines']} unknown ids ignored")
     if summary["failures"]:
         console.print(f"[yellow]{summary['failures']} item/teacher pairs failed ({summary['failed_samples']} samples): "
                       f"see {Path(summary['store']) / 'failures.jsonl'}; re-run the same command to retry them")

@@ -1,0 +1,453 @@
+"""`rmsd sample` through the Batch API (`openai.mode: batch`): the same requests at half the price, within a day.
+
+For each teacher in batch mode the run writes the missing requests as batch lines
+(`rmsd.sampling.batch_files`), uploads each part (`files.create(purpose="batch")`), creates a
+batch on `/v1/chat/completions` and records its id in the store's ledger the moment it exists.
+It then polls with backoff (one line per change off a terminal, a bar per batch on one),
+downloads the output and error files, and stores each answer as a record identical to the
+online path's: a store may mix both modes, and either mode resumes the other's store.
+
+How it differs from a submit-and-forget script:
+- never paying twice: keys in an open batch are never planned again; a killed run resumes
+  polling the batches it recorded; a run killed between creating a batch and recording it finds
+  the batch again through `batches.list` (each batch carries the store's id and its part tag in
+  `metadata`) before it submits anything; a part uploaded but never created is created from the
+  uploaded file, not rewritten;
+- failed lines (error file, `expired`, a `failed` batch, no choices, `n` honoured only partly)
+  are asked again in a new batch, at most `max_retries` rounds, or online with
+  `openai.batch_fallback: online`; once a server answers fewer choices than `n`, the rest are
+  asked one sample per line; every reason is counted in the summary;
+- `rmsd sample --cancel` cancels the store's open batches and stores what they had finished.
+
+Batch control calls (upload, create, poll, download) go to the teacher's first `base_url`
+through the official client, which retries them itself (they are few; the sampling requests
+are the batch's lines). The key comes from `api_key_env` and is redacted from every message.
+
+    rmsd sample --recipe R --set ...          # with openai.mode: batch in the pool
+    rmsd sample --recipe R --cancel
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import openai
+
+from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+from rmsd.sampling.batch_files import (
+    ENDPOINT,
+    TERMINAL,
+    Ingest,
+    Ledger,
+    Part,
+    PartWriter,
+    add_failures,
+    custom_id,
+    file_lines,
+    read_manifest,
+    request_line,
+)
+from rmsd.sampling.runner import Job, Lane, build_media, chunks, plan
+from rmsd.sampling.store import SampleStore
+from rmsd.teachers.base import Media
+from rmsd.teachers.openai_api import resolve_api_key
+
+UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
+POLL_ERRORS_BEFORE_GIVING_UP = 20
+Work = list[tuple[Item, list[Job]]]
+
+
+def is_batch(lane: Lane) -> bool:
+    return lane.cfg.openai is not None and lane.cfg.openai.mode == "batch"
+
+
+class BatchProgress:
+    """Per batch: status, completed and failed requests; a rich bar on a terminal, a line per change off one."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
+        self.last: dict[str, tuple] = {}
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            (self._bar.console.print if self._bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
+
+    def update(self, tag: str, teacher: str, batch: Any) -> bool:
+        c = batch.request_counts
+        done, failed, total = (c.completed, c.failed, c.total) if c is not None else (0, 0, 0)
+        state = (batch.status, done, failed, total)
+        changed, self.last[tag] = self.last.get(tag) != state, state
+        if not (self.enabled and changed):
+            return changed
+        if not self.tty:
+            self.note(f"batch {batch.id} ({teacher}): {batch.status}, {done}/{total} completed, {failed} failed")
+            return changed
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), console=Console(stderr=True))
+            self._bar.start()
+        if tag not in self._tasks:
+            self._tasks[tag] = self._bar.add_task(f"{teacher} {batch.id}", total=total or None, stats="")
+        self._bar.update(self._tasks[tag], completed=done + failed, total=total or None,
+                         stats=f"{batch.status} · {failed} failed")
+        return changed
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class BatchRun:
+    """The batch-mode teachers of one `rmsd sample` run: `submit`, then `finish` (or `cancel`, or `export`)."""
+
+    def __init__(self, items: list[Item], lanes: dict[str, Lane], store: SampleStore, num_frames: int,
+                 max_side: int | None, progress: bool = True, secrets: list[str] | None = None):
+        self.items, self.lanes, self.store = items, lanes, store
+        self.num_frames, self.max_side = num_frames, max_side
+        self.ledger = Ledger(store.path)
+        self.progress = BatchProgress(progress)
+        self.secrets = [s for s in secrets or [] if s and len(s) >= 4]
+        self.stats: dict[str, Counter] = {name: Counter() for name in lanes}
+        self.rounds = dict.fromkeys(lanes, 0)
+        self.finished: set[str] = set()  # lanes out of batch rounds: fell back online or out of budget
+        self.given_up: set[str] = set()  # keys failed for good this run (media, oversized)
+        self.reasons: dict[str, str] = {}  # key -> why its last line failed
+        self.pending: set[str] = set()  # keys in open batches
+        self.open: dict[str, dict[str, Any]] = {}  # tag -> {tag, teacher, batch_id}
+        self.clients: dict[str, openai.AsyncOpenAI] = {}
+        self._media: tuple[Any, Media] | None = None
+        self.store_id = self.ledger.store_id()
+        self.planned = plan(items, lanes, store)[1]
+
+    # ------------------------------------------------------------------------- plumbing
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def client(self, name: str) -> openai.AsyncOpenAI:
+        if name not in self.clients:
+            opts = self.lanes[name].cfg.openai
+            key = resolve_api_key(name, opts)
+            self.secrets.append(key)
+            url = opts.base_url[0] if isinstance(opts.base_url, list) else opts.base_url
+            self.clients[name] = openai.AsyncOpenAI(api_key=key, base_url=url, max_retries=3, timeout=600.0)
+        return self.clients[name]
+
+    async def call(self, name: str, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await fn()
+        except openai.APIError as e:
+            raise RmsdError(self.redact(f"teacher {name}: {what} failed at {self.client(name).base_url}: {e}; "
+                                        f"re-run the same command to resume (batches are recorded in "
+                                        f"{self.ledger.file})")) from None
+
+    async def aclose(self) -> None:
+        self.progress.close()
+        await asyncio.gather(*(c.close() for c in self.clients.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------------------- planning
+    def plan(self) -> Work:
+        """The missing samples of the batch lanes still in play, minus those in open batches or given up."""
+        lanes = {n: lane for n, lane in self.lanes.items() if n not in self.finished}
+        out = []
+        for item, jobs in plan(self.items, lanes, self.store)[0]:
+            kept = []
+            for job in jobs:
+                job.indices = [i for i in job.indices if job.keys[i] not in self.pending
+                               and job.keys[i] not in self.given_up]
+                if job.indices:
+                    kept.append(job)
+            if kept:
+                out.append((item, kept))
+        return out
+
+    def media(self, item: Item, needs: frozenset[str]) -> Media:
+        """An item's media, reused by the next item on the same video (several questions per video)."""
+        key = (item.video, item.image, needs)
+        if self._media is None or self._media[0] != key:
+            self._media = (key, build_media(item, needs, self.num_frames, self.max_side))
+        return self._media[1]
+
+    def lines(self, item: Item, job: Job) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """The request lines of one job (as the online runner would send them) with their manifest entries."""
+        lane = job.lane
+        teacher: Any = lane.teacher
+        try:
+            media = self.media(item, frozenset(teacher.media_needs)) if item.video or item.image else Media()
+        except Exception as e:  # a missing/corrupt video fails this item's samples, as online
+            reason = str(e) if isinstance(e, RmsdError) else f"cannot read media of {item.item_id}: {e}"
+            self.give_up(item, job, job.indices, f"media: {reason}")
+            return
+        for part in chunks(job.indices, teacher.max_n_per_request()):
+            start = part[0]
+            body = teacher.request_body(item, media, len(part), lane.params, start)
+            cid = custom_id(job.keys[start], start)
+            yield request_line(cid, body), {"custom_id": cid, "item_id": item.item_id, "teacher": lane.cfg.name,
+                                            "model": lane.model, "start": start, "keys": [job.keys[i] for i in part]}
+
+    def give_up(self, item: Item, job: Job, indices: list[int], reason: str) -> None:
+        keys = [job.keys[i] for i in indices]
+        self.store.add_failure(item.item_id, job.lane.cfg.name, reason, keys, 0)
+        self.given_up.update(keys)
+        self.stats[job.lane.cfg.name]["given_up"] += len(keys)
+
+    # ------------------------------------------------------------------------- submitting
+    async def submit(self) -> None:
+        """Recover what a killed run left, then submit every missing request of the batch lanes."""
+        await self.recover()
+        await self.submit_work(self.plan())
+
+    async def submit_work(self, work: Work) -> None:
+        by_lane: dict[str, list[tuple[Item, Job]]] = defaultdict(list)
+        for item, jobs in work:
+            for job in jobs:
+                by_lane[job.lane.cfg.name].append((item, job))
+        for name, jobs in by_lane.items():
+            o = self.lanes[name].cfg.openai
+            writer = PartWriter(self.ledger, name, o.batch_max_requests, o.batch_max_bytes)
+            for item, job in jobs:
+                for line, entry in self.lines(item, job):
+                    if len(line) > o.batch_max_bytes:
+                        self.give_up(item, job, [entry["start"] + i for i in range(len(entry["keys"]))],
+                                     f"batch: a request of {len(line):,} bytes exceeds openai.batch_max_bytes")
+                        continue
+                    closed = writer.add(line, entry)
+                    if closed is not None:
+                        await self.send(name, closed)
+            last = writer.close()
+            if last is not None:
+                await self.send(name, last)
+
+    async def send(self, name: str, part: Part) -> None:
+        """Upload a part, record it, create its batch and record that: a kill anywhere here costs nothing twice."""
+        client = self.client(name)
+        with part.path.open("rb") as f:
+            uploaded = await self.call(name, "uploading a batch file",
+                                       lambda: client.files.create(file=(part.path.name, f), purpose="batch"))
+        self.ledger.add("submitting", tag=part.tag, teacher=name, file_id=uploaded.id, lines=part.lines,
+                        bytes=part.bytes, round=self.rounds[name], since_s=int(time.time()))
+        part.path.unlink()  # the provider holds it now; the manifest stays until the results are in
+        self.pending.update(part.keys)
+        s = self.stats[name]
+        s["lines"] += part.lines
+        s["bytes"] += part.bytes
+        await self.create(name, part.tag, uploaded.id, part.lines)
+
+    async def create(self, name: str, tag: str, file_id: str, lines: int) -> None:
+        client, o = self.client(name), self.lanes[name].cfg.openai
+        batch = await self.call(name, "creating a batch", lambda: client.batches.create(
+            input_file_id=file_id, endpoint=ENDPOINT, completion_window=o.batch_window,
+            metadata={"rmsd_store": self.store_id, "rmsd_part": tag}))
+        self.ledger.add("created", tag=tag, teacher=name, batch_id=batch.id)
+        self.stats[name]["batches"] += 1
+        self.open[tag] = {"tag": tag, "teacher": name, "batch_id": batch.id}
+        self.progress.note(f"batch {batch.id} ({name}): {lines} requests submitted")
+
+    async def recover(self, create_missing: bool = True) -> None:
+        """Open parts of earlier runs: poll the recorded ones, find unrecorded ones by metadata, create the rest."""
+        for tag, p in self.ledger.parts().items():
+            if p["events"] == ["writing"]:  # killed before its upload was recorded: never submitted
+                for path in (self.ledger.manifest(tag), self.ledger.dir / f"{tag}.requests.jsonl"):
+                    path.unlink(missing_ok=True)
+        for tag, p in self.ledger.open_parts().items():
+            name = p["teacher"]
+            if name not in self.lanes:
+                raise RmsdError(f"{self.store.path}: teacher {name} has open batches (part {tag}) but is not in "
+                                "batch mode here; run with its openai.mode: batch to collect them, or cancel them "
+                                "with rmsd sample --cancel")
+            self.pending.update(k for e in read_manifest(self.ledger.manifest(tag)).values() for k in e["keys"])
+            if "batch_id" in p:
+                self.open[tag] = {"tag": tag, "teacher": name, "batch_id": p["batch_id"]}
+                continue
+            found = await self.find(name, tag, int(p.get("since_s", 0)))
+            if found is not None:
+                self.ledger.add("created", tag=tag, teacher=name, batch_id=found, recovered=True)
+                self.open[tag] = {"tag": tag, "teacher": name, "batch_id": found}
+            elif create_missing:
+                await self.create(name, tag, p["file_id"], int(p.get("lines", 0)))
+            else:
+                self.ledger.add("ingested", tag=tag, teacher=name, status="never_created", teachers={})
+
+    async def find(self, name: str, tag: str, since_s: int) -> str | None:
+        """The id of this store's batch for `tag` (newest first; stops at batches older than the upload)."""
+        client = self.client(name)
+
+        async def search() -> str | None:
+            async for b in client.batches.list(limit=100):
+                md = b.metadata or {}
+                if md.get("rmsd_store") == self.store_id and md.get("rmsd_part") == tag:
+                    return b.id
+                if b.created_at < since_s - 600:
+                    return None
+            return None
+
+        return await self.call(name, "listing batches", search)
+
+    # ------------------------------------------------------------------------- polling
+    async def wait(self) -> None:
+        """Poll the open batches until each ends, storing its results as it does."""
+        base = min(self.lanes[b["teacher"]].cfg.openai.batch_poll_s for b in self.open.values()) if self.open else 0
+        cap = max(self.lanes[b["teacher"]].cfg.openai.batch_poll_max_s for b in self.open.values()) if self.open else 0
+        delay, errors = base, 0
+        while self.open:
+            changed = False
+            for b in list(self.open.values()):
+                try:
+                    batch = await self.client(b["teacher"]).batches.retrieve(b["batch_id"])
+                    errors = 0
+                except openai.APIError as e:
+                    errors += 1
+                    if errors >= POLL_ERRORS_BEFORE_GIVING_UP:
+                        raise RmsdError(self.redact(f"cannot poll batch {b['batch_id']} ({e}); re-run the same "
+                                                    "command to resume polling")) from None
+                    continue
+                changed |= self.progress.update(b["tag"], b["teacher"], batch)
+                if batch.status in TERMINAL:
+                    await self.collect(b, batch)
+            if self.open:
+                delay = base if changed else min(delay * 1.5, max(cap, base))
+                await asyncio.sleep(delay)
+
+    async def download(self, name: str, file_id: str, tag: str) -> Any:
+        path = self.ledger.dir / f"{tag}.{file_id}.jsonl"
+        client = self.client(name)
+
+        async def fetch() -> None:
+            async with client.files.with_streaming_response.content(file_id) as response:
+                await response.stream_to_file(path)
+
+        await self.call(name, f"downloading file {file_id}", fetch)
+        return path
+
+    async def collect(self, b: dict[str, Any], batch: Any) -> None:
+        """Store an ended batch's answers; count its failed lines by reason; note a server that ignores `n`."""
+        name, tag = b["teacher"], b["tag"]
+        manifest = read_manifest(self.ledger.manifest(tag))
+        ingest = Ingest(self.store, manifest)
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                path = await self.download(name, file_id, tag)
+                ingest.lines(file_lines(path))
+                path.unlink()
+        ingest.unseen(UNANSWERED.get(batch.status, "missing"))
+        if batch.status == "failed" and batch.errors is not None and batch.errors.data:
+            self.progress.note(self.redact(f"batch {batch.id} ({name}) failed: {batch.errors.data[0].message}"))
+        self.ledger.add("ingested", tag=tag, teacher=name, batch_id=batch.id, status=batch.status,
+                        teachers=ingest.teachers(), unknown=ingest.unknown, malformed=ingest.malformed)
+        for counts in ingest.counts.values():
+            self.stats[name].update(counts)
+        self.stats[name]["unknown_lines"] += ingest.unknown
+        self.reasons.update(ingest.reasons)
+        self.pending.difference_update(k for e in manifest.values() for k in e["keys"])
+        teacher: Any = self.lanes[name].teacher
+        if name in ingest.short and teacher.options.use_n == "auto":
+            teacher.n_honoured = False  # the rest one sample per line
+        del self.open[tag]
+        self.store.sync_soon()
+
+    # ------------------------------------------------------------------------- rounds
+    async def finish(self, online: Callable[[Work], Awaitable[None]]) -> None:
+        """Wait for the open batches; ask failed lines again (new batches within the retry budget, or online)."""
+        try:
+            while True:
+                await self.wait()
+                work = self.plan()
+                if not work:
+                    break
+                fallback, again = [], []
+                for item, jobs in work:
+                    fb = [j for j in jobs if j.lane.cfg.openai.batch_fallback == "online"]
+                    rest = [j for j in jobs if j not in fb]
+                    budget = [j for j in rest if self.rounds[j.lane.cfg.name] < j.lane.cfg.max_retries]
+                    for job in rest:
+                        if job not in budget:
+                            self.out_of_budget(item, job)
+                    fallback += [(item, fb)] if fb else []
+                    again += [(item, budget)] if budget else []
+                if fallback:
+                    self.finished.update(j.lane.cfg.name for _, jobs in fallback for j in jobs)
+                    for _, jobs in fallback:
+                        for j in jobs:
+                            self.stats[j.lane.cfg.name]["fallback_online"] += len(j.indices)
+                    await online(fallback)
+                if not again:
+                    break
+                for name in {j.lane.cfg.name for _, jobs in again for j in jobs}:
+                    self.rounds[name] += 1
+                await self.submit_work(again)
+        finally:
+            await self.aclose()
+
+    def out_of_budget(self, item: Item, job: Job) -> None:
+        name = job.lane.cfg.name
+        keys = [job.keys[i] for i in job.indices]
+        reason = Counter(self.reasons.get(k, "missing") for k in keys).most_common(1)[0][0]
+        self.store.add_failure(item.item_id, name, f"batch: {reason} (after {self.rounds[name] + 1} batch rounds)",
+                               keys, self.rounds[name] + 1)
+        self.given_up.update(keys)
+
+    async def cancel(self) -> int:
+        """Cancel this store's open batches, wait until they stop, store what they had finished; how many."""
+        try:
+            await self.recover(create_missing=False)
+            for b in list(self.open.values()):
+                client = self.client(b["teacher"])
+                try:
+                    await client.batches.cancel(b["batch_id"])
+                except openai.APIStatusError as e:  # already ended: collected below like the others
+                    self.progress.note(self.redact(f"batch {b['batch_id']}: {e.message}"))
+                self.progress.note(f"batch {b['batch_id']} ({b['teacher']}): cancel requested")
+            cancelled = len(self.open)
+            await self.wait()
+            return cancelled
+        finally:
+            await self.aclose()
+
+    async def export(self, path: Any) -> int:
+        """`--batch-file`: every missing request of these lanes in one file (no split, nothing submitted)."""
+        try:
+            await self.recover(create_missing=False)
+            writer = PartWriter(self.ledger, "export", 1 << 62, 1 << 62, path=path)
+            lines = size = 0
+            for item, jobs in self.plan():
+                for job in jobs:
+                    for line, entry in self.lines(item, job):
+                        writer.add(line, entry)
+                        lines, size = lines + 1, size + len(line)
+            part = writer.close()
+            if part is not None:
+                self.ledger.add("exported", tag=part.tag, teacher="export", file=str(path), lines=lines, bytes=size)
+            return lines
+        finally:
+            await self.aclose()
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """This run's batch figures per teacher (summary.json's `batch` of each teacher)."""
+        out = {}
+        for name, s in self.stats.items():
+            reasons = {k.split(":", 1)[1]: v for k, v in s.items() if k.startswith("failed:")}
+            out[name] = {
+                "batches": s["batches"], "lines": s["lines"], "bytes": s["bytes"],
+                "bytes_per_request": round(s["bytes"] / s["lines"], 1) if s["lines"] else None,
+                "rounds": self.rounds[name] + (1 if s["lines"] else 0), "records": s["records"],
+                "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"],
+                "truncated": s["truncated"], "flagged": s["flagged"],
+                "billed_lines": s["billed_lines"], "billed_choices": s["billed_choices"],
+                "billed_prompt_tokens": s["billed_prompt_tokens"],
+                "billed_completion_tokens": s["billed_completion_tokens"],
+                "failed_lines": reasons, "unknown_lines": s["unknown_lines"], "given_up": s["given_up"],
+                "fallback_online": s["fallback_online"]}
+        return out
