@@ -47,7 +47,6 @@ from rmsd.sampling.batch_files import (
     Ledger,
     Part,
     PartWriter,
-    add_failures,
     custom_id,
     file_lines,
     read_manifest,
@@ -61,10 +60,6 @@ from rmsd.teachers.openai_api import resolve_api_key
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
 POLL_ERRORS_BEFORE_GIVING_UP = 20
 Work = list[tuple[Item, list[Job]]]
-
-
-def is_batch(lane: Lane) -> bool:
-    return lane.cfg.openai is not None and lane.cfg.openai.mode == "batch"
 
 
 class BatchProgress:

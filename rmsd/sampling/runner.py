@@ -419,7 +419,7 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
 
     async def sample_online(work: list[tuple[Item, list[Job]]], label: str) -> None:
         todo = sum(len(job.indices) for _, jobs in work for job in jobs)
-        with Progress(todo, progress, label) as bar:
+        with Progress(todo, progress and (todo > 0 or batches is None), label) as bar:
             await _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s, secrets).all(work)
 
     await sample_online(work, f"{pool.name}: {len(work)} items")
