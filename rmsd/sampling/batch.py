@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -52,7 +53,7 @@ from rmsd.sampling.batch_files import (
     read_manifest,
     request_line,
 )
-from rmsd.sampling.runner import Job, Lane, build_media, chunks, plan
+from rmsd.sampling.runner import MEDIA_THREADS, Job, Lane, build_media, chunks, plan
 from rmsd.sampling.store import SampleStore
 from rmsd.teachers.base import Media
 from rmsd.teachers.openai_api import resolve_api_key
@@ -60,6 +61,16 @@ from rmsd.teachers.openai_api import resolve_api_key
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
 POLL_ERRORS_BEFORE_GIVING_UP = 20
 Work = list[tuple[Item, list[Job]]]
+
+
+def _media(item: Item, needs: frozenset[str], num_frames: int, max_side: int | None) -> Media | Exception:
+    """An item's media, or why it cannot be read (returned: the lines of that item fail, the rest go on)."""
+    if not (needs and (item.video or item.image)):
+        return Media()
+    try:
+        return build_media(item, needs, num_frames, max_side)
+    except Exception as e:
+        return e
 
 
 class BatchProgress:
@@ -122,7 +133,7 @@ class BatchRun:
         self.pending: set[str] = set()  # keys in open batches
         self.open: dict[str, dict[str, Any]] = {}  # tag -> {tag, teacher, batch_id}
         self.clients: dict[str, openai.AsyncOpenAI] = {}
-        self._media: tuple[Any, Media] | None = None
+        self.media_wait_s = 0.0  # time writing waited for frames (decode + JPEG), for the benchmark
         self.store_id = self.ledger.store_id()
         self.planned = plan(items, lanes, store)[1]
 
@@ -169,21 +180,35 @@ class BatchRun:
                 out.append((item, kept))
         return out
 
-    def media(self, item: Item, needs: frozenset[str]) -> Media:
-        """An item's media, reused by the next item on the same video (several questions per video)."""
-        key = (item.video, item.image, needs)
-        if self._media is None or self._media[0] != key:
-            self._media = (key, build_media(item, needs, self.num_frames, self.max_side))
-        return self._media[1]
+    def with_media(self, work: Work) -> Iterator[tuple[Item, list[Job], Media | Exception]]:
+        """Each item of `work` with its media, built ahead in worker threads (decoding is what writing lines
+        waits for) and once for consecutive items on the same clip (several questions per video)."""
+        ahead: deque[tuple[Item, list[Job], Future]] = deque()
+        last: tuple[Any, Future] | None = None
+        with ThreadPoolExecutor(MEDIA_THREADS) as threads:
+            for item, jobs in work:
+                needs = frozenset().union(*(j.lane.teacher.media_needs for j in jobs))
+                key = (item.video, item.image, needs)
+                if last is None or last[0] != key:
+                    last = (key, threads.submit(_media, item, needs, self.num_frames, self.max_side))
+                ahead.append((item, jobs, last[1]))
+                while len(ahead) > 8 * MEDIA_THREADS:
+                    yield self._ready(ahead.popleft())
+            while ahead:
+                yield self._ready(ahead.popleft())
 
-    def lines(self, item: Item, job: Job) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _ready(self, entry: tuple[Item, list[Job], Future]) -> tuple[Item, list[Job], Media | Exception]:
+        started = time.perf_counter()
+        media = entry[2].result()
+        self.media_wait_s += time.perf_counter() - started
+        return entry[0], entry[1], media
+
+    def lines(self, item: Item, job: Job, media: Media | Exception) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """The request lines of one job (as the online runner would send them) with their manifest entries."""
         lane = job.lane
         teacher: Any = lane.teacher
-        try:
-            media = self.media(item, frozenset(teacher.media_needs)) if item.video or item.image else Media()
-        except Exception as e:  # a missing/corrupt video fails this item's samples, as online
-            reason = str(e) if isinstance(e, RmsdError) else f"cannot read media of {item.item_id}: {e}"
+        if isinstance(media, Exception):  # a missing/corrupt video fails this item's samples, as online
+            reason = str(media) if isinstance(media, RmsdError) else f"cannot read media of {item.item_id}: {media}"
             self.give_up(item, job, job.indices, f"media: {reason}")
             return
         for part in chunks(job.indices, teacher.max_n_per_request()):
@@ -213,8 +238,8 @@ class BatchRun:
         for name, jobs in by_lane.items():
             o = self.lanes[name].cfg.openai
             writer = PartWriter(self.ledger, name, o.batch_max_requests, o.batch_max_bytes)
-            for item, job in jobs:
-                for line, entry in self.lines(item, job):
+            for item, (job,), media in self.with_media([(item, [job]) for item, job in jobs]):
+                for line, entry in self.lines(item, job, media):
                     if len(line) > o.batch_max_bytes:
                         self.give_up(item, job, [entry["start"] + i for i in range(len(entry["keys"]))],
                                      f"batch: a request of {len(line):,} bytes exceeds openai.batch_max_bytes")
@@ -417,9 +442,9 @@ class BatchRun:
             await self.recover(create_missing=False)
             writer = PartWriter(self.ledger, "export", 1 << 62, 1 << 62, path=path)
             lines = size = 0
-            for item, jobs in self.plan():
+            for item, jobs, media in self.with_media(self.plan()):
                 for job in jobs:
-                    for line, entry in self.lines(item, job):
+                    for line, entry in self.lines(item, job, media):
                         writer.add(line, entry)
                         lines, size = lines + 1, size + len(line)
             part = writer.close()
