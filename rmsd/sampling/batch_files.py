@@ -200,14 +200,22 @@ class PartWriter:
 
 
 # ----------------------------------------------------------------------------- result lines
+def response_of(row: dict[str, Any]) -> tuple[Any, Any]:
+    """(status code, body) of a result line; a `response` that is the chat completion itself (as some
+    `vllm run-batch` versions are documented to write) counts as a 200."""
+    response = row.get("response") or {}
+    if isinstance(response, dict) and "body" not in response and "choices" in response:
+        return 200, response
+    return (response.get("status_code"), response.get("body")) if isinstance(response, dict) else (None, None)
+
+
 def line_failure(row: dict[str, Any]) -> str | None:
     """Why a result line gave no samples (None: it did): expired, http_<status>, error:<code>, no_choices."""
-    error, response = row.get("error"), row.get("response") or {}
+    error = row.get("error")
     if error:
         code = error.get("code") if isinstance(error, dict) else None
         return "expired" if code == "batch_expired" else f"error:{code or 'unknown'}"
-    status = response.get("status_code")
-    body = response.get("body")
+    status, body = response_of(row)
     if status != 200:
         code = (body.get("error") or {}).get("code") if isinstance(body, dict) and isinstance(
             body.get("error"), dict) else None
@@ -251,15 +259,15 @@ class Ingest:
         c = self.counts[entry["teacher"]]
         reason = line_failure(row)
         responses = []
+        body = response_of(row)[1]
         if reason is None:
             try:
-                responses = responses_from_body(row["response"]["body"])
+                responses = responses_from_body(body)
             except TeacherError:
                 reason = "malformed"
         if reason is not None:
             self.fail(entry, entry["keys"], reason)
             return
-        body = row["response"]["body"]
         usage = body.get("usage") or {}
         c["billed_lines"] += 1
         c["billed_choices"] += len(responses)

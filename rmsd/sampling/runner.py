@@ -24,10 +24,14 @@ asyncio loop:
   the run completes;
 - a rich progress bar and a summary (`rmsd.sampling.summary`) saved as summary.json.
 
+Teachers with `openai.mode: batch` send the same requests through the Batch API instead
+(`rmsd.sampling.batch`): submitted before the online teachers start, collected after them,
+stored as the same records.
+
 `--shard I/N` keeps the items whose stable hash of item_id is I mod N, so N machines split a
 run with no coordination and `rmsd sample merge` joins their stores.
 
-    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml [--limit 50] [--shard 0/4]
+    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml [--limit 50] [--shard 0/4] [--cancel | --batch-file F]
 """
 
 from __future__ import annotations

@@ -326,3 +326,28 @@ def test_the_api_key_never_reaches_a_file_or_the_output_in_batch_mode(tmp_path):
     for p in tmp_path.rglob("*"):
         if p.is_file() and "data" not in p.parts:
             assert secret.encode() not in p.read_bytes(), p
+
+
+def test_result_lines_of_every_shape_are_read_and_unknown_ids_counted(tmp_path):
+    from rmsd.sampling.batch_files import Ingest
+
+    keys = ["a" * 64, "b" * 64]
+    manifest = {f"{keys[0]}-0": {"custom_id": f"{keys[0]}-0", "item_id": "q0", "teacher": "api", "model": "m",
+                                 "start": 0, "keys": keys}}
+    body = {"choices": [{"index": 0, "message": {"content": "<answer>(A)</answer>"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4}}
+    lines = [json.dumps({"custom_id": f"{keys[0]}-0", "response": {"status_code": 200, "body": body}}),
+             json.dumps({"custom_id": f"{keys[0]}-0", "response": body}),  # a repeat: never stored twice
+             json.dumps({"custom_id": "other-0", "response": body}), "not json", ""]
+    with SampleStore(tmp_path / "s") as store:
+        ingest = Ingest(store, manifest)
+        ingest.lines(lines)
+    got = read_records(tmp_path / "s")
+    assert [r["key"] for r in got] == [keys[0]] and got[0]["text"] == "<answer>(A)</answer>"
+    assert got[0]["prompt_tokens"] == 10 and got[0]["latency_s"] == 0.0
+    assert ingest.unknown == 2 and ingest.malformed == 1
+    assert ingest.reasons == {keys[1]: "partial_n"}  # asked n=2, one choice came back
+    with SampleStore(tmp_path / "t") as store:
+        bare = Ingest(store, manifest)
+        bare.lines([json.dumps({"custom_id": f"{keys[0]}-0", "response": body})])  # vLLM's documented bare form
+        assert keys[0] in store
