@@ -170,9 +170,6 @@ class PartWriter:
         self._manifest = self.ledger.manifest(tag).open("w", encoding="utf-8")
         self.ledger.add("writing", tag=tag, teacher=self.teacher)  # reserves the tag number
 
-    def fits(self, size: int) -> bool:
-        return size <= self.max_bytes
-
     def add(self, line: bytes, entry: dict[str, Any]) -> Part | None:
         closed = None
         part = self.part

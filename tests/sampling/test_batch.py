@@ -351,3 +351,24 @@ def test_result_lines_of_every_shape_are_read_and_unknown_ids_counted(tmp_path):
         bare = Ingest(store, manifest)
         bare.lines([json.dumps({"custom_id": f"{keys[0]}-0", "response": body})])  # vLLM's documented bare form
         assert keys[0] in store
+
+
+def test_progress_off_a_terminal_is_one_line_per_change(tmp_path, capsys):
+    p = pool("", k=1)
+    with FakeBatchServer(BatchBehaviour(polls_to_finish=3, error_every=4)) as srv:
+        p.teachers[0].openai.base_url = srv.url
+
+        async def go() -> dict:
+            teachers = build_teachers(p)
+            try:
+                with SampleStore(tmp_path / "s") as store:
+                    return await run_sampling(items(4), p, teachers, store, progress=True)
+            finally:
+                await asyncio.gather(*(t.aclose() for t in teachers.values()))
+
+        asyncio.run(go())
+    err = capsys.readouterr().err
+    assert "batch batch_0001 (api): 4 requests submitted" in err
+    assert "batch batch_0001 (api): in_progress, 1/4 completed, 0 failed" in err
+    assert "batch batch_0001 (api): completed, 3/4 completed, 1 failed" in err
+    assert err.count("batch batch_0001 (api): in_progress, 2/4 completed") == 1  # a line per change, not per poll
