@@ -56,7 +56,7 @@ from rmsd.sampling.batch_files import (
 from rmsd.sampling.runner import MEDIA_THREADS, Job, Lane, build_media, chunks, plan
 from rmsd.sampling.store import SampleStore
 from rmsd.teachers.base import Media
-from rmsd.teachers.openai_api import resolve_api_key
+from rmsd.teachers.openai_api import DUMMY_KEY, resolve_api_key
 
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
 POLL_ERRORS_BEFORE_GIVING_UP = 20
@@ -147,7 +147,8 @@ class BatchRun:
         if name not in self.clients:
             opts = self.lanes[name].cfg.openai
             key = resolve_api_key(name, opts)
-            self.secrets.append(key)
+            if key != DUMMY_KEY and len(key) >= 4:
+                self.secrets.append(key)
             url = opts.base_url[0] if isinstance(opts.base_url, list) else opts.base_url
             self.clients[name] = openai.AsyncOpenAI(api_key=key, base_url=url, max_retries=3, timeout=600.0)
         return self.clients[name]
