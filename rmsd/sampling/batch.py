@@ -30,15 +30,17 @@ are the batch's lines). The key comes from `api_key_env` and is redacted from ev
 from __future__ import annotations
 
 import asyncio
-import sys
+import os
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
 
+from rmsd.config import PoolConfig
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.batch_files import (
@@ -53,9 +55,10 @@ from rmsd.sampling.batch_files import (
     read_manifest,
     request_line,
 )
-from rmsd.sampling.runner import MEDIA_THREADS, Job, Lane, build_media, chunks, plan
+from rmsd.sampling.runner import MEDIA_THREADS, Job, Lane, build_media, chunks, make_lanes, plan
 from rmsd.sampling.store import SampleStore
-from rmsd.teachers.base import Media
+from rmsd.sampling.summary import BatchProgress
+from rmsd.teachers.base import Media, Teacher
 from rmsd.teachers.openai_api import DUMMY_KEY, resolve_api_key
 
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
@@ -71,48 +74,6 @@ def _media(item: Item, needs: frozenset[str], num_frames: int, max_side: int | N
         return build_media(item, needs, num_frames, max_side)
     except Exception as e:
         return e
-
-
-class BatchProgress:
-    """Per batch: status, completed and failed requests; a rich bar on a terminal, a line per change off one."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.tty = enabled, sys.stderr.isatty()
-        self.last: dict[str, tuple] = {}
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            (self._bar.console.print if self._bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
-
-    def update(self, tag: str, teacher: str, batch: Any) -> bool:
-        c = batch.request_counts
-        done, failed, total = (c.completed, c.failed, c.total) if c is not None else (0, 0, 0)
-        state = (batch.status, done, failed, total)
-        changed, self.last[tag] = self.last.get(tag) != state, state
-        if not (self.enabled and changed):
-            return changed
-        if not self.tty:
-            self.note(f"batch {batch.id} ({teacher}): {batch.status}, {done}/{total} completed, {failed} failed")
-            return changed
-        if self._bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), console=Console(stderr=True))
-            self._bar.start()
-        if tag not in self._tasks:
-            self._tasks[tag] = self._bar.add_task(f"{teacher} {batch.id}", total=total or None, stats="")
-        self._bar.update(self._tasks[tag], completed=done + failed, total=total or None,
-                         stats=f"{batch.status} · {failed} failed")
-        return changed
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 class BatchRun:
@@ -239,16 +200,19 @@ class BatchRun:
         for name, jobs in by_lane.items():
             o = self.lanes[name].cfg.openai
             writer = PartWriter(self.ledger, name, o.batch_max_requests, o.batch_max_bytes)
-            for item, (job,), media in self.with_media([(item, [job]) for item, job in jobs]):
-                for line, entry in self.lines(item, job, media):
-                    if len(line) > o.batch_max_bytes:
-                        self.give_up(item, job, [entry["start"] + i for i in range(len(entry["keys"]))],
-                                     f"batch: a request of {len(line):,} bytes exceeds openai.batch_max_bytes")
-                        continue
-                    closed = writer.add(line, entry)
-                    if closed is not None:
-                        await self.send(name, closed)
-            last = writer.close()
+            try:
+                for item, (job,), media in self.with_media([(item, [job]) for item, job in jobs]):
+                    for line, entry in self.lines(item, job, media):
+                        if len(line) > o.batch_max_bytes:
+                            self.give_up(item, job, [entry["start"] + i for i in range(len(entry["keys"]))],
+                                         f"batch: a request of {len(line):,} bytes exceeds openai.batch_max_bytes")
+                            continue
+                        closed = writer.add(line, entry)
+                        if closed is not None:
+                            await self.send(name, closed)
+                last = writer.close()
+            finally:
+                writer.close()  # after an error the part is never uploaded: the next run's recover removes it
             if last is not None:
                 await self.send(name, last)
 
@@ -472,3 +436,17 @@ class BatchRun:
                 "failed_lines": reasons, "unknown_lines": s["unknown_lines"], "given_up": s["given_up"],
                 "fallback_online": s["fallback_online"]}
         return out
+
+
+async def batch_control(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
+                        num_frames: int, max_side: int | None, *, cancel: bool = False,
+                        batch_file: Path | None = None, progress: bool = True) -> int:
+    """`--cancel` (the store's open batches cancelled and collected: how many) or `--batch-file` (the missing
+    requests of the pool's openai teachers written to one file, nothing submitted: how many lines)."""
+    lanes = {n: lane for n, lane in make_lanes(pool, teachers, num_frames, max_side).items()
+             if lane.cfg.openai is not None}
+    if not lanes:
+        raise RmsdError(f"pool {pool.name} has no backend: openai teacher; batches are for OpenAI-compatible teachers")
+    secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
+    run = BatchRun(items, lanes, store, num_frames, max_side, progress, secrets)
+    return await (run.cancel() if cancel else run.export(batch_file))

@@ -418,18 +418,24 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
 
         batches = BatchRun(items, {n: lane for n, lane in lanes.items() if n not in online}, store, num_frames,
                            max_side, progress, secrets)
-        await batches.submit()  # first: a day's wait starts now, and a store's open batches are never re-asked
-    work, planned = plan(items, online, store)
+    try:
+        if batches is not None:
+            await batches.submit()  # first: a day's wait starts now, and a store's open batches are never re-asked
+        work, planned = plan(items, online, store)
 
-    async def sample_online(work: list[tuple[Item, list[Job]]], label: str) -> None:
-        todo = sum(len(job.indices) for _, jobs in work for job in jobs)
-        with Progress(todo, progress and (todo > 0 or batches is None), label) as bar:
-            await _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s, secrets).all(work)
+        async def sample_online(work: list[tuple[Item, list[Job]]], label: str) -> None:
+            todo = sum(len(job.indices) for _, jobs in work for job in jobs)
+            with Progress(todo, progress and (todo > 0 or batches is None), label) as bar:
+                await _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s,
+                           secrets).all(work)
 
-    await sample_online(work, f"{pool.name}: {len(work)} items")
-    if batches is not None:
-        planned += batches.planned
-        await batches.finish(lambda work: sample_online(work, f"{pool.name}: batch lines asked online"))
+        await sample_online(work, f"{pool.name}: {len(work)} items")
+        if batches is not None:
+            planned += batches.planned
+            await batches.finish(lambda work: sample_online(work, f"{pool.name}: batch lines asked online"))
+    finally:
+        if batches is not None:
+            await batches.aclose()  # its clients, whatever stopped the run
     summary = summarize(lanes, store, planned, time.perf_counter() - started,
                         batches.summary() if batches is not None else None)
     store.write_summary(summary)
@@ -438,22 +444,6 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
 
 def _batch_mode(lane: Lane) -> bool:
     return lane.cfg.openai is not None and lane.cfg.openai.mode == "batch"
-
-
-async def batch_control(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
-                        num_frames: int, max_side: int | None, *, cancel: bool = False,
-                        batch_file: Path | None = None, progress: bool = True) -> int:
-    """`--cancel` (the store's open batches cancelled and collected: how many) or `--batch-file` (the missing
-    requests of the pool's openai teachers written to one file, nothing submitted: how many lines)."""
-    from rmsd.sampling.batch import BatchRun
-
-    lanes = {n: lane for n, lane in make_lanes(pool, teachers, num_frames, max_side).items()
-             if lane.cfg.openai is not None}
-    if not lanes:
-        raise RmsdError(f"pool {pool.name} has no backend: openai teacher; batches are for OpenAI-compatible teachers")
-    secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
-    run = BatchRun(items, lanes, store, num_frames, max_side, progress, secrets)
-    return await (run.cancel() if cancel else run.export(batch_file))
 
 
 async def _then_close(coro: Any, teachers: dict[str, Teacher]) -> Any:
@@ -479,6 +469,8 @@ def sample_into(out: Path, items: list[Item], pool: PoolConfig, sampling: Sampli
     if version not in (None, KEY_VERSION):  # before anything is built or written
         raise legacy_store_error(out, version)
     teachers = build_teachers(pool)  # every config error is raised here, before any request
+    if cancel or batch_file is not None:
+        from rmsd.sampling.batch import batch_control
     with SampleStore(out, fsync_every=sampling.fsync_every, fsync_ms=sampling.fsync_ms) as store:
         if cancel or batch_file is not None:
             n = asyncio.run(_then_close(batch_control(items, pool, teachers, store, num_frames, max_side, cancel=cancel,

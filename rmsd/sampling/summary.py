@@ -1,5 +1,8 @@
 """Progress bar and run summary of `rmsd sample`: counts, tokens, cost, wall time, throughput.
 
+Batches (`rmsd.sampling.batch`) report their progress per batch instead: status, completed
+and failed requests, as a bar per batch on a terminal and one line per change off one.
+
 The summary has this run's figures per teacher and overall (records written, failures,
 HTTP requests, retries, `short` = requests answered with fewer samples than asked, whose
 missing samples were asked again), beside the store's totals; it is saved as summary.json
@@ -10,6 +13,7 @@ and printed as a table.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,48 @@ class Progress:
             rate = self.done / max(time.perf_counter() - self.started, 1e-9)
             self._bar.update(self._task, advance=n,
                              stats=f"{rate:.1f}/s · {self.errors} errors · {self.tokens:,} tokens")
+
+
+class BatchProgress:
+    """Per batch: status, completed and failed requests; a rich bar on a terminal, a line per change off one."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
+        self.last: dict[str, tuple] = {}
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            (self._bar.console.print if self._bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
+
+    def update(self, tag: str, teacher: str, batch: Any) -> bool:
+        c = batch.request_counts
+        done, failed, total = (c.completed, c.failed, c.total) if c is not None else (0, 0, 0)
+        state = (batch.status, done, failed, total)
+        changed, self.last[tag] = self.last.get(tag) != state, state
+        if not (self.enabled and changed):
+            return changed
+        if not self.tty:
+            self.note(f"batch {batch.id} ({teacher}): {batch.status}, {done}/{total} completed, {failed} failed")
+            return changed
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), console=Console(stderr=True))
+            self._bar.start()
+        if tag not in self._tasks:
+            self._tasks[tag] = self._bar.add_task(f"{teacher} {batch.id}", total=total or None, stats="")
+        self._bar.update(self._tasks[tag], completed=done + failed, total=total or None,
+                         stats=f"{batch.status} · {failed} failed")
+        return changed
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig, batch: bool = False) -> float | None:

@@ -223,6 +223,7 @@ def test_kill_9_right_after_creation_resumes_polling_the_same_batch(tmp_path):
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         with pytest.raises(RmsdError, match="open batches"):  # online would pay for them twice
             sample_recipe(load_recipe(write_recipe(tmp_path, srv.url, mode="online")), out=store, progress=False)
         srv.batch.behaviour.hold = False
