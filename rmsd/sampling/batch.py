@@ -337,6 +337,7 @@ class BatchRun:
         self.stats[name]["unknown_lines"] += ingest.unknown
         self.reasons.update(ingest.reasons)
         self.pending.difference_update(k for e in manifest.values() for k in e["keys"])
+        self.ledger.manifest(tag).unlink(missing_ok=True)  # its results are in: nothing reads it again
         teacher: Any = self.lanes[name].teacher
         if name in ingest.short and teacher.options.use_n == "auto":
             teacher.n_honoured = False  # the rest one sample per line

@@ -195,11 +195,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"rmsd sample: {summary['store']}", show_edge=False)
-    for col in ("teacher", "new", "failed", "retries", "cut", "in tok", "out tok", "cost $"):
-        table.add_column(col, justify="left" if col == "teacher" else "right")
+    for col in ("teacher", "mode", "new", "failed", "retries", "cut", "in tok", "out tok", "cost $"):
+        table.add_column(col, justify="left" if col in ("teacher", "mode") else "right")
     for name, t in summary["teachers"].items():
         cost = "-" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
-        table.add_row(name, str(t["records"]), str(t["failed"]), str(t["retries"]), str(t["truncated"]),
+        table.add_row(name, t.get("mode", "online"), str(t["records"]), str(t["failed"]), str(t["retries"]),
+                      str(t["truncated"]),
                       f"{t['prompt_tokens']:,}", f"{t['completion_tokens']:,}", cost)
     console = Console()
     console.print(table)
@@ -207,8 +208,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"{summary['new_records']} new records in {summary['wall_s']:.1f} s "
                   f"({summary['responses_per_s'] or 0:.1f}/s); store holds {summary['records']} of "
                   f"{summary['planned']} planned, {summary['missing']} missing")
-    if summary.get("batch"):
-        b = summary["batch"]
+    b = summary.get("batch")
+    if b and (b["lines"] or b["records"]):
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(b["failed_lines"].items())) or "none"
         console.print(f"batch: {b['batches']} batches, {b['lines']} lines ({b['bytes_per_request'] or 0:,.0f} bytes "
                       f"per request), {b['billed_lines']} billed, {b['records']} records stored; failed lines: "
