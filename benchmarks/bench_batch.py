@@ -187,7 +187,8 @@ def main() -> None:
         result = {"files": files_phase(items, tmp, args.frames),
                   "clean": end_to_end(items, tmp, args.frames, "clean"),
                   "faults": end_to_end(items, tmp, args.frames, "faults", **faults)}
-    result.update(command=" ".join(["python benchmarks/bench_batch.py", shlex.join(sys.argv[1:])]).strip(), uptime_before=uptime,
+    command = " ".join(["python benchmarks/bench_batch.py", shlex.join(sys.argv[1:])]).strip()
+    result.update(command=command, uptime_before=uptime,
                   uptime_after=subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.platform(),
                   fault_settings=faults)
