@@ -61,9 +61,13 @@ class Ledger:
             return []
         out = []
         with self.file.open(encoding="utf-8") as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 if line.endswith("\n"):  # a line cut by a kill is no event
-                    out.append(json.loads(line))
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise RmsdError(f"{self.file}:{n}: not valid JSON: the batch ledger is damaged; restore "
+                                        "the line (it may hold a batch id: removing it can cost a batch twice)") from None
         return out
 
     def add(self, event: str, **fields: Any) -> None:
