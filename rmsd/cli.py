@@ -121,6 +121,9 @@ def sample(
     out: Path = typer.Option(None, "--out", help="sample store folder (default: the recipe's sampling.out)"),
     limit: int = typer.Option(None, "--limit", min=1, help="only the first N items"),
     shard: str = typer.Option(None, "--shard", help="I/N: this machine's share of the items (0-based I)"),
+    cancel: bool = typer.Option(False, "--cancel", help="cancel this store's open batches (what they finished is kept)"),
+    batch_file: Path = typer.Option(None, "--batch-file", help="write the missing requests as one batch file "
+                                    "(e.g. for vllm run-batch) without submitting; then `rmsd sample import`"),
     overrides: list[str] = SET,
 ) -> None:
     """Sample every item from every teacher K times. Re-running the same command resumes."""
@@ -128,12 +131,35 @@ def sample(
         return
     if recipe is None:
         raise RmsdError("--recipe is required: rmsd sample --recipe recipes/<benchmark>/<recipe>.yaml")
+    if cancel and batch_file is not None:
+        raise RmsdError("--cancel and --batch-file do different things: pass one of them")
     from rmsd.pipeline import data_lines, sample_recipe
     from rmsd.sampling.runner import parse_shard
 
-    summary = sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None)
-    for line in data_lines(summary):
-        typer.echo(line)
+    done = sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None,
+                         cancel=cancel, batch_file=batch_file)
+    if cancel:
+        typer.echo(f"cancelled {done['cancelled']} open batches; what they had finished is stored")
+    elif batch_file is not None:
+        typer.echo(f"wrote {done['exported']} requests to {batch_file}; after running them (vllm run-batch -i "
+                   f"{batch_file} -o results.jsonl): rmsd sample import --samples STORE results.jsonl")
+    else:
+        for line in data_lines(done):
+            typer.echo(line)
+
+
+@sample_app.command("import")
+def sample_import(
+    results: Path = typer.Argument(..., help="result lines: OpenAI batch output or `vllm run-batch -o` output"),
+    samples: Path = typer.Option(..., "--samples", help="the store whose --batch-file requests these answer"),
+) -> None:
+    """Store batch results produced elsewhere (vllm run-batch on a cluster) in the store that wrote the requests."""
+    from rmsd.sampling.batch_files import import_results
+
+    done = import_results(samples, results)
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(done["failed_lines"].items())) or "none"
+    typer.echo(f"stored {done['records']} records in {samples}; failed lines: {failed}; {done['unknown']} lines with "
+               f"unknown ids ignored; re-run rmsd sample to ask the missing samples again")
 
 
 @sample_app.command("merge")

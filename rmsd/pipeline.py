@@ -122,19 +122,25 @@ def student_path(recipe: Recipe) -> Path:
 
 
 def sample_recipe(recipe: Recipe, out: str | Path | None = None, limit: int | None = None,
-                  shard: tuple[int, int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """`rmsd sample`: the recipe's items (limited, sharded) through its pool into its store; the summary."""
+                  shard: tuple[int, int] | None = None, progress: bool = True, *, cancel: bool = False,
+                  batch_file: str | Path | None = None) -> dict[str, Any]:
+    """`rmsd sample`: the recipe's items (limited, sharded) through its pool into its store; the summary.
+
+    `cancel`: cancel the store's open batches instead; `batch_file`: write the missing requests of its
+    openai teachers to that file instead, submitting nothing (`rmsd.sampling.batch`)."""
     quiet_libraries()
     from rmsd.sampling.runner import sample_into, shard_items
 
     pool = recipe.load_pool()
-    items, data = training_items(recipe, limit=limit)
+    # cancelling asks no teacher anything: the check guards what is sampled, not what is stopped
+    items, data = (load_recipe_items(recipe, limit=limit), {}) if cancel else training_items(recipe, limit=limit)
     if shard is not None:
         items = shard_items(items, shard)
     return sample_into(Path(out) if out is not None else recipe.path_of(recipe.sampling.out), items, pool,
                        recipe.sampling, recipe.dataset.num_frames, recipe.dataset.max_side, progress,
                        about={"recipe": recipe.name, "pool": pool.name,
-                              "shard": f"{shard[0]}/{shard[1]}" if shard else None, **data})
+                              "shard": f"{shard[0]}/{shard[1]}" if shard else None, **data},
+                       cancel=cancel, batch_file=Path(batch_file) if batch_file is not None else None)
 
 
 def rekey_recipe(recipe: Recipe, samples: str | Path, out: str | Path) -> dict[str, int]:

@@ -88,6 +88,8 @@ class PriceConfig(Strict):
 
     input_per_1m: float = Field(0.0, ge=0.0)
     output_per_1m: float = Field(0.0, ge=0.0)
+    batch_discount: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "share of the online price a batch request costs (OpenAI's Batch API: half price)"))
 
 
 class OpenAIOptions(Strict):
@@ -110,6 +112,24 @@ class OpenAIOptions(Strict):
     )
     image_detail: Literal["low", "high", "auto"] = "low"
     extra_body: dict[str, Any] = Field(default_factory=dict, description="passed through to the server")
+    # ---- batch mode (rmsd.sampling.batch): the same requests through the files + batches endpoints
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: one HTTP request per call; batch: the Batch API (offline, cheaper, up to "
+        "completion_window late); either resumes the other's store", json_schema_extra=NOT_IN_KEY)
+    batch_fallback: Literal["batch", "online"] = Field(
+        "batch", description="where failed batch lines are asked again: a new batch (up to max_retries rounds) or "
+        "online", json_schema_extra=NOT_IN_KEY)
+    batch_max_requests: int = Field(50_000, ge=1, description="request lines per batch file (OpenAI: 50,000)",
+                                    json_schema_extra=NOT_IN_KEY)
+    batch_max_bytes: int = Field(200_000_000, ge=1_000, description=(
+        "bytes per batch file (OpenAI: 200 MB); base64 frames make video requests large"),
+        json_schema_extra=NOT_IN_KEY)
+    batch_window: str = Field("24h", pattern=r"^[1-9][0-9]*h$", description="completion_window of each batch",
+                              json_schema_extra=NOT_IN_KEY)
+    batch_poll_s: float = Field(30.0, gt=0.0, le=3600.0, description=(
+        "first wait between polls of open batches; it grows 1.5x while nothing changes"), json_schema_extra=NOT_IN_KEY)
+    batch_poll_max_s: float = Field(300.0, gt=0.0, le=3600.0, description="longest wait between polls",
+                                    json_schema_extra=NOT_IN_KEY)
 
     @model_validator(mode="before")
     @classmethod

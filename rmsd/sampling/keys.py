@@ -13,7 +13,7 @@ A record's key (key version 2) is the sha256 of
   the frames (the simulator, a `video_url` teacher) keeps its keys when they change.
 Settings that cannot change an answer stay out (`NOT_IN_KEY` in `rmsd.config`):
 concurrency, rate limits, timeouts, retries, the list and order of `base_url`s, the key's
-variable name, `use_n`, logprobs, price, hf device and batch size, K (raising it adds
+variable name, `use_n`, logprobs, price, `openai.mode` and the batch knobs (a store mixes modes), hf device and batch size, K (raising it adds
 indices). Settings enter only when they differ from their default
 (`rmsd.pool_config.output_settings`), so adding a knob whose default keeps the old behaviour
 changes no key; changing an in-key default needs a KEY_VERSION bump.

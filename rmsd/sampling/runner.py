@@ -24,10 +24,14 @@ asyncio loop:
   the run completes;
 - a rich progress bar and a summary (`rmsd.sampling.summary`) saved as summary.json.
 
+Teachers with `openai.mode: batch` send the same requests through the Batch API instead
+(`rmsd.sampling.batch`): submitted before the online teachers start, collected after them,
+stored as the same records.
+
 `--shard I/N` keeps the items whose stable hash of item_id is I mod N, so N machines split a
 run with no coordination and `rmsd sample merge` joins their stores.
 
-    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml [--limit 50] [--shard 0/4]
+    rmsd sample --recipe recipes/synthvid/tiny_rmsd.yaml [--limit 50] [--shard 0/4] [--cancel | --batch-file F]
 """
 
 from __future__ import annotations
@@ -170,6 +174,15 @@ def _logprobs(lp: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     return [{"token": str(t.get("token", "")), "logprob": float(t.get("logprob", 0.0)),
              "top_logprobs": [{"token": str(a.get("token", "")), "logprob": float(a.get("logprob", 0.0))}
                               for a in t.get("top_logprobs") or []]} for t in lp]
+
+
+def record_of(key: str, item_id: str, teacher: str, model: str, index: int, r: Response, latency: float,
+              created: str) -> dict[str, Any]:
+    """One store record (`RECORD_FIELDS`, in order) from a `Response`: online and batch results alike."""
+    return {"key": key, "item_id": item_id, "teacher": teacher, "model": model, "sample_index": index, "text": r.text,
+            "finish_reason": r.finish_reason, "logprobs": _logprobs(r.logprobs), "prompt_tokens": int(r.prompt_tokens),
+            "completion_tokens": int(r.completion_tokens), "latency_s": round(latency, 4), "error": r.error,
+            "created_at": created}
 
 
 # ----------------------------------------------------------------------------- run
@@ -335,12 +348,8 @@ class _Run:
     def write(self, job: Job, part: list[int], responses: list[Response], latency: float) -> None:
         lane, created = job.lane, now_iso()
         for index, r in zip(part, responses, strict=True):
-            self.store.append({
-                "key": job.keys[index], "item_id": job.item.item_id, "teacher": lane.cfg.name,
-                "model": lane.model, "sample_index": index, "text": r.text,
-                "finish_reason": r.finish_reason, "logprobs": _logprobs(r.logprobs),
-                "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens),
-                "latency_s": round(latency, 4), "error": r.error, "created_at": created})
+            self.store.append(record_of(job.keys[index], job.item.item_id, lane.cfg.name, lane.model, index, r,
+                                        latency, created))
             s = lane.stats
             s["records"] += 1
             s["prompt_tokens"] += int(r.prompt_tokens)
@@ -394,37 +403,66 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
                        rate_window_s: float = 60.0) -> dict[str, Any]:
     """Sample every missing key of `items` into `store`; returns (and saves) the summary.
 
-    `rate_window_s`: the minute of the per-minute limits (tests and benchmarks shorten it; the
-    limits scale with it)."""
+    Teachers in batch mode (`openai.mode: batch`) submit their requests first
+    (`rmsd.sampling.batch`), the online teachers run while the batches wait, then the batches
+    are collected. `rate_window_s`: the minute of the per-minute limits (tests and benchmarks
+    shorten it; the limits scale with it)."""
     if store.key_version != KEY_VERSION:
         raise legacy_store_error(store.path, store.key_version)
     started = time.perf_counter()
     lanes = make_lanes(pool, teachers, num_frames, max_side, rate_window_s)
-    work, planned = plan(items, lanes, store)
-    todo = sum(len(job.indices) for _, jobs in work for job in jobs)
     secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
-    with Progress(todo, progress, f"{pool.name}: {len(work)} items") as bar:
-        run = _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s, secrets)
-        await run.all(work)
-    summary = summarize(lanes, store, planned, time.perf_counter() - started)
+    online = {n: lane for n, lane in lanes.items() if not _batch_mode(lane)}
+    batches = None
+    if len(online) < len(lanes) or (store.path / "batches" / "ledger.jsonl").is_file():
+        from rmsd.sampling.batch import BatchRun
+
+        batches = BatchRun(items, {n: lane for n, lane in lanes.items() if n not in online}, store, num_frames,
+                           max_side, progress, secrets)
+    try:
+        if batches is not None:
+            await batches.submit()  # first: a day's wait starts now, and a store's open batches are never re-asked
+        work, planned = plan(items, online, store)
+
+        async def sample_online(work: list[tuple[Item, list[Job]]], label: str) -> None:
+            todo = sum(len(job.indices) for _, jobs in work for job in jobs)
+            with Progress(todo, progress and (todo > 0 or batches is None), label) as bar:
+                await _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s,
+                           secrets).all(work)
+
+        await sample_online(work, f"{pool.name}: {len(work)} items")
+        if batches is not None:
+            planned += batches.planned
+            await batches.finish(lambda work: sample_online(work, f"{pool.name}: batch lines asked online"))
+    finally:
+        if batches is not None:
+            await batches.aclose()  # its clients, whatever stopped the run
+    summary = summarize(lanes, store, planned, time.perf_counter() - started,
+                        batches.summary() if batches is not None else None)
     store.write_summary(summary)
     return summary
 
 
-async def _sample_then_close(items: list[Item], pool: PoolConfig, teachers: dict[str, Teacher], store: SampleStore,
-                             **kw: Any) -> dict[str, Any]:
+def _batch_mode(lane: Lane) -> bool:
+    return lane.cfg.openai is not None and lane.cfg.openai.mode == "batch"
+
+
+async def _then_close(coro: Any, teachers: dict[str, Teacher]) -> Any:
     try:
-        return await run_sampling(items, pool, teachers, store, **kw)
+        return await coro
     finally:  # clients belong to this event loop: close them in it
         await asyncio.gather(*(t.aclose() for t in teachers.values()), return_exceptions=True)
 
 
 def sample_into(out: Path, items: list[Item], pool: PoolConfig, sampling: SamplingConfig, num_frames: int,
-                max_side: int | None, progress: bool = True, about: dict[str, Any] | None = None) -> dict[str, Any]:
+                max_side: int | None, progress: bool = True, about: dict[str, Any] | None = None, *,
+                cancel: bool = False, batch_file: Path | None = None) -> dict[str, Any]:
     """Sample `items` through `pool` into the store at `out` (created or resumed); the summary.
 
     sampling: the recipe's sampling section (concurrency, fsync cadence). A store written
     under an older key scheme is refused before any teacher is built or anything written.
+    `cancel` / `batch_file`: `rmsd sample --cancel` / `--batch-file` instead of sampling
+    (`batch_control`); the summary is then {"cancelled": n} / {"exported": lines, "file": path}.
     """
     from rmsd.teachers.pool import build_teachers
 
@@ -432,10 +470,16 @@ def sample_into(out: Path, items: list[Item], pool: PoolConfig, sampling: Sampli
     if version not in (None, KEY_VERSION):  # before anything is built or written
         raise legacy_store_error(out, version)
     teachers = build_teachers(pool)  # every config error is raised here, before any request
+    if cancel or batch_file is not None:
+        from rmsd.sampling.batch import batch_control
     with SampleStore(out, fsync_every=sampling.fsync_every, fsync_ms=sampling.fsync_ms) as store:
-        summary = asyncio.run(_sample_then_close(items, pool, teachers, store, num_frames=num_frames,
-                                                 max_side=max_side, concurrency=sampling.concurrency,
-                                                 progress=progress))
+        if cancel or batch_file is not None:
+            n = asyncio.run(_then_close(batch_control(items, pool, teachers, store, num_frames, max_side, cancel=cancel,
+                                                      batch_file=batch_file, progress=progress), teachers))
+            return {"cancelled": n} if cancel else {"exported": n, "file": str(batch_file)}
+        summary = asyncio.run(_then_close(run_sampling(items, pool, teachers, store, num_frames=num_frames,
+                                                       max_side=max_side, concurrency=sampling.concurrency,
+                                                       progress=progress), teachers))
         summary.update(about or {})  # who asked: the recipe, the pool, the shard
         store.write_summary(summary)
     if progress:

@@ -144,6 +144,13 @@ class OpenAITeacher(Teacher):
                 kw["top_logprobs"] = self.options.top_logprobs
         return {**kw, **self.options.extra_body}
 
+    def _body(self, messages: list[dict[str, Any]], n: int, params: GenParams, first_index: int) -> dict[str, Any]:
+        return {"messages": messages, **self._kwargs(n, params, first_index)}
+
+    def request_body(self, item: Item, media: Media, n: int, params: GenParams, start_index: int = 0) -> dict[str, Any]:
+        """The JSON body `generate` would POST to /chat/completions for these samples (a batch line's `body`)."""
+        return self._body(self.messages(item, media), n, params, start_index)
+
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
 
@@ -155,8 +162,7 @@ class OpenAITeacher(Teacher):
             # the official client's documented low-level `post`, read as text: `chat.completions.create`
             # walks the messages (base64 frames included) through a type transform and builds pydantic
             # models of the answer, together ~0.6 ms of CPU per request, a third of the client's budget
-            text = await client.post("/chat/completions", cast_to=str,
-                                     body={"messages": messages, **self._kwargs(n, params, first_index)})
+            text = await client.post("/chat/completions", cast_to=str, body=self._body(messages, n, params, first_index))
         except openai.RateLimitError as e:
             raise TeacherError(self._redact(f"HTTP 429 from {url}: {e.message}"), True,
                                parse_retry_after(e.response.headers)) from None
@@ -195,31 +201,36 @@ class OpenAITeacher(Teacher):
 
     async def _sample(self, messages: list[dict[str, Any]], n: int, params: GenParams,
                       first_index: int) -> list[Response]:
-        data = await self._create(messages, n, params, first_index)
-        try:
-            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            messages_out = [c.get("message") or {} for c in choices]
-            texts = [m.get("content") or "" for m in messages_out]
-            logprobs = [_logprobs(c.get("logprobs")) for c in choices]
-        except (AttributeError, TypeError) as e:
-            raise TeacherError(f"malformed response: choices of an unexpected shape ({e})", True) from None
-        sizes = [len(lp) if lp is not None else max(1, len(t)) for t, lp in zip(texts, logprobs, strict=True)]
-        usage = data.get("usage") or {}
-        prompt = _split(int(usage.get("prompt_tokens") or 0), [1] * len(choices))
-        completion = _split(int(usage.get("completion_tokens") or 0), sizes)
-        out = []
-        for c, m, text, lp, p, q in zip(choices, messages_out, texts, logprobs, prompt, completion, strict=True):
-            error = None
-            if c.get("finish_reason") == "content_filter":
-                error = "content_filter: the endpoint withheld this response"
-            elif m.get("content") is None:
-                error = f"no text in the response (refusal: {m['refusal']})" if m.get("refusal") else "no text"
-            out.append(Response(text=text, finish_reason=c.get("finish_reason") or "stop", logprobs=lp,
-                                prompt_tokens=p, completion_tokens=q, error=error))
-        return out
+        return responses_from_body(await self._create(messages, n, params, first_index))
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.close() for _, c in self._routes), return_exceptions=True)
+
+
+def responses_from_body(data: dict[str, Any]) -> list[Response]:
+    """The `Response`s of a chat completion's JSON body (online answer or batch output line alike): choices in
+    index order, billed usage split over them, a withheld or empty answer flagged in `error`."""
+    try:
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        messages_out = [c.get("message") or {} for c in choices]
+        texts = [m.get("content") or "" for m in messages_out]
+        logprobs = [_logprobs(c.get("logprobs")) for c in choices]
+    except (AttributeError, TypeError, KeyError) as e:
+        raise TeacherError(f"malformed response: choices of an unexpected shape ({e})", True) from None
+    sizes = [len(lp) if lp is not None else max(1, len(t)) for t, lp in zip(texts, logprobs, strict=True)]
+    usage = data.get("usage") or {}
+    prompt = _split(int(usage.get("prompt_tokens") or 0), [1] * len(choices))
+    completion = _split(int(usage.get("completion_tokens") or 0), sizes)
+    out = []
+    for c, m, text, lp, p, q in zip(choices, messages_out, texts, logprobs, prompt, completion, strict=True):
+        error = None
+        if c.get("finish_reason") == "content_filter":
+            error = "content_filter: the endpoint withheld this response"
+        elif m.get("content") is None:
+            error = f"no text in the response (refusal: {m['refusal']})" if m.get("refusal") else "no text"
+        out.append(Response(text=text, finish_reason=c.get("finish_reason") or "stop", logprobs=lp,
+                            prompt_tokens=p, completion_tokens=q, error=error))
+    return out
 
 
 def _root_cause(e: BaseException) -> BaseException:

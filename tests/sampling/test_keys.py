@@ -70,6 +70,14 @@ KNOBS = [
     ("openai", "openai.logprobs", True, False),
     ("openai", "openai.top_logprobs", 5, False),
     ("openai", "openai.image_detail", "low", False),  # set to its default: the same as unset
+    ("openai", "openai.mode", "batch", False),  # how requests travel, not what they ask: stores mix modes
+    ("openai", "openai.batch_fallback", "online", False),
+    ("openai", "openai.batch_max_requests", 100, False),
+    ("openai", "openai.batch_max_bytes", 10_000, False),
+    ("openai", "openai.batch_window", "48h", False),
+    ("openai", "openai.batch_poll_s", 1.0, False),
+    ("openai", "openai.batch_poll_max_s", 10.0, False),
+    ("openai", "price", {"input_per_1m": 2.5, "batch_discount": 0.4}, False),
     ("openai", "concurrency", 99, False),
     ("openai", "requests_per_minute", 10, False),
     ("openai", "tokens_per_minute", 1000, False),
