@@ -101,7 +101,8 @@ def test_the_model_card_loads_the_checkpoint_before_and_after_eval(run, tmp_path
     folder = distill_recipe(load_recipe(run["recipe"], overrides), run["root"] / "matched")["sft"]
     for state in ("trained", "evaluated"):
         if state == "evaluated":
-            assert add_results(folder, {"overall": 0.5, "n": 2, "breakdowns": {}, "counts": {}}, "rmsd eval")
+            scored = {"overall": 0.5, "n": 2, "breakdowns": {}, "counts": {}}
+            assert add_results(folder, {"videomme": (scored, "rmsd eval"), "mathverse": (scored, "rmsd eval")})
         loaded = run_snippets(Path(folder) / "README.md")
         assert isinstance(loaded["model"], torch.nn.Module) and loaded["processor"].tokenizer is not None, state
         trained = any("lora_" in name for name, _ in loaded["model"].named_parameters())
