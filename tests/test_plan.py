@@ -158,6 +158,23 @@ def test_the_published_qwen3_vl_4b_config_builds_on_meta():
     assert f"{arch.params:,}" in (Q3_4B / "README.md").read_text()
 
 
+def test_the_qwen3_5_planning_config_and_the_plans_in_its_recipes_headers():
+    """recipes/models/qwen3_5_9b (transformers' Qwen3_5Config defaults) and the Qwen3.5 recipes' headers, which
+    must print what `rmsd plan` prints for them today."""
+    from rmsd.plan import format_plan
+
+    folder = ROOT / "recipes" / "models" / "qwen3_5_9b"
+    arch = architecture(folder)
+    assert arch.family == "qwen3_5" and arch.params == 9_407_453_936
+    assert (arch.linear_layers, arch.attention_layers, arch.linear_state) == (24, 8, 32 * 128 * 128)
+    assert f"{arch.params:,}" in (folder / "README.md").read_text()
+    for name in ("qwen3_5_9b_rmsd", "qwen3_5_9b_rmsd_lora"):
+        path = ROOT / "recipes" / "paper" / f"{name}.yaml"
+        header = path.read_text().splitlines()
+        printed = format_plan(plan_recipe(load_recipe(path), config=folder)).splitlines()
+        assert all((f"#   {line}" if line else "#") in header for line in printed), name
+
+
 def _recipe(tmp_path, **student) -> Path:
     out = tmp_path / f"student-{student.get('family', 'default')}"
     data = {"name": "p", "dataset": {"benchmark": "synthvid", "path": str(tmp_path / "data"), "num_frames": 8},

@@ -272,10 +272,11 @@ def test_a_qwen3_5_student_runs_both_lora_stages_and_its_merged_export_equals_th
     done, _ = _run_two_lora_stages(env, tmp_path / "out", settings)
     adapters = load_file(str(done["adversarial"] / "adapter_model.safetensors"))
     assert any(".linear_attn.in_proj_qkv." in k for k in adapters)
-    _merged_export_equals_adapters(env, done, tmp_path)
+    # float32 rounding of W + BA, amplified by the linear layers' chunked triangular solves: 1.7e-5 seen
+    _merged_export_equals_adapters(env, done, tmp_path, atol=5e-5)
 
 
-def _merged_export_equals_adapters(env, done, tmp_path):
+def _merged_export_equals_adapters(env, done, tmp_path, atol=1e-5):
     """`rmsd export --merge` of the adversarial stage's adapters gives the adapter model's logits."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -298,7 +299,7 @@ def _merged_export_equals_adapters(env, done, tmp_path):
     batch = to_model(encode(processor, [item.prompt], [frames], responses=["<answer>(A)</answer>"]), plain)
     with torch.no_grad():
         a, b, base = adapted(**batch).logits, plain(**batch).logits, load_student(env["student"])[0](**batch).logits
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=atol)
     assert (a - base).abs().max() > 1e-4  # the adapters changed the model, so the match means something
     bad = CliRunner().invoke(app, ["export", "--model", str(merged), "--merge", "--out", str(tmp_path / "again")])
     assert bad.exit_code == 2 and "no LoRA adapters there" in bad.output
