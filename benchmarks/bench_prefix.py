@@ -196,11 +196,16 @@ def main() -> None:
                 for k in grid["K"]:
                     rows.append(measure(student, p, r, k, args.repeats, memory=not args.no_memory))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
+                    _write(args, rows, load_before)  # after every row: a cut run keeps what it measured
     print(table(rows))
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], load_before: list[float]) -> None:
     meta = {"command": " ".join(["python", "benchmarks/bench_prefix.py", *sys.argv[1:]]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                        f"{args.threads} thread(s)", "family": args.family,
-            "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]}
+            "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

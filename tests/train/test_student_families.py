@@ -197,3 +197,34 @@ def test_lora_sft_then_adversarial_with_a_lora_discriminator(envs, tmp_path, fam
     moved = _moved(before, adv.model)
     assert moved & set(student) and moved & set(adv.adversary.disc.adapter())
     assert not {n for n in moved if ".lora_" not in n}, "a base weight moved"
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_the_discriminator_reads_each_prompt_once_like_whole_sequences(envs, family):
+    """D's shared-prompt forward on the text backbone of each newer family: the same scores and gradients as
+    whole sequences (Qwen3.5: the prompt's linear-attention states carried into every reply)."""
+    from rmsd.models.processing import encode, load_student
+    from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
+
+    model, processor = load_student(envs[family]["student"])
+    disc = Discriminator.from_student(model)
+    adversary = Adversary(disc, processor, TeacherSamples({}, {}), lr=1e-4, weight_decay=0.0, max_grad_norm=1.0,
+                          max_response_tokens=None, rollouts_per_item=None, system=None, seed=0)
+    first, second = list(envs[family]["items"].values())[:2]
+    prompts = [first.prompt] * 3 + [second.prompt] * 2
+    replies = ["<think>a</think><answer>(A)</answer>", "short", "<think>it moves left, then stops</think>", "2",
+               "<think>two objects</think><answer>2</answer>"]
+    shared = adversary.inputs(prompts, replies)
+    assert shared["prefix_ids"].size(0) == 2
+    whole = encode(processor, prompts, None, responses=replies)
+    plain = {"input_ids": whole["input_ids"], "attention_mask": whole["attention_mask"],
+             "score_index": whole["attention_mask"].sum(1) - 1}
+    results = []
+    for inputs in (shared, plain):
+        disc.zero_grad()
+        scores = disc(**inputs)
+        scores.square().sum().backward()
+        results.append((scores.detach(), [p.grad.clone() for p in disc.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # float32 sums taken in another order
