@@ -228,3 +228,25 @@ def test_the_discriminator_reads_each_prompt_once_like_whole_sequences(envs, fam
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # float32 sums taken in another order
+
+
+def test_one_token_continuations_of_a_hybrid_model_start_from_the_prompts_states(envs):
+    """Qwen3.5 with one-token continuations: the linear layers take their one-step (recurrent) kernel from the
+    handed-over state, never the in-place decode update; D's scores equal whole sequences."""
+    from rmsd.models.processing import load_student
+    from rmsd.train.discriminator import Discriminator
+
+    model, processor = load_student(envs["qwen3_5"]["student"])
+    disc = Discriminator.from_student(model)
+    prompts = processor.tokenizer(["What colour is it?", "Which way does the red square move?"],
+                                  add_special_tokens=False)["input_ids"]
+    width = max(map(len, prompts))
+    prefix_ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    prefix_mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    replies, row_prefix = torch.tensor([[5], [7], [9]]), torch.tensor([0, 0, 1])
+    shared = disc(replies, torch.ones_like(replies), torch.zeros(3, dtype=torch.long), prefix_ids, prefix_mask,
+                  row_prefix)
+    whole = [prompts[g] + r for g, r in zip(row_prefix.tolist(), replies.tolist(), strict=True)]
+    ids = torch.tensor([w + [0] * (width + 1 - len(w)) for w in whole])
+    mask = torch.tensor([[1] * len(w) + [0] * (width + 1 - len(w)) for w in whole])
+    torch.testing.assert_close(shared, disc(ids, mask, mask.sum(1) - 1), rtol=1e-5, atol=1e-5)
