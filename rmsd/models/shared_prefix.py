@@ -243,7 +243,11 @@ class _Continue:
 
 # ----------------------------------------------------------------------------- the two passes
 def record_prefix(call: Any, **inputs: Any) -> _Record:
-    """Run `call` (a backbone taking `**inputs`) over the prefixes; the keys/values of every layer."""
+    """Run `call` (a backbone taking `**inputs`) over the prefixes; the keys/values of every layer.
+
+    On a hybrid model the prefixes must be left-padded (`attention_mask` 0 before the tokens):
+    a linear-attention layer's recorded state is the one after the last column.
+    """
     record = _Record()
     call(**inputs, **{PREFIX_KWARG: record})
     return record
