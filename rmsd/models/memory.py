@@ -32,7 +32,10 @@ How the estimates are made (and where they stop being exact):
   as the kernels keep it, and the convolution's last `kernel` inputs); and what the shared
   prefix hands each continuation is that state, not the prompt's keys (`prefix_handover_bytes`).
   The counts are the flash-linear-attention kernels' inputs and outputs; the torch reference
-  kernels (a CPU without `flash-linear-attention`) keep more (chunk x chunk matrices per head).
+  kernels (a CPU without `flash-linear-attention`) keep more (chunk x chunk matrices per head):
+  on the CPU the tiny and small Qwen3.5 students peaked at 1.7x and 1.4x their plan, against
+  1.1x and 1.0x for the same Qwen3-VL students (`python benchmarks/bench_plan.py --families
+  qwen3_5 qwen3_vl --presets tiny small --no-write`, 2026-12-06).
 
     python -c "from rmsd.models.memory import architecture; print(architecture('runs/student-tiny'))"
 """
