@@ -8,7 +8,9 @@ tokens each, times forward + backward of
   through the vision tower once per item (`rmsd.train.collate.vision_kwargs`);
 - shared: the prompt and clip once, the K continuations attending to its keys/values
   (`rmsd.models.shared_prefix`, the default in every stage),
-on the tiny student architecture (`build_student(size="tiny")`, float32, random weights),
+on the tiny student architecture (`build_student(size="tiny", family=--family)`, float32, random
+weights; `--family qwen3_5` is the hybrid student whose linear-attention layers hand the prompt's
+recurrent and convolution states to the continuations instead of keys and values),
 both in the same process and alternated, median over `--repeats`. P is set by the clip:
 8 frames of 84 px (~80 tokens, synthvid today), 32 frames of 168 px (~620), 32 frames of
 336 px (~2,350). Each row also records the ideal ratio (P + K·R) / (K·(P + R)), the peak
@@ -18,6 +20,7 @@ largest per-token log-prob difference and relative gradient difference between t
 
     python benchmarks/bench_prefix.py --json benchmarks/results/prefix.json      # the full grid (~20 min)
     python benchmarks/bench_prefix.py --quick                                   # P ~ 600, R = 32, K in {1, 4}
+    python benchmarks/bench_prefix.py --family qwen3_5 --json benchmarks/results/prefix_qwen3_5.json
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def setup(student: Path, p: int, r: int, k: int, seed: int = 0) -> dict[str, Any
     width = min(ids.size(1), prompt_len + r)
     batch = {key: (v[:, :width] if key in ("input_ids", "labels", "attention_mask", "mm_token_type_ids") else v)
              for key, v in batch.items()}
-    vision = {key: batch[key] for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+    vision = {key: batch[key] for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts") if key in batch}
     return {"model": model, "batch": batch, "rows": [vision] * k, "prompt_len": prompt_len,
             "response_len": width - prompt_len}
 
@@ -176,25 +179,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory probes")
+    parser.add_argument("--family", default="qwen2_5_vl", help="student architecture: qwen2_5_vl | qwen3_vl | qwen3_5")
     for axis in ("P", "R", "K"):
         parser.add_argument(f"--{axis}", type=int, nargs="+", default=None, help=f"only these {axis} values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     from rmsd.models.offline.tiny import build_student
 
     grid = {axis: getattr(args, axis) or values for axis, values in (QUICK if args.quick else FULL).items()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        student = build_student(Path(tmp) / "student", size="tiny", seed=0)
+        student = build_student(Path(tmp) / "student", size="tiny", seed=0, family=args.family)
         for p in grid["P"]:
             for r in grid["R"]:
                 for k in grid["K"]:
                     rows.append(measure(student, p, r, k, args.repeats, memory=not args.no_memory))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
+                    _write(args, rows, load_before)  # after every row: a cut run keeps what it measured
     print(table(rows))
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], load_before: list[float]) -> None:
     meta = {"command": " ".join(["python", "benchmarks/bench_prefix.py", *sys.argv[1:]]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                       f"{args.threads} thread(s)", "load_after": [round(x, 2) for x in os.getloadavg()]}
+                       f"{args.threads} thread(s)", "family": args.family,
+            "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

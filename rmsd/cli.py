@@ -61,7 +61,7 @@ def build_student(
     out: Path = typer.Option(..., "--out", help="folder for the from_pretrained checkpoint"),
     size: str = typer.Option("tiny", "--size", help="tiny (~1.4M params, CPU) | small | base (GPU)"),
     seed: int = typer.Option(0, "--seed", help="weight initialisation seed"),
-    family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl"),
+    family: str = typer.Option("qwen2_5_vl", "--family", help="architecture: qwen2_5_vl (default) | qwen3_vl | qwen3_5"),
     pretrain: bool = typer.Option(False, "--pretrain", help="pre-train it on format drills and captions "
                                   "(rmsd.models.offline.pretrain: what an Instruct checkpoint brings)"),
     steps: int = typer.Option(None, "--pretrain-steps", min=1, help="pre-training steps (default: the recipe's)"),
@@ -69,7 +69,7 @@ def build_student(
     cache: Path = typer.Option(None, "--cache", help="folder for the caption videos (default: beside --out)"),
     rebuild: bool = typer.Option(False, "--rebuild", help="train the base even where the shipped one matches"),
 ) -> None:
-    """Build an offline Qwen2.5-VL- or Qwen3-VL-architecture student with random weights and a local tokenizer."""
+    """Build an offline Qwen2.5-VL-, Qwen3-VL- or Qwen3.5-architecture student with random weights and a local tokenizer."""
     if pretrain:
         from rmsd.models.offline.pretrain import PretrainConfig, pretrained_base
 

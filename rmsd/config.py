@@ -139,7 +139,7 @@ class LoRAConfig(Strict):
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
     build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
-    family: Literal["qwen2_5_vl", "qwen3_vl"] | None = Field(None, description=(
+    family: Literal["qwen2_5_vl", "qwen3_vl", "qwen3_5"] | None = Field(None, description=(
         "architecture of a built student (default qwen2_5_vl); only with build: a checkpoint's family "
         "is read from its config.json"))
     build_out: str = Field("runs/{name}/student", description="where a built student is written")

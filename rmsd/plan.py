@@ -55,11 +55,12 @@ from rmsd.models.memory import (
     Architecture,
     activation_bytes,
     architecture,
+    generation_cache_bytes,
     head_workspace_bytes,
-    kv_cache_bytes,
     lora_activation_bytes,
     lora_parameters,
     pixel_bytes,
+    prefix_handover_bytes,
     visual_tokens,
 )
 
@@ -274,7 +275,7 @@ def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld
                             with_vision=False)
     pixels = pixel_bytes(arch, items, patches, b)  # one vision dict per item, shared by its G rollouts
     return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
-            "generation": kv_cache_bytes(arch, rows * (prompt + completion), b) + pixels,
+            "generation": generation_cache_bytes(arch, rows, prompt + completion, b) + pixels,
             "optimizer step": _adamw_step(models[0])}
 
 
@@ -283,9 +284,8 @@ def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, promp
     """What one forward + backward of `rows` (prompt + reply) sequences keeps, `items` distinct prompts.
 
     Naive: every row is a whole sequence. Shared prefix: each prompt once, each row's reply (and
-    the prompt's last token) attending to the prompt's keys and values, gathered per row and kept
-    for the backward (2 x kv x layers per prompt token per row); under checkpointing only the
-    layer being recomputed holds its gathered copies, but every layer's recorded prompt keys stay.
+    the prompt's last token) attending to the prompt's keys and values (a linear-attention layer:
+    its states), gathered per row and kept for the backward (`rmsd.models.memory.prefix_handover_bytes`).
     """
     head_trains = s.lora is None
     if not s.distill.shared_prefix or rows == items:
@@ -294,9 +294,7 @@ def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, promp
             arch, tokens, head_trains=head_trains)
     tokens = items * prompt + rows * (reply + 1)
     act = _student_activations(arch, s, tokens, items * patches, b)
-    gathered = 2 * arch.kv_dim * rows * prompt * b  # one layer's gathered keys + values
-    recorded = 2 * arch.kv_dim * items * prompt * b * arch.layers
-    act += (gathered + recorded) if s.student.gradient_checkpointing else gathered * arch.layers
+    act += prefix_handover_bytes(arch, items, rows, prompt, b, s.student.gradient_checkpointing)
     return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=head_trains)
 
 

@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 from rmsd.cli import app
 from rmsd.config import DatasetConfig, DistillConfig, StudentConfig, load_recipe
 from rmsd.errors import RmsdError
-from rmsd.models.memory import architecture, lora_parameters
+from rmsd.models.memory import (
+    architecture,
+    generation_cache_bytes,
+    kv_cache_bytes,
+    lora_parameters,
+    prefix_handover_bytes,
+    recurrent_cache_bytes,
+)
 from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import encode, load_student, to_model
 from rmsd.plan import Settings, models_held, plan_recipe, with_keys
@@ -31,7 +38,7 @@ Q3_4B = ROOT / "recipes" / "models" / "qwen3_vl_4b_instruct"
 def students(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("plan")
-    return {f: build_student(root / f, family=f) for f in ("qwen2_5_vl", "qwen3_vl")}
+    return {f: build_student(root / f, family=f) for f in ("qwen2_5_vl", "qwen3_vl", "qwen3_5")}
 
 
 def _settings(keys: dict | None = None) -> Settings:
@@ -58,7 +65,8 @@ def _nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-@pytest.mark.parametrize("family,dtype", [("qwen2_5_vl", "float32"), ("qwen3_vl", "float32"), ("qwen3_vl", "bfloat16")])
+@pytest.mark.parametrize("family,dtype", [("qwen2_5_vl", "float32"), ("qwen3_vl", "float32"), ("qwen3_vl", "bfloat16"),
+                                          ("qwen3_5", "float32")])
 def test_weights_grads_and_adamw_states_are_the_bytes_torch_allocates(students, family, dtype):
     path = students[family]
     model, processor = load_student(path, dtype=dtype)
@@ -128,11 +136,49 @@ def test_lora_counts_are_what_the_lora_stages_hold(students, vision):
         assert continued["reference"].params == trainable  # a stage that continues adapters: TRL's frozen copy
 
 
+def _nbytes_of(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def test_a_hybrid_students_generation_cache_is_keys_for_full_layers_and_fixed_states_for_linear_ones(students):
+    """Qwen3.5: the planner's cache bytes against the DynamicCache transformers fills in a prefill."""
+    path = students["qwen3_5"]
+    arch = architecture(path)
+    model, processor = load_student(path)
+    assert (arch.linear_layers, arch.attention_layers) == (3, 1)  # 3:1, as the published configs
+    clip = type("F", (), {"array": np.zeros((8, 84, 84, 3), dtype=np.uint8), "fps": 2.0})()
+    batch = to_model(encode(processor, ["What colour?", "Which way?"], [clip, clip], padding_side="left"), model)
+    with torch.no_grad():
+        cache = model(**batch, use_cache=True)["cache"]
+    linear = [layer for layer in cache.layers if hasattr(layer, "recurrent_states")]
+    states = sum(_nbytes_of([*layer.conv_states.values(), *layer.recurrent_states.values()]) for layer in linear)
+    keys = sum(_nbytes_of([layer.keys, layer.values]) for layer in cache.layers if hasattr(layer, "keys"))
+    rows, width = batch["input_ids"].shape
+    assert states == recurrent_cache_bytes(arch, rows, 4) and keys == kv_cache_bytes(arch, rows * width, 4)
+    assert generation_cache_bytes(arch, rows, width, 4) == states + keys
+    # the states do not grow with the sequence; the full layers' keys do
+    longer = generation_cache_bytes(arch, rows, 2 * width, 4) - generation_cache_bytes(arch, rows, width, 4)
+    assert longer == keys
+    # the shared prefix hands each row its prompt's keys (1 layer) and states (3 layers), not 4 layers of keys
+    plain = architecture(students["qwen3_vl"])
+    assert prefix_handover_bytes(arch, 1, 4, 100, 4, False) < prefix_handover_bytes(plain, 1, 4, 100, 4, False)
+
+
 def test_the_published_qwen3_vl_4b_config_builds_on_meta():
     arch = architecture(Q3_4B)
     assert arch.family == "qwen3_vl" and arch.params == 4_437_815_808
     assert (arch.hidden, arch.layers, arch.q_dim, arch.kv_dim, arch.vision_depth) == (2560, 36, 4096, 1024, 24)
     assert f"{arch.params:,}" in (Q3_4B / "README.md").read_text()
+
+
+def test_the_qwen3_5_planning_config_builds_on_meta():
+    """recipes/models/qwen3_5_9b (transformers' Qwen3_5Config defaults); the headers of the recipes planned on it
+    are held to `rmsd plan` by test_every_recipe_header_shows_the_plan_rmsd_plan_gives_it_now."""
+    folder = ROOT / "recipes" / "models" / "qwen3_5_9b"
+    arch = architecture(folder)
+    assert arch.family == "qwen3_5" and arch.params == 9_407_453_936
+    assert (arch.linear_layers, arch.attention_layers, arch.linear_state) == (24, 8, 32 * 128 * 128)
+    assert f"{arch.params:,}" in (folder / "README.md").read_text()
 
 
 def _recipe(tmp_path, **student) -> Path:
@@ -243,6 +289,6 @@ def plan_headers() -> list[tuple[Path, str, str]]:
 
 def test_every_recipe_header_shows_the_plan_rmsd_plan_gives_it_now():
     headers = plan_headers()
-    assert len(headers) >= 6
+    assert len(headers) >= 8  # the 4B and Qwen3.5 recipes, full and LoRA
     stale = [str(path.relative_to(ROOT)) for path, shown, now in headers if shown != now]
     assert not stale, f"re-run the `rmsd plan` command in these headers and paste its output: {stale}"

@@ -1,4 +1,4 @@
-"""What differs between the student families rmsd trains (Qwen2.5-VL, Qwen3-VL), as small functions.
+"""What differs between the student families rmsd trains (Qwen2.5-VL, Qwen3-VL, Qwen3.5), as small functions.
 
 Every stage builds its inputs with `rmsd.models.processing.encode` and runs the model's own
 forward, so most code never needs to know the family. These are the places that do, when
@@ -14,9 +14,18 @@ privileged prompt, a vision encoding shared by an item's K samples or G rollouts
   Qwen3-VL writes `<t seconds><|vision_start|>pads<|vision_end|>` per temporal patch inside
   the template's outer pair, so the timestamp text is part of the clip's span
   (`vision_span`, `copy_vision_span`, `frame_times`).
-- **rope positions**: both compute 3-D positions with `model.model.get_rope_index` from
+- **rope positions**: all compute 3-D positions with `model.model.get_rope_index` from
   `mm_token_type_ids` and the grids; Qwen2.5-VL also takes `second_per_grid_ts`. A
-  continuation of a prompt continues at `max(position) + 1` in both (`rope_index`).
+  continuation of a prompt continues at `max(position) + 1` in all (`rope_index`).
+- **Qwen3.5** is Qwen3-VL on the vision and prompt side: its checkpoints ship Qwen3-VL's
+  processor (the same `<t seconds><|vision_start|>pads<|vision_end|>` per temporal patch, the
+  template's video placeholder unchanged) and its `get_rope_index` is Qwen3-VL's line for line
+  (timestamps split the video grid into one-step grids; a frame's tokens take the text
+  position reached, plus row and column), so `timestamps_in_text` and `rope_keys` are Qwen3-VL's.
+  What differs: no DeepStack (encoder outputs are `pooler_output` alone) and the hybrid text
+  stack (`linear_attention` layers: `hybrid`), whose recurrent states the shared-prefix
+  forward hands over (`rmsd.models.shared_prefix`). The text model takes 4-row position ids
+  (text, t, h, w) as well as 3-row ones; rmsd passes 3 rows, as for Qwen3-VL.
 
     python -c "from rmsd.models.family import family_of; print(family_of('runs/student-tiny').name)"
 """
@@ -45,6 +54,7 @@ class Family:
     rope_keys: tuple[str, ...]  # batch tensors get_rope_index reads besides ids, types, grids and mask
     encoder_fields: tuple[str, ...]  # per-clip fields of get_video_features / get_image_features
     timestamps_in_text: bool  # the processor writes `<t seconds>` before each temporal patch
+    hybrid: bool = False  # linear-attention (recurrent) layers between the full-attention ones
 
 
 FAMILIES = {
@@ -56,6 +66,10 @@ FAMILIES = {
         name="qwen3_vl",
         vision_keys=("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw"),
         rope_keys=(), encoder_fields=("pooler_output", "deepstack_features"), timestamps_in_text=True),
+    "qwen3_5": Family(
+        name="qwen3_5",
+        vision_keys=("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw"),
+        rope_keys=(), encoder_fields=("pooler_output",), timestamps_in_text=True, hybrid=True),
 }
 
 
@@ -72,7 +86,7 @@ def family_of(source: Any) -> Family:
         model_type = getattr(getattr(source, "config", source), "model_type", None)
     if model_type not in FAMILIES:
         raise RmsdError(f"student architecture {model_type!r} is not supported: rmsd trains "
-                        f"{' and '.join(FAMILIES)} students")
+                        f"{', '.join(FAMILIES)} students")
     return FAMILIES[model_type]
 
 
@@ -127,7 +141,7 @@ def copy_vision_span(ids: list[int], source: list[int], config: Any) -> list[int
 
 
 def frame_times(text: str) -> list[float]:
-    """The `<t seconds>` timestamps Qwen3-VL's processor wrote into a decoded prompt, in order."""
+    """The `<t seconds>` timestamps Qwen3-VL's processor (Qwen3.5's too) wrote into a decoded prompt, in order."""
     return [float(t) for t in TIMESTAMP.findall(text)]
 
 
@@ -166,5 +180,5 @@ def select_encoder_outputs(features: Any, order: list[int], family: Family) -> A
 
 
 def video_budget_per_clip(video_processor: Any) -> bool:
-    """True for Qwen3-VL's video processor, whose `size` bounds a whole clip's pixels (not a frame's)."""
+    """True for Qwen3-VL's video processor (Qwen3.5 ships it too), whose `size` bounds a whole clip's pixels."""
     return type(video_processor).__name__.startswith("Qwen3VL")

@@ -22,7 +22,20 @@ How the estimates are made (and where they stop being exact):
 - TRL's fused LM head never holds `[tokens, vocab]` logits, but its backward holds a logits
   tile and fp32 gradients of the head (`head_workspace_bytes`);
 - the inputs: the processor's flattened patches (`pixel_bytes`) are on the device during the
-  step; the token tensors are negligible beside them.
+  step; the token tensors are negligible beside them;
+- hybrid students (Qwen3.5): a Gated-DeltaNet `linear_attention` layer keeps no keys and
+  values. What it saves for backward per token is its own list (`linear_layer_activation_elements`:
+  the q/k/v projection before and after its causal convolution, the normalised q and k
+  repeated to the value heads, gates, decay and step, the gated RMSNorm); what it holds for
+  generation is a fixed-size state per sequence, not a cache that grows with the tokens
+  (`recurrent_cache_bytes`: the recurrent state, value heads x key dim x value dim in float32
+  as the kernels keep it, and the convolution's last `kernel` inputs); and what the shared
+  prefix hands each continuation is that state, not the prompt's keys (`prefix_handover_bytes`).
+  The counts are the flash-linear-attention kernels' inputs and outputs; the torch reference
+  kernels (a CPU without `flash-linear-attention`) keep more (chunk x chunk matrices per head):
+  on the CPU the tiny and small Qwen3.5 students peaked at 1.7x and 1.4x their plan, against
+  1.1x and 1.0x for the same Qwen3-VL students (`python benchmarks/bench_plan.py --families
+  qwen3_5 qwen3_vl --presets tiny small --no-write`, 2026-12-06).
 
     python -c "from rmsd.models.memory import architecture; print(architecture('runs/student-tiny'))"
 """
@@ -67,6 +80,19 @@ class Architecture:
     lora_shapes: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
     # (module name, in, out) of every vision-tower nn.Linear (blocks, mergers), for `vision: adapted`
     vision_lora_shapes: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+    # hybrid stacks (Qwen3.5): how many of `layers` are Gated-DeltaNet linear attention, and their sizes
+    linear_layers: int = 0
+    linear_key_dim: int = 0  # key heads x key head dim (q and k each)
+    linear_value_dim: int = 0  # value heads x value head dim
+    linear_heads: int = 0  # value heads: one recurrent state each
+    linear_state: int = 0  # elements of one layer's recurrent state per sequence (value heads x dk x dv)
+    conv_kernel: int = 0  # the causal convolution's taps over [q | k | v]
+    attention_gate: bool = False  # Qwen3.5's full attention gates its output (q_proj twice as wide)
+
+    @property
+    def attention_layers(self) -> int:
+        """Layers with keys and values (all of them, but for a hybrid stack's linear-attention layers)."""
+        return self.layers - self.linear_layers
 
 
 def load_config(folder: str | Path) -> dict[str, Any]:
@@ -98,18 +124,30 @@ def architecture(folder: str | Path) -> Architecture:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     linears = tuple((name, m.in_features, m.out_features) for name, m in decoder.named_modules()
                     if isinstance(m, torch.nn.Linear))
+    linear = _linear_attention(text)
     return Architecture(
         family=family, params=_count(model), vision_params=_count(model.model.visual), text_params=_count(decoder),
         head_params=0 if tied else head.weight.numel(), hidden=text.hidden_size, vocab=text.vocab_size,
         layers=text.num_hidden_layers,
         q_dim=text.num_attention_heads * head_dim, kv_dim=text.num_key_value_heads * head_dim,
-        intermediate=text.intermediate_size, qk_norm=family == "qwen3_vl", vision_depth=vision.depth,
+        intermediate=text.intermediate_size, qk_norm=family in ("qwen3_vl", "qwen3_5"), vision_depth=vision.depth,
         vision_hidden=vision.hidden_size, vision_intermediate=vision.intermediate_size,
         vision_gated=family == "qwen2_5_vl", patch=vision.patch_size, temporal_patch=vision.temporal_patch_size,
         merge=vision.spatial_merge_size, lora_shapes=linears,
         vision_lora_shapes=tuple((name, m.in_features, m.out_features) for name, m in model.model.visual.named_modules()
                                  if isinstance(m, torch.nn.Linear)),
+        attention_gate=family == "qwen3_5", **linear,
     )
+
+
+def _linear_attention(text: Any) -> dict[str, int]:
+    """The Gated-DeltaNet sizes of a hybrid text config (empty for a stack of full-attention layers only)."""
+    count = list(getattr(text, "layer_types", None) or []).count("linear_attention")
+    if not count:
+        return {}
+    heads, dk, dv = text.linear_num_value_heads, text.linear_key_head_dim, text.linear_value_head_dim
+    return {"linear_layers": count, "linear_key_dim": text.linear_num_key_heads * dk, "linear_value_dim": heads * dv,
+            "linear_heads": heads, "linear_state": heads * dk * dv, "conv_kernel": text.linear_conv_kernel_dim}
 
 
 def _count(module: Any) -> int:
@@ -150,14 +188,37 @@ def lora_activation_bytes(arch: Architecture, text_tokens: int, vision_patches: 
 
 
 def layer_activation_elements(arch: Architecture) -> int:
-    """Elements one text decoder layer keeps for backward, per token (no checkpointing)."""
+    """Elements one full-attention text decoder layer keeps for backward, per token (no checkpointing)."""
     h, q, kv, inter = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     norms = 4 * h  # two RMSNorms: input and output each
     attention = q + 2 * kv + (q + kv) + q  # q/k/v projections, rotated q/k, attention output (into o_proj)
     if arch.qk_norm:
         attention += q + kv  # Qwen3's q_norm / k_norm outputs
+    if arch.attention_gate:
+        attention += 2 * q  # Qwen3.5's output gate and its sigmoid
     mlp = 4 * inter  # gate, up, act(gate), act(gate) * up (into down_proj)
     return norms + attention + mlp
+
+
+def linear_layer_activation_elements(arch: Architecture) -> int:
+    """Elements one Gated-DeltaNet (linear-attention) layer keeps for backward, per token (no checkpointing)."""
+    h, k, v, heads = arch.hidden, arch.linear_key_dim, arch.linear_value_dim, arch.linear_heads
+    conv = 2 * k + v  # the [q | k | v] channels
+    repeated = 2 * heads * (arch.linear_state // max(v, 1))  # normalised q and k, repeated to the value heads
+    mixer = 3 * conv + repeated + v + 4 * heads  # projection, convolution, its SiLU; z; a, b, decay, step
+    mixer += 3 * v  # the kernel's output, the gated RMSNorm's normalised output and gate, (into out_proj)
+    return 4 * h + mixer + 4 * arch.intermediate
+
+
+def text_activation_elements(arch: Architecture) -> int:
+    """Elements all text decoder layers keep for backward, per token: full-attention and linear-attention layers."""
+    linear = linear_layer_activation_elements(arch) * arch.linear_layers if arch.linear_layers else 0
+    return layer_activation_elements(arch) * arch.attention_layers + linear
+
+
+def largest_layer_elements(arch: Architecture) -> int:
+    """Per token, the larger of a full-attention and a linear-attention layer's saved tensors (a recomputed layer)."""
+    return max(layer_activation_elements(arch), linear_layer_activation_elements(arch) if arch.linear_layers else 0)
 
 
 def vision_block_elements(arch: Architecture) -> int:
@@ -174,14 +235,13 @@ def activation_bytes(arch: Architecture, text_tokens: int, vision_patches: int, 
     With checkpointing each layer keeps only its input (hidden per token) and one layer's
     full activations exist at a time, during its recomputation.
     """
-    text_layer = layer_activation_elements(arch) * text_tokens
     vision_layer = vision_block_elements(arch) * vision_patches if with_vision else 0
     if checkpointing:
         # layer inputs, plus the layer being recomputed: its activations and their gradients
-        kept = arch.layers * arch.hidden * text_tokens + 2 * text_layer
+        kept = arch.layers * arch.hidden * text_tokens + 2 * largest_layer_elements(arch) * text_tokens
         kept += (arch.vision_depth * arch.vision_hidden * vision_patches + 2 * vision_layer) if with_vision else 0
     else:
-        kept = arch.layers * text_layer + (arch.vision_depth * vision_layer if with_vision else 0)
+        kept = text_activation_elements(arch) * text_tokens + (arch.vision_depth * vision_layer if with_vision else 0)
     kept += 2 * arch.hidden * text_tokens  # final norm in/out before the fused head
     return kept * dtype_bytes
 
@@ -199,8 +259,46 @@ def head_workspace_bytes(arch: Architecture, tokens: int, head_trains: bool = Tr
 
 
 def kv_cache_bytes(arch: Architecture, tokens: int, dtype_bytes: int) -> int:
-    """Keys and values of every layer for `tokens` positions (generation)."""
-    return 2 * arch.layers * arch.kv_dim * tokens * dtype_bytes
+    """Keys and values of every full-attention layer for `tokens` positions (generation)."""
+    return 2 * arch.attention_layers * arch.kv_dim * tokens * dtype_bytes
+
+
+STATE_BYTES = 4  # the gated delta rule kernels (torch and flash-linear-attention) keep recurrent states in float32
+
+
+def linear_state_bytes(arch: Architecture, dtype_bytes: int, conv_taps: int | None = None) -> int:
+    """What one linear-attention layer carries for one sequence: its recurrent state (float32) and the
+    convolution's last `conv_taps` inputs (default: the kernel, as transformers' cache keeps them)."""
+    taps = arch.conv_kernel if conv_taps is None else conv_taps
+    return arch.linear_state * STATE_BYTES + (2 * arch.linear_key_dim + arch.linear_value_dim) * taps * dtype_bytes
+
+
+def recurrent_cache_bytes(arch: Architecture, sequences: int, dtype_bytes: int) -> int:
+    """The linear-attention layers' generation cache: a fixed size per sequence, whatever its length."""
+    return arch.linear_layers * sequences * linear_state_bytes(arch, dtype_bytes) if arch.linear_layers else 0
+
+
+def generation_cache_bytes(arch: Architecture, sequences: int, tokens_per_sequence: int, dtype_bytes: int) -> int:
+    """Everything generation caches: keys and values of the full-attention layers (growing with the tokens)
+    and the linear-attention layers' states (one per sequence)."""
+    return (kv_cache_bytes(arch, sequences * tokens_per_sequence, dtype_bytes)
+            + recurrent_cache_bytes(arch, sequences, dtype_bytes))
+
+
+def prefix_handover_bytes(arch: Architecture, items: int, rows: int, prompt: int, dtype_bytes: int,
+                          checkpointing: bool) -> int:
+    """What the shared-prefix forward (`rmsd.models.shared_prefix`) adds: each row's gathered copy of its
+    prompt's keys and values (full attention) or states (linear attention), kept for the backward pass.
+
+    Without checkpointing every layer keeps its gathered copies (the prompt's own keys and final
+    states are part of the prompt's activations). With it only the layer being recomputed holds its
+    gathered copies, but every layer's recorded prompt keys and states stay.
+    """
+    kv = 2 * arch.kv_dim * prompt * dtype_bytes  # one prompt's keys + values in one layer
+    state = linear_state_bytes(arch, dtype_bytes, conv_taps=arch.conv_kernel - 1) if arch.linear_layers else 0
+    if not checkpointing:
+        return rows * (arch.attention_layers * kv + arch.linear_layers * state)
+    return rows * max(kv, state) + items * (arch.attention_layers * kv + arch.linear_layers * state)
 
 
 def pixel_bytes(arch: Architecture, clips: int, patches_per_clip: int, dtype_bytes: int) -> int:

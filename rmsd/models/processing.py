@@ -1,7 +1,7 @@
-"""Model inputs and generation for Qwen2.5-VL and Qwen3-VL students and local teachers: the one input builder.
+"""Model inputs and generation for Qwen2.5-VL, Qwen3-VL and Qwen3.5 students and local teachers: the one input builder.
 
-`load_student` opens a from_pretrained folder (the tiny offline student of either family or a
-real Qwen2.5-VL / Qwen3-VL checkpoint, same code path). `encode` turns prompts + video frames (+ optional
+`load_student` opens a from_pretrained folder (the tiny offline student of any family or a
+real Qwen2.5-VL / Qwen3-VL / Qwen3.5 checkpoint, same code path). `encode` turns prompts + video frames (+ optional
 responses) into the tensors the model takes; `generate` decodes completions. Evaluation,
 distillation and the `hf` teacher all go through here, so training sees exactly the prompt
 that generation and evaluation see.

@@ -38,6 +38,28 @@ the K x P tokens of activations the naive path holds.
 
 With every group of size one (K = 1, distinct prompts) the naive forward is used as is.
 
+**Hybrid models (Qwen3.5).** A Gated-DeltaNet `linear_attention` layer has no keys to hand
+over: what a token after the prompt needs from it is the layer's recurrent state (per value
+head, a key-dim x value-dim matrix) and its causal convolution's last `kernel - 1` inputs.
+transformers' layer reads both from a cache (`get_conv_state`, `get_recurrent_state`),
+concatenates the convolution state before its new inputs, and hands the recurrent state to
+its kernel as `initial_state`. Its torch reference kernels (`torch_chunk_gated_delta_rule`,
+`torch_recurrent_gated_delta_rule`, and the convolution `causal_conv1d_fn` on the
+concatenated inputs) are differentiable in that state: it enters only through `.to()`,
+products and sums, never an in-place update (only `causal_conv1d_update`, the one-token
+decode path, copies in place, and it is never taken here). So the layer takes an initial
+state with gradients natively, but only through a `Cache`, which gradient checkpointing
+drops (above). Here a **forward pre-hook** on every linear-attention layer (`enable`) turns
+the shared-prefix keyword into a small per-pass object with the cache methods the layer
+calls: during the prefix pass it records the layer's final recurrent state and the last
+`kernel - 1` convolution inputs of each prefix; during the continuation pass it returns them,
+gathered per row (K copies of a group's state), so every continuation starts from its
+prompt's state and gradients flow back through it into the prefix and the vision tower. The
+prefixes are *left*-padded: the layer zeroes padded positions' inputs, so leading padding
+leaves the state at exactly zero and the final state is the one after the last real token
+(trailing padding would decay and update it). A recomputed (checkpointed) layer overwrites
+what it recorded, as the attention function does.
+
     python benchmarks/bench_prefix.py --quick
     rmsd distill --recipe R --matched DIR --set distill.shared_prefix=false   # the naive path, for checking
 """
@@ -84,10 +106,60 @@ def _register(inner: str) -> str:
 
 def enable(model: Any) -> None:
     """Let `model`'s language model take a shared prefix (idempotent; a plain forward is unchanged)."""
-    config = _unwrap(model).config.get_text_config()
+    inner = _unwrap(model)
+    config = inner.config.get_text_config()
     current = config._attn_implementation or "eager"
     if not current.startswith(_NAME):
         config._attn_implementation = _register(current)
+    for module in inner.modules():
+        if _is_linear_attention(module) and not getattr(module, _HOOKED, False):
+            module.register_forward_pre_hook(_linear_attention_hook, with_kwargs=True)
+            setattr(module, _HOOKED, True)
+
+
+_HOOKED = "_rmsd_shared_prefix_hook"
+
+
+def _is_linear_attention(module: Any) -> bool:
+    """A Gated-DeltaNet layer (Qwen3.5, Qwen3-Next): recurrent and convolution states instead of keys."""
+    return type(module).__name__.endswith("GatedDeltaNet") and hasattr(module, "conv_kernel_size")
+
+
+def _linear_attention_hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Hand a linear-attention layer its shared-prefix states: the pass's keyword becomes the layer's `cache`."""
+    ctx = kwargs.pop(PREFIX_KWARG, None)
+    if ctx is None:
+        return None
+    return args, {**kwargs, "cache": _LinearStates(ctx)}
+
+
+@dataclass
+class _LinearStates:
+    """The cache methods a Gated-DeltaNet layer's forward calls, answered by a shared-prefix pass.
+
+    `is_recording_past` is True so that even a one-token continuation takes the layer's
+    full-convolution branch over [state | inputs] instead of the in-place decode update.
+    """
+
+    ctx: Any  # _Record or _Continue
+
+    def get_conv_state(self, layer_idx: int, state_idx: int = 0) -> torch.Tensor | None:
+        return self.ctx.conv_state(layer_idx)
+
+    def get_recurrent_state(self, layer_idx: int, state_idx: int = 0) -> torch.Tensor | None:
+        return self.ctx.recurrent_state(layer_idx)
+
+    def is_recording_past(self, layer_idx: int) -> bool:
+        return True
+
+    def update_conv_state(self, inputs: torch.Tensor, layer_idx: int, state_idx: int = 0,
+                          conv_kernel_size: int | None = None, **kwargs: Any) -> torch.Tensor:
+        return self.ctx.conv_inputs(layer_idx, inputs, conv_kernel_size)
+
+    def update_recurrent_state(self, state: torch.Tensor, layer_idx: int, state_idx: int = 0,
+                               **kwargs: Any) -> torch.Tensor:
+        self.ctx.final_state(layer_idx, state)
+        return state
 
 
 def enabled(model: Any) -> bool:
@@ -105,14 +177,31 @@ def _unwrap(model: Any) -> Any:
 
 @dataclass
 class _Record:
-    """Prefix pass: keep each layer's keys/values (overwritten by a recomputed layer), attend as usual."""
+    """Prefix pass: keep each layer's keys/values, or a linear layer's final states (overwritten by a
+    recomputed layer), and compute as usual."""
 
     keys: dict[int, torch.Tensor] = field(default_factory=dict)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
+    conv: dict[int, torch.Tensor] = field(default_factory=dict)  # [N, channels, kernel - 1]
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # [N, value heads, key dim, value dim]
 
     def attend(self, module, query, key, value, attention_mask, normal, **kwargs):
         self.keys[module.layer_idx], self.values[module.layer_idx] = key, value
         return normal(module, query, key, value, attention_mask, **kwargs)
+
+    def conv_state(self, layer: int) -> None:
+        return None  # the prefix starts from nothing
+
+    recurrent_state = conv_state
+
+    def conv_inputs(self, layer: int, inputs: torch.Tensor, kernel: int) -> torch.Tensor:
+        # inputs [N, channels, P], left-padded with zeros (the layer zeroes padded positions), so the
+        # last kernel - 1 columns are the real tail; a prefix shorter than that is zero-extended
+        self.conv[layer] = torch.nn.functional.pad(inputs, (kernel - 1, 0))[..., -(kernel - 1):]
+        return inputs
+
+    def final_state(self, layer: int, state: torch.Tensor) -> None:
+        self.states[layer] = state
 
 
 @dataclass
@@ -138,10 +227,27 @@ class _Continue:
         kwargs.pop("is_causal", None)
         return sdpa_attention_forward(module, query, key, value, self._mask, is_causal=False, **kwargs)
 
+    def conv_state(self, layer: int) -> torch.Tensor:
+        return self.prefix.conv[layer].index_select(0, self.row_group)
+
+    def recurrent_state(self, layer: int) -> torch.Tensor:
+        return self.prefix.states[layer].index_select(0, self.row_group)
+
+    def conv_inputs(self, layer: int, inputs: torch.Tensor, kernel: int) -> torch.Tensor:
+        # the layer convolves [prefix tail | row], then keeps the row's columns
+        return torch.cat([self.conv_state(layer).to(inputs.dtype), inputs], dim=-1)
+
+    def final_state(self, layer: int, state: torch.Tensor) -> None:
+        pass  # a continuation's own final state is nobody's prefix
+
 
 # ----------------------------------------------------------------------------- the two passes
 def record_prefix(call: Any, **inputs: Any) -> _Record:
-    """Run `call` (a backbone taking `**inputs`) over the prefixes; the keys/values of every layer."""
+    """Run `call` (a backbone taking `**inputs`) over the prefixes; the keys/values of every layer.
+
+    On a hybrid model the prefixes must be left-padded (`attention_mask` 0 before the tokens):
+    a linear-attention layer's recorded state is the one after the last column.
+    """
     record = _Record()
     call(**inputs, **{PREFIX_KWARG: record})
     return record
@@ -225,12 +331,16 @@ def rope_positions(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     return torch.arange(width, device=input_ids.device).view(1, 1, -1).expand(3, input_ids.size(0), -1)
 
 
-def _pad(rows: list[torch.Tensor], value: int | bool) -> torch.Tensor:
-    """Right-pad 1-D (or [3, n]) tensors along their last dim into one batch."""
+def _pad(rows: list[torch.Tensor], value: int | bool, left: bool = False) -> torch.Tensor:
+    """Right- (or left-) pad 1-D (or [3, n]) tensors along their last dim into one batch."""
     width = max(r.size(-1) for r in rows)
     out = rows[0].new_full((len(rows), *rows[0].shape[:-1], width), value)
     for i, r in enumerate(rows):
-        out[i, ..., : r.size(-1)] = r
+        n = r.size(-1)
+        if left:
+            out[i, ..., width - n:] = r
+        else:
+            out[i, ..., :n] = r
     return out
 
 
@@ -265,13 +375,15 @@ def shared_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     starts = torch.tensor(split.start, device=positions.device)
     positions = positions - positions[:, torch.arange(len(split.start)), starts].unsqueeze(-1)
     spans = [(f, split.start[f], split.start[f] + n) for f, n in zip(split.first, split.length, strict=True)]
-    prefix_mask = _pad([torch.ones(e - s, dtype=torch.bool, device=input_ids.device) for _, s, e in spans], False)
-    prefix = {"input_ids": _pad([input_ids[f, s:e] for f, s, e in spans], 0),
-              "position_ids": _pad([positions[:, f, s:e] for f, s, e in spans], 0).transpose(0, 1),
+    # prefixes left-padded: a linear-attention layer's final state is then the one after the last real token
+    prefix_mask = _pad([torch.ones(e - s, dtype=torch.bool, device=input_ids.device) for _, s, e in spans], False,
+                       left=True)
+    prefix = {"input_ids": _pad([input_ids[f, s:e] for f, s, e in spans], 0, left=True),
+              "position_ids": _pad([positions[:, f, s:e] for f, s, e in spans], 0, left=True).transpose(0, 1),
               "attention_mask": prefix_mask.long(), "use_cache": False,
               **_rows_vision(vision_rows, [f for f in split.first if vision_rows[f]])}
     if mm_token_type_ids is not None:
-        prefix["mm_token_type_ids"] = _pad([mm_token_type_ids[f, s:e] for f, s, e in spans], 0)
+        prefix["mm_token_type_ids"] = _pad([mm_token_type_ids[f, s:e] for f, s, e in spans], 0, left=True)
     record = record_prefix(_unwrap(model).model, **prefix)
     cut = [split.cut(m) for m in rows]
     cont_ids = _pad([input_ids[m, cut[m]: split.stop[m]] for m in rows], 0)

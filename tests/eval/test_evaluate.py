@@ -191,16 +191,18 @@ def test_mathverse_eval_asks_the_recipes_judge_teacher_and_caches_it(student, tm
     assert (tmp_path / "eval" / "judge_cache.jsonl").is_file()
 
 
-def test_a_qwen3_vl_student_is_evaluated_by_the_same_path(synthvid, tmp_path):
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_a_qwen3_vl_student_is_evaluated_by_the_same_path(synthvid, tmp_path, family):
     bench, items = synthvid
-    path = build_student(tmp_path / "q3", family="qwen3_vl", seed=0)
+    path = build_student(tmp_path / "q3", family=family, seed=0)
     results = evaluate(path, items, bench, tmp_path / "batched", batch_size=4, max_new_tokens=MAX_NEW_TOKENS,
                        show=False)
     rows = read_rows(tmp_path / "batched")
     assert results["n_items"] == len(items) == len(rows)
     assert results["overall"] == pytest.approx(sum(r["score"] for r in rows) / len(rows))
     evaluate(path, items, bench, tmp_path / "alone", batch_size=1, max_new_tokens=MAX_NEW_TOKENS, show=False)
-    # left padding (and Qwen3-VL's per-row rope positions) must not change what greedy decoding produces
+    # left padding (and Qwen3-VL's per-row rope positions, Qwen3.5's recurrent states) must not change what
+    # greedy decoding produces
     assert [r["response"] for r in read_rows(tmp_path / "alone")] == [r["response"] for r in rows]
 
 

@@ -1,4 +1,4 @@
-"""Both student families: build, load, the frames' real times in the model input, generation, gradients.
+"""The student families: build, load, the frames' real times in the model input, generation, gradients.
 
 Clips are real mp4 files written with PyAV and decoded by rmsd.data.video.load_frames, so
 the times checked are the ones rmsd measured, not numbers the test made up.
@@ -31,7 +31,7 @@ from rmsd.models.processing import encode, generate, load_student, to_model, vid
 def students(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("families")
-    return {f: build_student(root / f, family=f, seed=0) for f in ("qwen2_5_vl", "qwen3_vl")}
+    return {f: build_student(root / f, family=f, seed=0) for f in ("qwen2_5_vl", "qwen3_vl", "qwen3_5")}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,12 @@ def clips(tmp_path_factory):
     return out
 
 
-def test_both_families_load_with_the_auto_classes(students):
+def test_every_family_loads_with_the_auto_classes(students):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     for family, cls, proc in (("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
-                              ("qwen3_vl", "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor")):
+                              ("qwen3_vl", "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor"),
+                              ("qwen3_5", "Qwen3_5ForConditionalGeneration", "Qwen3VLProcessor")):
         path = students[family]
         config = json.loads((path / "config.json").read_text())
         assert config["model_type"] == family and family_of(path).name == family
@@ -66,12 +67,17 @@ def test_both_families_load_with_the_auto_classes(students):
     q3 = json.loads((students["qwen3_vl"] / "config.json").read_text())
     assert q3["vision_config"]["deepstack_visual_indexes"] == [0]
     assert q3["text_config"]["rope_parameters"]["mrope_interleaved"] is True
+    q35 = json.loads((students["qwen3_5"] / "config.json").read_text())
+    assert q35["text_config"]["layer_types"] == ["linear_attention"] * 3 + ["full_attention"]  # 3:1 as published
+    assert "deepstack_visual_indexes" not in q35["vision_config"] and family_of(students["qwen3_5"]).hybrid
     with pytest.raises(RmsdError, match="family"):
         build_student(students["qwen3_vl"].parent / "x", family="llava")
 
 
-def test_qwen3_vl_timestamps_in_the_prompt_are_the_frames_real_times(students, clips):
-    _, processor = load_student(students["qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_qwen3_vl_timestamps_in_the_prompt_are_the_frames_real_times(students, clips, family):
+    """Qwen3.5 checkpoints ship Qwen3-VL's processor: the same timestamps, written the same way."""
+    _, processor = load_student(students[family])
     for name, n in (("slow", 8), ("fast", 6)):
         frames = load_frames(clips[name], num_frames=n)
         batch = encode(processor, ["When does the square move?"], [frames])
@@ -81,7 +87,7 @@ def test_qwen3_vl_timestamps_in_the_prompt_are_the_frames_real_times(students, c
         assert len(written) == len(real) == n // 2
         assert written == pytest.approx(real, abs=0.051)  # the processor prints one decimal
         assert batch["video_grid_thw"].tolist() == [[n // 2, 6, 6]]
-        assert "second_per_grid_ts" not in batch and set(vision_keys(students["qwen3_vl"])) >= set(
+        assert "second_per_grid_ts" not in batch and set(vision_keys(students[family])) >= set(
             k for k in batch if k.startswith(("pixel", "video", "image")))
     # A checkpoint whose video processor resamples by default (real Qwen3-VL: 2 fps) keeps rmsd's frames.
     processor.video_processor.do_sample_frames = True
@@ -108,7 +114,7 @@ def test_qwen2_5_vl_seconds_per_grid_step_is_the_frames_real_rate(students, clip
         assert video_metadata(frames)["fps"] == pytest.approx(1 / spacing, rel=0.02)
 
 
-def test_frame_times_change_the_logits_of_both_families(students, clips):
+def test_frame_times_change_the_logits_of_every_family(students, clips):
     from types import SimpleNamespace
 
     frames = load_frames(clips["slow"], num_frames=8)
@@ -141,7 +147,7 @@ def test_rope_index_is_the_forwards_own_positions_and_continuations_follow_them(
         assert torch.equal(starts, lengths + deltas.squeeze(1)), family
 
 
-def test_one_shared_encoding_equals_per_row_pixels_for_both_families(students, clips):
+def test_one_shared_encoding_equals_per_row_pixels_for_every_family(students, clips):
     """What a trainer sharing an item's clip across its K rows must do: DeepStack rows move with the pooled ones."""
     frames = load_frames(clips["fast"], num_frames=6)
     for family, path in students.items():
@@ -172,7 +178,7 @@ def test_copy_vision_span_rebuilds_the_processors_prompt_from_the_template(stude
         assert copy_vision_span(template, student, model.config) == other, family
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
 def test_generation_and_a_training_step_reach_vision_text_and_deepstack(students, clips, family):
     model, processor = load_student(students[family])
     frames = [load_frames(clips["slow"], num_frames=8), load_frames(clips["fast"], num_frames=6)]
@@ -186,12 +192,15 @@ def test_generation_and_a_training_step_reach_vision_text_and_deepstack(students
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert grads["model.visual.patch_embed.proj.weight"].abs().sum() > 0
     assert grads["model.language_model.embed_tokens.weight"].abs().sum() > 0
+    if family == "qwen3_5":  # every linear-attention layer learns, its decay and time step included
+        linear = {n: g for n, g in grads.items() if ".linear_attn." in n}
+        assert linear and all(g is not None and g.abs().sum() > 0 for g in linear.values())
     if family == "qwen3_vl":
         deepstack = [g for n, g in grads.items() if "deepstack_merger_list" in n]
         assert deepstack and all(g is not None and g.abs().sum() > 0 for g in deepstack)
 
 
-def test_max_pixels_is_a_per_frame_budget_for_both_families(students):
+def test_max_pixels_is_a_per_frame_budget_for_every_family(students):
     from types import SimpleNamespace
 
     big = SimpleNamespace(array=np.zeros((8, 168, 168, 3), dtype=np.uint8), fps=2.0)
@@ -215,6 +224,8 @@ def test_build_student_family_on_the_cli_and_as_a_recipe_knob(tmp_path):
     ok = runner.invoke(app, ["build-student", "--out", str(tmp_path / "q3"), "--family", "qwen3_vl"])
     assert ok.exit_code == 0 and "qwen3_vl" in ok.stdout
     assert family_of(tmp_path / "q3").name == "qwen3_vl"
+    ok = runner.invoke(app, ["build-student", "--out", str(tmp_path / "q35"), "--family", "qwen3_5"])
+    assert ok.exit_code == 0 and family_of(tmp_path / "q35").name == "qwen3_5"
     bad = runner.invoke(app, ["build-student", "--out", str(tmp_path / "x"), "--family", "llava"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: unknown student family")
 
@@ -225,5 +236,7 @@ def test_build_student_family_on_the_cli_and_as_a_recipe_knob(tmp_path):
     recipe.write_text(f"name: r\ndataset: {{benchmark: synthvid, path: {tmp_path}}}\n"
                       f"student: {{build: tiny, family: qwen3_vl, build_out: {tmp_path / 'built'}}}\n")
     assert family_of(student_path(load_recipe(recipe))).name == "qwen3_vl"
+    hybrid = load_recipe(recipe, ["student.family=qwen3_5", f"student.build_out={tmp_path / 'b35'}"])
+    assert family_of(student_path(hybrid)).name == "qwen3_5"
     with pytest.raises(RmsdError, match="holds a qwen3_vl student"):  # a built folder of the other family
         student_path(load_recipe(recipe, ["student.family=qwen2_5_vl"]))

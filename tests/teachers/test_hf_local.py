@@ -67,15 +67,16 @@ def test_a_missing_checkpoint_is_a_config_error(tmp_path):
         HFTeacher("t", HFOptions(model_path=str(tmp_path)))
 
 
-def test_a_qwen3_vl_teacher_samples_video_items_with_their_frame_times(tmp_path):
-    """The same backend on the other family: its prompts carry the clip's measured <t seconds>."""
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_a_qwen3_vl_teacher_samples_video_items_with_their_frame_times(tmp_path, family):
+    """The same backend on the other families: their prompts carry the clip's measured <t seconds>."""
     from rmsd.data.video import load_frames
     from rmsd.models.family import frame_times
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import encode
 
     torch.set_num_threads(1)
-    path = build_student(tmp_path / "q3", family="qwen3_vl")
+    path = build_student(tmp_path / "q3", family=family)
     generate(tmp_path / "data", n=6, seed=2, frame_size=56)
     items = load_items(tmp_path / "data", split="train")[:3]
     pool = PoolConfig.model_validate({"name": "local", "teachers": [

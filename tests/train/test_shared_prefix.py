@@ -3,7 +3,9 @@
 On the tiny student in float32, with video items (Qwen2.5-VL's 3-D rotary positions with
 `second_per_grid_ts` and `mm_token_type_ids`), an image item and a text-only item, items of
 different K in one batch, right-padded rows (SFT) and left-padded prompts of different
-lengths (GRPO and the VISD teacher's privileged prompts).
+lengths (GRPO and the VISD teacher's privileged prompts). Every test runs on Qwen2.5-VL and on
+Qwen3.5, whose linear-attention layers hand the prefix's recurrent and convolution states to
+the continuations instead of keys and values.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ def _matched(items) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def env(make_env, tmp_path_factory):
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_5"])
+def env(make_env, tmp_path_factory, request):
     from trl.trainer.utils import add_fused_lm_head
 
     from rmsd.models.processing import load_student
 
-    env = make_env(n=6, seed=3, matched=_matched)
+    env = make_env(n=6, seed=3, matched=_matched, family=request.param)
     root = tmp_path_factory.mktemp("media")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(root / "f.png")
     extra = [Item(item_id="img", benchmark="mathverse", task_type="numeric", question="x?", prompt="What is x?",
@@ -131,8 +133,9 @@ def test_left_padded_prompts_of_different_lengths_share_their_common_part(env):
     assert enc["attention_mask"][2].sum() != enc["attention_mask"][3].sum()  # padded differently
     per_clip = enc["video_grid_thw"].prod(-1).tolist()
     pixels = enc["pixel_values_videos"].split(per_clip)
-    vision = [{"pixel_values_videos": pixels[i], "video_grid_thw": enc["video_grid_thw"][i: i + 1],
-               "second_per_grid_ts": enc["second_per_grid_ts"][i: i + 1]} for i in range(4)]
+    vision = [{"pixel_values_videos": pixels[i],
+               **{k: enc[k][i: i + 1] for k in ("video_grid_thw", "second_per_grid_ts") if k in enc}}
+              for i in range(4)]
     rows = [vision[0], vision[0], vision[2], vision[2]]  # one dict per item, as the trainer carries them
     naive, shared = _both(env["model"], ids, mask, labels, types, rows, [id(r) for r in rows])
     _check(naive, shared)

@@ -4,7 +4,8 @@ A few real steps of each TRL trainer (multi-sample SFT with two samples per item
 adversarial stage with its discriminator, VISD with the EMA teacher and the privileged
 prompt) on synthvid clips, built as `rmsd distill` builds them, with the shared-prefix
 forward on; gradients are read just before each optimizer step. For Qwen3-VL the DeepStack
-mergers must learn too, and the shared prefix must equal the naive forward.
+mergers must learn too, for Qwen3.5 every linear-attention (Gated DeltaNet) layer, and for
+both the shared prefix must equal the naive forward.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rmsd.config import VISDConfig
 from rmsd.data.benchmarks import get_benchmark
 from rmsd.judge.rules import RuleJudge
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
 
 
 def _matched(items) -> list[dict]:
@@ -49,13 +50,14 @@ def envs(tmp_path_factory):
 
 
 class GradientProbe(TrainerCallback):
-    """Sums |grad| of the vision tower, the language model and DeepStack mergers before each optimizer step."""
+    """Sums |grad| of the vision tower, the language model, DeepStack mergers and linear-attention layers
+    before each optimizer step."""
 
     def __init__(self):
         self.steps: list[dict[str, float]] = []
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        sums = {"vision": 0.0, "language": 0.0, "deepstack": 0.0}
+        sums = {"vision": 0.0, "language": 0.0, "deepstack": 0.0, "linear": 0.0}
         for name, p in getattr(model, "module", model).named_parameters():
             if p.grad is None:
                 continue
@@ -63,6 +65,8 @@ class GradientProbe(TrainerCallback):
                     else "language" if "language_model" in name else None)
             if part:
                 sums[part] += float(p.grad.abs().sum())
+            if ".linear_attn." in name:
+                sums["linear"] += float(p.grad.abs().sum())
         self.steps.append(sums)
 
 
@@ -72,6 +76,8 @@ def _assert_both_learn(probe: GradientProbe, family: str) -> None:
         assert sums["vision"] > 0 and sums["language"] > 0, sums
         if family == "qwen3_vl":
             assert sums["deepstack"] > 0, sums
+        if family == "qwen3_5":
+            assert sums["linear"] > 0, sums
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -115,8 +121,10 @@ def test_visd_with_ema_teacher_and_privileged_prompt(envs, tmp_path, family):
     assert any(p is not None and "A reviewer checked" in p for p in trainer.visd.last_prompts)
 
 
-def test_qwen3_vl_shared_prefix_equals_the_naive_forward(envs):
-    """Qwen3-VL: timestamps inside the vision block, DeepStack features, its own 3-D positions."""
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_qwen3_shared_prefix_equals_the_naive_forward(envs, family):
+    """Qwen3-VL: timestamps inside the vision block, DeepStack features, its own 3-D positions;
+    Qwen3.5: the same prompt side, and linear-attention layers carrying their states across the cut."""
     from trl.trainer.utils import add_fused_lm_head
 
     from rmsd.models import shared_prefix
@@ -124,7 +132,7 @@ def test_qwen3_vl_shared_prefix_equals_the_naive_forward(envs):
     from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
     from rmsd.train.sft_trainer import sft_rows
 
-    env = envs["qwen3_vl"]
+    env = envs[family]
     model, processor = load_student(env["student"])
     add_fused_lm_head(model)
     shared_prefix.enable(model)
@@ -146,7 +154,8 @@ def test_qwen3_vl_shared_prefix_equals_the_naive_forward(envs):
         outputs.append((logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (naive, g_naive), (shared, g_shared) = outputs
     assert (naive - shared).abs().max() <= 1e-5 and naive.abs().sum() > 0
-    assert g_naive.keys() == g_shared.keys() and any("deepstack" in n for n in g_naive)
+    assert g_naive.keys() == g_shared.keys()
+    assert any(("deepstack" if family == "qwen3_vl" else "linear_attn") in n for n in g_naive)
     for name, grad in g_naive.items():
         assert float((g_shared[name] - grad).norm() / grad.norm().clamp(min=1e-12)) <= 1e-4, name
 
@@ -161,6 +170,10 @@ def test_lora_sft_then_adversarial_with_a_lora_discriminator(envs, tmp_path, fam
     from rmsd.models import lora
 
     settings = {"r": 4, "alpha": 8.0, "vision": "adapted"}
+    if family == "qwen3_5":  # the linear-attention layers' projections too (the default targets miss them)
+        from rmsd.config import LORA_TARGETS
+
+        settings["target_modules"] = [*LORA_TARGETS, "in_proj_qkv", "in_proj_z", "out_proj"]
     sft = sft_trainer(envs[family], tmp_path / "sft", lora=settings, max_steps=1, save_steps=10)
     before = {n: p.detach().clone() for n, p in sft.model.named_parameters()}
     sft.train()
@@ -170,6 +183,8 @@ def test_lora_sft_then_adversarial_with_a_lora_discriminator(envs, tmp_path, fam
     assert any(".visual." in n for n in moved) and any("language_model" in n for n in moved)
     if family == "qwen3_vl":
         assert any("deepstack" in n for n in moved)
+    if family == "qwen3_5":
+        assert any(".linear_attn.in_proj_qkv" in n for n in moved)
 
     env = {**envs[family], "student": tmp_path / "sft"}  # the adversarial stage continues the SFT adapters
     adv = adversarial_trainer(env, tmp_path / "adv", lora=settings, discriminator="lora", save_steps=10,
@@ -182,3 +197,56 @@ def test_lora_sft_then_adversarial_with_a_lora_discriminator(envs, tmp_path, fam
     moved = _moved(before, adv.model)
     assert moved & set(student) and moved & set(adv.adversary.disc.adapter())
     assert not {n for n in moved if ".lora_" not in n}, "a base weight moved"
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_the_discriminator_reads_each_prompt_once_like_whole_sequences(envs, family):
+    """D's shared-prompt forward on the text backbone of each newer family: the same scores and gradients as
+    whole sequences (Qwen3.5: the prompt's linear-attention states carried into every reply)."""
+    from rmsd.models.processing import encode, load_student
+    from rmsd.train.discriminator import Adversary, Discriminator, TeacherSamples
+
+    model, processor = load_student(envs[family]["student"])
+    disc = Discriminator.from_student(model)
+    adversary = Adversary(disc, processor, TeacherSamples({}, {}), lr=1e-4, weight_decay=0.0, max_grad_norm=1.0,
+                          max_response_tokens=None, rollouts_per_item=None, system=None, seed=0)
+    first, second = list(envs[family]["items"].values())[:2]
+    prompts = [first.prompt] * 3 + [second.prompt] * 2
+    replies = ["<think>a</think><answer>(A)</answer>", "short", "<think>it moves left, then stops</think>", "2",
+               "<think>two objects</think><answer>2</answer>"]
+    shared = adversary.inputs(prompts, replies)
+    assert shared["prefix_ids"].size(0) == 2
+    whole = encode(processor, prompts, None, responses=replies)
+    plain = {"input_ids": whole["input_ids"], "attention_mask": whole["attention_mask"],
+             "score_index": whole["attention_mask"].sum(1) - 1}
+    results = []
+    for inputs in (shared, plain):
+        disc.zero_grad()
+        scores = disc(**inputs)
+        scores.square().sum().backward()
+        results.append((scores.detach(), [p.grad.clone() for p in disc.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # float32 sums taken in another order
+
+
+def test_one_token_continuations_of_a_hybrid_model_start_from_the_prompts_states(envs):
+    """Qwen3.5 with one-token continuations: the linear layers take their one-step (recurrent) kernel from the
+    handed-over state, never the in-place decode update; D's scores equal whole sequences."""
+    from rmsd.models.processing import load_student
+    from rmsd.train.discriminator import Discriminator
+
+    model, processor = load_student(envs["qwen3_5"]["student"])
+    disc = Discriminator.from_student(model)
+    prompts = processor.tokenizer(["What colour is it?", "Which way does the red square move?"],
+                                  add_special_tokens=False)["input_ids"]
+    width = max(map(len, prompts))
+    prefix_ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    prefix_mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    replies, row_prefix = torch.tensor([[5], [7], [9]]), torch.tensor([0, 0, 1])
+    shared = disc(replies, torch.ones_like(replies), torch.zeros(3, dtype=torch.long), prefix_ids, prefix_mask,
+                  row_prefix)
+    whole = [prompts[g] + r for g, r in zip(row_prefix.tolist(), replies.tolist(), strict=True)]
+    ids = torch.tensor([w + [0] * (width + 1 - len(w)) for w in whole])
+    mask = torch.tensor([[1] * len(w) + [0] * (width + 1 - len(w)) for w in whole])
+    torch.testing.assert_close(shared, disc(ids, mask, mask.sum(1) - 1), rtol=1e-5, atol=1e-5)

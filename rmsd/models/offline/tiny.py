@@ -1,13 +1,15 @@
-"""The offline student: a Qwen2.5-VL- or Qwen3-VL-architecture model with random weights and a local tokenizer.
+"""The offline student: a Qwen2.5-VL-, Qwen3-VL- or Qwen3.5-architecture model with random weights and a local tokenizer.
 
 `build_student(out_dir, family=...)` writes a folder that `AutoModelForImageTextToText.from_pretrained`
 and `AutoProcessor.from_pretrained` load exactly like a real checkpoint of that family: model
 weights and config, a generation config, a `Qwen2_5_VLProcessor` or `Qwen3VLProcessor` (image
-processor, video processor, tokenizer, chat template). Every later stage (sampling with the
+processor, video processor, tokenizer, chat template; Qwen3.5 ships the latter too). Every later stage (sampling with the
 `hf` backend, distillation, evaluation) therefore runs the same code on it as on a 3B/4B
 checkpoint. `qwen2_5_vl` is the default family; `qwen3_vl` has the same sizes per preset plus
 Qwen3-VL's own parts (QK-norm, interleaved M-RoPE, learned vision position embeddings,
-DeepStack mergers feeding the first text layers, timestamp text between frame pairs).
+DeepStack mergers feeding the first text layers, timestamp text between frame pairs);
+`qwen3_5` the same sizes again with Qwen3.5's hybrid text stack (Gated-DeltaNet linear
+attention in three of every four layers, `rmsd.models.offline.tiny_qwen3_5`).
 
 How it differs from a real checkpoint:
 - weights are random (from a seed) and small: the `tiny` preset (1.4M parameters) learns
@@ -23,6 +25,7 @@ How it differs from a real checkpoint:
 
     rmsd build-student --out runs/student-tiny            # the CLI wrapper
     rmsd build-student --out runs/student-q3 --family qwen3_vl
+    rmsd build-student --out runs/student-q35 --family qwen3_5
     python -c "from rmsd.models.offline.tiny import build_student; build_student('runs/student-tiny')"
 """
 
@@ -87,7 +90,7 @@ PRESETS = {
     "base": Preset(768, 12, 12, 4, 3072, (8, 12, 12), 8, 384, 6, 1536, (3, 7), 0.02, vocab_size=2048),
 }
 TOKENS_PER_SECOND = 2  # temporal rope positions per second of video, as Qwen2.5-VL ships (NOTES: 2 fps clips)
-FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
 DEFAULT_FAMILY = "qwen2_5_vl"
 
 
@@ -97,7 +100,7 @@ def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus
 
     size: a key of PRESETS. seed: weight initialisation. corpus: tokenizer training texts
     (default: synthvid prompts/answers/reasoning + BENCHMARK_TEXT). family: "qwen2_5_vl"
-    (default) or "qwen3_vl"; the tokenizer is the same for both.
+    (default), "qwen3_vl" or "qwen3_5"; the tokenizer is the same for all three.
     """
     import torch
     from transformers import GenerationConfig
@@ -116,12 +119,21 @@ def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus
 
         processor = build_qwen3_vl_processor(texts, preset.vocab_size)
         config = build_qwen3_vl_config(preset, processor.tokenizer)
+    elif family == "qwen3_5":
+        from rmsd.models.offline.tiny_qwen3_5 import build_qwen3_5_config, build_qwen3_5_processor
+
+        processor = build_qwen3_5_processor(texts, preset.vocab_size)
+        config = build_qwen3_5_config(preset, processor.tokenizer)
     else:
         processor = build_processor(texts, preset.vocab_size)
         config = build_config(preset, processor.tokenizer)
     tokenizer = processor.tokenizer
     torch.manual_seed(seed)
     model = model_class(family)(config)
+    if family == "qwen3_5":
+        from rmsd.models.offline.tiny_qwen3_5 import init_linear_attention
+
+        init_linear_attention(model)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None, do_sample=False)
@@ -133,9 +145,14 @@ def build_student(out_dir: str | Path, size: str = "tiny", seed: int = 0, corpus
 
 def model_class(family: str):
     """The transformers class of a family's conditional-generation model."""
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen3_5ForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
 
-    return Qwen3VLForConditionalGeneration if family == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
+    return {"qwen3_vl": Qwen3VLForConditionalGeneration,
+            "qwen3_5": Qwen3_5ForConditionalGeneration}.get(family, Qwen2_5_VLForConditionalGeneration)
 
 
 def build_config(preset: Preset, tokenizer) -> object:

@@ -1,8 +1,9 @@
 """What both offline student families share: Qwen's special tokens, the chat template, the
 locally trained tokenizer, the vision patching sizes, and the size presets' shape.
 
-`rmsd.models.offline.tiny` builds a Qwen2.5-VL student and `rmsd.models.offline.tiny_qwen3` a Qwen3-VL one
-from these; neither imports the other's builder.
+`rmsd.models.offline.tiny` builds a Qwen2.5-VL student, `rmsd.models.offline.tiny_qwen3` a Qwen3-VL one and
+`rmsd.models.offline.tiny_qwen3_5` a Qwen3.5 one from these (the Qwen3.5 builder reuses the Qwen3-VL processor,
+as Qwen3.5 checkpoints do).
 
     python -c "from rmsd.models.offline.vocab import train_tokenizer; print(len(train_tokenizer(['a b c'] * 4)))"
 """
