@@ -140,7 +140,7 @@ def _run(out: Path) -> Any:
 
 
 def _inputs(shared: bool) -> Any:
-    from rmsd.train.collate import StudentInputs
+    from rmsd.train.stage_inputs import StudentInputs
 
     return StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=shared)
 

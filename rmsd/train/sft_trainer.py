@@ -34,7 +34,8 @@ from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.losses.multisample_sft import multisample_sft_loss
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, StudentInputs, item_vision, vision_kwargs
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, vision_kwargs
+from rmsd.train.stage_inputs import StudentInputs
 
 
 def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str) -> list[dict[str, Any]]:

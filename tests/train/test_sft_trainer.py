@@ -102,3 +102,19 @@ def test_config_validates_and_forces_collation_settings(tmp_path):
         SFTStageConfig(weighting="best")
     with pytest.raises(ValidationError, match="samples_per_item"):
         SFTStageConfig(samples_per_item=0)
+
+
+def test_cached_prompts_give_the_same_loss_and_step(env, tmp_path):
+    """The SFT stage's prompt cache changes no number: the same loss, and the same weights after two steps."""
+    rows = sft_rows(env["matched"], None, "matched")
+    trained = []
+    for cache in (False, True):
+        trainer = _trainer(env, tmp_path / f"cache{cache}", max_steps=2, save_steps=10)
+        trainer.data_collator.cache = cache
+        batch = trainer.data_collator(rows[:3])
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        trainer.train()
+        trained.append((loss, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}))
+    assert torch.equal(trained[0][0], trained[1][0])
+    assert all(torch.equal(p, trained[1][1][n]) for n, p in trained[0][1].items())
