@@ -7,7 +7,8 @@ collator expands each row into one sequence per sample: the item's prompt and fr
 handed to the processor) followed by the teacher's response, every token but the
 assistant's masked out of the labels. Alongside the model inputs it returns `weights`
 (the sample's match weight) and `item_index` (which row of the batch the sequence came
-from), so the loss can normalise the weights per item.
+from), so the loss can normalise the weights per item, and with `weighting: matched_conf`
+`item_weights` (its item's pool confidence).
 
 It differs from TRL's `DataCollatorForVisionLanguageModeling`, which is image-only and
 one sample per row: video tensors (`pixel_values_videos`, `video_grid_thw`,
@@ -99,6 +100,9 @@ class MultiSampleCollator:
             batch = dict(self._encode(items, texts))
         batch = truncate(batch, self.max_length, [items[i].item_id for i in batch["item_index"].tolist()])
         batch["weights"] = torch.tensor([float(w) for row in rows for w in row["weights"]], dtype=torch.float32)
+        if "item_weight" in rows[0]:  # weighting matched_conf: the item's c_i on each of its sequences
+            batch["item_weights"] = torch.tensor([float(row["item_weight"]) for row in rows for _ in row["weights"]],
+                                                 dtype=torch.float32)
         return batch
 
     def _encode(self, items: list[Item], texts: list[list[str]]) -> Any:
