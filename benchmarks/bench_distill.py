@@ -262,6 +262,8 @@ def main() -> None:
                         help="run only the variants whose name starts with one of these (e.g. quickstart)")
     parser.add_argument("--append", action="store_true",
                         help="add the table to distill.md as a section of its own instead of replacing the file")
+    parser.add_argument("--collate-repeats", type=int, default=60,
+                        help="quickstart batches collated with and without the prompt cache (0: skip)")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -299,6 +301,7 @@ def main() -> None:
         for build in variants.values():  # untimed: fills the frame cache, tokenizer caches, lazy imports
             run(build, Path(tmp) / "warm", 1, 0)
         encode_seconds = fill_prompt_caches(env)
+        collate_ms = collate_timing(env, env["quickstart_batch"], a.collate_repeats) if a.collate_repeats else {}
         for r in range(a.rounds):
             for name, build in variants.items():
                 t, m = run(build, Path(tmp) / f"run{r}", a.steps, a.warmup)
@@ -307,6 +310,11 @@ def main() -> None:
                 print(f"round {r} {name}: {statistics.median(t):.3f} s/step, +{m / 2**20:.0f} MiB", flush=True)
     rows = summarise(times, memory)
     table = render(rows, a) + encoding_note(encode_seconds) + cache_ratios(rows)
+    if collate_ms:
+        table += (f"\nCollating one R-MSD batch of {env['quickstart_batch']} quickstart items alone (median of "
+                  f"{a.collate_repeats}, alternating): {collate_ms['processor every batch']:.1f} ms with the processor "
+                  f"every batch, {collate_ms['prompt cache']:.1f} ms from the prompt cache "
+                  f"(x{collate_ms['prompt cache'] / collate_ms['processor every batch']:.2f}).\n")
     print(table)
     if not a.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +337,28 @@ def fill_prompt_caches(env: dict[str, Any]) -> dict[str, tuple[int, float]]:
             cache.prompt(item_id)
         spent[key[1]] = (len(ids), time.perf_counter() - t0)
     return spent
+
+
+def collate_timing(env: dict[str, Any], batch: int, repeats: int) -> dict[str, float]:
+    """Median ms to collate one quickstart batch of R-MSD rows, with the warm prompt cache and without it,
+    alternating the two on the same batches (the collator's own cost, without the model's noise)."""
+    from rmsd.models.processing import load_student
+    from rmsd.train.collate import MultiSampleCollator
+    from rmsd.train.sft_trainer import sft_rows
+
+    _, processor = load_student(env["student"], device="cpu")
+    rows = sft_rows(env["quickstart"], None, "matched")
+    cached = MultiSampleCollator(processor, env["items"], max_length=512)
+    cached.prompts = env.get(("prompts", "quickstart"), cached.prompts)
+    plain = MultiSampleCollator(processor, env["items"], max_length=512, cache=False)
+    spent: dict[str, list[float]] = {"prompt cache": [], "processor every batch": []}
+    for r in range(repeats):
+        chunk = rows[(r * batch) % len(rows):][:batch]
+        for name, collate in (("prompt cache", cached), ("processor every batch", plain)):
+            t0 = time.perf_counter()
+            collate(chunk)
+            spent[name].append(1000 * (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in spent.items()}
 
 
 def encoding_note(spent: dict[str, tuple[int, float]]) -> str:

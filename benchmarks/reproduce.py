@@ -61,7 +61,6 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = ROOT / "recipes" / "synthvid"
-DEFAULT_METHODS = METHODS[:9]  # the lr-2e-4 pair is a follow-up, run on its own
 # --quick: a smoke test of every code path in about a minute, not a measurement.
 QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
     "distill.sft.batch_size=4", "distill.sft.warmup_steps=2", "distill.sft.logging_steps=5", "distill.sft.save_steps=10",
@@ -71,16 +70,69 @@ QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
 ]}
 
 
+# ----------------------------------------------------------------------------- the regime
+# A regime is declared in benchmarks/results/regime_<name>.md with its hash and committed before its first
+# run; `--regime NAME` runs exactly it (every method, every seed; finished runs come from the cache). It is
+# never tuned on its results: a change makes another regime, with another hash.
+REGIMES: dict[str, dict[str, Any]] = {
+    "v3": {"n": 500, "seeds": [0, 1, 2], "points": 4, "methods": [
+        "ceiling", "single", "ceiling_multi", "uniform", "matched", "matched_conf", "sanity_matched",
+        "anchored", "gt", "rmsd", "sft_rl", "visd_rl"]},
+}
+
+
+DEFAULT_METHODS = tuple(REGIMES["v3"]["methods"])  # visd and the lr-2e-4 pair are follow-ups, run on their own
+
+
+def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], work: Path) -> str:
+    """sha256 of what defines a run of the experiment: the data (generator version, item count, data seed), the
+    curve points, and every (seed, method)'s recipe with its pool's content in place of the pool's path, the
+    folders under `work` written WORK/..., and the recipe's name and description (prose) left out."""
+    from rmsd.data.synthvid import GENERATOR_VERSION
+
+    def under_work(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: under_work(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [under_work(v) for v in value]
+        if isinstance(value, str):
+            for root in {str(work), str(work.resolve())}:
+                if value == root or value.startswith(root + "/"):
+                    return "WORK" + value[len(root):]
+        return value
+
+    runs = {f"{seed}/{method}": {**under_work(r.model_dump(mode="json", exclude={"name", "description"})),
+                                 "pool": r.load_pool().model_dump(mode="json")}
+            for seed, by_method in recipes.items() for method, r in by_method.items()}
+    regime = {"data": {"benchmark": "synthvid", "generator_version": GENERATOR_VERSION, "n": n, "seed": DATA_SEED},
+              "points": points, "runs": runs}
+    return hashlib.sha256(json.dumps(regime, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def commit_results(results: Path, message: str) -> None:
+    """Commit the results folder's reproduce files (only them), so an interrupted experiment keeps what finished."""
+    import subprocess
+
+    files = [str(p) for p in sorted(results.glob("reproduce*")) if p.is_file()]
+    try:
+        subprocess.run(["git", "add", "--", *files], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["git", "commit", "-m", message, "--", *files], cwd=ROOT, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:  # a commit that fails must not stop the experiment
+        print(f"could not commit the results: {getattr(e, 'stderr', b'').decode().strip() or e}", flush=True)
+
+
 # ----------------------------------------------------------------------------- recipes and budget
 def load_method(method: str, work: Path, seed: int, overrides: list[str]) -> Any:
     """The method's recipe with every path under `work` and the seed applied."""
     from rmsd.config import load_recipe
 
     path = RECIPES / f"experiment_{method}.yaml"
-    matched_name = Path(load_recipe(path, overrides).matching.out).name  # methods with another filter differ here
+    own = load_recipe(path, overrides)
+    samples_name = Path(own.sampling.out).name  # the noise-free methods sample another pool into another store
+    matched_name = Path(own.matching.out).name  # methods with another filter (or store) differ here
     run = work / method / f"seed{seed}"
     paths = [
-        f"dataset.path={work / 'data'}", f"sampling.out={work / 'samples'}", f"matching.out={work / matched_name}",
+        f"dataset.path={work / 'data'}", f"sampling.out={work / samples_name}", f"matching.out={work / matched_name}",
         f"student.build_out={work / f'student_seed{seed}'}", f"distill.out={run}", f"eval.out={run / 'eval'}",
         f"distill.sft.seed={seed}", f"distill.adversarial.seed={seed}",
     ]
@@ -133,12 +185,17 @@ def prepare(work: Path, n: int, recipes: dict[str, Any]) -> dict[str, Path]:
         sys.exit(f"{work / 'data'} was generated with another --n: choose another --work")
     if not info.is_file():
         generate(work / "data", n=n, seed=DATA_SEED)
-    first = next(iter(recipes.values()))
-    sample_recipe(first, progress=False)  # resumable: a second call only fills what is missing
+    stores: dict[Path, Any] = {}
+    for method, recipe in recipes.items():  # one store per pool: the noise-free methods have their own
+        pool = recipe.load_pool().model_dump(mode="json")
+        if stores.setdefault(Path(recipe.sampling.out), (pool, recipe))[0] != pool:
+            sys.exit(f"{recipe.sampling.out}: two pools sample into one store; give {method} its own sampling.out")
+    for _, recipe in stores.values():
+        sample_recipe(recipe, progress=False)  # resumable: a second call only fills what is missing
     configs: dict[Path, Any] = {}
     for method, recipe in recipes.items():
         out = Path(recipe.matching.out)
-        cfg = recipe.matching.model_dump(exclude={"out"})
+        cfg = {**recipe.matching.model_dump(exclude={"out"}), "samples": recipe.sampling.out}
         if configs.setdefault(out, cfg) != cfg:
             sys.exit(f"{out}: two methods match differently into one folder; give {method} its own matching.out")
     for out in configs:
@@ -282,7 +339,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every method, e.g. --set student.device=cuda")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny data and steps, a few minutes")
+    ap.add_argument("--regime", choices=sorted(REGIMES), default=None,
+                    help="run a declared regime exactly (benchmarks/results/regime_NAME.md): its methods, seeds, "
+                         "items and curve points")
+    ap.add_argument("--commit", action="store_true",
+                    help="git-commit the results files after every finished run (an interruption keeps them)")
     args = ap.parse_args()
+    if args.regime:
+        fixed = [f for f in ("n", "sft_steps", "adv_steps", "points") if getattr(args, f) is not None]
+        if fixed or args.quick or args.overrides or args.methods != list(DEFAULT_METHODS) or args.seeds != [0, 1, 2]:
+            ap.error("--regime fixes the methods, seeds, items, steps and points: leave the other run options out")
+        regime = REGIMES[args.regime]
+        args.methods, args.seeds, args.n, args.points = list(regime["methods"]), list(regime["seeds"]), \
+            regime["n"], regime["points"]
     if any(o.split("=", 1)[0].strip().endswith(".max_steps") for o in args.overrides):
         ap.error("set the step budget with --sft-steps/--adv-steps (one S and R for every method), not --set")
     if args.quick:
@@ -314,6 +383,8 @@ def main() -> None:
     report = json.loads((main_matched / "match_report.json").read_text())
     matched_rows = [json.loads(line) for line in (main_matched / "matched.jsonl").open()]
     meta = {"command": "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:]), "quick": args.quick,
+            "regime": args.regime, "regime_hash": regime_hash(recipes, args.n, points, args.work),
+            "pool": Path(first.get("matched", next(iter(first.values()))).pool).name,
             "methods": args.methods, "seeds": args.seeds, "n": args.n, "overrides": args.overrides,
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
             "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
@@ -328,8 +399,13 @@ def main() -> None:
             if "error" not in run:
                 print(f"{method} seed {seed}: overall {run['final']['overall']:.3f} "
                       f"({run['train_seconds']:.0f} s)", flush=True)
-        meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
-        write_results(args.results, meta, runs, report, matched_rows)
+            # every finished run is in the results at once (a cached one too): an interruption loses one run at most
+            meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
+            write_results(args.results, meta, runs, report, matched_rows)
+            if args.commit:
+                done = "failed" if "error" in run else f"overall {run['final']['overall']:.3f}"
+                commit_results(args.results, f"reproduce {args.regime or 'run'} ({meta['regime_hash']}): "
+                                             f"{method} seed {seed}, {done}")
     print(results_table(summarise(runs)))
     print(f"results in {args.results}")
 

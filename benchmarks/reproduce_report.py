@@ -1,7 +1,7 @@
 """benchmarks/reproduce.py's results: the summary over seeds, reproduce.md and .json, the plots.
 
 Kept apart from the runs themselves so each file reads on its own; `reproduce.py` calls
-`write_results` after every seed and prints `results_table(summarise(runs))` at the end.
+`write_results` after every finished run and prints `results_table(summarise(runs))` at the end.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import steps_to_target  # a sibling script: the VISD-vs-GRPO section and its plot
 
-METHODS = ("single", "uniform", "matched", "anchored", "gt", "rmsd", "sft_rl", "visd", "visd_rl",
-           "sft_rl_2e4", "visd_rl_2e4")
+METHODS = ("ceiling", "ceiling_multi", "sanity_matched", "single", "uniform", "matched", "matched_conf", "anchored",
+           "gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
 TASK_TYPES = ("mcq", "numeric", "grounding", "open")
 DATA_SEED = 1234
 
@@ -121,15 +121,17 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
         f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"GPU: {m['gpu'] or 'none'}; load average at the end {m['load_average']}. Wall time {meta['wall_seconds']:.0f} s.",
         "",
+        _regime_line(meta),
         f"Data: synthvid, {meta['data']['train']} train / {meta['data']['test']} test items (data seed {DATA_SEED}); "
-        f"pool `teachers/experiment_pool.yaml` (simulated: t1-strong with format slips, t2-weak, t3-biased); "
+        f"pool `teachers/{meta.get('pool', 'experiment_pool.yaml')}` (simulated); ceiling, ceiling_multi and "
+        "sanity_matched sample its noise-free twin `teachers/experiment_pool_noise_free.yaml`; "
         f"matching label-free (Dawid–Skene) except anchored (10% of the items labelled) and gt (ground truth). "
         f"Seeds: {meta['seeds']} (student init, data order, rollouts).",
         "",
-        f"Budget: {b['total']} optimisation steps for every method: single, uniform, matched, anchored, gt train {b['total']} SFT "
+        f"Budget: {b['total']} optimisation steps for every method: the SFT-only methods train {b['total']} SFT "
         f"steps; rmsd, sft_rl, visd, visd_rl train {b['sft']} SFT steps then {b['adversarial']} adversarial (GRPO) steps. "
-        "Steps are equal, compute is not: see train s (training only, the curve's evaluations left out; methods "
-        "4-7 share one SFT stage per seed, whose seconds each of them counts).", "",
+        "Steps are equal, compute is not: see train s (training only, the curve's evaluations left out; the "
+        "adversarial methods share one SFT stage per seed, whose seconds each of them counts).", "",
         f"Curve: test accuracy at global steps {meta['points']} and at the end; step 0 is the untrained student.", "",
         "## Test accuracy, mean ± std over seeds", "",
         results_table(summary), "",
@@ -146,6 +148,15 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
     if failures or plot_errors:
         parts += ["## Failures", "", *failures, *[f"- plot {k}: `{v}`" for k, v in plot_errors.items()], ""]
     return "\n".join(parts)
+
+
+def _regime_line(meta: dict[str, Any]) -> str:
+    """Which declared regime the run is, and the hash of what it ran (reproduce.regime_hash)."""
+    if not meta.get("regime_hash"):
+        return ""
+    declared = (f"regime `{meta['regime']}`, declared in [regime_{meta['regime']}.md](regime_{meta['regime']}.md); "
+                if meta.get("regime") else "no declared regime (ad-hoc options); ")
+    return f"Regime: {declared}regime hash `{meta['regime_hash']}`.\n"
 
 
 # ----------------------------------------------------------------------------- plots
@@ -175,7 +186,7 @@ def plot_curves(runs: list[dict[str, Any]], budget: dict[str, int], path: Path) 
             values = [[p["overall"] for c in curves for p in c if p["step"] == s] for s in steps_]
             mean = np.array([statistics.mean(v) for v in values])
             std = np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values])
-            color = f"C{METHODS.index(method)}"  # one colour per method in every run's plot
+            color = plt.get_cmap("tab20")(METHODS.index(method) % 20)  # one colour per method in every run's plot
             ax.plot(steps_, mean, marker="o", ms=3, color=color, label=f"{method} (n={len(curves)})")
             ax.fill_between(steps_, mean - std, mean + std, color=color, alpha=0.15)
         ax.axvline(budget["sft"], color="grey", ls=":", lw=1)
