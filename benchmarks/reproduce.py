@@ -2,14 +2,20 @@
 single-sample distillation, and does the structured signal speed convergence?
 
 Same student config, same data, same optimisation steps for every method, several seeds
-each, on a simulated pool with realistic variance (`teachers/experiment_pool.yaml`: a
-strong teacher with format slips, a weaker one, a biased one; per-tier difficulty).
-Methods (each a recipe in `recipes/synthvid/experiment_*.yaml`, budget S + R steps with
-S = 250, R = 50 there):
+each, on a simulated pool that errs like real teachers (`teachers/experiment_pool_v2.yaml`:
+per-question competence around a shared difficulty, systematic weaknesses, two teachers
+sharing their mistakes; K = 2 each). Methods (each a recipe in
+`recipes/synthvid/experiment_*.yaml`, budget S + R steps with S = 250, R = 50 there):
 
+   ceiling        single-sample SFT on the noise-free twin pool (`teachers/experiment_pool_noise_free.yaml`):
+                  perfect targets, S + R SFT steps; ceiling - single is the regime's headroom
+   ceiling_multi  every noise-free sample, uniform weights, S + R SFT steps (the sanity regime's uniform;
+                  ceiling is its single)
+   sanity_matched 3 on the noise-free pool: must tie with ceiling_multi (weights cannot matter there)
 1. single   single-sample SFT (one teacher response per item), S + R SFT steps
 2. uniform  multi-sample SFT, uniform weights over format-valid samples, S + R SFT steps
 3. matched  multi-sample SFT, quality-matched weights (R-MSD data side), S + R SFT steps
+   matched_conf 3 with items weighted by the pool's confidence (`weighting: matched_conf`)
    anchored 3 with Dawid–Skene anchored by 10% labelled items (semi-supervised consensus)
    gt       3 with the ground truth's correctness as the weight (as if the training data were labelled)
 4. rmsd     3 for S steps + R adversarial steps (full R-MSD)
@@ -20,23 +26,29 @@ S = 250, R = 50 there):
    sft_rl_2e4, visd_rl_2e4: 5 and 7 with the RL stage at lr 2e-4 (run on their own, with
             --results elsewhere; they reuse the main run's SFT stages)
 
-How it runs: the data, the teacher samples and the matched targets are made once and
-shared; a seed sets the student's init (one student per seed, shared by every method) and
-the training order and rollouts. Methods 4-7 start from the same S-step SFT stage, trained
-once per seed and linked into each run (identical config, so identical in expectation;
-its seconds are counted in each method's train time). Accuracy on the test split is
-measured during training by a `TrainerCallback` (distill keeps only its last two
+A regime (`REGIMES`, declared with its hash in `benchmarks/results/regime_<name>.md` before
+its first run) fixes the methods, seeds, item count and curve points; `--regime v3` runs
+exactly it and every result records the hash of what ran (`regime_hash`).
+
+How it runs: the data, the teacher samples (one store per pool) and the matched targets are
+made once and shared; a seed sets the student's init (one student per seed, shared by every
+method) and the training order and rollouts. Methods 4-7 start from the same S-step SFT
+stage, trained once per seed and linked into each run (identical config, so identical in
+expectation; its seconds are counted in each method's train time). Accuracy on the test
+split is measured during training by a `TrainerCallback` (distill keeps only its last two
 checkpoints, so checkpoints cannot give a curve), at the same global steps for every
 method; step 0 is the untrained student. A method that fails is recorded with its error
-and the others go on; finished runs are cached under --work (`result.json`), so a rerun
-only redoes what is missing. It refuses to run methods whose step totals differ.
+and the others go on; finished runs are cached per (method, seed) under --work
+(`result.json`, `run_cache.py`), so a rerun only redoes what is missing, and the results
+are rewritten after every finished run (`--commit` also commits them). It refuses to run
+methods whose step totals differ.
 
 Writes to --results (default benchmarks/results; with --quick, WORK/results):
-reproduce.md (`reproduce_report.py`: command, machine, mean ± std over seeds overall and per task type, the
-untrained student, train seconds), reproduce.json (every run, curve and error) and
-reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
+reproduce.md (`reproduce_report.py`: command, regime and hash, machine, mean ± std over seeds
+overall and per task type, the untrained student, train seconds), reproduce.json (every run,
+curve and error) and reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
 
-    python benchmarks/reproduce.py --seeds 0 1 2                 # all 9 methods: hours on 2 CPU cores (7 took 6,245 s)
+    python benchmarks/reproduce.py --regime v3 --commit          # the declared experiment: ~3-4 h on 2 idle cores
     python benchmarks/reproduce.py --quick --seeds 0 --methods single matched rmsd sft_rl --work /tmp/repro_smoke
     python benchmarks/reproduce.py --sft-steps 150 --adv-steps 30 --set student.device=cuda
 """
@@ -75,7 +87,7 @@ QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
 # run; `--regime NAME` runs exactly it (every method, every seed; finished runs come from the cache). It is
 # never tuned on its results: a change makes another regime, with another hash.
 REGIMES: dict[str, dict[str, Any]] = {
-    "v3": {"n": 500, "seeds": [0, 1, 2], "points": 4, "methods": [
+    "v3": {"n": 1000, "seeds": [0, 1, 2], "points": 4, "methods": [
         "ceiling", "single", "ceiling_multi", "uniform", "matched", "matched_conf", "sanity_matched",
         "anchored", "gt", "rmsd", "sft_rl", "visd_rl"]},
 }
@@ -360,12 +372,15 @@ def parse_args() -> argparse.Namespace:
         args.overrides = QUICK["overrides"] + args.overrides
     args.n = args.n or 1200
     args.points = args.points or 6
-    args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
+                                     f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
     args.results = args.results or (args.work / "results" if args.quick else RESULTS)
     return args
 
 
 def main() -> None:
+    from rmsd.config import load_recipe
+
     args = parse_args()
     started = time.perf_counter()
     recipes = {seed: {m: load_method(m, args.work, seed, args.overrides + budget_overrides(m, args.sft_steps,
@@ -384,7 +399,7 @@ def main() -> None:
     matched_rows = [json.loads(line) for line in (main_matched / "matched.jsonl").open()]
     meta = {"command": "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:]), "quick": args.quick,
             "regime": args.regime, "regime_hash": regime_hash(recipes, args.n, points, args.work),
-            "pool": Path(first.get("matched", next(iter(first.values()))).pool).name,
+            "pool": Path(load_recipe(RECIPES / "experiment_base.yaml").pool).name,  # the experiment's (noisy) pool
             "methods": args.methods, "seeds": args.seeds, "n": args.n, "overrides": args.overrides,
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
             "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
