@@ -99,7 +99,10 @@ DEFAULT_METHODS = tuple(REGIMES["v3"]["methods"])  # visd and the lr-2e-4 pair a
 def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], work: Path) -> str:
     """sha256 of what defines a run of the experiment: the data (generator version, item count, data seed), the
     curve points, and every (seed, method)'s recipe with its pool's content in place of the pool's path, the
-    folders under `work` written WORK/..., and the recipe's name and description (prose) left out."""
+    folders under `work` written WORK/..., and the recipe's name and description (prose) left out.
+
+    Settings at their defaults are left out (as `run_cache` does): a config field added later, whose default
+    keeps the old behaviour, does not change a declared regime's hash."""
     from rmsd.data.synthvid import GENERATOR_VERSION
 
     def under_work(value: Any) -> Any:
@@ -113,8 +116,9 @@ def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], w
                     return "WORK" + value[len(root):]
         return value
 
-    runs = {f"{seed}/{method}": {**under_work(r.model_dump(mode="json", exclude={"name", "description"})),
-                                 "pool": r.load_pool().model_dump(mode="json")}
+    runs = {f"{seed}/{method}": {**under_work(r.model_dump(mode="json", exclude={"name", "description"},
+                                                          exclude_defaults=True)),
+                                 "pool": r.load_pool().model_dump(mode="json", exclude_defaults=True)}
             for seed, by_method in recipes.items() for method, r in by_method.items()}
     regime = {"data": {"benchmark": "synthvid", "generator_version": GENERATOR_VERSION, "n": n, "seed": DATA_SEED},
               "points": points, "runs": runs}
