@@ -125,14 +125,15 @@ def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], w
     return hashlib.sha256(json.dumps(regime, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def commit_results(results: Path, message: str) -> None:
-    """Commit the results folder's reproduce files (only them), so an interrupted experiment keeps what finished."""
+def commit_results(results: Path, message: str, repo: Path = ROOT) -> None:
+    """Commit the results folder's reproduce files (only them: other changes in the checkout stay as they are),
+    so an interrupted experiment keeps what finished."""
     import subprocess
 
-    files = [str(p) for p in sorted(results.glob("reproduce*")) if p.is_file()]
+    files = [str(p.resolve()) for p in sorted(results.glob("reproduce*")) if p.is_file()]
     try:
-        subprocess.run(["git", "add", "--", *files], cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(["git", "commit", "-m", message, "--", *files], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["git", "add", "--", *files], cwd=repo, check=True, capture_output=True)
+        subprocess.run(["git", "commit", "-m", message, "--", *files], cwd=repo, check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:  # a commit that fails must not stop the experiment
         print(f"could not commit the results: {getattr(e, 'stderr', b'').decode().strip() or e}", flush=True)
 

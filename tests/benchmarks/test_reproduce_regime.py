@@ -96,3 +96,27 @@ def test_claims_carry_their_headroom():
     assert "| rmsd ≥ matched | -1.0 points | **no** |" in next(line for line in lines if line.startswith("| rmsd"))
     weights = next(line for line in lines if line.startswith("| matched vs uniform"))
     assert weights.endswith("+3.0 points (under 5 points: the regime can barely test this) |")
+
+
+def test_commit_results_commits_the_results_files_only(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "start")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "reproduce.md").write_text("# one run\n")
+    (results / "reproduce.json").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 2\n")  # someone's work in progress: not the experiment's to commit
+    reproduce.commit_results(results, "reproduce v3: single seed 0", repo=tmp_path)
+    assert git("log", "-1", "--format=%s").strip() == "reproduce v3: single seed 0"
+    assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == [
+        "benchmarks/results/reproduce.json", "benchmarks/results/reproduce.md"]
+    assert "code.py" in git("status", "--porcelain")
