@@ -112,7 +112,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
     _print_table(results)
     test_items = next(iter(results.values())).get("n_items", "?")
     console.print(textwrap.fill(
-        f"One seed (seed {seed}) on {test_items} test items: a demonstration that every stage runs, not a "
+        f"One seed (student seed {recipe.distill.sft.seed}, data seed {seed}) on {test_items} test items: a "
+        "demonstration that every stage runs, not a "
         "measurement. The experiment (same pool family, synthvid v3, 3 seeds, its ceiling) is "
         "benchmarks/reproduce.py --regime v3 (benchmarks/results/regime_v3.md).", width=78))
     artifacts = {"data": recipe.dataset.path, "student": str(student), "samples": recipe.sampling.out,

@@ -59,7 +59,7 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
         assert phase in text
     assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
-    assert "One seed (seed 0)" in text and "--regime v3" in text  # the same story as the experiment: one seed of it
+    assert "One seed (student seed 0, data seed 0)" in text and "--regime v3" in text  # the same story as the experiment: one seed of it
     assert max(len(line) for line in text.splitlines()) <= 80  # every table fits a terminal
     header = text[text.index("synthvid test (simulated"):].split("───", 1)[0]
     assert all(word in header.split() for name in VARIANTS for word in name.split())  # broken at spaces only
