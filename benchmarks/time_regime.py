@@ -14,7 +14,7 @@ Conservative on purpose: the adversarial stages and the evaluation are timed wit
 student, whose rollouts and answers run to their full length (a trained one stops earlier),
 and with the discriminator active from the first step.
 
-    python benchmarks/time_regime.py --regime v3 --n 300 --steps 5 --rounds 2   # writes benchmarks/results/regime_v3_timing.md
+    python benchmarks/time_regime.py --regime v3 --n 400 --steps 3 --rounds 2 --threads 1   # writes benchmarks/results/regime_v3_timing.md
 """
 
 from __future__ import annotations
