@@ -276,7 +276,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
     run = Path(recipe.distill.out)
     cached = run_cache.cached(run, recipe, points)
     if cached is not None:
-        return cached
+        return {**cached, "cached": True}  # finished in an earlier session
     shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier attempt: start clean, the curve needs it
     run.mkdir(parents=True)
     s, r = steps(recipe)
@@ -422,7 +422,7 @@ def main() -> None:
             # every finished run is in the results at once (a cached one too): an interruption loses one run at most
             meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
             write_results(args.results, meta, runs, report, matched_rows)
-            if args.commit:
+            if args.commit and not run.get("cached"):
                 done = "failed" if "error" in run else f"overall {run['final']['overall']:.3f}"
                 commit_results(args.results, f"reproduce {args.regime or 'run'} ({meta['regime_hash']}): "
                                              f"{method} seed {seed}, {done}")
