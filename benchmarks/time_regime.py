@@ -6,9 +6,10 @@ in one process and interleaved over rounds (a shared machine slows every variant
 seconds per optimisation step of each distinct workload of the regime — single-sample SFT,
 multi-sample SFT on each matched set, the adversarial stages — and the seconds per test item
 of an evaluation, each as a ratio to the single-sample SFT step. The totals are then computed
-for the regime's step counts and evaluations at several item counts, at the load measured and
-converted to an idle machine through the single-sample step's idle rate (`--idle-single`,
-from NOTES.md: 1.5-2.7 steps/s measured alone; 1.5 by default, the slow end).
+for the regime's step counts and evaluations at several item counts, as measured (on a quiet
+machine, the idle estimate) and converted through a reference rate of the single-sample step
+(`--idle-single`, from NOTES.md: 1.5-2.7 steps/s measured alone; 1.5 by default, the slow
+end: on a busy machine, the idle estimate; on a quiet one, a pessimistic bound).
 
 Conservative on purpose: the adversarial stages and the evaluation are timed with the untrained
 student, whose rollouts and answers run to their full length (a trained one stops earlier),
@@ -151,9 +152,10 @@ def main() -> None:
               f"{per_item * scale:.4f} idle; data, sampling and matching of {args.n} items: {prepared:.0f} s as measured.",
               "", f"Idle scale: single-sample SFT at {args.idle_single} steps/s alone (NOTES.md) against "
               f"{1 / single:.2f} steps/s here: every figure x{scale:.3f}.", "",
-              "| items | training (h, idle) | evaluation (h, idle) | whole regime (h, idle) |", "|---:|---:|---:|---:|"]
-    for n, tr, ev, tot in totals(args, per_step, per_item, prepared, scale):
-        lines.append(f"| {n} | {tr / 3600:.2f} | {ev / 3600:.2f} | {tot / 3600:.2f} |")
+              "| items | training (h, as measured) | evaluation (h, as measured) | whole regime (h, as measured) | "
+              f"whole regime (h, at {args.idle_single} single steps/s) |", "|---:|---:|---:|---:|---:|"]
+    for n, tr, ev, tot in totals(args, per_step, per_item, prepared, 1.0):
+        lines.append(f"| {n} | {tr / 3600:.2f} | {ev / 3600:.2f} | {tot / 3600:.2f} | {tot * scale / 3600:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
