@@ -143,14 +143,16 @@ def main() -> None:
         f"Finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the start "
         f"{' / '.join(f'{x:.1f}' for x in load_start)}, at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
         f"(1 / 5 / 15 min), {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads.", "",
-        "| workload | stands for | s/step (as measured) | x single | s/step idle (scaled) |", "|---|---|---:|---:|---:|",
+        "| workload | stands for | s/step (as measured) | x single | s/step at the reference rate |",
+        "|---|---|---:|---:|---:|",
     ]
     stands = {**{w: ", ".join(ms) for w, ms in SFT_WORKLOADS.items()}, **{m: f"{m} (adversarial stage)" for m in ADVERSARIAL}}
     for name, s in per_step.items():
         lines.append(f"| {name} | {stands[name]} | {s:.3f} | {s / single:.2f} | {s * scale:.3f} |")
     lines += ["", f"Evaluation (untrained student, full-length answers): {per_item:.4f} s per test item as measured, "
-              f"{per_item * scale:.4f} idle; data, sampling and matching of {args.n} items: {prepared:.0f} s as measured.",
-              "", f"Idle scale: single-sample SFT at {args.idle_single} steps/s alone (NOTES.md) against "
+              f"{per_item * scale:.4f} at the reference rate; data, sampling and matching of {args.n} items: "
+              f"{prepared:.0f} s as measured.",
+              "", f"Reference rate: single-sample SFT at {args.idle_single} steps/s alone (NOTES.md) against "
               f"{1 / single:.2f} steps/s here: every figure x{scale:.3f}.", "",
               "| items | training (h, as measured) | evaluation (h, as measured) | whole regime (h, as measured) | "
               f"whole regime (h, at {args.idle_single} single steps/s) |", "|---:|---:|---:|---:|---:|"]
