@@ -48,7 +48,7 @@ reproduce.md (`reproduce_report.py`: command, regime and hash, machine, mean ± 
 overall and per task type, the untrained student, train seconds), reproduce.json (every run,
 curve and error) and reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
 
-    python benchmarks/reproduce.py --regime v3 --commit          # the declared experiment: ~3-4 h on 2 idle cores
+    python benchmarks/reproduce.py --regime v3 --commit          # the declared experiment: ~2.5 h measured (regime_v3.md)
     python benchmarks/reproduce.py --quick --seeds 0 --methods single matched rmsd sft_rl --work /tmp/repro_smoke
     python benchmarks/reproduce.py --sft-steps 150 --adv-steps 30 --set student.device=cuda
 """
