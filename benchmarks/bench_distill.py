@@ -140,14 +140,14 @@ def _run(out: Path) -> Any:
 
 
 def _inputs(shared: bool) -> Any:
-    from rmsd.train.collate import StudentInputs
+    from rmsd.train.stage_inputs import StudentInputs
 
     return StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=shared)
 
 
 # ----------------------------------------------------------------------------- variants
 def sft_ours(env, out, steps, batch, timer, shared=True, samples_per_item=None, weighting="matched",
-             matched="matched"):
+             matched="matched", cache=True):
     from rmsd.config import SFTStageConfig
     from rmsd.models.processing import load_student
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer, sft_rows
@@ -157,8 +157,13 @@ def sft_ours(env, out, steps, batch, timer, shared=True, samples_per_item=None, 
     stage = SFTStageConfig(**OURS, max_steps=steps, batch_size=batch, max_length=512,
                            samples_per_item=samples_per_item, weighting=weighting)
     rows = sft_rows(env[matched], samples_per_item, weighting)
-    return MultiSampleSFTTrainer(model, sft_config(stage, _run(out), **NO_SAVE), Dataset.from_list(rows), processor,
-                                 env["items"], inputs=_inputs(shared), callbacks=[timer])
+    trainer = MultiSampleSFTTrainer(model, sft_config(stage, _run(out), **NO_SAVE), Dataset.from_list(rows),
+                                    processor, env["items"], inputs=_inputs(shared), callbacks=[timer])
+    collator = trainer.data_collator
+    collator.cache = cache
+    if cache:  # the stage's steady state: every item's prompt encoded by an earlier run (one stage = 300 steps)
+        collator.prompts = env.setdefault(("prompts", matched), collator.prompts)
+    return trainer
 
 
 def sft_stock(env, out, steps, batch, timer):
@@ -253,6 +258,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--only", nargs="+", default=None, metavar="PREFIX",
+                        help="run only the variants whose name starts with one of these (e.g. quickstart)")
+    parser.add_argument("--append", action="store_true",
+                        help="add the table to distill.md as a section of its own instead of replacing the file")
+    parser.add_argument("--collate-repeats", type=int, default=60,
+                        help="quickstart batches collated with and without the prompt cache (0: skip)")
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -270,6 +281,10 @@ def main() -> None:
             "quickstart: R-MSD SFT": lambda o, s, t: sft_ours(env, o, s, qb, t, matched="quickstart"),
             "quickstart: R-MSD SFT (naive path)": lambda o, s, t: sft_ours(env, o, s, qb, t, shared=False,
                                                                           matched="quickstart"),
+            "quickstart: single-sample SFT, processor every batch": lambda o, s, t: sft_ours(
+                env, o, s, qb, t, samples_per_item=1, weighting="uniform", matched="quickstart", cache=False),
+            "quickstart: R-MSD SFT, processor every batch": lambda o, s, t: sft_ours(
+                env, o, s, qb, t, matched="quickstart", cache=False),
             "adversarial: AdversarialTrainer (D + format)": lambda o, s, t: adversarial_ours(
                 env, o, s, b, t, g, n, {"discriminator": 1.0, "format": 0.5}),
             "adversarial: AdversarialTrainer (D on 1 rollout/item + format)": lambda o, s, t: adversarial_ours(
@@ -280,10 +295,13 @@ def main() -> None:
                 env, o, s, b, t, g, n, {"format": 1.0}),
             "adversarial: stock GRPOTrainer (format)": lambda o, s, t: grpo_stock(env, o, s, b, t, g, n),
         }
+        variants = {k: v for k, v in variants.items() if k.startswith(tuple(a.only))} if a.only else variants
         times: dict[str, list[float]] = {k: [] for k in variants}
         memory: dict[str, list[int]] = {k: [] for k in variants}
         for build in variants.values():  # untimed: fills the frame cache, tokenizer caches, lazy imports
             run(build, Path(tmp) / "warm", 1, 0)
+        encode_seconds = fill_prompt_caches(env)
+        collate_ms = collate_timing(env, env["quickstart_batch"], a.collate_repeats) if a.collate_repeats else {}
         for r in range(a.rounds):
             for name, build in variants.items():
                 t, m = run(build, Path(tmp) / f"run{r}", a.steps, a.warmup)
@@ -291,12 +309,82 @@ def main() -> None:
                 memory[name].append(m)
                 print(f"round {r} {name}: {statistics.median(t):.3f} s/step, +{m / 2**20:.0f} MiB", flush=True)
     rows = summarise(times, memory)
-    table = render(rows, a)
+    table = render(rows, a) + encoding_note(encode_seconds) + cache_ratios(rows)
+    if collate_ms:
+        table += (f"\nCollating one R-MSD batch of {env['quickstart_batch']} quickstart items alone (median of "
+                  f"{a.collate_repeats}, alternating): {collate_ms['processor every batch']:.1f} ms with the processor "
+                  f"every batch, {collate_ms['prompt cache']:.1f} ms from the prompt cache "
+                  f"(x{collate_ms['prompt cache'] / collate_ms['processor every batch']:.2f}).\n")
     print(table)
     if not a.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(table)
+        if a.append and RESULTS.is_file():
+            section = table.replace("# distill: trainer cost against stock TRL", "## A later run", 1)
+            RESULTS.write_text(RESULTS.read_text().rstrip("\n") + "\n\n" + section)
+        else:
+            RESULTS.write_text(table)
         print(f"wrote {RESULTS}")
+
+
+def fill_prompt_caches(env: dict[str, Any]) -> dict[str, tuple[int, float]]:
+    """Encode every item of each shared prompt cache once (what a stage pays in its first epoch):
+    {matched set: (items, seconds)}."""
+    spent = {}
+    for key, cache in [(k, v) for k, v in env.items() if isinstance(k, tuple) and k[0] == "prompts"]:
+        ids = list(dict.fromkeys(r["item_id"] for r in env[key[1]]))
+        t0 = time.perf_counter()
+        for item_id in ids:
+            cache.prompt(item_id)
+        spent[key[1]] = (len(ids), time.perf_counter() - t0)
+    return spent
+
+
+def collate_timing(env: dict[str, Any], batch: int, repeats: int) -> dict[str, float]:
+    """Median ms to collate one quickstart batch of R-MSD rows, with the warm prompt cache and without it,
+    alternating the two on the same batches (the collator's own cost, without the model's noise)."""
+    from rmsd.models.processing import load_student
+    from rmsd.train.collate import MultiSampleCollator
+    from rmsd.train.sft_trainer import sft_rows
+
+    _, processor = load_student(env["student"], device="cpu")
+    rows = sft_rows(env["quickstart"], None, "matched")
+    cached = MultiSampleCollator(processor, env["items"], max_length=512)
+    cached.prompts = env.get(("prompts", "quickstart"), cached.prompts)
+    plain = MultiSampleCollator(processor, env["items"], max_length=512, cache=False)
+    spent: dict[str, list[float]] = {"prompt cache": [], "processor every batch": []}
+    for r in range(repeats):
+        chunk = rows[(r * batch) % len(rows):][:batch]
+        for name, collate in (("prompt cache", cached), ("processor every batch", plain)):
+            t0 = time.perf_counter()
+            collate(chunk)
+            spent[name].append(1000 * (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in spent.items()}
+
+
+def encoding_note(spent: dict[str, tuple[int, float]]) -> str:
+    if not spent:
+        return ""
+    lines = ["", "Prompt cache (`rmsd.train.stage_inputs.PromptCache`): the cached rows above run with every item",
+             "already encoded (a stage's steady state after its first epoch); filling it once cost"]
+    lines += [f"- {name}: {n} items in {s:.2f} s ({1000 * s / n:.1f} ms per item, once per stage)"
+              for name, (n, s) in spent.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cache_ratios(rows: list[dict[str, Any]]) -> str:
+    """Cached / uncached step time for each variant measured both ways (the prompt cache's effect)."""
+    by_name = {r["variant"]: r for r in rows}
+    lines = []
+    for name, before in by_name.items():
+        if not name.endswith(", processor every batch"):
+            continue
+        base = name.removesuffix(", processor every batch")
+        after = next((r for n, r in by_name.items() if n.startswith(base) and "naive" not in n and n != name), None)
+        if after is not None:
+            lines.append(f"- {base}: {before['s_per_step']:.3f} -> {after['s_per_step']:.3f} s/step median "
+                         f"(x{after['s_per_step'] / before['s_per_step']:.2f}; p10 {before['p10']:.3f} -> "
+                         f"{after['p10']:.3f}, x{after['p10'] / before['p10']:.2f})")
+    return ("\nWith the prompt cache / processor every batch, same run:\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def summarise(times: dict[str, list[float]], memory: dict[str, list[int]]) -> list[dict[str, Any]]:
@@ -324,14 +412,15 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_distill.py --items {a.items} --batch {a.batch} "
         f"--generations {a.generations} --length {a.length} --steps {a.steps} --rounds {a.rounds} "
-        f"--threads {a.threads}`",
+        f"--threads {a.threads}" + (f" --only {' '.join(a.only)}" if a.only else "") + "`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
         f"torch {torch.__version__}, {a.threads} thread(s); tiny student (`build_student(size='tiny')`), "
         f"synthvid clips, 8 frames. sft: {a.batch} items x 2 samples per step. adversarial: {a.batch} items x "
         f"{a.generations} rollouts x {a.length} tokens per step.",
         "",
-        f"Load average when it finished: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min).",
+        f"Load average when it finished: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min); "
+        f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| variant | s/step median | x base | s/step p10 | x base | peak extra RSS (MiB) | x base | steps |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -349,7 +438,9 @@ def render(rows: list[dict[str, Any]], a: argparse.Namespace) -> str:
         "  (`rmsd.models.shared_prefix`); the naive path runs K whole sequences; stock TRL one clip per sequence.",
         "- quickstart: the quickstart's own data and batch (`rmsd/assets/quickstart.yaml`: 16 items per step,",
         "  matched targets of the simulated pool): single-sample SFT (one sample per item) against R-MSD SFT",
-        "  (every kept sample of each item), with and without the shared prefix.",
+        "  (every kept sample of each item), with and without the shared prefix. \"processor every batch\": the",
+        "  collator without its prompt cache (`MultiSampleCollator(cache=False)`, the code before the cache):",
+        "  the video processor and tokeniser run on every batch; the same tensors, bit for bit.",
         "- adversarial, format only: the cost of a *correct* video GRPO step. Stock GRPO drops the video from",
         "  its loss forward (it never runs the vision tower there, and never trains it); ours carries it and",
         "  encodes each item's clip once for its G rollouts.",

@@ -80,7 +80,7 @@ def _args(out: Path, steps: int, items: int, checkpointing: bool):
 
 
 def _inputs():
-    from rmsd.train.collate import StudentInputs
+    from rmsd.train.stage_inputs import StudentInputs
 
     return StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=True)
 

@@ -2,14 +2,20 @@
 single-sample distillation, and does the structured signal speed convergence?
 
 Same student config, same data, same optimisation steps for every method, several seeds
-each, on a simulated pool with realistic variance (`teachers/experiment_pool.yaml`: a
-strong teacher with format slips, a weaker one, a biased one; per-tier difficulty).
-Methods (each a recipe in `recipes/synthvid/experiment_*.yaml`, budget S + R steps with
-S = 250, R = 50 there):
+each, on a simulated pool that errs like real teachers (`teachers/experiment_pool_v2.yaml`:
+per-question competence around a shared difficulty, systematic weaknesses, two teachers
+sharing their mistakes; K = 2 each). Methods (each a recipe in
+`recipes/synthvid/experiment_*.yaml`, budget S + R steps with S = 250, R = 50 there):
 
+   ceiling        single-sample SFT on the noise-free twin pool (`teachers/experiment_pool_noise_free.yaml`):
+                  perfect targets, S + R SFT steps; ceiling - single is the regime's headroom
+   ceiling_multi  every noise-free sample, uniform weights, S + R SFT steps (the sanity regime's uniform;
+                  ceiling is its single)
+   sanity_matched 3 on the noise-free pool: must tie with ceiling_multi (weights cannot matter there)
 1. single   single-sample SFT (one teacher response per item), S + R SFT steps
 2. uniform  multi-sample SFT, uniform weights over format-valid samples, S + R SFT steps
 3. matched  multi-sample SFT, quality-matched weights (R-MSD data side), S + R SFT steps
+   matched_conf 3 with items weighted by the pool's confidence (`weighting: matched_conf`)
    anchored 3 with Dawid–Skene anchored by 10% labelled items (semi-supervised consensus)
    gt       3 with the ground truth's correctness as the weight (as if the training data were labelled)
 4. rmsd     3 for S steps + R adversarial steps (full R-MSD)
@@ -20,23 +26,29 @@ S = 250, R = 50 there):
    sft_rl_2e4, visd_rl_2e4: 5 and 7 with the RL stage at lr 2e-4 (run on their own, with
             --results elsewhere; they reuse the main run's SFT stages)
 
-How it runs: the data, the teacher samples and the matched targets are made once and
-shared; a seed sets the student's init (one student per seed, shared by every method) and
-the training order and rollouts. Methods 4-7 start from the same S-step SFT stage, trained
-once per seed and linked into each run (identical config, so identical in expectation;
-its seconds are counted in each method's train time). Accuracy on the test split is
-measured during training by a `TrainerCallback` (distill keeps only its last two
+A regime (`REGIMES`, declared with its hash in `benchmarks/results/regime_<name>.md` before
+its first run) fixes the methods, seeds, item count and curve points; `--regime v3` runs
+exactly it and every result records the hash of what ran (`regime_hash`).
+
+How it runs: the data, the teacher samples (one store per pool) and the matched targets are
+made once and shared; a seed sets the student's init (one student per seed, shared by every
+method) and the training order and rollouts. Methods 4-7 start from the same S-step SFT
+stage, trained once per seed and linked into each run (identical config, so identical in
+expectation; its seconds are counted in each method's train time). Accuracy on the test
+split is measured during training by a `TrainerCallback` (distill keeps only its last two
 checkpoints, so checkpoints cannot give a curve), at the same global steps for every
 method; step 0 is the untrained student. A method that fails is recorded with its error
-and the others go on; finished runs are cached under --work (`result.json`), so a rerun
-only redoes what is missing. It refuses to run methods whose step totals differ.
+and the others go on; finished runs are cached per (method, seed) under --work
+(`result.json`, `run_cache.py`), so a rerun only redoes what is missing, and the results
+are rewritten after every finished run (`--commit` also commits them). It refuses to run
+methods whose step totals differ.
 
 Writes to --results (default benchmarks/results; with --quick, WORK/results):
-reproduce.md (`reproduce_report.py`: command, machine, mean ± std over seeds overall and per task type, the
-untrained student, train seconds), reproduce.json (every run, curve and error) and
-reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
+reproduce.md (`reproduce_report.py`: command, regime and hash, machine, mean ± std over seeds
+overall and per task type, the untrained student, train seconds), reproduce.json (every run,
+curve and error) and reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
 
-    python benchmarks/reproduce.py --seeds 0 1 2                 # all 9 methods: hours on 2 CPU cores (7 took 6,245 s)
+    python benchmarks/reproduce.py --regime v3 --commit          # the declared experiment: ~2.5 h measured (regime_v3.md)
     python benchmarks/reproduce.py --quick --seeds 0 --methods single matched rmsd sft_rl --work /tmp/repro_smoke
     python benchmarks/reproduce.py --sft-steps 150 --adv-steps 30 --set student.device=cuda
 """
@@ -61,7 +73,6 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = ROOT / "recipes" / "synthvid"
-DEFAULT_METHODS = METHODS[:9]  # the lr-2e-4 pair is a follow-up, run on its own
 # --quick: a smoke test of every code path in about a minute, not a measurement.
 QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
     "distill.sft.batch_size=4", "distill.sft.warmup_steps=2", "distill.sft.logging_steps=5", "distill.sft.save_steps=10",
@@ -71,16 +82,74 @@ QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
 ]}
 
 
+# ----------------------------------------------------------------------------- the regime
+# A regime is declared in benchmarks/results/regime_<name>.md with its hash and committed before its first
+# run; `--regime NAME` runs exactly it (every method, every seed; finished runs come from the cache). It is
+# never tuned on its results: a change makes another regime, with another hash.
+REGIMES: dict[str, dict[str, Any]] = {
+    "v3": {"n": 1000, "seeds": [0, 1, 2], "points": 4, "methods": [
+        "ceiling", "single", "ceiling_multi", "uniform", "matched", "matched_conf", "sanity_matched",
+        "anchored", "gt", "rmsd", "sft_rl", "visd_rl"]},
+}
+
+
+DEFAULT_METHODS = tuple(REGIMES["v3"]["methods"])  # visd and the lr-2e-4 pair are follow-ups, run on their own
+
+
+def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], work: Path) -> str:
+    """sha256 of what defines a run of the experiment: the data (generator version, item count, data seed), the
+    curve points, and every (seed, method)'s recipe with its pool's content in place of the pool's path, the
+    folders under `work` written WORK/..., and the recipe's name and description (prose) left out.
+
+    Settings at their defaults are left out (as `run_cache` does): a config field added later, whose default
+    keeps the old behaviour, does not change a declared regime's hash."""
+    from rmsd.data.synthvid import GENERATOR_VERSION
+
+    def under_work(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: under_work(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [under_work(v) for v in value]
+        if isinstance(value, str):
+            for root in {str(work), str(work.resolve())}:
+                if value == root or value.startswith(root + "/"):
+                    return "WORK" + value[len(root):]
+        return value
+
+    runs = {f"{seed}/{method}": {**under_work(r.model_dump(mode="json", exclude={"name", "description"},
+                                                          exclude_defaults=True)),
+                                 "pool": r.load_pool().model_dump(mode="json", exclude_defaults=True)}
+            for seed, by_method in recipes.items() for method, r in by_method.items()}
+    regime = {"data": {"benchmark": "synthvid", "generator_version": GENERATOR_VERSION, "n": n, "seed": DATA_SEED},
+              "points": points, "runs": runs}
+    return hashlib.sha256(json.dumps(regime, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def commit_results(results: Path, message: str, repo: Path = ROOT) -> None:
+    """Commit the results folder's reproduce files (only them: other changes in the checkout stay as they are),
+    so an interrupted experiment keeps what finished."""
+    import subprocess
+
+    files = [str(p.resolve()) for p in sorted(results.glob("reproduce*")) if p.is_file()]
+    try:
+        subprocess.run(["git", "add", "--", *files], cwd=repo, check=True, capture_output=True)
+        subprocess.run(["git", "commit", "-m", message, "--", *files], cwd=repo, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:  # a commit that fails must not stop the experiment
+        print(f"could not commit the results: {getattr(e, 'stderr', b'').decode().strip() or e}", flush=True)
+
+
 # ----------------------------------------------------------------------------- recipes and budget
 def load_method(method: str, work: Path, seed: int, overrides: list[str]) -> Any:
     """The method's recipe with every path under `work` and the seed applied."""
     from rmsd.config import load_recipe
 
     path = RECIPES / f"experiment_{method}.yaml"
-    matched_name = Path(load_recipe(path, overrides).matching.out).name  # methods with another filter differ here
+    own = load_recipe(path, overrides)
+    samples_name = Path(own.sampling.out).name  # the noise-free methods sample another pool into another store
+    matched_name = Path(own.matching.out).name  # methods with another filter (or store) differ here
     run = work / method / f"seed{seed}"
     paths = [
-        f"dataset.path={work / 'data'}", f"sampling.out={work / 'samples'}", f"matching.out={work / matched_name}",
+        f"dataset.path={work / 'data'}", f"sampling.out={work / samples_name}", f"matching.out={work / matched_name}",
         f"student.build_out={work / f'student_seed{seed}'}", f"distill.out={run}", f"eval.out={run / 'eval'}",
         f"distill.sft.seed={seed}", f"distill.adversarial.seed={seed}",
     ]
@@ -133,12 +202,17 @@ def prepare(work: Path, n: int, recipes: dict[str, Any]) -> dict[str, Path]:
         sys.exit(f"{work / 'data'} was generated with another --n: choose another --work")
     if not info.is_file():
         generate(work / "data", n=n, seed=DATA_SEED)
-    first = next(iter(recipes.values()))
-    sample_recipe(first, progress=False)  # resumable: a second call only fills what is missing
+    stores: dict[Path, Any] = {}
+    for method, recipe in recipes.items():  # one store per pool: the noise-free methods have their own
+        pool = recipe.load_pool().model_dump(mode="json")
+        if stores.setdefault(Path(recipe.sampling.out), (pool, recipe))[0] != pool:
+            sys.exit(f"{recipe.sampling.out}: two pools sample into one store; give {method} its own sampling.out")
+    for _, recipe in stores.values():
+        sample_recipe(recipe, progress=False)  # resumable: a second call only fills what is missing
     configs: dict[Path, Any] = {}
     for method, recipe in recipes.items():
         out = Path(recipe.matching.out)
-        cfg = recipe.matching.model_dump(exclude={"out"})
+        cfg = {**recipe.matching.model_dump(exclude={"out"}), "samples": recipe.sampling.out}
         if configs.setdefault(out, cfg) != cfg:
             sys.exit(f"{out}: two methods match differently into one folder; give {method} its own matching.out")
     for out in configs:
@@ -202,7 +276,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
     run = Path(recipe.distill.out)
     cached = run_cache.cached(run, recipe, points)
     if cached is not None:
-        return cached
+        return {**cached, "cached": True}  # finished in an earlier session
     shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier attempt: start clean, the curve needs it
     run.mkdir(parents=True)
     s, r = steps(recipe)
@@ -282,7 +356,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every method, e.g. --set student.device=cuda")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny data and steps, a few minutes")
+    ap.add_argument("--regime", choices=sorted(REGIMES), default=None,
+                    help="run a declared regime exactly (benchmarks/results/regime_NAME.md): its methods, seeds, "
+                         "items and curve points")
+    ap.add_argument("--commit", action="store_true",
+                    help="git-commit the results files after every finished run (an interruption keeps them)")
     args = ap.parse_args()
+    if args.regime:
+        fixed = [f for f in ("n", "sft_steps", "adv_steps", "points") if getattr(args, f) is not None]
+        if fixed or args.quick or args.overrides or args.methods != list(DEFAULT_METHODS) or args.seeds != [0, 1, 2]:
+            ap.error("--regime fixes the methods, seeds, items, steps and points: leave the other run options out")
+        regime = REGIMES[args.regime]
+        args.methods, args.seeds, args.n, args.points = list(regime["methods"]), list(regime["seeds"]), \
+            regime["n"], regime["points"]
     if any(o.split("=", 1)[0].strip().endswith(".max_steps") for o in args.overrides):
         ap.error("set the step budget with --sft-steps/--adv-steps (one S and R for every method), not --set")
     if args.quick:
@@ -291,12 +377,15 @@ def parse_args() -> argparse.Namespace:
         args.overrides = QUICK["overrides"] + args.overrides
     args.n = args.n or 1200
     args.points = args.points or 6
-    args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
+                                     f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
     args.results = args.results or (args.work / "results" if args.quick else RESULTS)
     return args
 
 
 def main() -> None:
+    from rmsd.config import load_recipe
+
     args = parse_args()
     started = time.perf_counter()
     recipes = {seed: {m: load_method(m, args.work, seed, args.overrides + budget_overrides(m, args.sft_steps,
@@ -314,6 +403,8 @@ def main() -> None:
     report = json.loads((main_matched / "match_report.json").read_text())
     matched_rows = [json.loads(line) for line in (main_matched / "matched.jsonl").open()]
     meta = {"command": "python benchmarks/reproduce.py " + shlex.join(sys.argv[1:]), "quick": args.quick,
+            "regime": args.regime, "regime_hash": regime_hash(recipes, args.n, points, args.work),
+            "pool": Path(load_recipe(RECIPES / "experiment_base.yaml").pool).name,  # the experiment's (noisy) pool
             "methods": args.methods, "seeds": args.seeds, "n": args.n, "overrides": args.overrides,
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
             "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
@@ -328,8 +419,13 @@ def main() -> None:
             if "error" not in run:
                 print(f"{method} seed {seed}: overall {run['final']['overall']:.3f} "
                       f"({run['train_seconds']:.0f} s)", flush=True)
-        meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
-        write_results(args.results, meta, runs, report, matched_rows)
+            # every finished run is in the results at once (a cached one too): an interruption loses one run at most
+            meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
+            write_results(args.results, meta, runs, report, matched_rows)
+            if args.commit and not run.get("cached"):
+                done = "failed" if "error" in run else f"overall {run['final']['overall']:.3f}"
+                commit_results(args.results, f"reproduce {args.regime or 'run'} ({meta['regime_hash']}): "
+                                             f"{method} seed {seed}, {done}")
     print(results_table(summarise(runs)))
     print(f"results in {args.results}")
 

@@ -1,7 +1,7 @@
 """benchmarks/reproduce.py's results: the summary over seeds, reproduce.md and .json, the plots.
 
 Kept apart from the runs themselves so each file reads on its own; `reproduce.py` calls
-`write_results` after every seed and prints `results_table(summarise(runs))` at the end.
+`write_results` after every finished run and prints `results_table(summarise(runs))` at the end.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import steps_to_target  # a sibling script: the VISD-vs-GRPO section and its plot
 
-METHODS = ("single", "uniform", "matched", "anchored", "gt", "rmsd", "sft_rl", "visd", "visd_rl",
-           "sft_rl_2e4", "visd_rl_2e4")
+METHODS = ("ceiling", "ceiling_multi", "sanity_matched", "single", "uniform", "matched", "matched_conf", "anchored",
+           "gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
 TASK_TYPES = ("mcq", "numeric", "grounding", "open")
 DATA_SEED = 1234
 
@@ -62,6 +62,66 @@ def results_table(summary: list[dict[str, Any]]) -> str:
         secs = _cell(row["train_seconds"], 0) if row["method"] != "untrained" else "-"
         failed = f" (+{len(row['errors'])} failed)" if row["errors"] else ""
         lines.append(f"| {row['method']} | {len(row['seeds'])}{failed} | " + " | ".join(cells) + f" | {secs} |")
+    return "\n".join(lines)
+
+
+HEADROOM_MIN = 0.05  # regime_v3.md's headroom rule: under 5 points, the regime can barely test the claim
+
+
+def _mean(summary: dict[str, dict[str, Any]], method: str) -> float | None:
+    row = summary.get(method, {})
+    return row["overall"]["mean"] if "overall" in row else None
+
+
+def _spread(summary: dict[str, dict[str, Any]], method: str) -> tuple[float, float] | None:
+    row = summary.get(method, {})
+    return (row["overall"]["mean"] - row["overall"]["std"], row["overall"]["mean"] + row["overall"]["std"]) \
+        if "overall" in row else None
+
+
+def claims_table(summary_rows: list[dict[str, Any]]) -> str:
+    """The declared claims (regime_v3.md) with the headroom that bounds each, from the overall means over seeds.
+
+    Headroom: ceiling - single (what perfect targets buy over one noisy sample) and
+    ceiling_multi - uniform (over every noisy sample); "spreads" are mean ± 1 std over seeds.
+    The VISD claim is the steps-to-target section's (training reward, not test accuracy)."""
+    summary = {r["method"]: r for r in summary_rows}
+
+    def gap(a: str, b: str) -> float | None:
+        return None if _mean(summary, a) is None or _mean(summary, b) is None else _mean(summary, a) - _mean(summary, b)
+
+    def pts(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:+.1f} points"
+
+    def apart(a: str, b: str) -> bool:  # a's spread lies wholly above b's
+        sa, sb = _spread(summary, a), _spread(summary, b)
+        return sa is not None and sb is not None and sa[0] > sb[1]
+
+    single_room, multi_room = gap("ceiling", "single"), gap("ceiling_multi", "uniform")
+
+    def room(x: float | None) -> str:
+        if x is None:
+            return "-"
+        return pts(x) + ("" if x >= HEADROOM_MIN else " (under 5 points: the regime can barely test this)")
+
+    rows = [("matched ≥ single + 3 points, spreads apart", gap("matched", "single"),
+             None if gap("matched", "single") is None else gap("matched", "single") >= 0.03 and apart("matched", "single"),
+             room(single_room)),
+            ("matched_conf ≥ single + 3 points, spreads apart", gap("matched_conf", "single"),
+             None if gap("matched_conf", "single") is None
+             else gap("matched_conf", "single") >= 0.03 and apart("matched_conf", "single"), room(single_room)),
+            ("rmsd ≥ matched", gap("rmsd", "matched"),
+             None if gap("rmsd", "matched") is None else gap("rmsd", "matched") >= 0, room(single_room)),
+            ("matched_conf vs matched (weights that can matter)", gap("matched_conf", "matched"), None, room(multi_room)),
+            ("matched vs uniform", gap("matched", "uniform"), None, room(multi_room)),
+            ("sanity: sanity_matched ties ceiling_multi (noise-free pool)", gap("sanity_matched", "ceiling_multi"),
+             None, "-"),
+            ("sanity: ceiling_multi vs ceiling (more perfect targets per item)", gap("ceiling_multi", "ceiling"),
+             None, "-")]
+    lines = ["| claim or comparison | measured (overall, mean over seeds) | held? | headroom |", "|---|---:|---|---|"]
+    for name, value, held, headroom in rows:
+        verdict = "-" if held is None else ("yes" if held else "**no**")
+        lines.append(f"| {name} | {pts(value)} | {verdict} | {headroom} |")
     return "\n".join(lines)
 
 
@@ -121,19 +181,26 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
         f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"GPU: {m['gpu'] or 'none'}; load average at the end {m['load_average']}. Wall time {meta['wall_seconds']:.0f} s.",
         "",
+        _regime_line(meta),
         f"Data: synthvid, {meta['data']['train']} train / {meta['data']['test']} test items (data seed {DATA_SEED}); "
-        f"pool `teachers/experiment_pool.yaml` (simulated: t1-strong with format slips, t2-weak, t3-biased); "
+        f"pool `teachers/{meta.get('pool', 'experiment_pool.yaml')}` (simulated); ceiling, ceiling_multi and "
+        "sanity_matched sample its noise-free twin `teachers/experiment_pool_noise_free.yaml`; "
         f"matching label-free (Dawid–Skene) except anchored (10% of the items labelled) and gt (ground truth). "
         f"Seeds: {meta['seeds']} (student init, data order, rollouts).",
         "",
-        f"Budget: {b['total']} optimisation steps for every method: single, uniform, matched, anchored, gt train {b['total']} SFT "
+        f"Budget: {b['total']} optimisation steps for every method: the SFT-only methods train {b['total']} SFT "
         f"steps; rmsd, sft_rl, visd, visd_rl train {b['sft']} SFT steps then {b['adversarial']} adversarial (GRPO) steps. "
-        "Steps are equal, compute is not: see train s (training only, the curve's evaluations left out; methods "
-        "4-7 share one SFT stage per seed, whose seconds each of them counts).", "",
+        "Steps are equal, compute is not: see train s (training only, the curve's evaluations left out; the "
+        "adversarial methods share one SFT stage per seed, whose seconds each of them counts).", "",
         f"Curve: test accuracy at global steps {meta['points']} and at the end; step 0 is the untrained student.", "",
         "## Test accuracy, mean ± std over seeds", "",
         results_table(summary), "",
         "Accuracy is the benchmark's harness score (greedy decoding, the eval split); per task type beside it.", "",
+        *(["## Claims and headroom", "", claims_table(summary), "",
+            "Headroom: ceiling − single for the claims against single-sample SFT, ceiling_multi − uniform for the "
+            "weighting comparisons (regime_v3.md's rule). The VISD claim (≤ 0.6x sft_rl's steps to its final "
+            "training reward) is in the steps-to-target section below.", ""]
+          if any(r["method"] == "ceiling" for r in summary) else []),
         "## Accuracy vs steps", "", "![accuracy vs steps](reproduce_curves.png)", "",
         "## Teachers (match report of the quality-matched set)", "", teacher_table(report), "",
         "![teacher reliability](reproduce_teachers.png)", "",
@@ -146,6 +213,15 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
     if failures or plot_errors:
         parts += ["## Failures", "", *failures, *[f"- plot {k}: `{v}`" for k, v in plot_errors.items()], ""]
     return "\n".join(parts)
+
+
+def _regime_line(meta: dict[str, Any]) -> str:
+    """Which declared regime the run is, and the hash of what it ran (reproduce.regime_hash)."""
+    if not meta.get("regime_hash"):
+        return ""
+    declared = (f"regime `{meta['regime']}`, declared in [regime_{meta['regime']}.md](regime_{meta['regime']}.md); "
+                if meta.get("regime") else "no declared regime (ad-hoc options); ")
+    return f"Regime: {declared}regime hash `{meta['regime_hash']}`.\n"
 
 
 # ----------------------------------------------------------------------------- plots
@@ -175,7 +251,7 @@ def plot_curves(runs: list[dict[str, Any]], budget: dict[str, int], path: Path) 
             values = [[p["overall"] for c in curves for p in c if p["step"] == s] for s in steps_]
             mean = np.array([statistics.mean(v) for v in values])
             std = np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values])
-            color = f"C{METHODS.index(method)}"  # one colour per method in every run's plot
+            color = plt.get_cmap("tab20")(METHODS.index(method) % 20)  # one colour per method in every run's plot
             ax.plot(steps_, mean, marker="o", ms=3, color=color, label=f"{method} (n={len(curves)})")
             ax.fill_between(steps_, mean - std, mean + std, color=color, alpha=0.15)
         ax.axvline(budget["sft"], color="grey", ls=":", lw=1)

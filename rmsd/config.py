@@ -186,7 +186,10 @@ class TrainCommon(Strict):
 
 class SFTStageConfig(TrainCommon):
     samples_per_item: int | None = Field(None, ge=1, description="1 = single-sample baseline (first valid sample)")
-    weighting: Literal["matched", "uniform"] = Field("matched", description="matched: R-MSD quality weights")
+    weighting: Literal["matched", "uniform", "matched_conf"] = Field(
+        "matched", description="matched: match weights normalised per item (R-MSD); uniform: 1 per kept sample; "
+        "matched_conf: match weights over the item's pool samples, normalised over the batch, so an item the pool "
+        "barely agrees on weighs less (docs/method.md)")
     max_length: int = Field(512, ge=16, description="tokens per sequence, prompt included")
 
 

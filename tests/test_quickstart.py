@@ -59,6 +59,7 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
         assert phase in text
     assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
+    assert "One seed (student seed 0, data seed 0)" in text and "--regime v3" in text  # the same story as the experiment: one seed of it
     assert max(len(line) for line in text.splitlines()) <= 80  # every table fits a terminal
     header = text[text.index("synthvid test (simulated"):].split("───", 1)[0]
     assert all(word in header.split() for name in VARIANTS for word in name.split())  # broken at spaces only
@@ -68,3 +69,13 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     again = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--n", "20"])
     assert again.exit_code == 2 and again.stderr.startswith(f"error: {out} holds an earlier quickstart run")
     assert len(again.stderr.splitlines()) == 1 and "1/6" not in again.stdout
+
+
+def test_quickstart_samples_the_experiments_pool():
+    """The quickstart tells the experiment's story: its embedded pool is teachers/experiment_pool_v2.yaml's teachers."""
+    from rmsd.config import load_pool
+    from rmsd.quickstart import ASSETS
+
+    root = Path(__file__).resolve().parents[1]
+    embedded, experiment = load_pool(ASSETS / "quickstart_pool.yaml"), load_pool(root / "teachers" / "experiment_pool_v2.yaml")
+    assert embedded.model_dump(exclude={"name"}) == experiment.model_dump(exclude={"name"})

@@ -24,7 +24,7 @@ def load(env, lora=None):
 
 
 def student_inputs(**overrides):
-    from rmsd.train.collate import StudentInputs
+    from rmsd.train.stage_inputs import StudentInputs
 
     return StudentInputs(**{**INPUTS, **overrides})
 

@@ -6,18 +6,20 @@
   signal, `rmsd.train.visd`, feeds them TRL's rollout advantages; TRL computes its own loss).
 
 Every function here is production code (`sequence_nll` and `normalised_weights` are the parts
-of `multisample_sft_loss`); the test oracles (TRL's GRPO loss written out, advantage
-bounds) live in `tests/losses/oracles.py`.
+of `multisample_sft_loss`, `item_confidence` its item weights under `weighting: matched_conf`);
+the test oracles (TRL's GRPO loss written out, advantage bounds) live in
+`tests/losses/oracles.py`.
 """
 
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
 from rmsd.losses.bradley_terry import bradley_terry_loss, discriminator_accuracy
-from rmsd.losses.multisample_sft import multisample_sft_loss, normalised_weights, sequence_nll
+from rmsd.losses.multisample_sft import item_confidence, multisample_sft_loss, normalised_weights, sequence_nll
 
 __all__ = [
     "bradley_terry_loss",
     "decoupled_token_advantages",
     "discriminator_accuracy",
+    "item_confidence",
     "lambda_schedule",
     "multisample_sft_loss",
     "normalised_weights",

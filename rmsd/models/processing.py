@@ -24,6 +24,7 @@ How it differs from calling the processor directly:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,50 @@ def encode_samples(
     return BatchFeature(data=data)
 
 
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One prompt encoded on its own (`encode_prompt`): its row of any `encode` batch, unpadded."""
+
+    ids: list[int]  # token ids up to and including the assistant header
+    types: list[int]  # mm_token_type_ids of those tokens
+    vision: dict[str, torch.Tensor]  # its clip's or image's tensors, one row each ({} for a text prompt)
+
+
+def encode_prompt(processor: Any, prompt: str, frames: Any = None, system: str | None = None,
+                  image: Any = None) -> EncodedPrompt:
+    """`encode` for one prompt, kept unpadded so a trainer can encode each item once and reuse it every step.
+
+    The processor treats every prompt and clip of a batch independently (the text is padded
+    afterwards and `_unpad` strips that; pixels are rescaled and normalised element by element),
+    so this row is exactly the one `encode` gives the prompt inside any batch.
+    """
+    batch = encode(processor, [prompt], [frames], system=system, images=[image])
+    row = _unpad(batch)[0]
+    return EncodedPrompt(row["ids"], row["types"], {k: v for k, v in batch.items() if k not in TOKEN_KEYS})
+
+
+def assemble_samples(processor: Any, prompts: list[EncodedPrompt], responses: list[list[str]],
+                     reply_ids: dict[str, list[int]] | None = None) -> Any:
+    """`encode_samples`' batch from prompts encoded beforehand: the same tensors, without the processor.
+
+    reply_ids: a memo of response text -> token ids, filled here (a stage tokenises each
+    teacher response once, not once per step).
+    """
+    from transformers import BatchFeature
+
+    if len(responses) != len(prompts):
+        raise ValueError(f"assemble_samples: {len(prompts)} prompts need as many response lists, got {len(responses)}")
+    item_index = [i for i, texts in enumerate(responses) for _ in texts]
+    rows = [{"ids": prompts[i].ids, "types": prompts[i].types} for i in item_index]
+    expanded, labels = _append_responses(processor, rows, [t for texts in responses for t in texts], reply_ids)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    data = _pad(expanded, labels, tokenizer.pad_token_id, "right")
+    keys = dict.fromkeys(k for p in prompts for k in p.vision)  # in first-seen order, as the processor's batch
+    data.update({k: torch.cat([p.vision[k] for p in prompts if k in p.vision]) for k in keys})
+    data["item_index"] = torch.tensor(item_index, dtype=torch.long)
+    return BatchFeature(data=data)
+
+
 def _uint8(array: Any) -> Any:
     import numpy as np
 
@@ -251,11 +296,16 @@ def _unpad(batch: Any) -> list[dict[str, list[int]]]:
     return rows
 
 
-def _append_responses(processor: Any, rows: list[dict[str, list[int]]],
-                      responses: list[str]) -> tuple[list[dict[str, list[int]]], list[list[int]]]:
-    """Rows with each response's ids + <|im_end|> appended, and their labels."""
+def _append_responses(processor: Any, rows: list[dict[str, list[int]]], responses: list[str],
+                      memo: dict[str, list[int]] | None = None) -> tuple[list[dict[str, list[int]]], list[list[int]]]:
+    """Rows with each response's ids + <|im_end|> appended, and their labels; `memo` keeps ids per response text."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    reply_ids = tokenizer([r + end_of_turn(tokenizer) for r in responses], add_special_tokens=False)["input_ids"]
+    memo = {} if memo is None else memo
+    new = list(dict.fromkeys(r for r in responses if r not in memo))
+    if new:  # a text's ids do not depend on the other texts of the call (no padding, no special tokens)
+        ids = tokenizer([r + end_of_turn(tokenizer) for r in new], add_special_tokens=False)["input_ids"]
+        memo.update(zip(new, ids, strict=True))
+    reply_ids = [memo[r] for r in responses]
     out, labels = [], []
     for row, reply in zip(rows, reply_ids, strict=True):
         out.append({"ids": row["ids"] + reply, "types": row["types"] + [0] * len(reply)})

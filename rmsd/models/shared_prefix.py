@@ -344,12 +344,18 @@ def _pad(rows: list[torch.Tensor], value: int | bool, left: bool = False) -> tor
     return out
 
 
-def _rows_vision(vision_rows: Sequence[dict[str, torch.Tensor]], which: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The vision tensors of rows `which`, concatenated in that order (the order of their placeholders)."""
+PIXELS = ("pixel_values_videos", "pixel_values")
+
+
+def _rows_vision(vision_rows: Sequence[dict[str, torch.Tensor]], which: Sequence[int],
+                 pixels: bool = True) -> dict[str, torch.Tensor]:
+    """The vision tensors of rows `which`, concatenated in that order (the order of their placeholders);
+    without `pixels`, only the grids and times (all that RoPE positions read: no copy of every row's clip)."""
     merged: dict[str, list[torch.Tensor]] = {}
     for r in which:
         for k, v in vision_rows[r].items():
-            merged.setdefault(k, []).append(v)
+            if pixels or k not in PIXELS:
+                merged.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in merged.items()}
 
 
@@ -368,8 +374,8 @@ def shared_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     if not enabled(model):
         raise RuntimeError("shared_forward needs rmsd.models.shared_prefix.enable(model) first")
     rows = range(input_ids.size(0))
-    vision = _rows_vision(vision_rows, [r for r in rows if vision_rows[r]])
-    positions = rope_positions(model, input_ids, attention_mask, mm_token_type_ids, vision)
+    grids = _rows_vision(vision_rows, [r for r in rows if vision_rows[r]], pixels=False)
+    positions = rope_positions(model, input_ids, attention_mask, mm_token_type_ids, grids)
     # each row's positions from its own first real token: rows of a group padded differently still agree,
     # and RoPE depends on position differences only (with vision the model's positions already start at 0)
     starts = torch.tensor(split.start, device=positions.device)

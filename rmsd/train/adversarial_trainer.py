@@ -56,11 +56,12 @@ from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models import lora, shared_prefix
-from rmsd.train.collate import StudentInputs, merge_vision
+from rmsd.train.collate import merge_vision
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.discriminator import AdapterDiscriminator, Adversary, Discriminator, TeacherSamples
 from rmsd.train.rewards import CorrectnessReward, FormatReward
 from rmsd.train.rollouts import encode_prompts, scored_forward, token_types_of
+from rmsd.train.stage_inputs import PromptCache, StudentInputs
 from rmsd.train.visd import TEACHER_DIR, RolloutScorer, StructuredSignal, completion_texts
 
 DISC_DIR = "discriminator"
@@ -126,6 +127,7 @@ class AdversarialTrainer(GRPOTrainer):
                          train_dataset=train_dataset, processing_class=processing_class, callbacks=callbacks)
         if self.adversary is not None:
             self.adversary.attach(self.accelerator)
+        self.prompt_cache = PromptCache.of(processing_class, items, inputs)  # each prompt encoded once in the stage
         self._lora_reference()
         if visd is not None and not visd.teacher.shares_student:
             from trl.trainer.utils import add_fused_lm_head
@@ -232,8 +234,7 @@ class AdversarialTrainer(GRPOTrainer):
 
     # -- rollouts: encode the prompts once, carry their vision tensors -------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        self._prompt_rows = encode_prompts(self.processing_class, self.items, [x["item_id"] for x in inputs],
-                                           self.inputs, self.accelerator.device)
+        self._prompt_rows = encode_prompts(self.prompt_cache, [x["item_id"] for x in inputs], self.accelerator.device)
         self._vision_rows = [vision for _, vision in self._prompt_rows]  # for TRL's old/ref log-prob calls
         if self.adversary is not None:
             self.adversary.update_enabled = self.model.training

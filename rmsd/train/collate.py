@@ -3,11 +3,12 @@
 A dataset row is one item with its selected teacher samples and their weights
 (`{"item_id", "texts", "weights"}`, built by `rmsd.train.sft_trainer.sft_rows`). The
 collator expands each row into one sequence per sample: the item's prompt and frames
-(decoded once per item through the cached `rmsd.data.video.load_frames`, the real fps
+(processed once per item and stage, `rmsd.train.stage_inputs.PromptCache`, the real fps
 handed to the processor) followed by the teacher's response, every token but the
 assistant's masked out of the labels. Alongside the model inputs it returns `weights`
 (the sample's match weight) and `item_index` (which row of the batch the sequence came
-from), so the loss can normalise the weights per item.
+from), so the loss can normalise the weights per item, and with `weighting: matched_conf`
+`item_weights` (its item's pool confidence).
 
 It differs from TRL's `DataCollatorForVisionLanguageModeling`, which is image-only and
 one sample per row: video tensors (`pixel_values_videos`, `video_grid_thw`,
@@ -30,6 +31,7 @@ from rmsd.data.items import Item
 from rmsd.data.video import load_media
 from rmsd.errors import RmsdError
 from rmsd.models.family import family_of, select_encoder_outputs
+from rmsd.train.stage_inputs import PromptCache
 
 # Keys of a batch that carry one value per sequence (dim 0) and one per token (dim 1).
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids")
@@ -38,35 +40,6 @@ VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "p
 # (pixels, grid, encoder method, mm_encoder_outputs key) per modality, as Qwen2.5-VL names them.
 MODALITIES = (("pixel_values_videos", "video_grid_thw", "get_video_features", "video"),
               ("pixel_values", "image_grid_thw", "get_image_features", "image"))
-
-
-@dataclass(frozen=True)
-class StudentInputs:
-    """How every training stage builds the student's prompts; each field is a recipe knob documented there:
-    `dataset.num_frames`, `dataset.max_side`, `student.system_prompt`, `distill.shared_prefix`."""
-
-    num_frames: int
-    max_side: int | None
-    system: str | None
-    shared_prefix: bool
-
-
-def encode_pairs(
-    processor: Any,
-    items: list[Item],
-    media: list[tuple[Any, Any]],
-    responses: list[str] | None = None,
-    system: str | None = None,
-    padding_side: str = "right",
-) -> Any:
-    """`encode` for a list of items (video, image or text); images are passed only when present."""
-    from rmsd.models.processing import encode
-
-    frames = [m[0] for m in media]
-    images = [m[1] for m in media]
-    extra = {"images": images} if any(im is not None for im in images) else {}
-    return encode(processor, [it.prompt for it in items], frames, responses=responses, system=system,
-                  padding_side=padding_side, **extra)
 
 
 def truncate(batch: dict[str, torch.Tensor], max_length: int | None, item_ids: list[str]) -> dict[str, torch.Tensor]:
@@ -99,6 +72,9 @@ class MultiSampleCollator:
     num_frames / max_side: frames sampled per video and their size bound (dataset config).
     max_length: tokens per sequence, prompt included; longer responses are cut at the end.
     system: optional system message, as in sampling and evaluation.
+    cache: encode each item's prompt and clip once and reuse it in every later batch
+        (`rmsd.train.stage_inputs.PromptCache`: the same tensors); False runs the processor
+        on every batch, as before the cache (kept to check and time the cache against).
     """
 
     processor: Any
@@ -107,31 +83,37 @@ class MultiSampleCollator:
     max_side: int | None = None
     max_length: int | None = None
     system: str | None = None
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.prompts = PromptCache(self.processor, self.items, self.num_frames, self.max_side, self.system)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from rmsd.models.processing import encode_samples
-
-        items = [self._item(row["item_id"]) for row in rows]
+        items = [self.prompts.item(row["item_id"]) for row in rows]
         for item, row in zip(items, rows, strict=True):
             if len(row["texts"]) != len(row["weights"]) or not row["texts"]:
                 raise ValueError(f"row of item {item.item_id}: texts and weights must be non-empty and equally long")
+        texts = [list(row["texts"]) for row in rows]
+        if self.cache:
+            batch = dict(self.prompts.samples([it.item_id for it in items], texts))
+        else:
+            batch = dict(self._encode(items, texts))
+        batch = truncate(batch, self.max_length, [items[i].item_id for i in batch["item_index"].tolist()])
+        batch["weights"] = torch.tensor([float(w) for row in rows for w in row["weights"]], dtype=torch.float32)
+        if "item_weight" in rows[0]:  # weighting matched_conf: the item's c_i on each of its sequences
+            batch["item_weights"] = torch.tensor([float(row["item_weight"]) for row in rows for _ in row["weights"]],
+                                                 dtype=torch.float32)
+        return batch
+
+    def _encode(self, items: list[Item], texts: list[list[str]]) -> Any:
+        """The batch through the processor, every item's frames and prompt processed again."""
+        from rmsd.models.processing import encode_samples
+
         media = [load_media(item, self.num_frames, self.max_side) for item in items]  # once per item
         frames, images = [m[0] for m in media], [m[1] for m in media]
         extra = {"images": images} if any(im is not None for im in images) else {}
-        batch = dict(encode_samples(self.processor, [it.prompt for it in items], frames,
-                                    [list(row["texts"]) for row in rows], system=self.system, **extra))
-        batch = truncate(batch, self.max_length, [items[i].item_id for i in batch["item_index"].tolist()])
-        batch["weights"] = torch.tensor([float(w) for row in rows for w in row["weights"]], dtype=torch.float32)
-        return batch
-
-    def _item(self, item_id: str) -> Item:
-        try:
-            return self.items[item_id]
-        except KeyError:
-            raise RmsdError(
-                f"matched sample names item {item_id!r}, which is not in the dataset: "
-                "match and distill with the same recipe (dataset.path, split)"
-            ) from None
+        return encode_samples(self.processor, [it.prompt for it in items], frames, texts, system=self.system,
+                              **extra)
 
 
 # ----------------------------------------------------------------------------- vision tensors

@@ -138,7 +138,7 @@ def build_trainer(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Pa
 
 
 def _inputs(ctx: DistillContext) -> Any:
-    from rmsd.train.collate import StudentInputs
+    from rmsd.train.stage_inputs import StudentInputs
 
     return StudentInputs(num_frames=ctx.dataset.num_frames, max_side=ctx.dataset.max_side,
                          system=ctx.student.system_prompt, shared_prefix=ctx.shared_prefix)

@@ -3,7 +3,7 @@
 TRL 1.16's GRPOTrainer passes a video prompt to generation but builds its log-prob
 forwards from image tensors only, so the video is silently dropped from the loss. The
 adversarial trainer (`rmsd.train.adversarial_trainer`) therefore encodes each item's
-prompt and frames itself, once for its G rollouts (`encode_prompts`), carries one vision
+prompt and frames itself, once per stage for all its rollouts (`encode_prompts`), carries one vision
 dict per rollout row (rows of one item share the same dict object), and scores
 (prompt + completion) rows with these functions: an item's G rows share one prompt pass
 (`rmsd.models.shared_prefix`) or, on the naive path, one vision-tower pass.
@@ -13,33 +13,26 @@ dict per rollout row (rows of one item share the same dict object), and scores
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rmsd.data.items import Item
-from rmsd.data.video import load_media
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, StudentInputs, encode_pairs, vision_kwargs
+from rmsd.train.collate import vision_kwargs
+from rmsd.train.stage_inputs import PromptCache
 
 PromptRow = tuple[list[int], dict[str, torch.Tensor]]  # prompt token ids, vision tensors
 
 
-def encode_prompts(processor: Any, items: Mapping[str, Item], item_ids: list[str], inputs: StudentInputs,
-                   device: Any) -> list[PromptRow]:
-    """(prompt token ids, vision tensors) per row; each item is encoded once for all its rows."""
-    cache: dict[str, PromptRow] = {}
-    rows = []
-    for item_id in item_ids:
-        if item_id not in cache:
-            item = items[item_id]
-            media = load_media(item, inputs.num_frames, inputs.max_side)
-            enc = encode_pairs(processor, [item], [media], system=inputs.system, padding_side="left")
-            vision = {k: enc[k].to(device) for k in VISION_KEYS if k in enc}
-            cache[item_id] = (enc["input_ids"][0].tolist(), vision)
-        rows.append(cache[item_id])
-    return rows
+def encode_prompts(prompts: PromptCache, item_ids: list[str], device: Any) -> list[PromptRow]:
+    """(prompt token ids, vision tensors on `device`) per row; each item is encoded once per stage (`prompts`
+    keeps it), and the rows of one item share one vision dict object."""
+    moved: dict[str, PromptRow] = {}
+    for item_id in dict.fromkeys(item_ids):
+        enc = prompts.prompt(item_id)
+        moved[item_id] = (enc.ids, {k: v.to(device) for k, v in enc.vision.items()})
+    return [moved[i] for i in item_ids]
 
 
 def token_types_of(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -5,6 +5,9 @@ per item (docs/method.md, section 4):
 
     L = - sum_k wbar_k * (1/|y_k|) * sum_t log p(y_k,t | x, y_k,<t),   wbar_k = w_k / sum_j w_j
 
+averaged over the batch's items (`weighting: matched_conf`: a mean weighted by each item's
+pool confidence, `rmsd.losses.item_confidence`).
+
 The maths is `rmsd.losses.multisample_sft_loss`; this trainer only feeds it per-token
 log-probabilities. How it differs from `trl.SFTTrainer`: a dataset row is an *item* with
 its K samples, not one sequence; the collator (`rmsd.train.collate`) builds Qwen video
@@ -38,9 +41,10 @@ from trl import SFTTrainer
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.losses.multisample_sft import multisample_sft_loss
+from rmsd.losses.multisample_sft import item_confidence, multisample_sft_loss
 from rmsd.models import shared_prefix
-from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, StudentInputs, item_vision, vision_kwargs
+from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, vision_kwargs
+from rmsd.train.stage_inputs import StudentInputs
 
 # The SFTTrainer methods overridden here, with the parameters we rely on (TRL 1.16).
 TRL_OVERRIDES = {
@@ -56,7 +60,9 @@ TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "is_top1", "label_mask")
 def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str) -> list[dict[str, Any]]:
     """Dataset rows `{"item_id", "texts", "weights"}` from matched samples (one row per item).
 
-    samples_per_item, weighting: the recipe's distill.sft keys of these names (documented there).
+    samples_per_item, weighting: the recipe's distill.sft keys of these names (documented there);
+    with weighting matched_conf a multi-sample row also carries `item_weight`, the item's c_i
+    (`rmsd.losses.item_confidence` over every sample of the item in `matched`, kept or not).
 
     Samples are taken in a fixed order (sample_index, then teacher), so the baseline's
     "first" sample does not depend on the order the sampler finished in. Items without a
@@ -79,9 +85,11 @@ def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weight
                                     "re-run `rmsd match`")
             chosen = [r for r in samples if r.get("kept") and float(r.get("weight", 0.0)) > 0.0]
             chosen = chosen[:samples_per_item] if samples_per_item is not None else chosen
-            weights = [float(r["weight"]) if weighting == "matched" else 1.0 for r in chosen]
+            weights = [float(r["weight"]) if weighting != "uniform" else 1.0 for r in chosen]
         if chosen:
             rows.append({"item_id": item_id, "texts": [r["text"] for r in chosen], "weights": weights})
+            if weighting == "matched_conf" and samples_per_item != 1:  # c_i: every sample the pool gave the item
+                rows[-1]["item_weight"] = item_confidence(weights, len(samples))
     return rows
 
 
@@ -118,12 +126,13 @@ class MultiSampleSFTTrainer(SFTTrainer):
                      num_items_in_batch: Any = None) -> Any:
         weights = inputs.pop("weights")
         item_index = inputs.pop("item_index")
+        item_weights = inputs.pop("item_weights", None)  # weighting matched_conf only
         rows = item_vision({**inputs, "item_index": item_index})  # one clip per item, shared by its samples
         for key in VISION_KEYS:
             inputs.pop(key, None)
         outputs = self._forward(model, inputs, rows, item_index)
         # Fused head: log_probs[:, t] scores token t+1, zero where its label is -100.
-        loss = multisample_sft_loss(outputs.log_probs, outputs.label_mask, weights, item_index)
+        loss = multisample_sft_loss(outputs.log_probs, outputs.label_mask, weights, item_index, item_weights)
         self._log_batch(outputs, inputs, item_index)
         return (loss, outputs) if return_outputs else loss
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from oracles import token_logps
 
-from rmsd.losses import multisample_sft_loss, normalised_weights
+from rmsd.losses import item_confidence, multisample_sft_loss, normalised_weights
 
 
 def _logps(rows):
@@ -94,3 +94,40 @@ def test_token_logps_matches_log_softmax_in_chunks():
     assert logps.dtype == torch.float32
     assert torch.allclose(logps[mask], ref[mask], atol=1e-6)
     assert (logps[3] == 0).all() and not mask[3].any()
+
+
+def test_item_weights_hand_computed_value():
+    """weighting: matched_conf. Item 0: two kept samples of weight 0.9 out of the 6 the pool gave
+    (c = 1.8 / 6 = 0.3); item 1: one kept sample of weight 0.6 out of 6 (c = 0.1)."""
+    logps, mask = _logps([[0.5, 0.25], [0.5], [0.125, 0.5, 0.5]])
+    c0, c1 = item_confidence([0.9, 0.9], 6), item_confidence([0.6], 6)
+    assert (c0, c1) == pytest.approx((0.3, 0.1))
+    weights, items = torch.tensor([0.9, 0.9, 0.6]), torch.tensor([0, 0, 1])
+    loss = multisample_sft_loss(logps, mask, weights, items, item_weights=torch.tensor([c0, c0, c1]))
+    nll_a = -(math.log(0.5) + math.log(0.25)) / 2
+    nll_b = -math.log(0.5)
+    nll_c = -(math.log(0.125) + 2 * math.log(0.5)) / 3
+    by_hand = (0.3 * (0.5 * nll_a + 0.5 * nll_b) + 0.1 * nll_c) / (0.3 + 0.1)
+    assert loss.item() == pytest.approx(by_hand)
+    # the same as the sample weights w / n normalised over the batch: 0.15, 0.15, 0.1 over 0.4
+    assert loss.item() == pytest.approx((0.15 * nll_a + 0.15 * nll_b + 0.1 * nll_c) / 0.4)
+    # per-item normalisation alone cannot see the confidence: every kept sample of an item shares its weight
+    plain = multisample_sft_loss(logps, mask, weights, items)
+    assert plain.item() == pytest.approx(((0.5 * nll_a + 0.5 * nll_b) + nll_c) / 2)
+    assert plain.item() == multisample_sft_loss(logps, mask, torch.ones(3), items).item()
+
+
+def test_unit_item_weights_are_the_plain_loss_and_must_agree_within_an_item():
+    torch.manual_seed(2)
+    logps = -torch.rand(4, 6)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    weights, items = torch.tensor([0.2, 0.8, 0.5, 0.1]), torch.tensor([0, 0, 1, 1])
+    plain = multisample_sft_loss(logps, mask, weights, items)
+    assert torch.equal(multisample_sft_loss(logps, mask, weights, items, item_weights=torch.ones(4)), plain)
+    # an item of weight 0 drops out of the mean, as an item whose samples all weigh 0
+    only_first = multisample_sft_loss(logps, mask, weights, items, item_weights=torch.tensor([0.5, 0.5, 0.0, 0.0]))
+    assert only_first.item() == pytest.approx(multisample_sft_loss(logps[:2], mask[:2], weights[:2], items[:2]).item())
+    with pytest.raises(ValueError, match="one item"):
+        multisample_sft_loss(logps, mask, weights, items, item_weights=torch.tensor([0.5, 0.4, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="kept samples"):
+        item_confidence([1.0, 1.0], 1)

@@ -179,3 +179,43 @@ def test_truncate_keeps_short_batches_untouched():
     batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long),
              "labels": torch.ones(2, 4, dtype=torch.long)}
     assert truncate(batch, 8, ["a", "b"]) is batch
+
+
+def _same_batch(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def test_cached_prompts_give_the_processors_batch_exactly(env, tmp_path):
+    """The stage's PromptCache (each prompt and clip encoded once) gives bit-identical batches to running
+    the processor on every batch: on first use, from the cache, after eviction, and for image items."""
+    import numpy as np
+    from PIL import Image
+
+    from rmsd.data.items import Item
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(tmp_path / "d.png")
+    image = Item(item_id="img", benchmark="mathverse", task_type="numeric", question="x?", prompt="What is x?",
+                 image=str(tmp_path / "d.png"), answer="3")
+    items = {**env["items"], "img": image}
+    order = env["order"]
+    batches = [
+        [{"item_id": order[0].item_id, "texts": ["<think>a</think><answer>(A)</answer>", "<think>bb</think>"],
+          "weights": [1.0, 0.5]},
+         {"item_id": order[1].item_id, "texts": ["<think>c</think><answer>(C)</answer>"], "weights": [1.0]}],
+        [{"item_id": order[2].item_id, "texts": ["<think>d</think><answer>2</answer>"], "weights": [1.0]},
+         {"item_id": order[0].item_id, "texts": ["<think>a</think><answer>(A)</answer>"], "weights": [0.3]}],
+        [{"item_id": "img", "texts": ["<answer>3</answer>", "<answer>4</answer>"], "weights": [1.0, 1.0]}],
+    ]
+    plain = MultiSampleCollator(env["processor"], items, max_length=200, cache=False)
+    cached = MultiSampleCollator(env["processor"], items, max_length=200)
+    for rows in batches + batches:  # the second pass is served from the cache
+        _same_batch(cached(rows), plain(rows))
+    assert cached.prompts.misses == 4 and cached.prompts.hits == 6
+
+    tiny = MultiSampleCollator(env["processor"], items, max_length=200)
+    tiny.prompts.max_bytes = 1  # nothing fits: every batch is encoded again, still the same tensors
+    for rows in batches:
+        _same_batch(tiny(rows), plain(rows))
+    assert tiny.prompts.hits == 0

@@ -102,3 +102,54 @@ def test_config_validates_and_forces_collation_settings(tmp_path):
         SFTStageConfig(weighting="best")
     with pytest.raises(ValidationError, match="samples_per_item"):
         SFTStageConfig(samples_per_item=0)
+
+
+def test_cached_prompts_give_the_same_loss_and_step(env, tmp_path):
+    """The SFT stage's prompt cache changes no number: the same loss, and the same weights after two steps."""
+    rows = sft_rows(env["matched"], None, "matched")
+    trained = []
+    for cache in (False, True):
+        trainer = _trainer(env, tmp_path / f"cache{cache}", max_steps=2, save_steps=10)
+        trainer.data_collator.cache = cache
+        batch = trainer.data_collator(rows[:3])
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        trainer.train()
+        trained.append((loss, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}))
+    assert torch.equal(trained[0][0], trained[1][0])
+    assert all(torch.equal(p, trained[1][1][n]) for n, p in trained[0][1].items())
+
+
+def _consensus(items) -> list[dict]:
+    """What matching leaves after its consensus filter: an item's kept samples share one answer, so one weight;
+    items differ in how much of their pool agrees (every other item: 2 of 3 samples at 0.95, else 1 of 3 at 0.55)."""
+    rows = []
+    for n, it in enumerate(items):
+        answer = f"({it.answer})" if it.task_type == "mcq" else str(it.answer)
+        weight, kept = (0.95, 2) if n % 2 == 0 else (0.55, 1)
+        for idx in range(3):
+            rows.append({"item_id": it.item_id, "teacher": "sim", "sample_index": idx,
+                         "text": f"<think>Look {idx}.</think><answer>{answer}</answer>", "format_ok": True,
+                         "weight": weight if idx < kept else 0.1, "kept": idx < kept, "task_type": it.task_type})
+    return rows
+
+
+def test_matched_conf_moves_the_student_where_per_item_weights_cannot(env, tmp_path):
+    """On a consensus-filtered set, weighting matched and uniform train bit-identical students (per-item
+    normalisation gives every kept sample 1/k); matched_conf weighs items by the pool's confidence."""
+    consensus = {**env, "matched": _consensus(env["items"].values())}
+    rows = sft_rows(consensus["matched"], None, "matched_conf")
+    assert sorted({round(r["item_weight"], 9) for r in rows}) == pytest.approx([0.55 / 3, 0.95 * 2 / 3])
+    results = {}
+    for weighting in ("matched", "uniform", "matched_conf"):
+        trainer = _trainer(consensus, tmp_path / weighting, weighting=weighting, max_steps=2, save_steps=10)
+        batch = trainer.data_collator(sft_rows(consensus["matched"], None, weighting)[:2])
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        trainer.train()
+        results[weighting] = (loss, {n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    same = [torch.equal(p, results["uniform"][1][n]) for n, p in results["matched"][1].items()]
+    assert torch.equal(results["matched"][0], results["uniform"][0]) and all(same)
+    assert not torch.equal(results["matched"][0], results["matched_conf"][0])
+    moved = [not torch.equal(p, results["matched_conf"][1][n]) for n, p in results["matched"][1].items()]
+    assert any(moved)

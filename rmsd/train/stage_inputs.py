@@ -1,0 +1,115 @@
+"""How every training stage builds the student's inputs: the recipe's knobs for them, and each item's
+prompt encoded once per stage.
+
+`StudentInputs` carries the settings a stage builds prompts from (frames, size bound, system
+message, shared prefix); `rmsd.train.distill` fills it from the recipe. `PromptCache` holds,
+for the length of a stage, what never changes between its steps: each item's chat-formatted
+prompt as token ids, its clip's (or image's) processed vision tensors, and the token ids of
+each teacher response. A plain trainer re-runs the video processor and the tokeniser on
+every batch (TRL's collators do); here a step only looks the encodings up and pads them, and
+the tensors are exactly those of `rmsd.models.processing.encode` (`encode_prompt` says why).
+Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32), bounded by
+`RMSD_PROMPT_CACHE_MB` (default 2048; least recently used items are dropped, then re-encoded).
+
+    rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rmsd.data.items import Item
+from rmsd.data.video import load_media
+from rmsd.errors import RmsdError
+from rmsd.models.processing import EncodedPrompt, assemble_samples, encode_prompt
+
+DEFAULT_CACHE_MB = 2048.0
+CACHE_ENV = "RMSD_PROMPT_CACHE_MB"
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    """How every training stage builds the student's prompts; each field is a recipe knob documented there:
+    `dataset.num_frames`, `dataset.max_side`, `student.system_prompt`, `distill.shared_prefix`."""
+
+    num_frames: int
+    max_side: int | None
+    system: str | None
+    shared_prefix: bool
+
+
+class PromptCache:
+    """Each item's encoded prompt (ids, token types, vision tensors), made on first use and kept for the stage.
+
+    processor: the student's processor. items: every item a stage may name, by item_id.
+    num_frames / max_side / system: as `StudentInputs`.
+    max_mb: bound on the vision tensors kept, least recently used dropped first (an item
+        dropped is encoded again when next asked for: the same tensors, the processor's
+        cost again); default `RMSD_PROMPT_CACHE_MB` or 2048. Real clips are large (64 frames
+        at 448 px: ~150 MB of float32 pixels), hence a bound, and the CPU: a stage moves a
+        batch to its device.
+    """
+
+    def __init__(self, processor: Any, items: Mapping[str, Item], num_frames: int = 8, max_side: int | None = None,
+                 system: str | None = None, max_mb: float | None = None):
+        self.processor, self.items = processor, items
+        self.num_frames, self.max_side, self.system = num_frames, max_side, system
+        self.max_bytes = int(_limit_mb(max_mb) * 2**20)
+        self._prompts: OrderedDict[str, EncodedPrompt] = OrderedDict()
+        self._bytes = 0
+        self._replies: dict[str, list[int]] = {}  # response text -> token ids (small: no bound)
+        self.hits = self.misses = 0
+
+    @classmethod
+    def of(cls, processor: Any, items: Mapping[str, Item], inputs: StudentInputs) -> PromptCache:
+        return cls(processor, items, inputs.num_frames, inputs.max_side, inputs.system)
+
+    def item(self, item_id: str) -> Item:
+        try:
+            return self.items[item_id]
+        except KeyError:
+            raise RmsdError(
+                f"matched sample names item {item_id!r}, which is not in the dataset: "
+                "match and distill with the same recipe (dataset.path, split)"
+            ) from None
+
+    def prompt(self, item_id: str) -> EncodedPrompt:
+        """The item's prompt, encoded the first time it is asked for (or again after it was dropped)."""
+        if item_id in self._prompts:
+            self.hits += 1
+            self._prompts.move_to_end(item_id)
+            return self._prompts[item_id]
+        self.misses += 1
+        item = self.item(item_id)
+        frames, image = load_media(item, self.num_frames, self.max_side)
+        enc = encode_prompt(self.processor, item.prompt, frames, system=self.system, image=image)
+        size = sum(v.numel() * v.element_size() for v in enc.vision.values())
+        if size <= self.max_bytes:
+            self._prompts[item_id] = enc
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._prompts.popitem(last=False)
+                self._bytes -= sum(v.numel() * v.element_size() for v in old.vision.values())
+        return enc
+
+    def samples(self, item_ids: list[str], responses: list[list[str]]) -> Any:
+        """`rmsd.models.processing.encode_samples`' batch for these items and responses, from the cache."""
+        return assemble_samples(self.processor, [self.prompt(i) for i in item_ids], responses, self._replies)
+
+
+def _limit_mb(max_mb: float | None) -> float:
+    if max_mb is None:
+        raw = os.environ.get(CACHE_ENV, "").strip()
+        try:
+            max_mb = float(raw) if raw else DEFAULT_CACHE_MB
+        except ValueError:
+            max_mb = -1.0
+        if max_mb < 0:
+            raise RmsdError(f"{CACHE_ENV} must be a number of megabytes >= 0, got {raw!r}")
+    if max_mb < 0:
+        raise ValueError(f"max_mb must be >= 0, got {max_mb}")
+    return max_mb
