@@ -269,14 +269,16 @@ class CurveCallback(TrainerCallback):
 
 
 # ----------------------------------------------------------------------------- one run
-def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, points: list[int]) -> dict[str, Any]:
-    """Distil one method with one seed; the curve at `points` (global steps), the final eval, the train time."""
+def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, points: list[int],
+               earlier: Any = None) -> dict[str, Any]:
+    """Distil one method with one seed; the curve at `points` (global steps), the final eval, the train time.
+    `earlier(method, seed, recipe, points)`: the same run from the committed results, if any."""
     from rmsd.pipeline import distill_recipe, eval_recipe
 
     run = Path(recipe.distill.out)
-    cached = run_cache.cached(run, recipe, points)
+    cached = run_cache.cached(run, recipe, points) or (earlier(method, seed, recipe, points) if earlier else None)
     if cached is not None:
-        return {**cached, "cached": True}  # finished in an earlier session
+        return {**cached, "cached": True}  # finished in an earlier session (its folder, or its committed result)
     shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier attempt: start clean, the curve needs it
     run.mkdir(parents=True)
     s, r = steps(recipe)
@@ -409,12 +411,21 @@ def main() -> None:
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
             "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
             "machine": machine(), "wall_seconds": 0.0}
+    committed = args.results / "reproduce.json"  # read before this run rewrites it
+
+    def earlier(method: str, seed: int, recipe: Any, at: list[int]) -> dict[str, Any] | None:
+        return run_cache.committed(committed_copy, meta["regime_hash"], method, seed, recipe, at)
+
+    committed_copy = args.work / "committed_reproduce.json"
+    if committed.is_file():
+        committed_copy.parent.mkdir(parents=True, exist_ok=True)
+        committed_copy.write_text(committed.read_text())
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:  # seed-major: after the first seed every method has a number
         runs.append(guarded("untrained", seed, untrained, next(iter(recipes[seed].values())), seed))
         for method in args.methods:
             run = guarded(method, seed, run_method, method, recipes[seed][method], matched[method], seed, args.work,
-                          points)
+                          points, earlier)
             runs.append(run)
             if "error" not in run:
                 print(f"{method} seed {seed}: overall {run['final']['overall']:.3f} "

@@ -1,4 +1,9 @@
-"""benchmarks/reproduce.py's run cache: reuse a finished run only when it describes the same run."""
+"""benchmarks/reproduce.py's run cache: reuse a finished run only when it describes the same run.
+
+Two places hold finished runs: the run's own folder (`result.json`, under runs/, which a new session's
+work tree may not have) and the committed results (`benchmarks/results/reproduce.json`, which
+`reproduce.py --commit` commits after every run). A run found in either is not trained again, so an
+experiment longer than a session goes on where the last commit left it."""
 
 from __future__ import annotations
 
@@ -16,6 +21,23 @@ def cached(run: Path, recipe: Any, points: list[int]) -> dict[str, Any] | None:
     now = recipe.model_dump(mode="json")
     same = same_config(saved.get("recipe"), now, recipe.model_dump(mode="json", exclude_defaults=True))
     return saved if same and saved.get("points") == points else None
+
+
+def committed(results: Path, regime_hash: str, method: str, seed: int, recipe: Any,
+              points: list[int]) -> dict[str, Any] | None:
+    """The same run as recorded in a committed reproduce.json of the same regime, else None."""
+    if not results.is_file():
+        return None
+    saved = json.loads(results.read_text())
+    if saved.get("regime_hash") != regime_hash:
+        return None
+    now = recipe.model_dump(mode="json")
+    changed = recipe.model_dump(mode="json", exclude_defaults=True)
+    for run in saved.get("runs", []):
+        if (run.get("method"), run.get("seed")) == (method, seed) and "error" not in run \
+                and run.get("points") == points and same_config(run.get("recipe"), now, changed):
+            return run
+    return None
 
 
 def same_config(saved: Any, now: Any, changed: Any) -> bool:

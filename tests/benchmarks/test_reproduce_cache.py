@@ -23,3 +23,22 @@ def test_a_field_added_after_a_run_keeps_the_run_only_at_its_default():
     other = {**now, "distill": {**now["distill"], "sft": {**now["distill"]["sft"], "lr": 0.5}}}
     assert not run_cache.same_config(other, now, changed)
     assert not run_cache.same_config({**now, "gone": 1}, now, changed)  # a key the recipe no longer has
+
+
+def test_a_run_in_the_committed_results_of_the_same_regime_is_not_trained_again(tmp_path):
+    """A session's work tree may lack runs/: the committed reproduce.json is the cache an experiment longer than
+    a session resumes from (same regime hash, same method and seed, same recipe and curve points)."""
+    import json
+
+    recipe = load_recipe(ROOT / "recipes" / "synthvid" / "experiment_matched.yaml")
+    run = {"method": "matched", "seed": 1, "points": [0, 150, 300], "recipe": recipe.model_dump(mode="json"),
+           "final": {"overall": 0.5}}
+    results = tmp_path / "reproduce.json"
+    results.write_text(json.dumps({"regime_hash": "abc", "runs": [run, {**run, "seed": 2, "error": "boom"}]}))
+    assert run_cache.committed(results, "abc", "matched", 1, recipe, [0, 150, 300])["final"] == {"overall": 0.5}
+    assert run_cache.committed(results, "other", "matched", 1, recipe, [0, 150, 300]) is None  # another regime
+    assert run_cache.committed(results, "abc", "matched", 2, recipe, [0, 150, 300]) is None  # it failed: run again
+    assert run_cache.committed(results, "abc", "matched", 1, recipe, [0, 100, 300]) is None
+    changed = load_recipe(ROOT / "recipes" / "synthvid" / "experiment_matched.yaml", ["distill.sft.lr=0.5"])
+    assert run_cache.committed(results, "abc", "matched", 1, changed, [0, 150, 300]) is None
+    assert run_cache.committed(tmp_path / "absent.json", "abc", "matched", 1, recipe, [0, 150, 300]) is None
