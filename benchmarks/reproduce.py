@@ -351,7 +351,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=None, help="synthvid items, 80%% train / 20%% test (default 1200)")
     ap.add_argument("--work", type=Path, default=None, help="runs folder (default runs/reproduce[-quick])")
-    ap.add_argument("--results", type=Path, default=None, help="default benchmarks/results; with --quick WORK/results")
+    ap.add_argument("--results", type=Path, default=None, help=(
+        "default benchmarks/results (a regime: benchmarks/results/REGIME); with --quick WORK/results"))
     ap.add_argument("--sft-steps", type=int, default=None, help="S for every method (default: the recipes' 250)")
     ap.add_argument("--adv-steps", type=int, default=None, help="R for every method (default: the recipes' 50)")
     ap.add_argument("--points", type=int, default=None, help="curve points per run (default 6)")
@@ -381,7 +382,9 @@ def parse_args() -> argparse.Namespace:
     args.points = args.points or 6
     args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
                                      f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
-    args.results = args.results or (args.work / "results" if args.quick else RESULTS)
+    # a regime's results in their own folder: the earlier experiments' benchmarks/results/reproduce.md stays theirs
+    args.results = args.results or (args.work / "results" if args.quick else RESULTS / args.regime if args.regime
+                                    else RESULTS)
     return args
 
 
