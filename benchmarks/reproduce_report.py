@@ -219,7 +219,8 @@ def _regime_line(meta: dict[str, Any]) -> str:
     """Which declared regime the run is, and the hash of what it ran (reproduce.regime_hash)."""
     if not meta.get("regime_hash"):
         return ""
-    declared = (f"regime `{meta['regime']}`, declared in [regime_{meta['regime']}.md](regime_{meta['regime']}.md); "
+    # a repository path, not a link: a regime's results sit in benchmarks/results/<regime>/, its declaration beside
+    declared = (f"regime `{meta['regime']}`, declared in `benchmarks/results/regime_{meta['regime']}.md`; "
                 if meta.get("regime") else "no declared regime (ad-hoc options); ")
     return f"Regime: {declared}regime hash `{meta['regime_hash']}`.\n"
 
