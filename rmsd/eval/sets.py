@@ -43,10 +43,9 @@ def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | No
     return None
 
 
-def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
-             benchmark: Benchmark | None = None) -> tuple[Benchmark, list[Item]]:
+def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None) -> tuple[Benchmark, list[Item]]:
     """The set's benchmark and items (the first `limit`, else the set's or eval's limit)."""
-    benchmark = benchmark or get_benchmark(s.benchmark)
+    benchmark = get_benchmark(s.benchmark)
     items = benchmark.load_items(s.path, split=s.split, video_root=s.video_root, config=s.config,
                                  limit=limit or s.limit or ev.limit)
     return benchmark, items

@@ -169,9 +169,14 @@ def read_rows(path: str | Path, split: str, config: str | None, benchmark: str) 
                     f"or a hub id (owner/name)")
 
 
+def all_data_files(root: Path) -> list[Path]:
+    """Every .parquet/.jsonl/.json file under `root`, sorted, hidden folders and files left out."""
+    return sorted(f for f in root.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(root).parts))
+
+
 def data_files(root: Path, split: str, config: str | None, benchmark: str) -> list[Path]:
-    everything = sorted(f for f in root.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file()
-                        and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    everything = all_data_files(root)
     files = everything
     if config:
         files = [f for f in files if config.lower() in (d.lower() for d in f.relative_to(root).parts[:-1])]
@@ -314,9 +319,7 @@ def located_rows(path: str | Path, split: str, config: str | None, benchmark: st
     file under it for which `select(file)` holds (default: all), a hub id its split."""
     p = Path(path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in DATA_SUFFIXES and f.is_file()
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                       and (select is None or select(f)))
+        files = [f for f in all_data_files(p) if select is None or select(f)]
         if not files:
             raise RmsdError(f"{benchmark}: no data file (.json, .jsonl, .parquet) for split {split!r} under {p}")
         return [(f, i, row) for f in files for i, row in enumerate(read_data_file(f))], p
