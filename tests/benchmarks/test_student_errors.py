@@ -1,0 +1,83 @@
+"""benchmarks/student_errors.py: what a student answered, read from hand-made predictions whose figures are
+counted by hand; the work folder is laid out as benchmarks/reproduce.py writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import student_errors  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+
+
+def _item(item_id: str, task: str, answer: str, kind: str, options: list[str] | None = None) -> dict:
+    return {"item_id": item_id, "task_type": task, "answer": answer, "options": options,
+            "meta": {"question_kind": kind}}
+
+
+COLOURS = ["cyan", "yellow", "magenta", "red"]
+TEST = [_item("m1", "mcq", "C", "colour", COLOURS), _item("m2", "mcq", "B", "colour", COLOURS),
+        _item("m3", "mcq", "A", "colour", COLOURS), _item("n1", "numeric", "3", "count"),
+        _item("n2", "numeric", "2", "count")]
+TRAIN = [_item("t1", "mcq", "A", "colour", COLOURS), _item("t2", "mcq", "A", "colour", COLOURS),
+         _item("t3", "mcq", "B", "colour", COLOURS), _item("t4", "numeric", "3", "count"),
+         _item("t5", "numeric", "3", "count"), _item("t6", "numeric", "2", "count")]
+
+
+def _pred(item_id: str, task: str, response: str, prediction: str, score: float) -> dict:
+    return {"item_id": item_id, "task_type": task, "response": response, "prediction": prediction, "score": score}
+
+
+RUN = [
+    # names magenta (option C, right) and answers C: reads the clip and maps it
+    _pred("m1", "mcq", "<think>The object is magenta (C).</think><answer>(C)</answer>", "C", 1.0),
+    # names red (D, wrong: B is yellow) but answers A: neither reads nor maps
+    _pred("m2", "mcq", "<think>The object is red (A).</think><answer>(A)</answer>", "A", 0.0),
+    # names nothing after </think> counts: the option in the answer tag is not reasoning
+    _pred("m3", "mcq", "<think>I look closely.</think><answer>cyan (A)</answer>", "A", 1.0),
+    _pred("n1", "numeric", "<think>3</think><answer>3</answer>", "3", 1.0),
+    _pred("n2", "numeric", "<think>3</think><answer>3</answer>", "3", 0.0),
+]
+
+
+def test_collapse_counts_distinct_answers_and_the_top_share():
+    assert student_errors.collapse(RUN, "mcq") == (2, 2 / 3)  # C once, A twice
+    assert student_errors.collapse(RUN, "numeric") == (1, 1.0)  # always 3: a prior, not the clip
+
+
+def test_named_option_is_the_first_whole_word_option_in_the_reasoning():
+    assert student_errors.named_option("<think>not red but cyan</think>", COLOURS) == "red"
+    assert student_errors.named_option("<think>reddish</think><answer>red</answer>", COLOURS) is None
+
+
+def test_mcq_reading_separates_reading_the_clip_from_mapping_to_a_letter():
+    items = {it["item_id"]: it for it in TEST}
+    reading = student_errors.mcq_reading(RUN, items)
+    assert reading["names"] == 2 / 3  # m1 and m2 name an option, m3 does not
+    assert reading["content_right"] == 1 / 3  # only m1 names the right one
+    assert reading["letter_matches"] == 1 / 2  # of the two that name one, m1 answers its letter
+
+
+def test_the_prior_answers_each_question_kind_with_the_training_splits_commonest_answer():
+    prior = student_errors.prior_accuracy(TRAIN, TEST)
+    assert prior == {"mcq": 1 / 3, "numeric": 1 / 2}  # "A" for colour (m3 right), "3" for count (n1 right)
+
+
+def test_report_reads_every_seed_of_every_method_in_a_reproduce_work_folder(tmp_path: Path):
+    def write(path: Path, rows: list[dict]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write(tmp_path / "data" / "train.jsonl", TRAIN)
+    write(tmp_path / "data" / "test.jsonl", TEST)
+    for seed in (0, 1):
+        write(tmp_path / "single" / f"seed{seed}" / "eval" / "final" / "predictions.jsonl", RUN)
+    write(tmp_path / "matched" / "seed0" / "eval" / "final" / "predictions.jsonl",
+          [dict(r, score=0.0) for r in RUN])
+
+    found = student_errors.predictions(tmp_path)
+    assert list(found) == ["single", "matched"] and sorted(found["single"]) == [0, 1]
+    text = student_errors.report(tmp_path, with_targets=False)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["single"].startswith("| single | 2 | 0.667 | 0.500 | 0.000 | 0.000 | 2.0, 0.67 | 1.0, 1.00 |")
+    assert rows["matched"].startswith("| matched | 1 | 0.000 | 0.000 |")
+    assert "mcq 0.333, numeric 0.500" in text
