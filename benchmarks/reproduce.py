@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import run_cache  # sibling scripts of this benchmark (a script's own folder is sys.path[0])
+import student_errors
 from reproduce_report import DATA_SEED, METHODS, machine, results_table, summarise, write_results
 from transformers import TrainerCallback
 
@@ -334,6 +335,14 @@ def untrained(recipe: Any, seed: int) -> dict[str, Any]:
     return {"method": "untrained", "seed": seed, "final": final, "curve": [], "train_seconds": 0.0}
 
 
+def analysis(work: Path) -> str:
+    """student_errors' sections for the report; an analysis that fails is said so and loses no number."""
+    try:
+        return student_errors.sections(work, level="###")
+    except Exception as e:  # noqa: BLE001 - the runs' numbers are written whatever happens here
+        return f"(the analysis failed: {type(e).__name__}: {e})"
+
+
 def guarded(method: str, seed: int, fn: Any, *args: Any) -> dict[str, Any]:
     """fn(*args), or a record of its error: one failing method must not stop the others."""
     try:
@@ -435,7 +444,7 @@ def main() -> None:
                       f"({run['train_seconds']:.0f} s)", flush=True)
             # every finished run is in the results at once (a cached one too): an interruption loses one run at most
             meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
-            write_results(args.results, meta, runs, report, matched_rows)
+            write_results(args.results, meta, runs, report, matched_rows, analysis(args.work))
             if args.commit and not run.get("cached"):
                 done = "failed" if "error" in run else f"overall {run['final']['overall']:.3f}"
                 commit_results(args.results, f"reproduce {args.regime or 'run'} ({meta['regime_hash']}): "

@@ -150,8 +150,9 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]], report: dict[str, Any],
-                  matched_rows: list[dict[str, Any]]) -> None:
-    """reproduce.json, reproduce.md and the three PNGs (a plot that fails is noted, the rest is kept)."""
+                  matched_rows: list[dict[str, Any]], analysis: str | None = None) -> None:
+    """reproduce.json, reproduce.md and the PNGs (a plot that fails is noted, the rest is kept); `analysis`:
+    student_errors' sections, what the students answered beside their targets."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
     plots = {"reproduce_curves.png": lambda p: plot_curves(runs, meta["budget"], p),
@@ -167,19 +168,23 @@ def write_results(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]], r
     (out / "reproduce.json").write_text(json.dumps(
         {**meta, "summary": summary, "plot_errors": plot_errors, "match_report": report, "runs": runs},
         indent=2, default=str))
-    (out / "reproduce.md").write_text(markdown(meta, summary, report, runs, plot_errors))
+    (out / "reproduce.md").write_text(markdown(meta, summary, report, runs, plot_errors, analysis))
 
 
 def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[str, Any], runs: list[dict[str, Any]],
-             plot_errors: dict[str, str]) -> str:
+             plot_errors: dict[str, str], analysis: str | None = None) -> str:
     b, m = meta["budget"], meta["machine"]
+    cached = sum(1 for r in runs if r.get("cached"))
+    # a resumed experiment's invocation only re-reads its earlier runs: its wall time is not the experiment's
+    earlier = (f" ({cached} of {len(runs)} runs read from the results committed by earlier invocations; every "
+               f"run's own seconds are in the json)" if cached else "")
     failures = [f"- {r['method']} seed {r['seed']}: `{r['error']}`" for r in runs if "error" in r]
     parts = [
         "# synthvid reproduction: multi-sample reliable distillation against its baselines", "",
         "**QUICK SMOKE RUN: tiny data and steps, not a measurement.**\n" if meta["quick"] else "",
         f"Command: `{meta['command']}`", "",
         f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"GPU: {m['gpu'] or 'none'}; load average at the end {m['load_average']}. Wall time {meta['wall_seconds']:.0f} s.",
+        f"GPU: {m['gpu'] or 'none'}; load average at the end {m['load_average']}. Wall time of this invocation {meta['wall_seconds']:.0f} s{earlier}.",
         "",
         _regime_line(meta),
         f"Data: synthvid, {meta['data']['train']} train / {meta['data']['test']} test items (data seed {DATA_SEED}); "
@@ -201,6 +206,10 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
             "weighting comparisons (regime_v3.md's rule). The VISD claim (≤ 0.6x sft_rl's steps to its final "
             "training reward) is in the steps-to-target section below.", ""]
           if any(r["method"] == "ceiling" for r in summary) else []),
+        *(["## What the students answered, beside their targets", "",
+           "The analysis a claim that does not hold is reported with (regime_v3.md): what each student answered "
+           "(`benchmarks/student_errors.py`, from its predictions) and how right its SFT targets were.", "",
+           analysis, ""] if analysis else []),
         "## Accuracy vs steps", "", "![accuracy vs steps](reproduce_curves.png)", "",
         "## Teachers (match report of the quality-matched set)", "", teacher_table(report), "",
         "![teacher reliability](reproduce_teachers.png)", "",

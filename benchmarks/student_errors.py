@@ -166,22 +166,27 @@ def students_table(found: dict[str, dict[int, list[dict[str, Any]]]], items: dic
     return "\n".join(lines)
 
 
-def report(work: Path, with_targets: bool = True) -> str:
-    from rmsd.data.benchmarks import get_benchmark
-
+def sections(work: Path, with_targets: bool = True, level: str = "##") -> str:
+    """The students' table and the prior, then (with_targets) their targets' table; headings at `level`."""
     train, test = read_jsonl(work / "data" / "train.jsonl"), read_jsonl(work / "data" / "test.jsonl")
     found = predictions(work)
     prior = prior_accuracy(train, test)
-    parts = [f"# What the students got wrong (`python benchmarks/student_errors.py --work {work.name} ...`)", "",
-             "## The students (means over seeds, final checkpoints, test split)", "",
+    parts = [f"{level} The students (means over seeds, final checkpoints, test split)", "",
              students_table(found, {it["item_id"]: it for it in test}), "",
              "The prior, no clip read (the training split's most common answer per question kind): "
              + ", ".join(f"{t} {prior[t]:.3f}" for t in CLOSED if t in prior)
              + f"; chance on mcq 0.250 ({len(test)} test items)."]
     if with_targets:
-        parts += ["", "## Their targets (the rows each method's SFT stage reads, before any training)", "",
+        from rmsd.data.benchmarks import get_benchmark
+
+        parts += ["", f"{level} Their targets (the rows each method's SFT stage reads, before any training)", "",
                   targets_table(work, list(found), get_benchmark("synthvid"))]
     return "\n".join(parts) + "\n"
+
+
+def report(work: Path, with_targets: bool = True) -> str:
+    return (f"# What the students got wrong (`python benchmarks/student_errors.py --work {work.name} ...`)\n\n"
+            + sections(work, with_targets))
 
 
 def main() -> None:

@@ -66,20 +66,31 @@ def test_the_declared_hash_is_the_regimes(tmp_path):
     assert reproduce.regime_hash(recipes, V3["n"] + 100, points, tmp_path / "a") != digest
 
 
+_RUN = {"method": "single", "seed": 0, "final": {"overall": 0.4, "breakdowns": {"task_type": {"mcq": 0.4}}},
+        "curve": [], "train_seconds": 10.0}
+_META = {"command": "python benchmarks/reproduce.py --regime v3", "quick": False, "regime": "v3",
+         "regime_hash": "0123456789abcdef", "pool": "experiment_pool_v2.yaml", "seeds": [0],
+         "budget": {"total": 300, "sft": 250, "adversarial": 50}, "points": [75, 150, 225, 250],
+         "data": {"train": 400, "test": 100}, "min_weight": 0.5, "wall_seconds": 1.0,
+         "machine": {"machine": "x86_64", "cpus": 2, "torch": "2", "torch_threads": 2, "gpu": None,
+                     "load_average": [0.1, 0.1, 0.1]}}
+
+
 def test_the_results_record_the_regime_hash(tmp_path):
-    run = {"method": "single", "seed": 0, "final": {"overall": 0.4, "breakdowns": {"task_type": {"mcq": 0.4}}},
-           "curve": [], "train_seconds": 10.0}
-    meta = {"command": "python benchmarks/reproduce.py --regime v3", "quick": False, "regime": "v3",
-            "regime_hash": "0123456789abcdef", "pool": "experiment_pool_v2.yaml", "seeds": [0],
-            "budget": {"total": 300, "sft": 250, "adversarial": 50}, "points": [75, 150, 225, 250],
-            "data": {"train": 400, "test": 100}, "min_weight": 0.5, "wall_seconds": 1.0,
-            "machine": {"machine": "x86_64", "cpus": 2, "torch": "2", "torch_threads": 2, "gpu": None,
-                        "load_average": [0.1, 0.1, 0.1]}}
-    reproduce_report.write_results(tmp_path, meta, [run], {"teachers": {}}, [])
+    reproduce_report.write_results(tmp_path, _META, [_RUN], {"teachers": {}}, [])
     assert json.loads((tmp_path / "reproduce.json").read_text())["regime_hash"] == "0123456789abcdef"
     text = (tmp_path / "reproduce.md").read_text()
     assert "regime hash `0123456789abcdef`" in text and "regime_v3.md" in text
     assert "teachers/experiment_pool_v2.yaml" in text
+    assert "Wall time of this invocation 1 s." in text and "What the students answered" not in text
+
+
+def test_a_resumed_report_says_its_runs_came_from_earlier_invocations_and_carries_the_analysis(tmp_path):
+    runs = [dict(_RUN, cached=True), dict(_RUN, seed=1)]
+    reproduce_report.write_results(tmp_path, _META, runs, {"teachers": {}}, [], "### The students\n\n| single |")
+    text = (tmp_path / "reproduce.md").read_text()
+    assert "Wall time of this invocation 1 s (1 of 2 runs read from the results committed by earlier" in text
+    assert "## What the students answered, beside their targets" in text and "### The students" in text
 
 
 def test_claims_carry_their_headroom():
