@@ -43,10 +43,12 @@ and the others go on; finished runs are cached per (method, seed) under --work
 are rewritten after every finished run (`--commit` also commits them). It refuses to run
 methods whose step totals differ.
 
-Writes to --results (default benchmarks/results; with --quick, WORK/results):
+Writes to --results (with --regime, benchmarks/results; otherwise WORK/results):
 reproduce.md (`reproduce_report.py`: command, regime and hash, machine, mean ± std over seeds
-overall and per task type, the untrained student, train seconds), reproduce.json (every run,
-curve and error) and reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png.
+overall and per task type, the untrained student, train seconds, the claims with their
+headroom, what the students answered beside their targets), reproduce.json (every run,
+curve and error) and reproduce_curves.png, reproduce_teachers.png, reproduce_weights.png,
+reproduce_visd.png.
 
     python benchmarks/reproduce.py --regime v3 --commit          # the declared experiment: ~2.5 h measured (regime_v3.md)
     python benchmarks/reproduce.py --quick --seeds 0 --methods single matched rmsd sft_rl --work /tmp/repro_smoke
@@ -361,7 +363,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=None, help="synthvid items, 80%% train / 20%% test (default 1200)")
     ap.add_argument("--work", type=Path, default=None, help="runs folder (default runs/reproduce[-quick])")
     ap.add_argument("--results", type=Path, default=None, help=(
-        "default benchmarks/results (a regime: benchmarks/results/REGIME); with --quick WORK/results"))
+        "default: benchmarks/results with --regime, WORK/results otherwise"))
     ap.add_argument("--sft-steps", type=int, default=None, help="S for every method (default: the recipes' 250)")
     ap.add_argument("--adv-steps", type=int, default=None, help="R for every method (default: the recipes' 50)")
     ap.add_argument("--points", type=int, default=None, help="curve points per run (default 6)")
@@ -391,9 +393,9 @@ def parse_args() -> argparse.Namespace:
     args.points = args.points or 6
     args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
                                      f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
-    # a regime's results in their own folder: the earlier experiments' benchmarks/results/reproduce.md stays theirs
-    args.results = args.results or (args.work / "results" if args.quick else RESULTS / args.regime if args.regime
-                                    else RESULTS)
+    # the declared regime's results are the repository's (the earlier regimes' sit in results/synthvid-v1, -v2);
+    # an ad-hoc or quick run never overwrites them
+    args.results = args.results or (RESULTS if args.regime else args.work / "results")
     return args
 
 

@@ -138,6 +138,36 @@ def target_row(method: str, work: Path, benchmark: Any) -> dict[str, Any] | None
     return row
 
 
+# ----------------------------------------------------------------------------- what consensus kept
+def kept_errors(matched: list[dict[str, Any]], train: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per closed task type, over a matched set's rows: the items whose kept samples' answer is wrong, whose
+    samples those are (by teacher), and each teacher's accuracy over all its samples: what consensus overruled."""
+    truth = {it["item_id"]: it["answer"] for it in train}
+    out: dict[str, dict[str, Any]] = {}
+    for task in CLOSED:
+        rows = [r for r in matched if r.get("task_type") == task and r["item_id"] in truth]
+        kept = {r["item_id"]: r["answer"] for r in rows if r.get("kept")}
+        wrong = {i for i, a in kept.items() if a != truth[i]}
+        right: dict[str, list[bool]] = defaultdict(list)
+        for r in rows:
+            right[r["teacher"]].append(r.get("answer") == truth[r["item_id"]])
+        out[task] = {"items": len(kept), "wrong": len(wrong),
+                     "wrong_by_teacher": dict(Counter(r["teacher"] for r in rows if r.get("kept")
+                                                      and r["item_id"] in wrong)),
+                     "teacher_accuracy": {t: statistics.mean(v) for t, v in sorted(right.items())}}
+    return out
+
+
+def kept_table(errors: dict[str, dict[str, Any]]) -> str:
+    lines = ["| task | items kept | kept answer wrong | wrong kept samples, by teacher | each teacher's accuracy |",
+             "|---|---:|---:|---|---|"]
+    for task, e in errors.items():
+        by = ", ".join(f"{t} {n}" for t, n in sorted(e["wrong_by_teacher"].items()))
+        acc = ", ".join(f"{t} {a:.3f}" for t, a in e["teacher_accuracy"].items())
+        lines.append(f"| {task} | {e['items']} | {e['wrong']} | {by or '-'} | {acc} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the report
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
@@ -176,6 +206,10 @@ def sections(work: Path, with_targets: bool = True, level: str = "##") -> str:
              "The prior, no clip read (the training split's most common answer per question kind): "
              + ", ".join(f"{t} {prior[t]:.3f}" for t in CLOSED if t in prior)
              + f"; chance on mcq 0.250 ({len(test)} test items)."]
+    matched = work / "matched" / "matched.jsonl"  # the label-free consensus set (matched, rmsd, sft_rl, visd_rl)
+    if matched.is_file():
+        parts += ["", f"{level} What label-free consensus kept (training split, `matched`)", "",
+                  kept_table(kept_errors(read_jsonl(matched), train))]
     if with_targets:
         from rmsd.data.benchmarks import get_benchmark
 

@@ -81,3 +81,20 @@ def test_report_reads_every_seed_of_every_method_in_a_reproduce_work_folder(tmp_
     assert rows["single"].startswith("| single | 2 | 0.667 | 0.500 | 0.000 | 0.000 | 2.0, 0.67 | 1.0, 1.00 |")
     assert rows["matched"].startswith("| matched | 1 | 0.000 | 0.000 |")
     assert "mcq 0.333, numeric 0.500" in text
+
+
+def test_kept_errors_say_what_consensus_kept_wrong_and_whose_samples_those_were():
+    def row(item_id, teacher, answer, kept, task="numeric"):
+        return {"item_id": item_id, "teacher": teacher, "answer": answer, "kept": kept, "task_type": task}
+
+    train = [_item("a", "numeric", "3", "count"), _item("b", "numeric", "2", "count"),
+             _item("c", "mcq", "A", "colour", COLOURS)]
+    matched = [row("a", "t1", "3", False), row("a", "t2", "2", True), row("a", "t3", "2", True),  # t1 outvoted
+               row("b", "t1", "2", True), row("b", "t2", "2", True), row("b", "t3", None, False),  # format error
+               row("c", "t1", "A", True, "mcq"), row("c", "t2", "A", True, "mcq")]
+    errors = student_errors.kept_errors(matched, train)
+    assert errors["numeric"] == {"items": 2, "wrong": 1, "wrong_by_teacher": {"t2": 1, "t3": 1},
+                                 "teacher_accuracy": {"t1": 1.0, "t2": 0.5, "t3": 0.0}}
+    assert errors["mcq"]["items"] == 1 and errors["mcq"]["wrong"] == 0 and errors["mcq"]["wrong_by_teacher"] == {}
+    table = student_errors.kept_table(errors)
+    assert "| numeric | 2 | 1 | t2 1, t3 1 | t1 1.000, t2 0.500, t3 0.000 |" in table
