@@ -13,7 +13,7 @@ A claim that does not hold is reported with its analysis. This reads a finished
 - **the prior**: test accuracy of answering every item with the training split's most common
   answer for its question kind, no clip read; a student at this level has learnt the prior.
 
-    python benchmarks/student_errors.py --work runs/reproduce-v3 --out benchmarks/results/v3/analysis.md
+    python benchmarks/student_errors.py --work runs/reproduce-v3    # reproduce.md carries the same sections
 """
 
 from __future__ import annotations
