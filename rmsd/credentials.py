@@ -23,8 +23,10 @@ reason to hold a token), and its messages never contain the value or a part of i
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 _B = r"(?<![A-Za-z0-9])"  # a key starts at a token boundary: "task-..." is not an "sk-" key
@@ -103,3 +105,28 @@ def credential_problems(tree: Any, where: str, path: str = "") -> list[str]:
     return [f"{where}: {p}: looks like a credential ({what}); keys are never written in a recipe or pool: export "
             "it in an environment variable and name the variable (api_key_env); the value is not shown here"
             for p, what in find_credentials(tree, path)]
+
+
+class Redactor:
+    """The API keys a run holds, replaced by *** in any text bound for a log, a store or an error: what the
+    online runner and the batch runner both show the user. Values under 4 characters are not matched (a
+    one-letter "key" would star out every message)."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.secrets: list[str] = []
+        for s in secrets:
+            self.add(s)
+
+    @classmethod
+    def of_pool(cls, pool: Any) -> Redactor:
+        """The keys of a pool's openai teachers, read from their `api_key_env` variables."""
+        return cls(os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None)
+
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self.secrets:
+            self.secrets.append(secret)
+
+    def __call__(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rmsd.cli import app
 from rmsd.config import load_recipe
-from rmsd.credentials import find_credentials
+from rmsd.credentials import Redactor, find_credentials
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig
 from rmsd.validation import validate_file
@@ -135,3 +135,17 @@ def test_configs_built_in_python_are_scanned_and_errors_hide_the_value():
     text = str(e.value)
     assert "teachers.1.options.credentials.token: looks like a credential (a Google API key)" in text
     assert secret not in text and secret not in repr(e.value)
+
+
+def test_the_redactor_stars_a_pools_keys_and_ignores_values_too_short_to_be_keys(monkeypatch):
+    monkeypatch.setenv("RMSD_TEST_KEY_A", "sk-test-abcdef123456")
+    monkeypatch.setenv("RMSD_TEST_KEY_B", "x")  # a one-letter value would star out every message
+    teachers = [{"name": n, "backend": "openai", "openai": {"model": "m", "base_url": "http://127.0.0.1:1/v1",
+                                                            "api_key_env": env}}
+                for n, env in (("a", "RMSD_TEST_KEY_A"), ("b", "RMSD_TEST_KEY_B"))]
+    redact = Redactor.of_pool(PoolConfig.model_validate({"name": "p", "teachers": teachers}))
+    assert redact.secrets == ["sk-test-abcdef123456"]
+    redact.add("later-key-9876")
+    redact.add("later-key-9876")  # learnt twice, kept once
+    assert redact("401 for sk-test-abcdef123456 and later-key-9876 at x") == "401 for *** and *** at x"
+    assert redact.secrets == ["sk-test-abcdef123456", "later-key-9876"]

@@ -58,16 +58,22 @@ def set_cache_limit(max_mb: float | None) -> None:
         _evict()
 
 
+def env_megabytes(name: str, default: float) -> float:
+    """A memory bound in MB from the environment variable `name` (unset or empty: `default`); anything but a
+    number >= 0 is a one-line error. This cache's and the training stages' prompt cache's bounds."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        mb = float(raw) if raw else default
+    except ValueError:
+        mb = -1.0
+    if mb < 0:
+        raise RmsdError(f"{name} must be a number of megabytes >= 0, got {raw!r}")
+    return mb
+
+
 def _max_bytes() -> int:
     if _STATE["max_bytes"] is None:
-        raw = os.environ.get(CACHE_ENV, "").strip()
-        try:
-            mb = float(raw) if raw else DEFAULT_CACHE_MB
-        except ValueError:
-            mb = -1.0
-        if mb < 0:
-            raise RmsdError(f"{CACHE_ENV} must be a number of megabytes >= 0, got {raw!r}")
-        _STATE["max_bytes"] = int(mb * 2**20)
+        _STATE["max_bytes"] = int(env_megabytes(CACHE_ENV, DEFAULT_CACHE_MB) * 2**20)
     return _STATE["max_bytes"]
 
 

@@ -30,7 +30,6 @@ are the batch's lines). The key comes from `api_key_env` and is redacted from ev
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,6 +40,7 @@ from typing import Any
 import openai
 
 from rmsd.config import PoolConfig
+from rmsd.credentials import Redactor
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.batch_files import (
@@ -80,12 +80,12 @@ class BatchRun:
     """The batch-mode teachers of one `rmsd sample` run: `submit`, then `finish` (or `cancel`, or `export`)."""
 
     def __init__(self, items: list[Item], lanes: dict[str, Lane], store: SampleStore, num_frames: int,
-                 max_side: int | None, progress: bool = True, secrets: list[str] | None = None):
+                 max_side: int | None, progress: bool = True, redact: Redactor | None = None):
         self.items, self.lanes, self.store = items, lanes, store
         self.num_frames, self.max_side = num_frames, max_side
         self.ledger = Ledger(store.path)
         self.progress = BatchProgress(progress)
-        self.secrets = [s for s in secrets or [] if s and len(s) >= 4]
+        self.redact = redact or Redactor()
         self.stats: dict[str, Counter] = {name: Counter() for name in lanes}
         self.rounds = dict.fromkeys(lanes, 0)
         self.finished: set[str] = set()  # lanes out of batch rounds: fell back online or out of budget
@@ -99,17 +99,12 @@ class BatchRun:
         self.planned = plan(items, lanes, store)[1]
 
     # ------------------------------------------------------------------------- plumbing
-    def redact(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
-
     def client(self, name: str) -> openai.AsyncOpenAI:
         if name not in self.clients:
             opts = self.lanes[name].cfg.openai
             key = resolve_api_key(name, opts)
-            if key != DUMMY_KEY and len(key) >= 4:
-                self.secrets.append(key)
+            if key != DUMMY_KEY:
+                self.redact.add(key)
             url = opts.base_url[0] if isinstance(opts.base_url, list) else opts.base_url
             self.clients[name] = openai.AsyncOpenAI(api_key=key, base_url=url, max_retries=3, timeout=600.0)
         return self.clients[name]
@@ -448,6 +443,5 @@ async def batch_control(items: list[Item], pool: PoolConfig, teachers: dict[str,
              if lane.cfg.openai is not None}
     if not lanes:
         raise RmsdError(f"pool {pool.name} has no backend: openai teacher; batches are for OpenAI-compatible teachers")
-    secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
-    run = BatchRun(items, lanes, store, num_frames, max_side, progress, secrets)
+    run = BatchRun(items, lanes, store, num_frames, max_side, progress, Redactor.of_pool(pool))
     return await (run.cancel() if cancel else run.export(batch_file))

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import SamplingConfig
+from rmsd.credentials import Redactor
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig, TeacherConfig
@@ -202,20 +202,15 @@ async def _timeout(coro: Any, seconds: float) -> Any:
 
 class _Run:
     def __init__(self, store: SampleStore, concurrency: int, num_frames: int, max_side: int | None,
-                 progress: Progress, backoff_base_s: float, backoff_cap_s: float, secrets: list[str]):
+                 progress: Progress, backoff_base_s: float, backoff_cap_s: float, redact: Redactor):
         self.store, self.progress = store, progress
         self.num_frames, self.max_side = num_frames, max_side
         self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
         self.media_slots = asyncio.Semaphore(MEDIA_THREADS)
         self.backoff = (backoff_base_s, backoff_cap_s)
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        self.redact = redact
         self.rng = random.Random()
-
-    def redact(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
 
     async def all(self, work: list[tuple[Item, list[Job]]]) -> None:
         # items in flight (their media held in memory), topped up in batches: one wake-up of this loop
@@ -411,14 +406,14 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
         raise legacy_store_error(store.path, store.key_version)
     started = time.perf_counter()
     lanes = make_lanes(pool, teachers, num_frames, max_side, rate_window_s)
-    secrets = [os.environ.get(t.openai.api_key_env, "") for t in pool.teachers if t.openai is not None]
+    redact = Redactor.of_pool(pool)  # one for both runs: a key the batch run learns is starred online too
     online = {n: lane for n, lane in lanes.items() if not _batch_mode(lane)}
     batches = None
     if len(online) < len(lanes) or (store.path / "batches" / "ledger.jsonl").is_file():
         from rmsd.sampling.batch import BatchRun
 
         batches = BatchRun(items, {n: lane for n, lane in lanes.items() if n not in online}, store, num_frames,
-                           max_side, progress, secrets)
+                           max_side, progress, redact)
     try:
         if batches is not None:
             await batches.submit()  # first: a day's wait starts now, and a store's open batches are never re-asked
@@ -428,7 +423,7 @@ async def run_sampling(items: list[Item], pool: PoolConfig, teachers: dict[str, 
             todo = sum(len(job.indices) for _, jobs in work for job in jobs)
             with Progress(todo, progress and (todo > 0 or batches is None), label) as bar:
                 await _Run(store, concurrency, num_frames, max_side, bar, backoff_base_s, backoff_cap_s,
-                           secrets).all(work)
+                           redact).all(work)
 
         await sample_online(work, f"{pool.name}: {len(work)} items")
         if batches is not None:

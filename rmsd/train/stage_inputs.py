@@ -16,12 +16,12 @@ Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32), bou
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rmsd.data.frame_cache import env_megabytes
 from rmsd.data.items import Item
 from rmsd.data.video import load_media
 from rmsd.errors import RmsdError
@@ -103,13 +103,7 @@ class PromptCache:
 
 def _limit_mb(max_mb: float | None) -> float:
     if max_mb is None:
-        raw = os.environ.get(CACHE_ENV, "").strip()
-        try:
-            max_mb = float(raw) if raw else DEFAULT_CACHE_MB
-        except ValueError:
-            max_mb = -1.0
-        if max_mb < 0:
-            raise RmsdError(f"{CACHE_ENV} must be a number of megabytes >= 0, got {raw!r}")
+        return env_megabytes(CACHE_ENV, DEFAULT_CACHE_MB)
     if max_mb < 0:
         raise ValueError(f"max_mb must be >= 0, got {max_mb}")
     return max_mb

@@ -219,3 +219,14 @@ def test_cached_prompts_give_the_processors_batch_exactly(env, tmp_path):
     for rows in batches:
         _same_batch(tiny(rows), plain(rows))
     assert tiny.prompts.hits == 0
+
+
+def test_the_prompt_cache_bound_comes_from_its_environment_variable(env, monkeypatch):
+    from rmsd.train.stage_inputs import PromptCache
+
+    monkeypatch.setenv("RMSD_PROMPT_CACHE_MB", "3")
+    assert PromptCache(env["processor"], env["items"]).max_bytes == 3 * 2**20
+    assert PromptCache(env["processor"], env["items"], max_mb=1).max_bytes == 2**20  # the argument wins
+    monkeypatch.setenv("RMSD_PROMPT_CACHE_MB", "lots")
+    with pytest.raises(RmsdError, match="RMSD_PROMPT_CACHE_MB must be a number of megabytes >= 0, got 'lots'"):
+        PromptCache(env["processor"], env["items"])
