@@ -19,6 +19,7 @@ A claim that does not hold is reported with its analysis. This reads a finished
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -89,8 +90,9 @@ def student_row(seeds: dict[int, list[dict[str, Any]]], items: dict[str, dict[st
 
     runs = list(seeds.values())
     row: dict[str, Any] = {"seeds": len(runs)}
-    for task in TASKS:
-        row[task] = mean([mean([r["score"] for r in run if r["task_type"] == task]) for run in runs])
+    for task in TASKS:  # a task type no prediction has is "-" in the table, not a score of 0
+        scores = [[r["score"] for r in run if r["task_type"] == task] for run in runs]
+        row[task] = mean([mean(s) for s in scores if s]) if any(scores) else None
     for task in CLOSED:
         figures = [collapse(run, task) for run in runs]
         row[f"{task}_distinct"] = mean([d for d, _ in figures])
@@ -116,9 +118,14 @@ def prior_accuracy(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> d
 
 
 # ----------------------------------------------------------------------------- the targets
-def target_row(method: str, work: Path, benchmark: Any) -> dict[str, Any] | None:
+@functools.cache  # a method's targets do not change between runs: reproduce.py's report after every run reuses them
+def target_row(method: str, work: Path) -> dict[str, Any] | None:
     """Target correctness per task type and the numeric targets' most common answer (weight share)."""
     import targets  # a sibling script; imports rmsd's SFT rows (torch), so only when targets are asked for
+
+    from rmsd.data.benchmarks import get_benchmark
+
+    benchmark = get_benchmark("synthvid")
 
     try:
         rows, items = targets.method_targets(method, work)
@@ -173,11 +180,11 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def targets_table(work: Path, methods: list[str], benchmark: Any) -> str:
+def targets_table(work: Path, methods: list[str]) -> str:
     lines = ["| method | targets right: all | mcq | numeric | grounding | open | numeric targets' top answer (share) |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for method in methods:
-        row = target_row(method, work, benchmark)
+        row = target_row(method, work)
         if row is not None:
             cells = [_f(row.get(k)) for k in ("all", *TASKS)]
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {row.get('numeric_top', '-')} |")
@@ -211,10 +218,8 @@ def sections(work: Path, with_targets: bool = True, level: str = "##") -> str:
         parts += ["", f"{level} What label-free consensus kept (training split, `matched`)", "",
                   kept_table(kept_errors(read_jsonl(matched), train))]
     if with_targets:
-        from rmsd.data.benchmarks import get_benchmark
-
         parts += ["", f"{level} Their targets (the rows each method's SFT stage reads, before any training)", "",
-                  targets_table(work, list(found), get_benchmark("synthvid"))]
+                  targets_table(work, list(found))]
     return "\n".join(parts) + "\n"
 
 

@@ -78,7 +78,7 @@ def test_report_reads_every_seed_of_every_method_in_a_reproduce_work_folder(tmp_
     assert list(found) == ["single", "matched"] and sorted(found["single"]) == [0, 1]
     text = student_errors.report(tmp_path, with_targets=False)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert rows["single"].startswith("| single | 2 | 0.667 | 0.500 | 0.000 | 0.000 | 2.0, 0.67 | 1.0, 1.00 |")
+    assert rows["single"].startswith("| single | 2 | 0.667 | 0.500 | - | - | 2.0, 0.67 | 1.0, 1.00 |")  # no grounding
     assert rows["matched"].startswith("| matched | 1 | 0.000 | 0.000 |")
     assert "mcq 0.333, numeric 0.500" in text
 
