@@ -43,11 +43,13 @@ def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | No
     return None
 
 
-def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None) -> tuple[Benchmark, list[Item]]:
-    """The set's benchmark and items (the first `limit`, else the set's or eval's limit)."""
+def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
+             every_item: bool = False) -> tuple[Benchmark, list[Item]]:
+    """The set's benchmark and items: the first `limit`, else the set's or eval's limit; `every_item`: all of
+    them, whatever a limit says (the contamination check: a limit must not hide an overlap)."""
     benchmark = get_benchmark(s.benchmark)
     items = benchmark.load_items(s.path, split=s.split, video_root=s.video_root, config=s.config,
-                                 limit=limit or s.limit or ev.limit)
+                                 limit=None if every_item else limit or s.limit or ev.limit)
     return benchmark, items
 
 
@@ -60,9 +62,8 @@ def check_training_items(items: list[Item], dataset: DatasetConfig, ev: EvalConf
         raise RmsdError(refusal)
     held_out: dict[str, list[Item]] = {}
     for s in sets:
-        try:  # every item of the set, whatever eval.limit says: a limit must not hide an overlap
-            held_out[s.name] = get_benchmark(s.benchmark).load_items(s.path, split=s.split, video_root=s.video_root,
-                                                                     config=s.config)
+        try:
+            held_out[s.name] = load_set(s, ev, every_item=True)[1]
         except RmsdError as e:
             raise RmsdError(f"contamination check: cannot load evaluation set {s.name}: {e}") from None
     overlaps = find_overlaps(items, EvalIndex(held_out))

@@ -104,6 +104,15 @@ def test_the_guard_refuses_a_copied_evaluation_video_in_one_line_unless_allowed(
     assert overlap_note(report["contamination"]).startswith("WARNING: 2 training items overlap")
 
 
+def test_an_evaluation_limit_does_not_hide_an_overlap_past_it(tmp_path):
+    corpus, _ = videor1_corpus(tmp_path)
+    leaked = _videomme(tmp_path / "leaked", [write_mp4(tmp_path / "other.mp4", seed=42),
+                                             corpus.parent / "videos" / "clip0.mp4"])  # the 2nd question's video
+    recipe = load_recipe(_recipe(tmp_path, corpus, [{"benchmark": "videomme", "path": str(leaked), "limit": 1}]))
+    with pytest.raises(RmsdError, match="same media content"):
+        _items(recipe)
+
+
 def test_the_guard_finds_an_evaluation_question_asked_about_a_same_named_video(tmp_path):
     corpus, rows = videor1_corpus(tmp_path)
     evaluated = _videomme(tmp_path / "videomme", [write_mp4(tmp_path / "other.mp4", seed=42)])
