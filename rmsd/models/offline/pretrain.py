@@ -358,12 +358,29 @@ def build_pretrained(out_dir: str | Path, size: str = "tiny", seed: int = 0, con
     return out
 
 
+def _provenance(size: str, seed: int, config: PretrainConfig) -> dict:
+    """What rebuilds this base and what built it: the command, library versions, threads."""
+    import platform
+
+    import torch
+    import transformers
+
+    defaults = PretrainConfig(seed=config.seed)
+    flags = [f"--size {size}"] * (size != "tiny") + [f"--seed {seed}"] * (seed != 0)
+    flags += [f"--pretrain-steps {config.steps}"] * (config.steps != defaults.steps)
+    flags += [f"--pretrain-videos {config.videos}"] * (config.videos != defaults.videos)
+    return {"command": " ".join(["rmsd build-student --out OUT --pretrain --rebuild", *flags]),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
 def _save(model: Any, out: Path, size: str, seed: int, config: PretrainConfig, losses: list[float],
           seconds: float) -> None:
     """The weights and pretrain.json (recipe, steps so far, losses): every snapshot is a complete base."""
     model.save_pretrained(out)
     tail = losses[-50:]
     record = {"size": size, "seed": seed, "config": asdict(config), "held_out_kinds": list(HELD_OUT_KINDS),
+              **_provenance(size, seed, config),
               "caption_split_seed": PRETRAIN_DATA_SEED, "steps": len(losses), "seconds": round(seconds, 1),
               "final_loss": sum(tail) / len(tail),
               "loss_every_100": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 4)
