@@ -138,7 +138,10 @@ class LoRAConfig(Strict):
 
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
-    build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
+    build: Literal["tiny", "tiny-pretrained", "small", "base"] | None = Field(None, description=(
+        "build an offline student of this size from random weights; tiny-pretrained: the tiny student "
+        "pre-trained on format drills and captions, shipped with rmsd (rmsd/assets/tiny-base; it reads the "
+        "clip, as a real Instruct checkpoint does: start experiments from it)"))
     family: Literal["qwen2_5_vl", "qwen3_vl", "qwen3_5"] | None = Field(None, description=(
         "architecture of a built student (default qwen2_5_vl); only with build: a checkpoint's family "
         "is read from its config.json"))
@@ -157,7 +160,11 @@ class StudentConfig(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
         if (self.path is None) == (self.build is None):
-            raise ValueError("set exactly one of student.path (a checkpoint) or student.build (tiny|small|base)")
+            raise ValueError("set exactly one of student.path (a checkpoint) or student.build "
+                             "(tiny|tiny-pretrained|small|base)")
+        if self.build == "tiny-pretrained" and self.family not in (None, "qwen2_5_vl"):
+            raise ValueError("student.build tiny-pretrained is a qwen2_5_vl student: leave student.family out "
+                             "(or build tiny with that family)")
         if self.path is not None and self.family is not None:
             raise ValueError("student.family applies to student.build only: a checkpoint's family is read from "
                              "its config.json")
@@ -186,6 +193,10 @@ class TrainCommon(Strict):
 
 class SFTStageConfig(TrainCommon):
     samples_per_item: int | None = Field(None, ge=1, description="1 = single-sample baseline (first valid sample)")
+    single_from: Literal["valid", "kept"] = Field("valid", description=(
+        "with samples_per_item 1, the sample taken: valid = the first format-valid one, whatever matching said "
+        "(the paper's single-sample baseline); kept = the first one matching kept (with matching.use_ground_truth, "
+        "one correct sample per item: filtering without more samples)"))
     weighting: Literal["matched", "uniform", "matched_conf"] = Field(
         "matched", description="matched: match weights normalised per item (R-MSD); uniform: 1 per kept sample; "
         "matched_conf: match weights over the item's pool samples, normalised over the batch, so an item the pool "

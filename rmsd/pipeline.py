@@ -106,18 +106,27 @@ def student_path(recipe: Recipe) -> Path:
         if not is_adapter_folder(path):  # a LoRA stage's folder holds adapters, not a config.json
             check_checkpoint(path, "student.path")
         return path
+    from rmsd.models.offline.pretrain import copy_shipped, is_shipped_copy
     from rmsd.models.offline.tiny import build_student
 
     path = recipe.path_of(s.build_out)
+    pretrained = s.build == "tiny-pretrained"
     if not (path / "config.json").is_file():
-        build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
-    else:
-        from rmsd.models.family import family_of
+        if pretrained:
+            copy_shipped(path)
+        else:
+            build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
+        return path
+    from rmsd.models.family import family_of
 
-        built = family_of(path).name
-        if built != s.build_family:
-            raise RmsdError(f"{path} holds a {built} student but the recipe builds {s.build_family}: "
-                            "delete the folder or set student.build_out elsewhere")
+    built = family_of(path).name
+    if built != s.build_family:
+        raise RmsdError(f"{path} holds a {built} student but the recipe builds {s.build_family}: "
+                        "delete the folder or set student.build_out elsewhere")
+    if pretrained != is_shipped_copy(path):  # a random-weight student where the shipped base is asked, or back
+        held = "the shipped pre-trained base" if not pretrained else "another student"
+        raise RmsdError(f"{path} holds {held} but the recipe builds {s.build}: delete the folder or set "
+                        "student.build_out elsewhere")
     return path
 
 
@@ -226,6 +235,9 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         student = student_path(recipe)
     s = recipe.student
     base = (str(Path(s.path).expanduser()) if s.path is not None else
+            "built from config: the pre-trained base shipped with rmsd (rmsd/assets/tiny-base, rebuilt by `rmsd "
+            f"build-student --pretrain --rebuild`; its pretrain.json records how) copied into {student}"
+            if s.build == "tiny-pretrained" else
             f"built from config: `rmsd build-student --size {s.build} --seed {recipe.distill.sft.seed}` "
             f"(random weights, local tokenizer) into {student}")
     ctx = DistillContext(
