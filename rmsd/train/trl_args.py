@@ -32,6 +32,7 @@ ADVERSARIAL_TO_TRL = {**COMMON_TO_TRL, "num_generations": "num_generations", "te
 SFT_OWN = {
     "enabled": "rmsd.train.distill.run_stages",
     "samples_per_item": "rmsd.train.sft_trainer.sft_rows", "weighting": "rmsd.train.sft_trainer.sft_rows",
+    "single_from": "rmsd.train.sft_trainer.sft_rows",
 }
 ADVERSARIAL_OWN = {
     "enabled": "rmsd.train.distill.run_stages",
