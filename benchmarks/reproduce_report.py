@@ -16,7 +16,7 @@ from typing import Any
 import steps_to_target  # a sibling script: the VISD-vs-GRPO section and its plot
 
 METHODS = ("ceiling", "ceiling_multi", "sanity_matched", "single", "uniform", "matched", "matched_conf", "anchored",
-           "gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
+           "gt", "single_gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
 TASK_TYPES = ("mcq", "numeric", "grounding", "open")
 DATA_SEED = 1234
 
