@@ -19,13 +19,16 @@ from reproduce_report import DATA_SEED
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-# A regime with a "pilot" has no S of its own: `benchmarks/pilot.py` runs the pilot's methods and seeds at each
+# "results": where --regime writes its reproduce.md/.json (the newest regime's at the top of benchmarks/results,
+# the earlier ones in synthvid-v<N>/). A regime with a "pilot" has no S of its own: `benchmarks/pilot.py` runs the pilot's methods and seeds at each
 # rung of sft_steps and fixes S by the rule declared with the regime (benchmarks/results/pilot_<name>.json).
 REGIMES: dict[str, dict[str, Any]] = {
-    "v3": {"n": 1000, "seeds": [0, 1, 2], "points": 4, "recipes": "recipes/synthvid", "methods": [
+    "v3": {"n": 1000, "seeds": [0, 1, 2], "points": 4, "recipes": "recipes/synthvid",
+           "results": "benchmarks/results/synthvid-v3", "methods": [
         "ceiling", "single", "ceiling_multi", "uniform", "matched", "matched_conf", "sanity_matched",
         "anchored", "gt", "rmsd", "sft_rl", "visd_rl"]},
     "v4": {"n": 8400, "seeds": [0, 1, 2], "points": 1, "recipes": "recipes/synthvid/v4", "adv_steps": 50,
+           "results": "benchmarks/results",
            "methods": ["ceiling", "single", "uniform", "gt", "single_gt", "matched", "rmsd", "sft_rl", "visd_rl"],
            "pilot": {"methods": ["ceiling", "single"], "seeds": [0, 1], "sft_steps": [600, 900, 1200]}},
 }

@@ -70,7 +70,7 @@ from typing import Any
 
 import run_cache  # sibling scripts of this benchmark (a script's own folder is sys.path[0])
 import student_errors
-from regimes import DEFAULT_METHODS, REGIMES, RESULTS, pilot_decision, pilot_rung, regime_hash
+from regimes import DEFAULT_METHODS, REGIMES, pilot_decision, pilot_rung, regime_hash
 from reproduce_report import DATA_SEED, METHODS, machine, results_table, summarise, write_results
 from transformers import TrainerCallback
 
@@ -369,9 +369,10 @@ def parse_args() -> argparse.Namespace:
     args.points = args.points or 6
     args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
                                      f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
-    # the declared regime's results are the repository's (the earlier regimes' sit in results/synthvid-v1, -v2);
-    # an ad-hoc or quick run never overwrites them
-    args.results = args.results or (RESULTS if args.regime else args.work / "results")
+    # a declared regime's results are the repository's (the newest regime's in benchmarks/results, earlier ones in
+    # benchmarks/results/synthvid-v<N>); an ad-hoc or quick run never overwrites them
+    args.results = args.results or (ROOT / REGIMES[args.regime]["results"] if args.regime else
+                                    args.work / "results")
     if args.regime and "pilot" in REGIMES[args.regime]:
         args.runs = args.work / f"S{args.sft_steps}"
     return args
