@@ -395,6 +395,10 @@ def main() -> None:
     points = curve_points(total, s, args.points)  # the same global steps for every method
     matched = prepare(args.work, args.n, first)
     info = json.loads((args.work / "data" / "info.json").read_text())
+    from rmsd.data.benchmarks.synthvid import load_items
+
+    test_items = {it.item_id: {"task_type": it.task_type, "kind": f"{it.meta['difficulty']}/{it.meta['question_kind']}"}
+                  for it in load_items(args.work / "data", split="test")}  # per-item claims read them from the json
     main_matched = next((d for d in matched.values() if d.name == "matched"), next(iter(matched.values())))
     report = json.loads((main_matched / "match_report.json").read_text())
     matched_rows = [json.loads(line) for line in (main_matched / "matched.jsonl").open()]
@@ -403,7 +407,7 @@ def main() -> None:
             "pool": Path(load_recipe(RECIPES / "experiment_base.yaml").pool).name,  # the experiment's (noisy) pool
             "methods": args.methods, "seeds": args.seeds, "n": args.n, "overrides": args.overrides,
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
-            "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
+            "data": info["counts"], "test_items": test_items, "min_weight": report.get("config", {}).get("min_weight", 0.5),
             "machine": machine(), "wall_seconds": 0.0}
     committed = args.results / "reproduce.json"  # read before this run rewrites it
 

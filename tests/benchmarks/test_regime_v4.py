@@ -162,3 +162,26 @@ def test_claims_read_the_runs_per_item_scores_overall_and_per_task_type():
     assert row["task_type"]["mcq"]["mean"] == pytest.approx(1.0)
     assert row["task_type"]["numeric"]["mean"] == pytest.approx(0.5)
     assert "+75.0" in paired.claims_table(rows)
+
+
+def test_the_report_judges_the_claims_per_item_when_the_runs_keep_item_scores(tmp_path):
+    import reproduce_report
+
+    items = {f"i{k}": {"task_type": "mcq" if k % 2 else "numeric", "kind": "easy/colour"} for k in range(40)}
+    meta = {"command": "python benchmarks/reproduce.py --regime v4", "quick": False, "regime": "v4",
+            "regime_hash": "0123456789abcdef", "pool": "experiment_pool_v2.yaml", "seeds": [0],
+            "budget": {"total": 650, "sft": 600, "adversarial": 50}, "points": [600], "test_items": items,
+            "data": {"train": 160, "test": 40}, "min_weight": 0.5, "wall_seconds": 1.0,
+            "machine": {"machine": "x86_64", "cpus": 2, "torch": "2", "torch_threads": 2, "gpu": None,
+                        "load_average": [0.1, 0.1, 0.1]}}
+
+    def run(method, right):
+        per_item = {i: float(k < right) for k, i in enumerate(items)}
+        return {"method": method, "seed": 0, "curve": [], "train_seconds": 1.0,
+                "final": {"overall": right / 40, "per_item": per_item, "breakdowns": {"task_type": {}}}}
+
+    reproduce_report.write_results(tmp_path, meta, [run("single", 10), run("gt", 30), run("ceiling", 36)],
+                                   {"teachers": {}}, [])
+    text = (tmp_path / "reproduce.md").read_text()
+    assert "## Claims on paired per-item differences" in text and "## Claims and headroom" not in text
+    assert "| 1: gt >= single + 3 points | 0 | +50.0 |" in text and "**yes**" in text
