@@ -120,22 +120,25 @@ def read_items(path: str | Path, *, limit: int | None = None, media_required: bo
     """Items of a JSONL file written by `write_items` (the first `limit`); a bad line is one RmsdError
     naming the file and line, or, given `bad(where, field, reason, detail)`, reported there and left out."""
     items: list[Item] = []
+    row = -1  # the row among non-blank lines: an item's `origin`
     with Path(path).open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if limit is not None and len(items) >= limit:
                 break
             if not line.strip():
                 continue
+            row += 1
             where = f"{path}:{n}"
             try:
-                row = json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 if bad is None:
                     raise RmsdError(f"{where}: not valid JSON ({e.msg})") from None
                 bad(where, "(line)", "not valid JSON", e.msg)
                 continue
             try:
-                items.append(item_from_row(row, where, media_required))
+                items.append(item_from_row(record, where, media_required))
+                items[-1].origin = (str(path), row)
             except RmsdError as e:
                 if bad is None:
                     raise

@@ -343,3 +343,11 @@ def origin_text(item: Item) -> str | None:
         return row_location(Path(file), index)
     except (OSError, ValueError, IndexError):  # the file changed since: the row number still says where
         return f"{file} row {index + 1}"
+
+
+def repeated_id(first: Item, again: Item) -> str:
+    """The one line for an item id that two items share, naming the rows they were read from where known."""
+    where = [w for w in (origin_text(first), origin_text(again)) if w]
+    rows = f" (rows {where[0]} and {where[1]})" if len(where) == 2 else f" (row {where[0]})" if where else ""
+    return (f"item id {again.item_id!r} appears twice in the dataset{rows}: item ids must be unique; fix the rows, or "
+            "set dataset.on_bad_row: skip where the loader reports repeated ids")

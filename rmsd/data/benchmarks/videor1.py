@@ -215,7 +215,7 @@ class VideoR1(Benchmark):
         answer = _SOLUTION.search(str(row["solution"]))
         if answer is None:
             return bad("solution", "no answer", f"{str(row['solution'])[:60]!r} has no <answer>…</answer>")
-        answer_text, options = answer.group(1), []
+        answer_text, options = answer.group(1).strip(), []
         if ptype == "multiple choice":
             options = parse_options(row.get("options"))
             if options is None:
@@ -224,8 +224,11 @@ class VideoR1(Benchmark):
             if answer_text.upper() not in OPTION_LETTERS[: len(options)]:
                 return bad("solution", "answer not an option", f"{answer_text!r} with {len(options)} options")
             answer_text = answer_text.upper()
-        elif TASK_OF[ptype] == "numeric" and _number(answer_text) is None:
-            return bad("solution", "answer not a number", repr(answer_text))
+        elif TASK_OF[ptype] == "numeric":
+            if _number(answer_text) is None:
+                return bad("solution", "answer not a number", repr(answer_text))
+            # the value, canonical ("1,200" → "1200"), for votes and judges; scoring reads `solution` as written
+            answer_text = ex.format_number(_number(answer_text))
         media = str(row["path"])
         found = os.path.abspath(os.path.join(root, media.removeprefix("./")))
         if check_media and not os.path.isfile(found):
