@@ -55,13 +55,13 @@ def test_each_problem_type_is_scored_as_video_r1_scores_it(tmp_path):
     assert strict[2] == pytest.approx(1 - 2.5 / 12.5)  # regression: 1 - relative error
     assert strict[3] == pytest.approx(2 / 3)  # OCR: one word of three substituted
     assert strict[4] == pytest.approx(1.0) and strict[5] == 0.0
-    # rmsd eval's default reading is eval_bench.py's: regression by mean relative accuracy, OCR and free-form 0
+    # rmsd eval's default reading is eval_bench.py's: regression by mean relative accuracy
     rows = score_predictions(items, replies, bench, "harness")
-    assert [r["score"] for r in rows] == [1.0, 0.0, pytest.approx(0.6), 0.0, 0.0, 0.0, 0.0]
+    assert [r["score"] for r in rows] == [1.0, 0.0, pytest.approx(0.6), pytest.approx(2 / 3), 1.0, 0.0, 0.0]
     result = bench.aggregate(rows)
     assert set(result["breakdowns"]) == {"problem_type", "data_type", "data_source"}
     assert result["counts"]["data_type"] == {"image": 2, "video": 5}
-    assert result["mean_mra"] == pytest.approx(0.6) and result["mean_acc"] == pytest.approx(1 / 6)
+    assert result["mean_mra"] == pytest.approx(0.6) and result["mean_acc"] == pytest.approx((2 + 2 / 3) / 6)
 
 
 def test_the_lenient_scores_bounds():

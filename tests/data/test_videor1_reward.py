@@ -8,7 +8,7 @@ equality; numerical 0 when exactly one side has "." or ",", else `float` after d
 free-form the mean of rouge_score's ROUGE-1/2/L F-measures with `use_stemmer=True`, clipped; regression
 1 − min(1, max(0, (|a − g| + 1e-9) / (|g| + 1e-9))); anything failing 0) and `src/eval_bench.py` (`reward_fn`:
 the whole reply when it has no `<answer>`, regression by `mean_relative_accuracy` in float32 over thresholds
-0.50…0.95, OCR and free-form 0). rmsd must give the same number on every row, through every public path: the
+0.50…0.95; it has no branch for OCR and free-form, which rmsd scores by the training formulas). rmsd must give the same number on every row, through every public path: the
 one-call functions, the `videor1` benchmark's extract + score on items loaded from a Video-R1 JSON, and the RL
 stage's `correctness` reward.
 """
@@ -163,8 +163,10 @@ EVAL_TABLE = [
     (REG, "<answer>10</answer>", "<answer>13</answer>", _mra(13, 10)),
     (REG, "<answer>0</answer>", "<answer>0</answer>", 1.0),
     (REG, "<answer>12.5</answer>", "<answer>nan</answer>", 0.0),
-    (OCR, "<answer>Open the door</answer>", "<answer>Open the door</answer>", 0.0),  # no branch: 0
-    (FREE, "<answer>a dog</answer>", "<answer>a dog</answer>", 0.0),
+    # no branch in eval_bench.py (it would score 0): rmsd keeps the training formulas, on the whole reply if untagged
+    (OCR, "<answer>Open the door</answer>", "<answer>Open the door</answer>", 1.0),
+    (OCR, "<answer>Open the door</answer>", "Open the Door", 1 - 1 / 3),
+    (FREE, "<answer>a dog</answer>", "<answer>a dog</answer>", 1.0),
 ]
 
 

@@ -14,7 +14,7 @@ tulerfeng/Video-R1); the extraction mode picks one of three readings:
 - `strict` (`rmsd match`, the RL `correctness` reward, and `extract` / `score` called without a
   mode): `accuracy_reward` of Video-R1's GRPO training, quirks included;
 - `harness` (`rmsd eval`'s default extraction): `reward_fn` of Video-R1's `eval_bench.py`
-  (regression by mean relative accuracy; OCR and free-form score 0 there);
+  (regression by mean relative accuracy; OCR and free-form, which it leaves at 0, by the training formulas);
 - `lenient` (only when asked for): rmsd's earlier reading, a letter or number read out of free
   text, ROUGE-L for free-form (the README lists where it differs).
 

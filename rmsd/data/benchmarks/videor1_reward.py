@@ -28,7 +28,9 @@ Three readings of a reply on a Video-R1 item (`solution` is the row's field as w
   `reward_fn` — the first `<answer>` content, else *the whole reply*; multiple choice and numerical as above;
   regression by mean relative accuracy (`mean_relative_accuracy`: the share of the thresholds 0.50, 0.55, …, 0.95
   for which |answer − reference| / (|reference| + 1e-8) < 1 − threshold, computed in float32 as its torch code
-  does); OCR and free-form score 0 (the script has no branch for them).
+  does). The script has no branch for OCR and free-form (it would score every such reply 0); here they keep the
+  training reward's formulas (quirks 4 and 5) on the answer read this way, so a number on them means something:
+  the one deliberate difference.
 - the **lenient** reading (`rmsd.data.benchmarks.videor1.VideoR1`, mode `lenient`) is rmsd's earlier one; README
   lists where it differs.
 
@@ -158,9 +160,11 @@ def eval_score(answer: str, reference: str, problem_type: str) -> float:
         if problem_type == "regression":
             a, g = parse_number(answer), parse_number(reference)
             return 0.0 if a is None or g is None else mean_relative_accuracy(a, g)
+        if problem_type in ("OCR", "free-form"):  # no branch in eval_bench.py (it scores 0): the training formulas
+            return training_score(answer, reference, problem_type)
     except (ArithmeticError, ValueError, TypeError):
         return 0.0
-    return 0.0  # OCR, free-form and anything else: the script has no branch for them
+    return 0.0
 
 
 def eval_reward(reply: str | None, solution: str | None, problem_type: str) -> float:
