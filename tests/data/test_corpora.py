@@ -228,3 +228,15 @@ def test_the_prompt_of_a_video_r1_row_keeps_the_options_as_written():
     row = videor1_row(1, "multiple choice", "./x.mp4", "A", options=CHOICES, problem="Which colour?")
     assert build_prompt(row["problem"], "multiple choice", CHOICES).startswith(
         "Which colour?Options:\nA. red\nB. blue\nC. green\nD. yellow\n\nPlease think")
+
+
+def test_a_repeated_item_id_in_an_items_file_names_both_lines_or_is_skipped(tmp_path):
+    write_mp4(tmp_path / "media" / "a.mp4", seed=3)
+    item = Item("a", "mine", "open", "Describe.", "Describe.", answer="x", video="media/a.mp4")
+    write_items([item, item], tmp_path / "train.jsonl")
+    with pytest.raises(RmsdError) as err:
+        get_benchmark("items").load_items(tmp_path)
+    file = tmp_path / "train.jsonl"
+    assert str(err.value).startswith(f"{file}:2: field item_id: duplicate item_id: a appears twice (first at {file}:1)")
+    bench = get_benchmark("items")
+    assert len(bench.load_items(tmp_path, on_bad_row="skip")) == 1 and bench.skipped == {"duplicate item_id": 1}
