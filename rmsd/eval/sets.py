@@ -1,11 +1,11 @@
 """The evaluation sets of a recipe, and the guard that keeps training items out of them.
 
 A recipe scores its student on `eval.benchmarks` (each its own data, split and extraction), or,
-without that list, on its dataset's `eval_split` — unless the dataset is a training corpus (its registry
-class's `corpus`: Video-R1, LLaVA-Video, an items file), which has no evaluation split: then there is no
-set, nothing is compared, and `rmsd eval` says there is nothing to score and how to add a benchmark. Before the teachers are sampled and before the
-student trains, the training items are checked against every one of those sets
-(`rmsd.data.contamination`): an item with the same media content, or the same question on
+without that list, on its dataset's `eval_split` — unless the dataset is a training corpus (its
+registry class's `corpus`: Video-R1, LLaVA-Video, an items file), which has no evaluation split: then
+there is no set, nothing is compared, and `rmsd eval` says there is nothing to score and how to add a
+benchmark. Before the teachers are sampled and before the student trains, the training items are
+checked against every one of those sets (`rmsd.data.contamination`): an item with the same media content, or the same question on
 same-named media, is refused with one line, unless `dataset.allow_eval_overlap` is set — and then
 the run summary, the match report, the model card and the evaluation results say so. Training
 on the very split a set scores is refused whatever that knob says.
@@ -46,7 +46,8 @@ def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | No
 
 
 def scored_sets(dataset: DatasetConfig, ev: EvalConfig) -> list[EvalSetConfig]:
-    """The sets `rmsd eval` scores; none (a training corpus without `eval.benchmarks`) is one line saying what to add."""
+    """The sets `rmsd eval` scores; none (a training corpus without `eval.benchmarks`) is one line saying what
+    to add."""
     sets = ev.sets(dataset)
     if not sets:
         raise RmsdError(f"nothing to score: dataset {dataset.benchmark} is a training corpus with no evaluation split "

@@ -8,9 +8,10 @@ equality; numerical 0 when exactly one side has "." or ",", else `float` after d
 free-form the mean of rouge_score's ROUGE-1/2/L F-measures with `use_stemmer=True`, clipped; regression
 1 − min(1, max(0, (|a − g| + 1e-9) / (|g| + 1e-9))); anything failing 0) and `src/eval_bench.py` (`reward_fn`:
 the whole reply when it has no `<answer>`, regression by `mean_relative_accuracy` in float32 over thresholds
-0.50…0.95; it has no branch for OCR and free-form, which rmsd scores by the training formulas). rmsd must give the same number on every row, through every public path: the
-one-call functions, the `videor1` benchmark's extract + score on items loaded from a Video-R1 JSON, and the RL
-stage's `correctness` reward.
+0.50…0.95; it has no branch for OCR and free-form, which rmsd scores by the training formulas). rmsd must give the
+same number on every row, through every public path: the one-call functions, the `videor1` benchmark's
+extract + score on items loaded from a Video-R1 JSON, and the RL stage's `correctness` reward. (Every row was also
+checked once against Video-R1's own `accuracy_reward`, run from that commit's source: equal on all of them.)
 """
 
 from __future__ import annotations

@@ -192,8 +192,9 @@ class VideoR1(Benchmark):
             if item is None:
                 continue
             if item.item_id in seen:
+                first = where_of(*seen[item.item_id], path)
                 bad.at(file, index, path)("problem_id", "duplicate problem_id",
-                                          f"{item.item_id} appears twice (first at {where_of(*seen[item.item_id], path)})")
+                                          f"{item.item_id} appears twice (first at {first})")
                 continue
             seen[item.item_id] = (file, index)
             item.origin = (str(file), index) if file is not None else None

@@ -34,7 +34,7 @@ Three readings of a reply on a Video-R1 item (`solution` is the row's field as w
 - the **lenient** reading (`rmsd.data.benchmarks.videor1.VideoR1`, mode `lenient`) is rmsd's earlier one; README
   lists where it differs.
 
-    python -c "from rmsd.data.benchmarks.videor1_reward import training_reward as r; print(r('<answer>B</answer>', '<answer>B</answer>', 'multiple choice'))"
+    python -m pytest tests/data/test_videor1_reward.py
 """
 
 from __future__ import annotations
