@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
-from rmsd.data.benchmarks import BENCHMARKS, unknown_name
+from rmsd.data.benchmarks import BENCHMARKS, REGISTRY, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig, Strict, refuse_credentials
 
@@ -46,7 +46,8 @@ class DatasetConfig(Strict):
         "videommmu, mathverse)"))
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str = Field("train", description="split sampled by the teachers and distilled on")
-    eval_split: str = Field("test", description="split `rmsd eval` scores when eval.benchmarks is not set")
+    eval_split: str = Field("test", description=(
+        "split `rmsd eval` scores when eval.benchmarks is not set (a benchmark's; a training corpus has none)"))
     config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
     video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
     num_frames: int = Field(8, ge=1, le=1024, description=(
@@ -284,7 +285,7 @@ class EvalSetConfig(Strict):
     split: str | None = Field(None, description="split scored; default the benchmark's own (test, testmini)")
     config: str | None = Field(None, description="dataset config (Video-MMMU track); null: all of them")
     video_root: str | None = Field(None, description="folder holding its videos/images; default: beside the data")
-    extraction: Literal["harness", "strict", "legacy"] | None = Field(None, description=(
+    extraction: Literal["harness", "strict", "legacy", "lenient"] | None = Field(None, description=(
         "answer extraction; default eval.extraction"))
     limit: int | None = Field(None, ge=1, description="score only the first N items (debugging); default eval.limit")
     label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$", description=(
@@ -302,16 +303,22 @@ class EvalConfig(Strict):
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(64, ge=1)
-    extraction: Literal["harness", "strict", "legacy"] = Field("harness", description="harness = comparable numbers")
+    extraction: Literal["harness", "strict", "legacy", "lenient"] = Field("harness", description=(
+        "harness = comparable numbers; legacy: Video-MME's old extractor; lenient: videor1's earlier reading"))
     judge_teacher: str | None = Field(None, description=(
         "pool teacher used as the LLM judge of the benchmarks scored by one (MathVerse)"))
     benchmarks: list[EvalSetConfig] = Field(default_factory=list, description=(
-        "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split"))
+        "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split, or none "
+        "for a training corpus"))
 
     def sets(self, dataset: DatasetConfig) -> list[EvalSetConfig]:
-        """`benchmarks`, or the one set they default to: the dataset's benchmark on its `eval_split`."""
+        """`benchmarks`, or the one set they default to: the dataset's benchmark on its `eval_split`. A training
+        corpus (its registry class's `corpus`) has no evaluation split: without `benchmarks` there is no set, so
+        nothing is compared with its items and `rmsd eval` has nothing to score."""
         if self.benchmarks:
             return list(self.benchmarks)
+        if dataset.benchmark in REGISTRY and benchmark_class(dataset.benchmark).corpus:
+            return []
         return [EvalSetConfig(benchmark=dataset.benchmark, path=dataset.path, split=dataset.eval_split,
                               config=dataset.config, video_root=dataset.video_root)]
 

@@ -260,7 +260,7 @@ def eval_recipe(
     go to OUT/<set> (OUT itself for the dataset's own split), and every set's numbers into the model's card."""
     quiet_libraries()
     from rmsd.eval.evaluate import EvalJob, evaluate_jobs
-    from rmsd.eval.sets import load_set
+    from rmsd.eval.sets import load_set, scored_sets
     from rmsd.train.model_card import add_results
 
     model = Path(model)
@@ -272,7 +272,7 @@ def eval_recipe(
     note = ("trained by a recipe that sets dataset.allow_eval_overlap: its training data may overlap this set"
             if ds.allow_eval_overlap else None)
     jobs, provenance = [], {}
-    for s in ev.sets(ds):
+    for s in scored_sets(ds, ev):
         folder = out / s.name if ev.benchmarks else out
         benchmark, items = load_set(s, ev, limit)
         jobs.append(EvalJob(s.name, judged(recipe, benchmark, out), items, folder, s.extraction or ev.extraction,
