@@ -1,0 +1,174 @@
+"""The temporal contrast (Video-R1's T-GRPO) in the GRPO stage: shuffled frames, the bonus, the four logged figures.
+
+The rule itself is held to Video-R1's code in tests/losses/test_temporal.py; here: the
+shuffled clip is the same decoded frames in another order with the ordered clip's prompt and
+timestamps, the bonus reaches TRL's correctness column only for correct ordered rollouts, a
+stage with the option trains on the tiny student of both the Qwen2.5-VL and the Qwen3.5 family
+and logs ordered / shuffled accuracy, the bonus's firing share and its mean (log_history and
+TensorBoard), and a recipe without ground truth is refused in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from trainers import adversarial_trainer
+
+from rmsd.errors import RmsdError
+from rmsd.train.temporal import TemporalReward
+
+FIGURES = ("temporal/ordered_accuracy", "temporal/shuffled_accuracy", "temporal/bonus_fired", "temporal/bonus_mean")
+TEMPORAL = {"reward_weights": {"correctness": 1.0, "format": 0.5}, "num_generations": 2,
+            "temporal": {"enabled": True, "shuffled_generations": 2}}
+
+
+def _matched(items) -> list[dict]:
+    return [{"item_id": it.item_id, "teacher": "sim", "sample_index": 0, "weight": 1.0, "kept": True,
+             "format_ok": True, "task_type": it.task_type,
+             "text": f"<think>seen</think><answer>{f'({it.answer})' if it.task_type == 'mcq' else it.answer}</answer>"}
+            for it in items]
+
+
+@pytest.fixture(scope="module")
+def envs(make_env):
+    return {family: make_env(n=4, seed=0, matched=_matched, family=family) for family in ("qwen2_5_vl", "qwen3_5")}
+
+
+def _benchmark():
+    from rmsd.data.benchmarks import get_benchmark
+
+    return get_benchmark("synthvid")
+
+
+def test_shuffled_frames_are_the_same_frames_reordered_with_the_same_times(envs):
+    from rmsd.data.frame_cache import cache_info
+    from rmsd.data.video import load_frames, shuffled_frames
+
+    item = next(iter(envs["qwen2_5_vl"]["items"].values()))
+    frames = load_frames(item.video, num_frames=8)
+    shuffled, order = shuffled_frames(frames, "0:" + item.item_id)
+    assert shuffled.array.shape == frames.array.shape and sorted(order) == list(range(8)) and order != list(range(8))
+    assert shuffled.timestamps == frames.timestamps and shuffled.fps == frames.fps
+    assert shuffled.duration == frames.duration
+    assert not np.array_equal(shuffled.array, frames.array)  # the pixels really moved
+    for n, src in enumerate(order):
+        assert np.array_equal(shuffled.array[n], frames.array[src])
+    assert shuffled_frames(frames, "0:" + item.item_id)[1] == order  # fixed per key
+    assert not shuffled.array.flags.writeable and not frames.array.flags.writeable  # the cached decode untouched
+
+    before = cache_info()
+    load_frames(item.video, num_frames=8)
+    assert cache_info().misses == before.misses  # the frame cache holds the decode: nothing is decoded twice
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_5"])
+def test_the_shuffled_prompt_keeps_tokens_and_time_grid_and_permutes_pixels(envs, family):
+    from rmsd.data.frame_cache import cache_info
+    from rmsd.models.processing import load_student
+    from rmsd.train.stage_inputs import PromptCache
+
+    env = envs[family]
+    _, processor = load_student(env["student"])
+    cache = PromptCache(processor, env["items"])
+    item_id = next(iter(env["items"]))
+    ordered = cache.prompt(item_id)
+    misses = cache_info().misses
+    shuffled = cache.shuffled_prompt(item_id, seed=0)
+    assert cache_info().misses == misses, "the shuffled clip was decoded again"
+    assert shuffled.ids == ordered.ids and shuffled.types == ordered.types  # same prompt, same timestamps in text
+    assert set(shuffled.vision) == set(ordered.vision)
+    for key, value in ordered.vision.items():
+        if key == "pixel_values_videos":
+            assert value.shape == shuffled.vision[key].shape and not torch.equal(value, shuffled.vision[key])
+        else:  # the grid and the time per temporal patch (Qwen2.5-VL's second_per_grid_ts) are the ordered clip's
+            assert torch.equal(value, shuffled.vision[key]), key
+    assert cache.shuffled_prompt(item_id, seed=0) is shuffled  # encoded once per stage
+
+
+def test_the_bonus_lands_on_correct_ordered_rollouts_in_trls_correctness_column(envs, tmp_path):
+    env = envs["qwen2_5_vl"]
+    trainer = adversarial_trainer(env, tmp_path, benchmark=_benchmark(), **TEMPORAL)
+    mcq = [it for it in env["items"].values() if it.task_type == "mcq"][:2]
+    assert len(mcq) == 2
+    a, b = mcq
+
+    def answer(it, right: bool) -> str:
+        letter = it.answer if right else next(x for x in "ABCD" if x != it.answer)
+        return f"<think>seen</think><answer>({letter})</answer>"
+
+    inputs = [{"prompt": it.prompt, "item_id": it.item_id} for it in (a, a, b, b)]
+    texts = [answer(a, True), answer(a, False), answer(b, True), answer(b, False)]
+    # a: p = 0.5 >= p̃ = 0.0, fires; b: p = 0.5 < p̃ = 1.0, does not
+    trainer.model.train()
+    trainer._shuffled = {a.item_id: [0.0, 0.0], b.item_id: [1.0, 1.0]}
+    rewards = trainer._calculate_rewards(inputs, [x["prompt"] for x in inputs], texts, [[1]] * 4)
+    col = list(trainer.stage.active_rewards()).index("correctness")
+    assert rewards[:, col].tolist() == pytest.approx([1.3, 0.0, 1.0, 0.0])
+    assert rewards[:, 1 - col].tolist() == [1.0] * 4  # the format reward is untouched
+    logged = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("temporal/")}
+    assert logged == pytest.approx({FIGURES[0]: 0.5, FIGURES[1]: 0.5, FIGURES[2]: 0.5, FIGURES[3]: 0.3 / 4})
+
+    trainer._shuffled = None  # the option off (or eval): TRL's rewards as they are
+    plain = trainer._calculate_rewards(inputs, [x["prompt"] for x in inputs], texts, [[1]] * 4)
+    assert plain[:, col].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_5"])
+def test_a_stage_with_the_temporal_reward_trains_and_logs_the_four_figures(envs, tmp_path, family):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.set_num_threads(1)
+    env = envs[family]
+    # An untrained student is never correct, so every correctness group ties: D's reward gives the update a signal.
+    trainer = adversarial_trainer(env, tmp_path, benchmark=_benchmark(), save_steps=100,
+                                  trl={"report_to": ["tensorboard"]},
+                                  **{**TEMPORAL, "reward_weights": {"discriminator": 1.0, **TEMPORAL["reward_weights"]}})
+    generated, rollouts = [], []
+    generate, score = trainer._generate_texts, trainer._generate_and_score_completions
+    trainer._generate_texts = lambda rows: generated.append(rows) or generate(rows)
+    trainer._generate_and_score_completions = lambda inputs: rollouts.append(out := score(inputs)) or out
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+
+    # every step: 2 items x G' = 2 shuffled rollouts, one vision dict per item; the rollouts trained on are the G ordered
+    assert [len(rows) for rows in generated] == [4, 4]
+    assert all(rows[0][1] is rows[1][1] and rows[1][1] is not rows[2][1] for rows in generated)
+    assert all(r["completion_ids"].size(0) == 2 * 2 for r in rollouts)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
+    for h in logs:
+        assert all(0.0 <= h[k] <= 1.0 for k in FIGURES[:3]), h
+        assert 0.0 <= h[FIGURES[3]] <= 0.3
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    assert {f"train/{k}" for k in FIGURES} <= set(events.Tags()["scalars"])
+
+
+def test_a_corpus_without_ground_truth_is_refused_in_one_line(envs, tmp_path):
+    env = envs["qwen2_5_vl"]
+    unlabelled = {**env, "items": {i: dataclasses.replace(it, answer=None) for i, it in env["items"].items()}}
+    with pytest.raises(RmsdError, match="needs items with a video and a ground-truth answer") as err:
+        adversarial_trainer(unlabelled, tmp_path, benchmark=_benchmark(), **TEMPORAL)
+    assert "\n" not in str(err.value)
+
+
+def test_items_without_a_clip_or_an_answer_take_no_part(envs):
+    from rmsd.config import AdversarialStageConfig
+
+    items = dict(envs["qwen2_5_vl"]["items"])
+    first, second = list(items)[:2]
+    items[first] = dataclasses.replace(items[first], answer=None)
+    items[second] = dataclasses.replace(items[second], video=None)
+    stage = AdversarialStageConfig(**{k: v for k, v in TEMPORAL.items() if k != "num_generations"}, num_generations=2)
+    temporal = TemporalReward(stage, items, lambda texts, ids: [1.0] * len(texts))
+    assert not temporal.eligible(first) and not temporal.eligible(second)
+    assert all(temporal.eligible(i) for i in list(items)[2:])
+    seen = []
+    bonuses = temporal.bonuses([1.0, 1.0, 1.0, 0.0], [first, first, list(items)[2], list(items)[2]],
+                               {list(items)[2]: [0.0, 0.0]}, group=2, log=lambda k, v: seen.append((k, v)))
+    assert bonuses == [0.0, 0.0, 0.3, 0.0] and dict(seen)["temporal/bonus_fired"] == 1.0
