@@ -172,3 +172,19 @@ def test_items_without_a_clip_or_an_answer_take_no_part(envs):
     bonuses = temporal.bonuses([1.0, 1.0, 1.0, 0.0], [first, first, list(items)[2], list(items)[2]],
                                {list(items)[2]: [0.0, 0.0]}, group=2, log=lambda k, v: seen.append((k, v)))
     assert bonuses == [0.0, 0.0, 0.3, 0.0] and dict(seen)["temporal/bonus_fired"] == 1.0
+
+
+def test_the_model_card_says_the_stage_used_the_temporal_reward(tmp_path):
+    from rmsd.config import AdversarialStageConfig
+    from rmsd.train.model_card import run_info, write_card
+
+    info = run_info("built from config: rmsd build-student", "r", "r.yaml")
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    on = AdversarialStageConfig(num_generations=6, reward_weights={"correctness": 1.0}, temporal={"enabled": True})
+    card = write_card(tmp_path / "on", info, "adversarial", "GRPO", on.model_dump(mode="json")).read_text()
+    assert "Temporal reward: Video-R1's T-GRPO contrast (bonus α = 0.3" in card and "μ = 1.0" in card
+    assert "3 shuffled-frame rollouts per item" in card
+    off = AdversarialStageConfig(reward_weights={"correctness": 1.0})
+    assert "Temporal reward" not in write_card(tmp_path / "off", info, "adversarial", "GRPO",
+                                               off.model_dump(mode="json")).read_text()
