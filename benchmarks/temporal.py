@@ -13,8 +13,9 @@ mean bonus). Data, teacher samples and matching are those of benchmarks/reproduc
 (a verifiable reward). One job at a time, single-process; finished runs are kept under --work
 and not trained again.
 
-The declared run writes benchmarks/results/temporal_v1.json and temporal_v1_results.md; any
-other setting (--quick, other budgets) writes to WORK/results, never beside the declaration.
+The declared run writes temporal_v1.json and temporal_v1_results.md beside the declaration;
+--quick (the smoke test) writes them to WORK/results instead. The settings are fixed here
+(`DECLARED`) as the declaration states them; a different design is a new declaration.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py                    # the declared experiment
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py --quick --work /tmp/temporal_smoke
@@ -109,11 +110,11 @@ def rl_run(variant: str, seed: int, work: Path, sft: Path, matched: Path, steps:
            overrides: list[str]) -> dict[str, Any]:
     from rmsd.pipeline import distill_recipe, eval_recipe
 
-    run = work / variant / f"seed{seed}"
-    if (run / "result.json").is_file():
-        return json.loads((run / "result.json").read_text())
     r = recipe(variant, work, seed, sft, [*overrides, "distill.sft.enabled=false",
                                           f"distill.adversarial.max_steps={steps}"])
+    run = Path(r.distill.out)  # WORK/<method>/seed<seed>, as benchmarks/reproduce.py lays runs out
+    if (run / "result.json").is_file():
+        return json.loads((run / "result.json").read_text())
     load = os.getloadavg()
     t0 = time.perf_counter()
     stages = distill_recipe(r, matched, resume=True, progress=False)
@@ -134,7 +135,10 @@ def table(sft: dict[str, Any], runs: list[dict[str, Any]]) -> str:
             f"{sft['overall']:.3f} | | | | | |"]
     for r in runs:
         s = r["scores"]
-        figs = " | ".join(f"{r['train'][k]:.3f}" if k in r["train"] else "-" for k in (
+        train = dict(r["train"])
+        # without the contrast, the correctness reward is the ordered training accuracy (with it, it holds the bonus)
+        train.setdefault("temporal/ordered_accuracy", train.get("rewards/correctness/mean"))
+        figs = " | ".join(f"{train[k]:.3f}" if train.get(k) is not None else "-" for k in (
             "temporal/ordered_accuracy", "temporal/shuffled_accuracy", "temporal/bonus_fired", "temporal/bonus_mean"))
         rows.append(f"| {r['variant']} | {r['seed']} | {s['temporal']['accuracy']:.3f} | {s['rest']['accuracy']:.3f} "
                     f"| {s['overall']:.3f} | {figs} | {r['train_seconds']:.0f} |")
@@ -179,7 +183,7 @@ def main() -> None:
     matched = reproduce.prepare(work, settings["n"], recipes)
     if len(set(matched.values())) != 1:
         sys.exit("the two variants must distil from one matched set")
-    matched_dir = matched["sft_rl"]
+    matched_dir = matched["plain"]
     sft = sft_checkpoint(work, base, matched_dir, settings["sft_steps"], settings["sft_seed"], overrides)
     from rmsd.pipeline import eval_recipe
 
