@@ -149,6 +149,26 @@ def test_a_stage_with_the_temporal_reward_trains_and_logs_the_four_figures(envs,
     assert {f"train/{k}" for k in FIGURES} <= set(events.Tags()["scalars"])
 
 
+def test_the_temporal_reward_composes_with_the_discriminator_and_visd(envs, tmp_path):
+    """Every GRPO-based stage takes it: here D's reward and the VISD signal on top, on the same rollouts."""
+    from rmsd.config import VISDConfig
+    from rmsd.judge.rules import RuleJudge
+    from rmsd.train.visd import StructuredSignal
+
+    def signal(model, cfg):
+        return StructuredSignal.from_config(VISDConfig(enabled=True, lam=0.5), RuleJudge(), model, total_steps=2)
+
+    torch.set_num_threads(1)
+    trainer = adversarial_trainer(envs["qwen2_5_vl"], tmp_path, benchmark=_benchmark(), visd=signal, save_steps=100,
+                                  **{**TEMPORAL, "reward_weights": {"discriminator": 1.0, "correctness": 1.0,
+                                                                    "format": 0.5}})
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
+    for key in (*FIGURES, "visd/lambda", "visd/advantage_scale", "discriminator/accuracy"):
+        assert all(key in h for h in logs), key
+
+
 def test_a_corpus_without_ground_truth_is_refused_in_one_line(envs, tmp_path):
     env = envs["qwen2_5_vl"]
     unlabelled = {**env, "items": {i: dataclasses.replace(it, answer=None) for i, it in env["items"].items()}}
