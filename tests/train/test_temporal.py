@@ -208,3 +208,82 @@ def test_the_model_card_says_the_stage_used_the_temporal_reward(tmp_path):
     off = AdversarialStageConfig(reward_weights={"correctness": 1.0})
     assert "Temporal reward" not in write_card(tmp_path / "off", info, "adversarial", "GRPO",
                                                off.model_dump(mode="json")).read_text()
+
+
+DDP_SCRIPT = '''
+import hashlib, json, sys
+from pathlib import Path
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from rmsd.config import AdversarialStageConfig, StudentConfig
+from rmsd.data.benchmarks import get_benchmark
+from rmsd.data.benchmarks.synthvid import load_items
+from rmsd.train.adversarial_trainer import AdversarialTrainer
+from rmsd.train.distill import load_for_training
+from rmsd.train.stage_inputs import StudentInputs
+from rmsd.train.trl_args import RunSettings, grpo_config
+
+torch.set_num_threads(1)
+root, student, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+items = {it.item_id: it for it in load_items(root, split="train")}
+cfg = AdversarialStageConfig(enabled=True, max_steps=2, batch_size=1, num_generations=2, max_completion_length=8,
+                             logging_steps=1, save_steps=100, warmup_steps=0, temperature=1.0, disc_warmup_steps=0,
+                             reward_weights={"correctness": 1.0, "discriminator": 1.0},
+                             temporal={"enabled": True, "shuffled_generations": 2})
+model, processor = load_for_training(student, StudentConfig(path=str(student)))
+args = grpo_config(cfg, RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[],
+                                    gradient_checkpointing=False))
+from rmsd.train.discriminator import TeacherSamples
+teacher = TeacherSamples.from_matched([{"item_id": i, "text": "<answer>(A)</answer>", "weight": 1.0, "kept": True}
+                                       for i in items])
+trainer = AdversarialTrainer(model, args, Dataset.from_list([{"prompt": it.prompt, "item_id": i}
+                                                             for i, it in items.items()]),
+                             processor, items, stage=cfg, teacher_samples=teacher,
+                             inputs=StudentInputs(num_frames=8, max_side=None, system=None, shared_prefix=True),
+                             benchmark=get_benchmark("synthvid"))
+seen = []
+calculate = trainer._calculate_rewards
+def spy(inputs, *rest):
+    rewards = calculate(inputs, *rest)
+    seen.append({"local": [x["item_id"] for x in inputs], "rows": rewards.size(0),
+                 "shuffled": {k: len(v) for k, v in trainer._shuffled.items()}})
+    return rewards
+trainer._calculate_rewards = spy
+trainer.train()
+h = hashlib.sha256()
+for p in trainer.model.parameters():
+    h.update(p.detach().numpy().tobytes())
+logs = [{k: v for k, v in x.items() if k.startswith("temporal/")} for x in trainer.state.log_history if "loss" in x]
+(out / f"rank{PartialState().process_index}.json").write_text(json.dumps({"seen": seen, "logs": logs,
+                                                                          "student": h.hexdigest()}))
+'''
+
+
+def test_two_processes_pool_the_groups_before_the_rule(envs, tmp_path):
+    """Under DDP each process shuffles its own items; rewards and shuffled scores are gathered first, so every
+    process applies the rule to the same groups and logs the same figures."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "script.py").write_text(DDP_SCRIPT)
+    env = envs["qwen2_5_vl"]
+    root = env["root"] / "data"  # the synthvid folder make_env generated
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(tmp_path / "script.py"), str(root), str(env["student"]), str(tmp_path / "out")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stderr[-6000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["student"] == ranks[1]["student"]  # DDP: one update from the pooled advantages
+    assert ranks[0]["logs"] == ranks[1]["logs"] and len(ranks[0]["logs"]) == 2
+    assert all(set(log) == set(FIGURES) for log in ranks[0]["logs"])
+    for step in range(2):
+        a, b = ranks[0]["seen"][step], ranks[1]["seen"][step]
+        assert a["rows"] == b["rows"] == 4  # TRL's gathered rewards: 2 processes x 1 item x G = 2
+        assert len(set(a["local"])) == len(set(b["local"])) == 1  # each process holds one item's group ...
+        assert a["shuffled"] == b["shuffled"]  # ... and both see every item's pooled shuffled scores
+        assert set(a["shuffled"]) == set(a["local"]) | set(b["local"]) and set(a["shuffled"].values()) == {2}
