@@ -17,6 +17,7 @@ rollouts are: a student that stops early (`--student`: a trained checkpoint) spe
 its step generating than the random-weight tiny student, which always runs to the cap.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_temporal.py --json benchmarks/results/temporal_cost.json
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_temporal.py --length 24 --json benchmarks/results/temporal_cost_24.json
     python benchmarks/bench_temporal.py --steps 3 --rounds 1          # a smoke run
 """
 
@@ -57,7 +58,8 @@ class StepTimes(TrainerCallback):
         self.cpu.append(time.process_time() - self._c0)
 
 
-def trainer(student: Path, items: dict, steps: int, temporal: bool, out: Path) -> tuple[Any, StepTimes]:
+def trainer(student: Path, items: dict, steps: int, temporal: bool, out: Path,
+            length: int) -> tuple[Any, StepTimes]:
     from datasets import Dataset
 
     from rmsd.config import AdversarialStageConfig, StudentConfig
@@ -67,7 +69,7 @@ def trainer(student: Path, items: dict, steps: int, temporal: bool, out: Path) -
     from rmsd.train.stage_inputs import StudentInputs
     from rmsd.train.trl_args import RunSettings, grpo_config
 
-    cfg = AdversarialStageConfig(enabled=True, max_steps=steps, **STAGE,
+    cfg = AdversarialStageConfig(enabled=True, max_steps=steps, **{**STAGE, "max_completion_length": length},
                                  temporal=TEMPORAL if temporal else {"enabled": False})
     model, processor = load_for_training(student, StudentConfig(path=str(student)))
     run = RunSettings(output_dir=out, device="cpu", dtype="float32", report_to=[], gradient_checkpointing=False)
@@ -79,14 +81,15 @@ def trainer(student: Path, items: dict, steps: int, temporal: bool, out: Path) -
     return t, times
 
 
-def measure(student: Path, items: dict, steps: int, rounds: int, work: Path) -> list[dict[str, dict[str, list[float]]]]:
+def measure(student: Path, items: dict, steps: int, rounds: int, work: Path,
+            length: int) -> list[dict[str, dict[str, list[float]]]]:
     """Per round, each setting's step times, wall and CPU (its first step left out); the order within a round
     alternates."""
     out = []
     for r in range(rounds):
         got: dict[str, dict[str, list[float]]] = {}
         for name in ("plain", "temporal") if r % 2 == 0 else ("temporal", "plain"):
-            t, times = trainer(student, items, steps, name == "temporal", work / f"{name}{r}")
+            t, times = trainer(student, items, steps, name == "temporal", work / f"{name}{r}", length)
             t.train()
             got[name] = {"wall": times.times[1:], "cpu": times.cpu[1:]}
             print(f"round {r} {name}: wall " + " ".join(f"{x:.2f}" for x in times.times) + ", cpu "
@@ -110,6 +113,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="GRPO steps per round and setting")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--length", type=int, default=STAGE["max_completion_length"], help=(
+        "max_completion_length: the random-weight student always runs to it, so a short cap stands in for a "
+        "student that stops early (synthvid's teacher answers: median ~20 tokens)"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,10 +129,10 @@ def main() -> None:
         items = {it.item_id: it for it in load_items(work / "data", split="train")[: args.items]}
         student = args.student or build_student(work / "student", size="tiny", seed=0)
         load = os.getloadavg()
-        times = measure(student, items, args.steps, args.rounds, work)
+        times = measure(student, items, args.steps, args.rounds, work, args.length)
     wall, cpu = summary(times, "wall"), summary(times, "cpu")
     result = {"command": "python " + " ".join(os.sys.argv), "student": str(args.student or "tiny (random weights)"),
-              "stage": STAGE, "temporal": TEMPORAL, "threads": args.threads, "load_at_start": load,
+              "stage": {**STAGE, "max_completion_length": args.length}, "temporal": TEMPORAL, "threads": args.threads, "load_at_start": load,
               "load_at_end": os.getloadavg(), "cpus": os.cpu_count(), "torch": torch.__version__,
               "python": platform.python_version(), "seconds_per_step": times, "wall": wall, "cpu": cpu}
     for name, s in (("wall", wall), ("cpu", cpu)):

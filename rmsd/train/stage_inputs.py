@@ -8,7 +8,8 @@ prompt as token ids, its clip's (or image's) processed vision tensors, and the t
 each teacher response. A plain trainer re-runs the video processor and the tokeniser on
 every batch (TRL's collators do); here a step only looks the encodings up and pads them, and
 the tensors are exactly those of `rmsd.models.processing.encode` (`encode_prompt` says why).
-Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32), bounded by
+Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32; two with the
+temporal contrast, whose shuffled copy is kept too: `shuffled_prompt`), bounded by
 `RMSD_PROMPT_CACHE_MB` (default 2048; least recently used items are dropped, then re-encoded).
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
