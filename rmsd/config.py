@@ -232,6 +232,25 @@ class VISDConfig(Strict):
         return self
 
 
+class TemporalConfig(Strict):
+    """Video-R1's temporal contrast (T-GRPO, docs/method.md; the rule: `rmsd.losses.temporal`).
+
+    Each item is also answered from its frames shuffled; a correct in-order rollout earns
+    `bonus` when the in-order group scores at least `ratio` times the shuffled one. Needs the
+    correctness reward and items with a ground truth; shuffled rollouts are never trained on.
+    """
+
+    enabled: bool = False
+    bonus: float = Field(0.3, ge=0.0, le=10.0, description=(
+        "alpha: added to the correctness reward of each correct in-order rollout when the rule fires (Video-R1: 0.3)"))
+    ratio: float = Field(1.0, gt=0.0, le=10.0, description=(
+        "mu: the bonus fires when in-order accuracy >= mu x shuffled accuracy; 1.0 is the paper's rule (its author, "
+        "tulerfeng/Video-R1#74), Video-R1's code uses 0.8"))
+    shuffled_generations: int | None = Field(None, ge=1, le=64, description=(
+        "G': rollouts per item on the shuffled frames (generated and scored only); null: num_generations // 2, "
+        "as Video-R1"))
+
+
 class AdversarialStageConfig(TrainCommon):
     enabled: bool = False
     lr: float = Field(1e-4, gt=0.0, lt=1.0)
@@ -254,12 +273,26 @@ class AdversarialStageConfig(TrainCommon):
         default_factory=lambda: {"discriminator": 1.0}, description="reward = sum of weight * component"
     )
     visd: VISDConfig = Field(default_factory=VISDConfig)
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig, description=(
+        "Video-R1's T-GRPO temporal contrast: a bonus for correct answers from ordered frames over shuffled ones"))
 
     @model_validator(mode="after")
     def _some_reward(self) -> AdversarialStageConfig:
         if self.enabled and not any(self.reward_weights.values()):
             raise ValueError("reward_weights gives every reward weight 0: the student would learn nothing")
         return self
+
+    @model_validator(mode="after")
+    def _temporal_needs_correctness(self) -> AdversarialStageConfig:
+        if self.temporal.enabled and not self.reward_weights.get("correctness"):
+            raise ValueError("temporal needs the correctness reward (its bonus is paid on correct answers): set "
+                             "reward_weights.correctness > 0, on a corpus with ground-truth answers")
+        return self
+
+    @property
+    def shuffled_generations(self) -> int:
+        """G′ of the temporal contrast: the recipe's, or Video-R1's num_generations // 2."""
+        return self.temporal.shuffled_generations or max(1, self.num_generations // 2)
 
     def active_rewards(self) -> dict[str, float]:
         """The reward components with a non-zero weight, in the recipe's order."""
