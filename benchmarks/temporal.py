@@ -17,7 +17,7 @@ The declared run writes temporal_v1.json and temporal_v1_results.md beside the d
 --quick (the smoke test) writes them to WORK/results instead. The settings are fixed here
 (`DECLARED`) as the declaration states them; a different design is a new declaration.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py                    # the declared experiment
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py --commit           # the declared experiment
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py --quick --work /tmp/temporal_smoke
 """
 
@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/temporal_v1"))
     ap.add_argument("--base", type=Path, default=None, help="pre-trained base folder (default: built or shipped)")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny data and steps, an untrained base")
+    ap.add_argument("--commit", action="store_true",
+                    help="git-commit the results after every finished run (an interrupted experiment keeps them)")
     args = ap.parse_args()
     settings = dict(QUICK if args.quick else DECLARED)
     overrides = list(settings.pop("overrides", []))
@@ -189,9 +191,13 @@ def main() -> None:
 
     start = recipes["plain"]
     sft_scores = split_scores(eval_recipe(start, sft, out=work / "sft" / "eval", show=False)["synthvid"])
-    runs = [rl_run(v, seed, work, sft, matched_dir, settings["rl_steps"], overrides)
-            for seed in settings["seeds"] for v in VARIANTS]
-    report(results, {**settings, "base": str(base), "overrides": overrides}, sft_scores, runs, command)
+    runs: list[dict[str, Any]] = []
+    for seed in settings["seeds"]:
+        for variant in VARIANTS:  # the results are rewritten (and with --commit committed) after every run
+            runs.append(rl_run(variant, seed, work, sft, matched_dir, settings["rl_steps"], overrides))
+            report(results, {**settings, "base": str(base), "overrides": overrides}, sft_scores, runs, command)
+            if args.commit:
+                reproduce.commit_results(results, f"temporal v1: {variant} seed {seed}", pattern="temporal_v1[._]*")
     print((results / "temporal_v1_results.md").read_text())
 
 
