@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.pool_config import TeacherConfig
+from rmsd.sampling.ledger import Ledger
 from rmsd.sampling.store import SampleStore
 
 
@@ -142,10 +143,8 @@ def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wal
               batch: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall;
     `batch`: the batch figures of each teacher in batch mode (`BatchRun.summary`)."""
-    from rmsd.sampling.batch_files import Ledger
-
     ledger = Ledger(store.path)
-    billed = ledger.billed() if ledger.file.is_file() else {}
+    billed = ledger.billed() if ledger.exists() else {}
     teachers = {name: _teacher(lane, store, (batch or {}).get(name), billed.get(name, {}))
                 for name, lane in lanes.items()}
 
