@@ -359,8 +359,8 @@ class BatchRun(SamplingMode):
         self.reasons.update(ingest.reasons)
         self.pending.difference_update(k for e in manifest.values() for k in e["keys"])
         self.ledger.manifest(tag).unlink(missing_ok=True)  # its results are in: nothing reads it again
-        if name in ingest.short:
-            self.api(name).answered(2, 1)  # a line got fewer choices than its n: with use_n auto, one per line now
+        if name in ingest.short:  # a line got fewer choices than its n: with use_n auto, one sample per line now
+            self.api(name).answered(*ingest.short[name])
         del self.open[tag]
         self.store.sync_soon()
 

@@ -160,7 +160,7 @@ class Ingest:
         self.seen: set[str] = set()
         self.unknown = self.malformed = 0
         self.reasons: dict[str, str] = {}  # key -> why its line failed
-        self.short: set[str] = set()  # teachers that answered fewer choices than n
+        self.short: dict[str, tuple[int, int]] = {}  # teacher -> (n asked, choices got) of a line answered short
 
     def lines(self, lines: Iterable[bytes | str]) -> None:
         created = now_iso()
@@ -209,7 +209,7 @@ class Ingest:
                 c["truncated"] += r.finish_reason == "length"
                 c["flagged"] += r.error is not None
         if len(responses) < len(keys):
-            self.short.add(entry["teacher"])
+            self.short.setdefault(entry["teacher"], (len(keys), len(responses)))
             self.fail(entry, keys[len(responses):], "partial_n")
 
     def fail(self, entry: dict[str, Any], keys: list[str], reason: str) -> None:
