@@ -2,7 +2,10 @@
 
 For each teacher in batch mode the run writes the missing requests as batch lines
 (`rmsd.sampling.batch_files`), uploads each part (`files.create(purpose="batch")`), creates a
-batch on `/v1/chat/completions` and records its id in the store's ledger the moment it exists.
+batch on `/v1/chat/completions` and records its id in the store's ledger the moment it exists
+(`rmsd.sampling.ledger`: each part's life is one state machine, and a resumed run takes every
+part from the state its ledger holds: `writing` discarded, `submitting` found or created,
+`created` polled).
 It then polls with backoff (one line per change off a terminal, a bar per batch on one),
 downloads the output and error files, and stores each answer as a record identical to the
 online path's: a store may mix both modes, and either mode resumes the other's store.
