@@ -6,7 +6,9 @@ parameters by part: vision tower, text backbone (what the discriminator copies),
 `lora_parameters` counts the adapter a peft LoRA of given rank and target modules would add
 (`rmsd.models.lora` puts them on the text backbone's linears, and with `vision` on every linear
 of the vision tower), `lora_activation_bytes` what its dropout keeps for the backward pass.
-`activation_bytes` estimates what one forward keeps for the backward pass.
+`activation_bytes` estimates what one forward keeps for the backward pass. `step_bytes` puts
+them together for one training step (`Step`: the batch, its clips, replies, adapters, shared
+prefix, discriminator and generation) in one call, as `rmsd plan` asks for each stage.
 
 How the estimates are made (and where they stop being exact):
 - weights, gradients and AdamW states are exact: numel x element size, as torch allocates
