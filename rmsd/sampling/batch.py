@@ -331,7 +331,7 @@ class BatchRun(SamplingMode):
                 await asyncio.sleep(delay)
 
     async def download(self, name: str, file_id: str, tag: str) -> Any:
-        path = self.ledger.dir / f"{tag}.{file_id}.jsonl"
+        path = self.ledger.results(tag, file_id)
         client = self.client(name)
 
         async def fetch() -> None:

@@ -164,6 +164,10 @@ class Ledger:
     def requests(self, tag: str) -> Path:
         return self.dir / f"{tag}.requests.jsonl"
 
+    def results(self, tag: str, file_id: str) -> Path:
+        """Where a result file of the part is downloaded (removed once stored)."""
+        return self.dir / f"{tag}.{file_id}.jsonl"
+
     def billed(self) -> dict[str, dict[str, int]]:
         """Per teacher, the billed lines and tokens of every ingested part and imported results file."""
         out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(BILLED, 0))
