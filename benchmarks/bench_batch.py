@@ -73,8 +73,8 @@ def files_phase(items: list, tmp: Path, frames: int) -> dict:
     """Write the request file, then import its answers: records/s of each, bytes per request."""
     from rmsd.sampling.batch import BatchRun
     from rmsd.sampling.batch_files import import_results
-    from rmsd.sampling.runner import make_lanes
     from rmsd.sampling.store import SampleStore
+    from rmsd.sampling.work import make_lanes
     from rmsd.teachers.pool import build_teachers
 
     pool = make_pool("http://127.0.0.1:9/v1")
@@ -86,7 +86,10 @@ def files_phase(items: list, tmp: Path, frames: int) -> dict:
     async def export() -> int:
         with SampleStore(store) as s:
             runs.append(BatchRun(items, make_lanes(pool, teachers, frames), s, frames, None, False))
-            return await runs[0].export(requests)
+            try:
+                return await runs[0].export(requests)
+            finally:
+                await runs[0].aclose()
 
     started = time.perf_counter()
     lines = asyncio.run(export())

@@ -30,6 +30,7 @@ from typing import Any
 
 import reproduce
 import run_cache
+from method_recipes import ROOT, budget_overrides, load_method
 from regimes import REGIMES, RESULTS, regime_hash
 from reproduce_report import TASK_TYPES, machine
 
@@ -124,10 +125,10 @@ def verdict_lines(sft_steps: str, v: dict[str, Any]) -> list[str]:
 def run_rung(regime: str, sft_steps: int, work: Path, record: dict[str, Any], save: Any) -> dict[str, Any]:
     """Train (or reuse) the pilot's methods and seeds at one S; the rung's record with its verdict."""
     spec = REGIMES[regime]
-    pilot, recipes_dir = spec["pilot"], reproduce.ROOT / spec["recipes"]
+    pilot, recipes_dir = spec["pilot"], ROOT / spec["recipes"]
     runs_dir = work / f"S{sft_steps}"
-    recipes = {seed: {m: reproduce.load_method(
-        m, work, seed, reproduce.budget_overrides(m, sft_steps, spec["adv_steps"], recipes_dir), recipes_dir,
+    recipes = {seed: {m: load_method(
+        m, work, seed, budget_overrides(m, sft_steps, spec["adv_steps"], recipes_dir), recipes_dir,
         runs_dir) for m in pilot["methods"]} for seed in pilot["seeds"]}
     total = reproduce.check_budget(recipes[pilot["seeds"][0]])
     points = reproduce.curve_points(total, sft_steps, spec["points"])
@@ -161,7 +162,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="runs folder (default runs/reproduce-REGIME)")
     ap.add_argument("--commit", action="store_true", help="git-commit the pilot's files after every finished run")
     args = ap.parse_args()
-    spec, work = REGIMES[args.regime], args.work or reproduce.ROOT / f"runs/reproduce-{args.regime}"
+    spec, work = REGIMES[args.regime], args.work or ROOT / f"runs/reproduce-{args.regime}"
     path = RESULTS / f"pilot_{args.regime}.json"
     record = json.loads(path.read_text()) if path.is_file() else {"rungs": {}}
     if record.get("chosen_sft_steps") is not None:

@@ -70,12 +70,11 @@ from typing import Any
 
 import run_cache  # sibling scripts of this benchmark (a script's own folder is sys.path[0])
 import student_errors
+from method_recipes import RECIPES, ROOT, budget_overrides, load_method
 from regimes import DEFAULT_METHODS, REGIMES, pilot_decision, pilot_rung, regime_hash
 from reproduce_report import DATA_SEED, METHODS, machine, results_table, summarise, write_results
 from transformers import TrainerCallback
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes" / "synthvid"
 # --quick: a smoke test of every code path in about a minute, not a measurement.
 QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
     "distill.sft.batch_size=4", "distill.sft.warmup_steps=2", "distill.sft.logging_steps=5", "distill.sft.save_steps=10",
@@ -98,41 +97,7 @@ def commit_results(results: Path, message: str, repo: Path = ROOT, pattern: str 
         print(f"could not commit the results: {getattr(e, 'stderr', b'').decode().strip() or e}", flush=True)
 
 
-# ----------------------------------------------------------------------------- recipes and budget
-def load_method(method: str, work: Path, seed: int, overrides: list[str], recipes: Path = RECIPES,
-                runs: Path | None = None) -> Any:
-    """The method's recipe (from the `recipes` folder) with every path under `work` and the seed applied; the run
-    itself under `runs` (default `work`: a pilot keeps each rung's runs apart while sharing data and samples)."""
-    from rmsd.config import load_recipe
-
-    path = recipes / f"experiment_{method}.yaml"
-    own = load_recipe(path, overrides)
-    samples_name = Path(own.sampling.out).name  # the noise-free methods sample another pool into another store
-    matched_name = Path(own.matching.out).name  # methods with another filter (or store) differ here
-    run = (runs or work) / method / f"seed{seed}"
-    paths = [
-        f"dataset.path={work / 'data'}", f"sampling.out={work / samples_name}", f"matching.out={work / matched_name}",
-        f"student.build_out={work / f'student_seed{seed}'}", f"distill.out={run}", f"eval.out={run / 'eval'}",
-        f"distill.sft.seed={seed}", f"distill.adversarial.seed={seed}",
-    ]
-    return load_recipe(path, overrides + paths)
-
-
-def budget_overrides(method: str, sft_steps: int | None, adv_steps: int | None,
-                     recipes: Path = RECIPES) -> list[str]:
-    """--sft-steps S --adv-steps R for one method: S + R SFT steps without an adversarial stage."""
-    if sft_steps is None and adv_steps is None:
-        return []
-    from rmsd.config import load_recipe
-
-    base = load_recipe(recipes / f"experiment_{method}.yaml").distill
-    s = base.sft.max_steps if sft_steps is None else sft_steps
-    r = base.adversarial.max_steps if adv_steps is None else adv_steps
-    if base.adversarial.enabled:
-        return [f"distill.sft.max_steps={s}", f"distill.adversarial.max_steps={r}"]
-    return [f"distill.sft.max_steps={s + r}"]
-
-
+# ----------------------------------------------------------------------------- budget
 def steps(recipe: Any) -> tuple[int, int]:
     """(SFT steps, adversarial steps) of a recipe."""
     d = recipe.distill

@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import reproduce  # a sibling script (a script's own folder is sys.path[0]): the methods' recipes and paths
+from method_recipes import load_method  # a sibling script (a script's own folder is sys.path[0])
 
 TASKS = ("mcq", "numeric", "grounding", "open")
 
@@ -29,7 +29,7 @@ def method_targets(method: str, work: Path) -> tuple[list[dict], dict]:
     from rmsd.pipeline import load_recipe_items
     from rmsd.train.sft_trainer import sft_rows
 
-    recipe = reproduce.load_method(method, work, 0, [])
+    recipe = load_method(method, work, 0, [])
     matched = Path(recipe.matching.out) / "matched.jsonl"
     if not matched.is_file():
         sys.exit(f"{matched}: not matched yet; run benchmarks/reproduce.py --methods {method} --work {work} first")

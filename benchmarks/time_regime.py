@@ -31,6 +31,7 @@ from typing import Any
 import reproduce  # sibling scripts (a script's own folder is sys.path[0])
 import torch
 from bench_distill import StepTimer
+from method_recipes import load_method
 
 RESULTS = Path(__file__).parent / "results"
 # The workloads that differ in cost, and the regime methods (and shared SFT prefix) each one stands for.
@@ -75,7 +76,7 @@ def eval_seconds_per_item(recipe: Any) -> float:
 
 def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, float], float, float, float]:
     """({workload: median s/step}, eval s/item, preparation seconds, single's s/step as measured)."""
-    recipes = {m: reproduce.load_method(m, work, 0, []) for m in reproduce.REGIMES[args.regime]["methods"]}
+    recipes = {m: load_method(m, work, 0, []) for m in reproduce.REGIMES[args.regime]["methods"]}
     t0 = time.perf_counter()
     matched = reproduce.prepare(work, args.n, recipes)
     prepared = time.perf_counter() - t0

@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import Recipe
+from rmsd.data.benchmarks import get_benchmark
+from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models.lora import is_adapter_folder
 from rmsd.verbosity import quiet_libraries
 
 
-def benchmark_of(recipe: Recipe) -> Any:
-    from rmsd.data.benchmarks import get_benchmark
-
+def benchmark_of(recipe: Recipe) -> Benchmark:
+    """A new instance of the recipe's training benchmark (`dataset.benchmark`)."""
     return get_benchmark(recipe.dataset.benchmark)
 
 
-def judged(recipe: Recipe, benchmark: Any, out: Path) -> Any:
+def judged(recipe: Recipe, benchmark: Benchmark, out: Path) -> Benchmark:
     """`benchmark` scored by `eval.judge_teacher` where it takes an LLM judge (MathVerse: extract, then match;
     verdicts cached in OUT/judge_cache.jsonl), else as it is."""
     name = recipe.eval.judge_teacher
@@ -43,7 +44,7 @@ def judged(recipe: Recipe, benchmark: Any, out: Path) -> Any:
 
 
 def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | None = None,
-                      benchmark: Any = None) -> list[Item]:
+                      benchmark: Benchmark | None = None) -> list[Item]:
     """The recipe's items of `split` (default: the training split); broken corpus rows as `dataset.on_bad_row`
     says (what was skipped is then in `benchmark.skipped`)."""
     ds = recipe.dataset
@@ -52,12 +53,13 @@ def load_recipe_items(recipe: Recipe, split: str | None = None, limit: int | Non
         on_bad_row=ds.on_bad_row)
 
 
-def training_items(recipe: Recipe, limit: int | None = None) -> tuple[list[Item], dict[str, Any]]:
-    """The training items, checked against every evaluation set (`rmsd.eval.sets`), and what to report about
-    them: {"skipped_rows": {reason: n}, "contamination": {...}}."""
+def training_items(recipe: Recipe, limit: int | None = None,
+                   benchmark: Benchmark | None = None) -> tuple[list[Item], dict[str, Any]]:
+    """The training items (read by `benchmark`, default a new one), checked against every evaluation set
+    (`rmsd.eval.sets`), and what to report about them: {"skipped_rows": {reason: n}, "contamination": {...}}."""
     from rmsd.eval.sets import check_training_items
 
-    benchmark = benchmark_of(recipe)
+    benchmark = benchmark or benchmark_of(recipe)
     items = load_recipe_items(recipe, limit=limit, benchmark=benchmark)
     report = {"skipped_rows": dict(benchmark.skipped),
               "contamination": check_training_items(items, recipe.dataset, recipe.eval)}
@@ -172,8 +174,8 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
-    items, data = training_items(recipe)
     benchmark = benchmark_of(recipe)
+    items, data = training_items(recipe, benchmark=benchmark)
     rows, stats = match_samples(items, records, benchmark, recipe.matching)
     stats.update(data)
     if any(it.answer is not None for it in items):
@@ -193,11 +195,12 @@ def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | 
     from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
-    items = load_recipe_items(recipe, split=split)
+    benchmark = benchmark_of(recipe)
+    items = load_recipe_items(recipe, split=split, benchmark=benchmark)
     if not any(it.answer is not None for it in items):
         raise RmsdError(f"no item of {recipe.dataset.path} ({split or recipe.dataset.split}) has a known answer: "
                         "teacher statistics need ground truth")
-    stats = teacher_statistics(items, records, benchmark_of(recipe))
+    stats = teacher_statistics(items, records, benchmark)
     if not stats["teachers"]:
         raise RmsdError(f"{samples}: no record belongs to an item with a known answer of this recipe's split")
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
@@ -229,7 +232,8 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
     from rmsd.train.model_card import run_info
 
     matched = read_matched(matched_dir)
-    loaded, data = training_items(recipe)
+    benchmark = benchmark_of(recipe)
+    loaded, data = training_items(recipe, benchmark=benchmark)
     items = {it.item_id: it for it in loaded}
     with PartialState().main_process_first():  # build the offline student once, not once per process
         student = student_path(recipe)
@@ -244,7 +248,7 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         items=items, matched=matched, out=Path(out) if out is not None else recipe.path_of(recipe.distill.out),
         dataset=recipe.dataset, student=recipe.student, report_to=list(recipe.distill.report_to), resume=resume,
         shared_prefix=recipe.distill.shared_prefix,
-        benchmark=benchmark_of(recipe), callbacks=list(callbacks or []),
+        benchmark=benchmark, callbacks=list(callbacks or []),
         pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
         card=run_info(base, recipe.name, recipe.source, data=f"{recipe.dataset.benchmark} {recipe.dataset.path} "
                       f"(split {recipe.dataset.split}); {overlap_note(data['contamination'])}"),

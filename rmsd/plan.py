@@ -52,16 +52,13 @@ from rmsd.data.benchmarks import benchmark_class
 from rmsd.errors import RmsdError
 from rmsd.models.memory import (
     DTYPE_BYTES,
+    Adapters,
     Architecture,
-    activation_bytes,
+    Step,
+    StepBytes,
     architecture,
-    generation_cache_bytes,
-    head_workspace_bytes,
-    lora_activation_bytes,
     lora_parameters,
-    pixel_bytes,
-    prefix_handover_bytes,
-    visual_tokens,
+    step_bytes,
 )
 
 GIB = 1024**3
@@ -251,66 +248,37 @@ def _adapters(arch: Architecture, lora: LoRAConfig | None, vision: bool) -> int:
 
 
 # ----------------------------------------------------------------------------- phases
-def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld, ...]) -> dict[str, int]:
-    """Bytes beyond weights and optimizer states in each phase of a step (gradients + what the forward keeps)."""
-    b = DTYPE_BYTES[s.student.dtype]
+def _step(stage: str, s: Settings) -> Step:
+    """One step of `stage` as its trainer runs it, in the sizes `rmsd.models.memory.step_bytes` reads."""
     h, w = _frame_hw(s)
-    vis, patches = visual_tokens(arch, s.frames, h, w)
-    grads = {m.role: m.grad_bytes for m in models}
-    if stage == "sft":
+    lora = s.lora
+    common = {"frames": s.frames, "height": h, "width": w, "prompt_text": s.prompt_tokens,
+              "dtype_bytes": DTYPE_BYTES[s.student.dtype], "checkpointing": s.student.gradient_checkpointing,
+              "shared_prefix": s.distill.shared_prefix,
+              "adapters": None if lora is None else Adapters(lora.r, tuple(lora.target_modules),
+                                                             lora.vision == "adapted", lora.dropout > 0)}
+    if stage == "sft":  # the collated batch carries each item's pixels once, and the forward concatenates them again
         items = s.sft.batch_size
-        rows, prompt = items * s.samples_per_item, vis + s.prompt_tokens
-        reply = max(min(s.sft.max_length, prompt + s.response_tokens) - prompt, 1)
-        act = _forward_bytes(arch, s, items, rows, prompt, reply, patches, b)
-        # the collated batch carries each item's pixels once, and the forward concatenates them once more
-        pixels = 2 * pixel_bytes(arch, items, patches, b)
-        return {"student step": grads["student"] + act + pixels, "optimizer step": _adamw_step(models[0])}
-    adv = s.adversarial
-    items, completion = adv.batch_size, adv.max_completion_length
-    rows, prompt = items * adv.num_generations, vis + s.prompt_tokens
-    student = _forward_bytes(arch, s, items, rows, prompt, completion, patches, b)
-    # D reads text only; each item's prompt once, then its teacher sample and trained rollouts
-    disc_tokens = items * (s.prompt_tokens + (1 + s.disc_rollouts_per_item) * completion)
-    disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=s.student.gradient_checkpointing,
-                            with_vision=False)
-    pixels = pixel_bytes(arch, items, patches, b)  # one vision dict per item, shared by its G rollouts
-    # the temporal contrast generates G' rollouts per item from a shuffled copy of its clip, in a call of its own,
-    # while the ordered clips are already held
-    shuffled = adv.shuffled_generations if adv.temporal.enabled else 0
-    return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
-            "generation": generation_cache_bytes(arch, items * max(adv.num_generations, shuffled),
-                                                 prompt + completion, b) + pixels * (1 + bool(shuffled)),
-            "optimizer step": _adamw_step(models[0])}
+        return Step(items=items, rows=items * s.samples_per_item, reply=s.response_tokens,
+                    max_length=s.sft.max_length, pixel_copies=2, **common)
+    adv = s.adversarial  # D reads text only: each item's prompt once, then its teacher sample and trained rollouts
+    return Step(items=adv.batch_size, rows=adv.batch_size * adv.num_generations, reply=adv.max_completion_length,
+                disc_text=s.prompt_tokens + (1 + s.disc_rollouts_per_item) * adv.max_completion_length,
+                generates=True, shuffled=adv.shuffled_generations if adv.temporal.enabled else 0, **common)
 
 
-def _forward_bytes(arch: Architecture, s: Settings, items: int, rows: int, prompt: int, reply: int, patches: int,
-                   b: int) -> int:
-    """What one forward + backward of `rows` (prompt + reply) sequences keeps, `items` distinct prompts.
-
-    Naive: every row is a whole sequence. Shared prefix: each prompt once, each row's reply (and
-    the prompt's last token) attending to the prompt's keys and values (a linear-attention layer:
-    its states), gathered per row and kept for the backward (`rmsd.models.memory.prefix_handover_bytes`).
-    """
-    head_trains = s.lora is None
-    if not s.distill.shared_prefix or rows == items:
-        tokens = rows * (prompt + reply)
-        return _student_activations(arch, s, tokens, items * patches, b) + head_workspace_bytes(
-            arch, tokens, head_trains=head_trains)
-    tokens = items * prompt + rows * (reply + 1)
-    act = _student_activations(arch, s, tokens, items * patches, b)
-    act += prefix_handover_bytes(arch, items, rows, prompt, b, s.student.gradient_checkpointing)
-    return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=head_trains)
-
-
-def _student_activations(arch: Architecture, s: Settings, tokens: int, patches: int, b: int) -> int:
-    """The student's saved tensors: a frozen vision tower under LoRA builds no graph (nothing kept), adapters add theirs."""
-    lora, checkpointing = s.lora, s.student.gradient_checkpointing
-    adapted = lora is not None and lora.vision == "adapted"
-    act = activation_bytes(arch, tokens, patches, b, checkpointing, with_vision=lora is None or adapted)
-    if lora is not None:
-        act += lora_activation_bytes(arch, tokens, patches, lora.r, tuple(lora.target_modules), adapted,
-                                     lora.dropout > 0, b, checkpointing)
-    return act
+def _phases(stage: str, arch: Architecture, s: Settings,
+            models: tuple[ModelHeld, ...]) -> tuple[dict[str, int], StepBytes]:
+    """Bytes beyond weights and optimizer states in each phase of a step (gradients + what the forward keeps),
+    and the step's memory by holder."""
+    m = step_bytes(arch, _step(stage, s))
+    grads = {held.role: held.grad_bytes for held in models}
+    phases = {"student step": grads["student"] + m.student + m.pixels}
+    if stage == "adversarial":  # one vision dict per item, shared by its G rollouts, also while generating
+        phases.update({"discriminator step": grads["discriminator"] + m.discriminator,
+                       "generation": m.generation + m.pixels})
+    phases["optimizer step"] = _adamw_step(models[0])
+    return phases, m
 
 
 def _adamw_step(model: ModelHeld) -> int:
@@ -320,11 +288,10 @@ def _adamw_step(model: ModelHeld) -> int:
 
 def stage_plan(stage: str, arch: Architecture, s: Settings, usable: int, suggest: bool = True) -> StagePlan:
     models = models_held(stage, arch, s)
-    phases = _phases(stage, arch, s, models)
+    phases, held = _phases(stage, arch, s, models)
     peak = max(phases, key=phases.get)
     static = sum(m.weight_bytes + m.optimizer_bytes for m in models)
-    h, w = _frame_hw(s)
-    vis, _ = visual_tokens(arch, s.frames, h, w)
+    vis = held.visual_tokens
     adv = s.adversarial
     rows = s.sft.batch_size * s.samples_per_item if stage == "sft" else adv.batch_size * adv.num_generations
     seq = (min(s.sft.max_length, vis + s.prompt_tokens + s.response_tokens) if stage == "sft"
@@ -341,7 +308,7 @@ def _knobs(stage: str, arch: Architecture, s: Settings) -> list[tuple[str, dict[
     """Candidate changes as recipe keys, most effective kind first: the larger of (states, activations) decides
     LoRA vs checkpointing. LoRA is the recipe's default adapter (`LoRAConfig()`)."""
     models = models_held(stage, arch, s)
-    phases = _phases(stage, arch, s, models)
+    phases = _phases(stage, arch, s, models)[0]
     states = sum(m.grad_bytes + m.optimizer_bytes for m in models)
     with_lora = {} if s.lora else {"student.lora": LoRAConfig()}
     lora = [] if s.lora else [(f"student.lora: {{r: {LoRAConfig().r}}} (LoRA adapters)", with_lora)]

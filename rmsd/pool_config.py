@@ -5,6 +5,14 @@ each knob declared, documented and range-checked once; `Strict` (no unknown key,
 an error message), the credential check every config runs, and which knobs enter the sample
 store's record keys (`NOT_IN_KEY`, `output_settings`). Recipes are `rmsd.config`.
 
+`BACKENDS` is the registry of teacher backends: one table, name → the `Teacher` class that
+serves it, written as an import path, so a built-in name is short for what a custom backend
+spells out (`backend: mypkg.module:MyTeacher`). Its options are the pool section of the same
+name (`openai:`, `hf:`, `simulated:`). Config validation reads the table here; building a
+teacher (`rmsd.teachers.pool`) imports the class it names, and everything else asks the
+class (`Teacher.from_config`, `record_model`, `needs_of`), never the name. Adding a backend
+is its module plus one entry here (and its options section, if it takes one).
+
     rmsd validate teachers/experiment_pool_v2.yaml
 """
 
@@ -19,6 +27,13 @@ from rmsd.credentials import credential_problems
 from rmsd.data.items import TASK_TYPES
 
 TaskType = Literal["mcq", "numeric", "open", "grounding"]
+
+# name → "module:Class" of its Teacher; the pool section of the same name holds its options
+BACKENDS: dict[str, str] = {
+    "openai": "rmsd.teachers.openai_api:OpenAITeacher",
+    "hf": "rmsd.teachers.hf_local:HFTeacher",
+    "simulated": "rmsd.teachers.simulated:SimulatedTeacher",
+}
 _KEY_LIKE = re.compile(r"^(sk-|sk_|AIza)[A-Za-z0-9_\-]{16,}$")
 
 
@@ -269,7 +284,7 @@ class SimulatedOptions(Strict):
 class TeacherConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="id in records and keys; changing it re-samples",
                       json_schema_extra=NOT_IN_KEY)  # in the key on its own, not as a setting
-    backend: str = Field(description="openai | hf | simulated | package.module:TeacherClass")
+    backend: str = Field(description=f"{' | '.join(BACKENDS)} | package.module:TeacherClass")
     samples: int = Field(4, ge=1, le=256, description="K: samples per item from this teacher",
                          json_schema_extra=NOT_IN_KEY)  # raising K adds sample indices; the others stay
     task_types: list[TaskType] = Field(default_factory=lambda: list(TASK_TYPES), description="task-adaptive pool",
@@ -291,12 +306,11 @@ class TeacherConfig(Strict):
 
     @model_validator(mode="after")
     def _backend_section(self) -> TeacherConfig:
-        builtin = {"openai", "hf", "simulated"}
-        if self.backend not in builtin and ":" not in self.backend:
-            raise ValueError(f"backend {self.backend!r} is unknown: use openai, hf, simulated or package.module:Class")
-        if self.backend in builtin and getattr(self, self.backend) is None:
+        if self.backend not in BACKENDS and ":" not in self.backend:
+            raise ValueError(f"backend {self.backend!r} is unknown: use {', '.join(BACKENDS)} or package.module:Class")
+        if self.backend in BACKENDS and getattr(self, self.backend) is None:
             raise ValueError(f"backend {self.backend} needs a `{self.backend}:` section")
-        for other in builtin - {self.backend}:
+        for other in (b for b in BACKENDS if b != self.backend):
             if getattr(self, other) is not None:
                 raise ValueError(f"section `{other}:` does not apply to backend {self.backend}")
         return self

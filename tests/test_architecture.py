@@ -130,6 +130,69 @@ def test_package_faces_load_nothing_heavy_until_used():
     assert done.returncode == 0, done.stderr
 
 
+
+def import_graph(files: dict[str, Path], bare: bool = False) -> dict[str, set[str]]:
+    """{module: the modules of `files` it imports}, at the top or inside functions; `bare`: scripts that import
+    their siblings by bare name (a script's own folder is sys.path[0])."""
+    graph = {}
+    for name, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that reach one another through imports (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    """No circle of imports in the package (an import inside a function counts: it only hides the circle) nor
+    among the experiment scripts of benchmarks/."""
+    package = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "rmsd").rglob("*.py")}
+    scripts = {p.stem: p for p in (ROOT / "benchmarks").glob("*.py")}
+    assert circles(import_graph(package)) == []
+    assert circles(import_graph(scripts, bare=True)) == []
+
+
+def test_the_circle_rule_finds_a_circle_hidden_in_a_function(tmp_path):
+    (tmp_path / "a.py").write_text("import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from c import x\n")
+    (tmp_path / "c.py").write_text("from a import y\nimport json\n")
+    (tmp_path / "d.py").write_text("import a\n")
+    graph = import_graph({p.stem: p for p in tmp_path.glob("*.py")}, bare=True)
+    assert circles(graph) == [["a", "b", "c"]]
+
 DOCS = [ROOT / "ARCHITECTURE.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

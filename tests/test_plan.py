@@ -303,7 +303,7 @@ def test_the_temporal_contrast_is_planned_as_its_extra_generation(students):
 
     def generation(temporal: dict) -> int:
         s = with_keys(base, {"distill.adversarial.temporal": temporal})
-        return _phases("adversarial", arch, s, models_held("adversarial", arch, s))["generation"]
+        return _phases("adversarial", arch, s, models_held("adversarial", arch, s))[0]["generation"]
 
     plain = generation({"enabled": False})
     half = generation({"enabled": True})  # G' = G // 2 = 1 rows: only the shuffled clip adds

@@ -4,8 +4,8 @@ A training item overlaps an evaluation item when it shows **the same media conte
 video or image bytes, under any name or folder: a fingerprint of the file, not its name), or
 asks **the same question about media of the same name** (the question normalised for case,
 spacing and punctuation; a re-encoded copy of an evaluation video keeps its name, not its bytes).
-What to do about an overlap is the caller's (rmsd.pipeline refuses it unless
-`dataset.allow_eval_overlap` says otherwise); this module only finds them.
+What to do about an overlap is the caller's (`rmsd.eval.sets.check_training_items` refuses it
+unless `dataset.allow_eval_overlap` says otherwise); this module only finds them.
 
 Fast at corpus scale: the evaluation side (thousands of items) is indexed once; a training item
 costs a dictionary look-up for its question, and one `stat` of its media file (once per file),

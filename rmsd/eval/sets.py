@@ -15,13 +15,12 @@ on the very split a set scores is refused whatever that knob says.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig
 from rmsd.data.benchmarks import benchmark_class, get_benchmark
-from rmsd.data.benchmarks.base import Benchmark
+from rmsd.data.benchmarks.base import Benchmark, is_hub_id
 from rmsd.data.contamination import EvalIndex, find_overlaps
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
@@ -29,7 +28,7 @@ from rmsd.errors import RmsdError
 
 def _data_where(path: str) -> str:
     p = Path(path).expanduser()
-    return str(p.resolve()) if p.exists() or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) else path  # hub id
+    return str(p.resolve()) if p.exists() or not is_hub_id(path) else path
 
 
 def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | None:

@@ -6,7 +6,9 @@ parameters by part: vision tower, text backbone (what the discriminator copies),
 `lora_parameters` counts the adapter a peft LoRA of given rank and target modules would add
 (`rmsd.models.lora` puts them on the text backbone's linears, and with `vision` on every linear
 of the vision tower), `lora_activation_bytes` what its dropout keeps for the backward pass.
-`activation_bytes` estimates what one forward keeps for the backward pass.
+`activation_bytes` estimates what one forward keeps for the backward pass. `step_bytes` puts
+them together for one training step (`Step`: the batch, its clips, replies, adapters, shared
+prefix, discriminator and generation) in one call, as `rmsd plan` asks for each stage.
 
 How the estimates are made (and where they stop being exact):
 - weights, gradients and AdamW states are exact: numel x element size, as torch allocates
@@ -314,3 +316,99 @@ def visual_tokens(arch: Architecture, num_frames: int, height: int, width: int) 
     steps = -(-num_frames // arch.temporal_patch)  # frames are padded to whole temporal patches
     patches = steps * (h // arch.patch) * (w // arch.patch)
     return patches // (arch.merge * arch.merge), patches
+
+
+# ----------------------------------------------------------------------------- one training step
+@dataclass(frozen=True)
+class Adapters:
+    """A LoRA on the student: rank, target modules, whether it adapts the vision tower, whether dropout is on."""
+
+    r: int
+    targets: tuple[str, ...]
+    vision: bool
+    dropout: bool
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step of a stage, in the sizes the formulas need (`rmsd.plan` reads them from a recipe).
+
+    `items` prompts, each with a clip of `frames` frames of height x width and `prompt_text` text
+    tokens, and `rows` sequences over them, each with a reply of `reply` tokens (cut so that the
+    whole sequence stays within `max_length`, when given); the pixels sit on the device
+    `pixel_copies` times. With `disc_text` a discriminator reads `disc_text` text tokens per item;
+    with `generates` the stage also generates the rows, and with `shuffled` another `shuffled` rows
+    per item in a call of their own, from a shuffled copy of each clip (the temporal contrast).
+    """
+
+    items: int
+    rows: int
+    frames: int
+    height: int
+    width: int
+    prompt_text: int
+    reply: int
+    dtype_bytes: int
+    checkpointing: bool
+    shared_prefix: bool
+    adapters: Adapters | None = None
+    max_length: int | None = None
+    pixel_copies: int = 1
+    disc_text: int | None = None
+    generates: bool = False
+    shuffled: int = 0
+
+
+@dataclass(frozen=True)
+class StepBytes:
+    """What one step holds beyond weights, gradients and optimizer states, by what holds it."""
+
+    visual_tokens: int  # per clip, what the LM sees
+    student: int  # what the student's forward keeps for its backward (LoRA, shared-prefix hand-over, LM head)
+    pixels: int  # the processor's patches on the device
+    discriminator: int = 0  # what the discriminator's forward keeps
+    generation: int = 0  # the generation cache of every row
+
+
+def step_bytes(arch: Architecture, step: Step) -> StepBytes:
+    """The memory of one training step of the student `arch`, in one call."""
+    b = step.dtype_bytes
+    vis, patches = visual_tokens(arch, step.frames, step.height, step.width)
+    prompt = vis + step.prompt_text
+    reply = step.reply if step.max_length is None else max(min(step.max_length, prompt + step.reply) - prompt, 1)
+    pixels = step.pixel_copies * pixel_bytes(arch, step.items, patches, b)
+    disc = 0 if step.disc_text is None else activation_bytes(
+        arch, step.items * step.disc_text, 0, b, checkpointing=step.checkpointing, with_vision=False)
+    generation = 0
+    if step.generates:  # the shuffled call runs while the ordered clips are held: its cache, and one clip copy more
+        generation = generation_cache_bytes(arch, max(step.rows, step.items * step.shuffled), prompt + reply, b)
+        generation += pixel_bytes(arch, step.items, patches, b) if step.shuffled else 0
+    return StepBytes(vis, _forward_bytes(arch, step, prompt, reply, patches), pixels, disc, generation)
+
+
+def _forward_bytes(arch: Architecture, step: Step, prompt: int, reply: int, patches: int) -> int:
+    """What one forward + backward of the rows keeps. Naive: every row is a whole sequence. Shared prefix: each
+    prompt once, each row's reply (and the prompt's last token) attending to the prompt's keys and values (a
+    linear-attention layer: its states), gathered per row and kept for the backward (`prefix_handover_bytes`)."""
+    head_trains = step.adapters is None
+    items, rows = step.items, step.rows
+    if not step.shared_prefix or rows == items:
+        tokens = rows * (prompt + reply)
+        return _student_activations(arch, step, tokens, items * patches) + head_workspace_bytes(
+            arch, tokens, head_trains=head_trains)
+    tokens = items * prompt + rows * (reply + 1)
+    act = _student_activations(arch, step, tokens, items * patches)
+    act += prefix_handover_bytes(arch, items, rows, prompt, step.dtype_bytes, step.checkpointing)
+    return act + head_workspace_bytes(arch, rows * (reply + 1), head_trains=head_trains)
+
+
+def _student_activations(arch: Architecture, step: Step, tokens: int, patches: int) -> int:
+    """The student's saved tensors: a frozen vision tower under LoRA builds no graph (nothing kept), adapters add
+    theirs."""
+    lora, b, checkpointing = step.adapters, step.dtype_bytes, step.checkpointing
+    adapted = lora is not None and lora.vision
+    act = activation_bytes(arch, tokens, patches, b, checkpointing, with_vision=lora is None or adapted)
+    if lora is not None:
+        act += lora_activation_bytes(arch, tokens, patches, lora.r, lora.targets, adapted, lora.dropout, b,
+                                     checkpointing)
+    return act

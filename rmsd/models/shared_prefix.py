@@ -74,8 +74,6 @@ import torch
 
 PREFIX_KWARG = "rmsd_shared_prefix"
 _NAME = "rmsd_shared_prefix+"  # + the attention implementation it wraps (sdpa, flash_attention_2, ...)
-# (pixels, grid) per modality as Qwen-VL names them; second_per_grid_ts rides with the video
-VISION_PAIRS = (("pixel_values_videos", "video_grid_thw"), ("pixel_values", "image_grid_thw"))
 
 
 # ----------------------------------------------------------------------------- the attention function

@@ -2,7 +2,10 @@
 
 For each teacher in batch mode the run writes the missing requests as batch lines
 (`rmsd.sampling.batch_files`), uploads each part (`files.create(purpose="batch")`), creates a
-batch on `/v1/chat/completions` and records its id in the store's ledger the moment it exists.
+batch on `/v1/chat/completions` and records its id in the store's ledger the moment it exists
+(`rmsd.sampling.ledger`: each part's life is one state machine, and a resumed run takes every
+part from the state its ledger holds: `writing` discarded, `submitting` found or created,
+`created` polled).
 It then polls with backoff (one line per change off a terminal, a bar per batch on one),
 downloads the output and error files, and stores each answer as a record identical to the
 online path's: a store may mix both modes, and either mode resumes the other's store.
@@ -39,15 +42,14 @@ from typing import Any
 
 import openai
 
-from rmsd.config import PoolConfig
 from rmsd.credentials import Redactor
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.pool_config import PoolConfig
 from rmsd.sampling.batch_files import (
     ENDPOINT,
     TERMINAL,
     Ingest,
-    Ledger,
     Part,
     PartWriter,
     custom_id,
@@ -55,15 +57,26 @@ from rmsd.sampling.batch_files import (
     read_manifest,
     request_line,
 )
-from rmsd.sampling.runner import MEDIA_THREADS, Job, Lane, build_media, chunks, make_lanes, plan
+from rmsd.sampling.ledger import OPEN, Ledger, PartState
 from rmsd.sampling.store import SampleStore
 from rmsd.sampling.summary import BatchProgress
+from rmsd.sampling.work import (
+    MEDIA_THREADS,
+    Job,
+    Lane,
+    SamplingMode,
+    Work,
+    build_media,
+    chunks,
+    make_lanes,
+    media_error,
+    plan,
+)
 from rmsd.teachers.base import Media, Teacher
-from rmsd.teachers.openai_api import DUMMY_KEY, resolve_api_key
+from rmsd.teachers.openai_api import DUMMY_KEY, OpenAITeacher, resolve_api_key
 
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
 POLL_ERRORS_BEFORE_GIVING_UP = 20
-Work = list[tuple[Item, list[Job]]]
 
 
 def _media(item: Item, needs: frozenset[str], num_frames: int, max_side: int | None) -> Media | Exception:
@@ -76,13 +89,16 @@ def _media(item: Item, needs: frozenset[str], num_frames: int, max_side: int | N
         return e
 
 
-class BatchRun:
-    """The batch-mode teachers of one `rmsd sample` run: `submit`, then `finish` (or `cancel`, or `export`)."""
+class BatchRun(SamplingMode):
+    """The batch-mode teachers of one `rmsd sample` run: `start` (submit), then `run` (collect and re-ask), or
+    `cancel`, or `export`. `online`: the mode that asks failed lines with `openai.batch_fallback: online`."""
 
     def __init__(self, items: list[Item], lanes: dict[str, Lane], store: SampleStore, num_frames: int,
-                 max_side: int | None, progress: bool = True, redact: Redactor | None = None):
-        self.items, self.lanes, self.store = items, lanes, store
+                 max_side: int | None, progress: bool = True, redact: Redactor | None = None, *,
+                 online: SamplingMode | None = None):
+        super().__init__(items, lanes, store)
         self.num_frames, self.max_side = num_frames, max_side
+        self.online = online
         self.ledger = Ledger(store.path)
         self.progress = BatchProgress(progress)
         self.redact = redact or Redactor()
@@ -91,8 +107,8 @@ class BatchRun:
         self.finished: set[str] = set()  # lanes out of batch rounds: fell back online or out of budget
         self.given_up: set[str] = set()  # keys failed for good this run (media, oversized)
         self.reasons: dict[str, str] = {}  # key -> why its last line failed
-        self.pending: set[str] = set()  # keys in open batches
-        self.open: dict[str, dict[str, Any]] = {}  # tag -> {tag, teacher, batch_id}
+        self.pending: set[str] = set()  # keys in open parts (their ledger state is in OPEN)
+        self.open: dict[str, dict[str, Any]] = {}  # tag -> {tag, teacher, batch_id}: the parts `created`, polled
         self.clients: dict[str, openai.AsyncOpenAI] = {}
         self.media_wait_s = 0.0  # time writing waited for frames (decode + JPEG), for the benchmark
         self.store_id = self.ledger.store_id()
@@ -116,6 +132,14 @@ class BatchRun:
             raise RmsdError(self.redact(f"teacher {name}: {what} failed at {self.client(name).base_url}: {e}; "
                                         f"re-run the same command to resume (batches are recorded in "
                                         f"{self.ledger.file})")) from None
+
+    def api(self, name: str) -> OpenAITeacher:
+        """The lane's teacher, which writes the request lines (only OpenAI-compatible teachers have batches)."""
+        teacher = self.lanes[name].teacher
+        if not isinstance(teacher, OpenAITeacher):
+            raise RmsdError(f"teacher {name}: batch mode needs an OpenAI-compatible teacher, not "
+                            f"{type(teacher).__name__}")
+        return teacher
 
     async def aclose(self) -> None:
         self.progress.close()
@@ -163,10 +187,9 @@ class BatchRun:
     def lines(self, item: Item, job: Job, media: Media | Exception) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """The request lines of one job (as the online runner would send them) with their manifest entries."""
         lane = job.lane
-        teacher: Any = lane.teacher
+        teacher = self.api(lane.cfg.name)
         if isinstance(media, Exception):  # a missing/corrupt video fails this item's samples, as online
-            reason = str(media) if isinstance(media, RmsdError) else f"cannot read media of {item.item_id}: {media}"
-            self.give_up(item, job, job.indices, f"media: {reason}")
+            self.give_up(item, job, job.indices, media_error(item, media))
             return
         for part in chunks(job.indices, teacher.max_n_per_request()):
             start = part[0]
@@ -182,12 +205,16 @@ class BatchRun:
         self.stats[job.lane.cfg.name]["given_up"] += len(keys)
 
     # ------------------------------------------------------------------------- submitting
+    async def start(self) -> None:
+        await self.submit()
+
     async def submit(self) -> None:
         """Recover what a killed run left, then submit every missing request of the batch lanes."""
         await self.recover()
-        await self.submit_work(self.plan())
+        await self.sample(self.plan())
 
-    async def submit_work(self, work: Work) -> None:
+    async def sample(self, work: Work, label: str | None = None) -> None:
+        """Submit `work` as batches (waited for and collected by `run`)."""
         by_lane: dict[str, list[tuple[Item, Job]]] = defaultdict(list)
         for item, jobs in work:
             for job in jobs:
@@ -217,8 +244,8 @@ class BatchRun:
         with part.path.open("rb") as f:
             uploaded = await self.call(name, "uploading a batch file",
                                        lambda: client.files.create(file=(part.path.name, f), purpose="batch"))
-        self.ledger.add("submitting", tag=part.tag, teacher=name, file_id=uploaded.id, lines=part.lines,
-                        bytes=part.bytes, round=self.rounds[name], since_s=int(time.time()))
+        self.ledger.add(PartState.SUBMITTING, tag=part.tag, teacher=name, file_id=uploaded.id, lines=part.lines,
+                          bytes=part.bytes, round=self.rounds[name], since_s=int(time.time()))
         part.path.unlink()  # the provider holds it now; the manifest stays until the results are in
         self.pending.update(part.keys)
         s = self.stats[name]
@@ -231,35 +258,37 @@ class BatchRun:
         batch = await self.call(name, "creating a batch", lambda: client.batches.create(
             input_file_id=file_id, endpoint=ENDPOINT, completion_window=o.batch_window,
             metadata={"rmsd_store": self.store_id, "rmsd_part": tag}))
-        self.ledger.add("created", tag=tag, teacher=name, batch_id=batch.id)
+        self.ledger.add(PartState.CREATED, tag=tag, teacher=name, batch_id=batch.id)
         self.stats[name]["batches"] += 1
         self.open[tag] = {"tag": tag, "teacher": name, "batch_id": batch.id}
         self.progress.note(f"batch {batch.id} ({name}): {lines} requests submitted")
 
     async def recover(self, create_missing: bool = True) -> None:
-        """Open parts of earlier runs: poll the recorded ones, find unrecorded ones by metadata, create the rest."""
-        for tag, p in self.ledger.parts().items():
-            if p["events"] == ["writing"]:  # killed before its upload was recorded: never submitted
-                for path in (self.ledger.manifest(tag), self.ledger.dir / f"{tag}.requests.jsonl"):
-                    path.unlink(missing_ok=True)
-        for tag, p in self.ledger.open_parts().items():
+        """Take each part an earlier run left where its ledger state says it stands: `writing` is discarded (never
+        uploaded), `submitting` is found by metadata or created (`create_missing`; else it ends `ingested`, having
+        never run), `created` is polled."""
+        for tag in self.ledger.in_state(PartState.WRITING):  # killed before its upload was recorded
+            for path in (self.ledger.manifest(tag), self.ledger.requests(tag)):
+                path.unlink(missing_ok=True)
+            self.ledger.add(PartState.DISCARDED, tag=tag)
+        for tag, p in self.ledger.in_state(*OPEN).items():
             name = p["teacher"]
             if name not in self.lanes:
                 raise RmsdError(f"{self.store.path}: teacher {name} has open batches (part {tag}) but is not in "
                                 "batch mode here; run with its openai.mode: batch to collect them, or cancel them "
                                 "with rmsd sample --cancel")
             self.pending.update(k for e in read_manifest(self.ledger.manifest(tag)).values() for k in e["keys"])
-            if "batch_id" in p:
+            if p["state"] is PartState.CREATED:
                 self.open[tag] = {"tag": tag, "teacher": name, "batch_id": p["batch_id"]}
                 continue
             found = await self.find(name, tag, int(p.get("since_s", 0)))
             if found is not None:
-                self.ledger.add("created", tag=tag, teacher=name, batch_id=found, recovered=True)
+                self.ledger.add(PartState.CREATED, tag=tag, teacher=name, batch_id=found, recovered=True)
                 self.open[tag] = {"tag": tag, "teacher": name, "batch_id": found}
             elif create_missing:
                 await self.create(name, tag, p["file_id"], int(p.get("lines", 0)))
             else:
-                self.ledger.add("ingested", tag=tag, teacher=name, status="never_created", teachers={})
+                self.ledger.add(PartState.INGESTED, tag=tag, teacher=name, status="never_created", teachers={})
 
     async def find(self, name: str, tag: str, since_s: int) -> str | None:
         """The id of this store's batch for `tag` (newest first; stops at batches older than the upload)."""
@@ -302,7 +331,7 @@ class BatchRun:
                 await asyncio.sleep(delay)
 
     async def download(self, name: str, file_id: str, tag: str) -> Any:
-        path = self.ledger.dir / f"{tag}.{file_id}.jsonl"
+        path = self.ledger.results(tag, file_id)
         client = self.client(name)
 
         async def fetch() -> None:
@@ -325,52 +354,57 @@ class BatchRun:
         ingest.unseen(UNANSWERED.get(batch.status, "missing"))
         if batch.status == "failed" and batch.errors is not None and batch.errors.data:
             self.progress.note(self.redact(f"batch {batch.id} ({name}) failed: {batch.errors.data[0].message}"))
-        self.ledger.add("ingested", tag=tag, teacher=name, batch_id=batch.id, status=batch.status,
-                        teachers=ingest.teachers(), unknown=ingest.unknown, malformed=ingest.malformed)
+        self.ledger.add(PartState.INGESTED, tag=tag, teacher=name, batch_id=batch.id, status=batch.status,
+                          teachers=ingest.teachers(), unknown=ingest.unknown, malformed=ingest.malformed)
         for counts in ingest.counts.values():
             self.stats[name].update(counts)
         self.stats[name]["unknown_lines"] += ingest.unknown
         self.reasons.update(ingest.reasons)
         self.pending.difference_update(k for e in manifest.values() for k in e["keys"])
         self.ledger.manifest(tag).unlink(missing_ok=True)  # its results are in: nothing reads it again
-        teacher: Any = self.lanes[name].teacher
-        if name in ingest.short and teacher.options.use_n == "auto":
-            teacher.n_honoured = False  # the rest one sample per line
+        if name in ingest.short:  # a line got fewer choices than its n: with use_n auto, one sample per line now
+            self.api(name).answered(*ingest.short[name])
         del self.open[tag]
         self.store.sync_soon()
 
     # ------------------------------------------------------------------------- rounds
-    async def finish(self, online: Callable[[Work], Awaitable[None]]) -> None:
+    async def run(self) -> None:
         """Wait for the open batches; ask failed lines again (new batches within the retry budget, or online)."""
-        try:
-            while True:
-                await self.wait()
-                work = self.plan()
-                if not work:
-                    break
-                fallback, again = [], []
-                for item, jobs in work:
-                    fb = [j for j in jobs if j.lane.cfg.openai.batch_fallback == "online"]
-                    rest = [j for j in jobs if j not in fb]
-                    budget = [j for j in rest if self.rounds[j.lane.cfg.name] < j.lane.cfg.max_retries]
-                    for job in rest:
-                        if job not in budget:
-                            self.out_of_budget(item, job)
-                    fallback += [(item, fb)] if fb else []
-                    again += [(item, budget)] if budget else []
-                if fallback:
-                    self.finished.update(j.lane.cfg.name for _, jobs in fallback for j in jobs)
-                    for _, jobs in fallback:
-                        for j in jobs:
-                            self.stats[j.lane.cfg.name]["fallback_online"] += len(j.indices)
-                    await online(fallback)
-                if not again:
-                    break
-                for name in {j.lane.cfg.name for _, jobs in again for j in jobs}:
-                    self.rounds[name] += 1
-                await self.submit_work(again)
-        finally:
-            await self.aclose()
+        while True:
+            await self.wait()
+            fallback, again = self.retries(self.plan())
+            if fallback:
+                await self.ask_online(fallback)
+            if not again:
+                break
+            for name in {j.lane.cfg.name for _, jobs in again for j in jobs}:
+                self.rounds[name] += 1
+            await self.sample(again)
+
+    def retries(self, work: Work) -> tuple[Work, Work]:
+        """Missing samples after a round: (those asked online, those asked in another batch round); the rest,
+        out of rounds, recorded as failures."""
+        fallback, again = [], []
+        for item, jobs in work:
+            fb = [j for j in jobs if j.lane.cfg.openai.batch_fallback == "online"]
+            rest = [j for j in jobs if j not in fb]
+            budget = [j for j in rest if self.rounds[j.lane.cfg.name] < j.lane.cfg.max_retries]
+            for job in rest:
+                if job not in budget:
+                    self.out_of_budget(item, job)
+            fallback += [(item, fb)] if fb else []
+            again += [(item, budget)] if budget else []
+        return fallback, again
+
+    async def ask_online(self, work: Work) -> None:
+        """Failed lines of the lanes with `openai.batch_fallback: online`: those lanes leave the batch rounds."""
+        if self.online is None:
+            raise RmsdError("batch lines to ask online, but this run has no online mode")
+        self.finished.update(j.lane.cfg.name for _, jobs in work for j in jobs)
+        for _, jobs in work:
+            for j in jobs:
+                self.stats[j.lane.cfg.name]["fallback_online"] += len(j.indices)
+        await self.online.sample(work, "batch lines asked online")
 
     def out_of_budget(self, item: Item, job: Job) -> None:
         name = job.lane.cfg.name
@@ -382,38 +416,32 @@ class BatchRun:
 
     async def cancel(self) -> int:
         """Cancel this store's open batches, wait until they stop, store what they had finished; how many."""
-        try:
-            await self.recover(create_missing=False)
-            for b in list(self.open.values()):
-                client = self.client(b["teacher"])
-                try:
-                    await client.batches.cancel(b["batch_id"])
-                except openai.APIStatusError as e:  # already ended: collected below like the others
-                    self.progress.note(self.redact(f"batch {b['batch_id']}: {e.message}"))
-                self.progress.note(f"batch {b['batch_id']} ({b['teacher']}): cancel requested")
-            cancelled = len(self.open)
-            await self.wait()
-            return cancelled
-        finally:
-            await self.aclose()
+        await self.recover(create_missing=False)
+        for b in list(self.open.values()):
+            client = self.client(b["teacher"])
+            try:
+                await client.batches.cancel(b["batch_id"])
+            except openai.APIStatusError as e:  # already ended: collected below like the others
+                self.progress.note(self.redact(f"batch {b['batch_id']}: {e.message}"))
+            self.progress.note(f"batch {b['batch_id']} ({b['teacher']}): cancel requested")
+        cancelled = len(self.open)
+        await self.wait()
+        return cancelled
 
     async def export(self, path: Any) -> int:
         """`--batch-file`: every missing request of these lanes in one file (no split, nothing submitted)."""
-        try:
-            await self.recover(create_missing=False)
-            writer = PartWriter(self.ledger, "export", 1 << 62, 1 << 62, path=path)
-            lines = size = 0
-            for item, jobs, media in self.with_media(self.plan()):
-                for job in jobs:
-                    for line, entry in self.lines(item, job, media):
-                        writer.add(line, entry)
-                        lines, size = lines + 1, size + len(line)
-            part = writer.close()
-            if part is not None:
-                self.ledger.add("exported", tag=part.tag, teacher="export", file=str(path), lines=lines, bytes=size)
-            return lines
-        finally:
-            await self.aclose()
+        await self.recover(create_missing=False)
+        writer = PartWriter(self.ledger, "export", 1 << 62, 1 << 62, path=path)
+        lines = size = 0
+        for item, jobs, media in self.with_media(self.plan()):
+            for job in jobs:
+                for line, entry in self.lines(item, job, media):
+                    writer.add(line, entry)
+                    lines, size = lines + 1, size + len(line)
+        part = writer.close()
+        if part is not None:
+            self.ledger.add(PartState.EXPORTED, tag=part.tag, teacher="export", file=str(path), lines=lines, bytes=size)
+        return lines
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """This run's batch figures per teacher (summary.json's `batch` of each teacher)."""
@@ -444,4 +472,7 @@ async def batch_control(items: list[Item], pool: PoolConfig, teachers: dict[str,
     if not lanes:
         raise RmsdError(f"pool {pool.name} has no backend: openai teacher; batches are for OpenAI-compatible teachers")
     run = BatchRun(items, lanes, store, num_frames, max_side, progress, Redactor.of_pool(pool))
-    return await (run.cancel() if cancel else run.export(batch_file))
+    try:
+        return await (run.cancel() if cancel else run.export(batch_file))
+    finally:
+        await run.aclose()

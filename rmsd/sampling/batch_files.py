@@ -1,4 +1,4 @@
-"""Batch request and result files, and the store's batch ledger: what batch sampling writes and reads.
+"""Batch request and result files: what batch sampling writes, splits at the limits, and reads back.
 
 A batch request line is the online request itself, wrapped: `{"custom_id", "method": "POST",
 "url": "/v1/chat/completions", "body"}`, where `body` is exactly what `OpenAITeacher.generate`
@@ -16,10 +16,8 @@ A result line is OpenAI's (and vLLM's) `{"custom_id", "response": {"status_code"
 latency); anything else is a failed line, counted by reason. Lines for unknown ids are ignored
 and counted.
 
-The ledger (`STORE/batches/ledger.jsonl`, append-only, fsynced per event) is how a killed run
-never submits twice: `submitting` (file uploaded, batch about to be created, tagged in its
-`metadata` with the store's id and the part), `created` (the batch id, written as soon as it
-exists), `ingested` (results stored, billed tokens), `exported` (`--batch-file`), `imported`.
+Each part's state (`writing`, then `submitting`, `created`, `ingested`; or `exported`) is kept
+in the store's batch ledger, `rmsd.sampling.ledger`, the one place the states are named.
 
     rmsd sample --recipe R --batch-file requests.jsonl      # then: vllm run-batch -i requests.jsonl -o out.jsonl
     rmsd sample import --samples runs/x/samples out.jsonl
@@ -29,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,87 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.errors import RmsdError
-from rmsd.sampling.runner import record_of
+from rmsd.sampling.ledger import IMPORTED, Ledger, PartState
 from rmsd.sampling.store import SampleStore, now_iso
+from rmsd.sampling.work import record_of
 from rmsd.teachers.base import TeacherError
 from rmsd.teachers.openai_api import responses_from_body
 
 ENDPOINT = "/v1/chat/completions"
-BATCH_DIR = "batches"
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-BILLED = ("billed_lines", "billed_choices", "billed_prompt_tokens", "billed_completion_tokens")
-
-
-# ----------------------------------------------------------------------------- ledger
-class Ledger:
-    """The append-only event log of a store's batches, and the state read from it per part tag."""
-
-    def __init__(self, store: str | Path):
-        self.dir = Path(store) / BATCH_DIR
-        self.file = self.dir / "ledger.jsonl"
-
-    def events(self) -> list[dict[str, Any]]:
-        if not self.file.is_file():
-            return []
-        out = []
-        with self.file.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.endswith("\n"):  # a line cut by a kill is no event
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise RmsdError(f"{self.file}:{n}: not valid JSON: the batch ledger is damaged; restore "
-                                        "the line (it may hold a batch id: removing it can cost a batch twice)") from None
-        return out
-
-    def add(self, event: str, **fields: Any) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        row = json.dumps({"event": event, **fields, "at": now_iso()}, ensure_ascii=False) + "\n"
-        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, row.encode("utf-8"))
-            os.fsync(fd)  # a batch id must survive anything: losing it means paying twice
-        finally:
-            os.close(fd)
-
-    def store_id(self) -> str:
-        """The store's identity in each batch's metadata (made once, kept with the store)."""
-        path = self.dir / "store_id"
-        if not path.is_file():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(8) + "\n")
-        return path.read_text().strip()
-
-    def parts(self) -> dict[str, dict[str, Any]]:
-        """{tag: the merged fields of its events} in order; `done` once ingested."""
-        state: dict[str, dict[str, Any]] = {}
-        for e in self.events():
-            if "tag" in e:
-                part = state.setdefault(e["tag"], {"done": False})
-                part.update({k: v for k, v in e.items() if k not in ("event", "at")})
-                part["done"] = part["done"] or e["event"] == "ingested"
-                part.setdefault("events", []).append(e["event"])
-        return state
-
-    def open_parts(self) -> dict[str, dict[str, Any]]:
-        """Parts submitted (or being submitted) and not yet ingested."""
-        return {t: p for t, p in self.parts().items() if "submitting" in p["events"] and not p["done"]}
-
-    def new_tag(self, teacher: str) -> str:
-        return f"{teacher}-{len(self.parts()):05d}-{secrets.token_hex(3)}"
-
-    def manifest(self, tag: str) -> Path:
-        return self.dir / f"{tag}.manifest.jsonl"
-
-    def billed(self) -> dict[str, dict[str, int]]:
-        """Per teacher, the billed lines and tokens of every ingested or imported result file."""
-        out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(BILLED, 0))
-        for e in self.events():
-            if e["event"] in ("ingested", "imported"):
-                for teacher, counts in (e.get("teachers") or {}).items():
-                    for k in BILLED:
-                        out[teacher][k] += int(counts.get(k, 0))
-        return dict(out)
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})  # a provider batch's end statuses
 
 
 def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
@@ -168,11 +92,11 @@ class PartWriter:
     def _open(self) -> None:
         tag = self.ledger.new_tag(self.teacher)
         self.ledger.dir.mkdir(parents=True, exist_ok=True)
-        path = self.fixed_path or self.ledger.dir / f"{tag}.requests.jsonl"
+        path = self.fixed_path or self.ledger.requests(tag)
         self.part = Part(tag, path, self.teacher)
         self._out = path.open("wb")
         self._manifest = self.ledger.manifest(tag).open("w", encoding="utf-8")
-        self.ledger.add("writing", tag=tag, teacher=self.teacher)  # reserves the tag number
+        self.ledger.add(PartState.WRITING, tag=tag, teacher=self.teacher)  # reserves the tag number
 
     def add(self, line: bytes, entry: dict[str, Any]) -> Part | None:
         closed = None
@@ -236,7 +160,7 @@ class Ingest:
         self.seen: set[str] = set()
         self.unknown = self.malformed = 0
         self.reasons: dict[str, str] = {}  # key -> why its line failed
-        self.short: set[str] = set()  # teachers that answered fewer choices than n
+        self.short: dict[str, tuple[int, int]] = {}  # teacher -> (n asked, choices got) of a line answered short
 
     def lines(self, lines: Iterable[bytes | str]) -> None:
         created = now_iso()
@@ -285,7 +209,7 @@ class Ingest:
                 c["truncated"] += r.finish_reason == "length"
                 c["flagged"] += r.error is not None
         if len(responses) < len(keys):
-            self.short.add(entry["teacher"])
+            self.short.setdefault(entry["teacher"], (len(keys), len(responses)))
             self.fail(entry, keys[len(responses):], "partial_n")
 
     def fail(self, entry: dict[str, Any], keys: list[str], reason: str) -> None:
@@ -339,7 +263,7 @@ def import_results(samples: str | Path, results: str | Path) -> dict[str, Any]:
     if not results.is_file():
         raise RmsdError(f"{results}: no such results file; pass the output of `vllm run-batch -o` or a batch")
     ledger = Ledger(samples)
-    if not ledger.file.is_file():
+    if not ledger.exists():
         raise RmsdError(f"{samples}: has no batch requests to match results to; write them first with "
                         "rmsd sample --recipe R --out STORE --batch-file requests.jsonl")
     with SampleStore(samples) as store:
@@ -347,7 +271,7 @@ def import_results(samples: str | Path, results: str | Path) -> dict[str, Any]:
         ingest = Ingest(store, manifest)
         ingest.lines(file_lines(results))
         failed = add_failures(store, manifest, ingest.reasons, attempts=1)
-        ledger.add("imported", file=str(results), teachers=ingest.teachers(), unknown=ingest.unknown,
+        ledger.add(IMPORTED, file=str(results), teachers=ingest.teachers(), unknown=ingest.unknown,
                    malformed=ingest.malformed)
     stored = sum(c.get("records", 0) for c in ingest.counts.values())
     reasons = Counter({k.split(":", 1)[1]: v for c in ingest.counts.values() for k, v in c.items()

@@ -43,9 +43,9 @@ from typing import Any
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig, TeacherConfig, output_settings
+from rmsd.pool_config import BACKENDS, PoolConfig, TeacherConfig, output_settings
 from rmsd.sampling.store import KEY_VERSION, SampleStore, iter_records, key_version, write_card
-from rmsd.teachers.pool import load_class, media_needs, model_name
+from rmsd.teachers.pool import backend_class, model_name
 
 PIXEL_NEEDS = frozenset({"frames", "jpeg"})
 
@@ -105,11 +105,9 @@ class KeyMaker:
 
 
 def key_maker(cfg: TeacherConfig, pool: PoolConfig, num_frames: int, max_side: int | None) -> KeyMaker:
-    """A KeyMaker from the config alone (no client built, no API key needed)."""
-    plumbing = frozenset()
-    if cfg.backend not in ("openai", "hf", "simulated"):
-        plumbing = frozenset(getattr(load_class(cfg.backend, cfg.name), "options_not_in_key", frozenset()))
-    return KeyMaker(cfg, pool, media_needs(cfg), num_frames, max_side, plumbing)
+    """A KeyMaker from the config alone (no client built, no API key needed): the backend's class answers."""
+    cls = backend_class(cfg)
+    return KeyMaker(cfg, pool, cls.needs_of(cfg), num_frames, max_side, frozenset(cls.options_not_in_key))
 
 
 # ----------------------------------------------------------------------------- key version 1
@@ -124,14 +122,14 @@ def key_v1(cfg: TeacherConfig, pool: PoolConfig, item_id: str, index: int) -> st
     params = cfg.params.model_dump()
     if set(output_settings(cfg.params)) - set(_V1_PARAMS):
         return None
-    if cfg.backend == "simulated":
+    if cfg.simulated is not None:  # version 1 named the simulator's knobs, not a model
         dumped = cfg.simulated.model_dump()
         if set(output_settings(cfg.simulated)) - set(_V1_SIMULATED):
             return None
         identity: Any = {"model": "simulated", **{k: dumped[k] for k in _V1_SIMULATED if k in dumped}}
-    elif cfg.backend in ("openai", "hf"):
+    elif cfg.backend in BACKENDS:  # a built-in with its options section: the model it names
         identity = {"model": model_name(cfg)}
-    else:
+    else:  # a custom class: its import path and options
         identity = {"model": cfg.backend, "options": cfg.options}
     payload = [1, item_id, cfg.name, identity, {k: params[k] for k in _V1_PARAMS}, pool.system_prompt,
                pool.prompt_template, int(index)]

@@ -8,6 +8,7 @@ with the exact schema declared in its README.md card)::
     data/train-<n>-<time>.jsonl   records, one part file per run, never rewritten
     failures.jsonl                item/teacher/reason of requests that finally failed (latest state)
     summary.json                  counts, tokens, cost, wall time, throughput of the last run
+    batches/                      in batch mode: the ledger of batch parts and their manifests (`rmsd.sampling.ledger`)
 
 How it differs from a plain JSONL dump: every record has a key (`rmsd.sampling.keys`: the
 item, the teacher, every setting that changes its answers, and the sample index — without
@@ -53,9 +54,9 @@ from rmsd.errors import RmsdError
 
 KEY_VERSION = 2
 STORE_FILE = "store.json"
+BATCH_DIR = "batches"
 RECORD_FIELDS = ("key", "item_id", "teacher", "model", "sample_index", "text", "finish_reason", "logprobs",
                  "prompt_tokens", "completion_tokens", "latency_s", "error", "created_at")
-FAILURE_FIELDS = ("item_id", "teacher", "reason", "keys", "attempts", "created_at")
 _KEY_PREFIX = '{"key": "'
 
 _RECORD_FEATURES = """  - {name: key, dtype: string}

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.pool_config import TeacherConfig
+from rmsd.sampling.ledger import Ledger
 from rmsd.sampling.store import SampleStore
+from rmsd.sampling.work import Lane
 
 
 class Progress:
@@ -112,7 +114,7 @@ def _modes(online: tuple[int, int], batch: tuple[int, int], cfg: TeacherConfig) 
             for mode, (p, c) in (("online", online), ("batch", batch))}
 
 
-def _teacher(lane: Any, store: SampleStore, batch: dict[str, Any] | None, billed: dict[str, int]) -> dict[str, Any]:
+def _teacher(lane: Lane, store: SampleStore, batch: dict[str, Any] | None, billed: dict[str, int]) -> dict[str, Any]:
     """One teacher's figures: this run's (online + batch) and the store's, tokens and cost per mode."""
     name, cfg = lane.cfg.name, lane.cfg
     s: dict[str, Any] = dict(lane.stats)
@@ -138,14 +140,12 @@ def _teacher(lane: Any, store: SampleStore, batch: dict[str, Any] | None, billed
     return {**s, "store": total}
 
 
-def summarize(lanes: dict[str, Any], store: SampleStore, planned: list[str], wall_s: float,
+def summarize(lanes: dict[str, Lane], store: SampleStore, planned: list[str], wall_s: float,
               batch: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """This run's figures (records, tokens, cost, throughput) and the store's totals, per teacher and overall;
     `batch`: the batch figures of each teacher in batch mode (`BatchRun.summary`)."""
-    from rmsd.sampling.batch_files import Ledger
-
     ledger = Ledger(store.path)
-    billed = ledger.billed() if ledger.file.is_file() else {}
+    billed = ledger.billed() if ledger.exists() else {}
     teachers = {name: _teacher(lane, store, (batch or {}).get(name), billed.get(name, {}))
                 for name, lane in lanes.items()}
 

@@ -6,7 +6,10 @@ JPEG-encoded once) and hands the same object to every teacher and every sample, 
 video is never decoded twice for one item. A teacher says what it needs of the video in
 `media_needs` (the runner decodes nothing for a teacher that needs nothing).
 
-The pool (`rmsd.teachers.pool`) sets `system_prompt` and `prompt_template` on every teacher;
+A pool entry becomes a teacher through its class (`from_config`), which also answers, without
+building one, what its records name as their `model` (`record_model`) and what it will ask of a
+video (`needs_of`): the registry of backends (`rmsd.pool_config.BACKENDS`) names the class,
+and nothing else looks at a backend's name. The pool (`rmsd.teachers.pool`) sets `system_prompt` and `prompt_template` on every teacher;
 `render_prompt(item)` gives the user text. `ask(prompt)` is a text-only call for LLM judges.
 A backend raises `TeacherError(retryable=...)` to tell the runner whether to retry; any
 other exception is retried too (except `RmsdError`, a user mistake).
@@ -35,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rmsd.data.items import Item
+from rmsd.errors import RmsdError
+from rmsd.pool_config import TeacherConfig
 
 MEDIA_KINDS = frozenset({"frames", "jpeg", "video"})
 
@@ -118,6 +123,25 @@ class Teacher(abc.ABC):
 
     def __init__(self, name: str):
         self.name = name
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> Teacher:
+        """The teacher of one pool entry; a custom class gets the entry's `options` as keyword arguments."""
+        try:
+            return cls(name=cfg.name, **cfg.options)
+        except TypeError as e:
+            raise RmsdError(f"teacher {cfg.name}: {cls.__name__} rejected its options {sorted(cfg.options)}: "
+                            f"{e}") from None
+
+    @classmethod
+    def record_model(cls, cfg: TeacherConfig) -> str:
+        """The `model` field of its records: what answered (an API model, a checkpoint, a simulator, a class)."""
+        return cfg.backend
+
+    @classmethod
+    def needs_of(cls, cfg: TeacherConfig) -> frozenset[str]:
+        """What the teacher `from_config(cfg)` makes will ask of a video (its `media_needs`), without building it."""
+        return frozenset(cls.media_needs)
 
     def render_prompt(self, item: Item) -> str:
         """The user text: the pool's template around the benchmark's prompt (other braces left alone)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.pool_config import HFOptions
+from rmsd.pool_config import HFOptions, TeacherConfig
 from rmsd.teachers.base import GenParams, Media, Response, Teacher
 
 
@@ -57,8 +57,15 @@ class _Shared:
 class HFTeacher(Teacher):
     """A local VLM; concurrent `generate` calls are batched into one model call each."""
 
-    backend = "hf"
     media_needs = frozenset({"frames"})
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> HFTeacher:
+        return cls(cfg.name, cfg.hf)
+
+    @classmethod
+    def record_model(cls, cfg: TeacherConfig) -> str:
+        return str(Path(cfg.hf.model_path).expanduser())
 
     def __init__(self, name: str, options: HFOptions):
         super().__init__(name)

@@ -44,7 +44,7 @@ import openai
 
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.pool_config import OpenAIOptions
+from rmsd.pool_config import OpenAIOptions, TeacherConfig
 from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError, parse_retry_after
 
 DUMMY_KEY = "EMPTY"
@@ -79,8 +79,6 @@ def resolve_api_key(name: str, options: OpenAIOptions) -> str:
 class OpenAITeacher(Teacher):
     """A teacher behind an OpenAI-compatible endpoint (one client per base URL, round-robin)."""
 
-    backend = "openai"
-
     def __init__(self, name: str, options: OpenAIOptions, timeout_s: float = 120.0, concurrency: int = 8):
         super().__init__(name)
         self.options = options
@@ -100,11 +98,33 @@ class OpenAITeacher(Teacher):
         # None: not yet known (auto); True/False once a response with n > 1 has told
         self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
 
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> OpenAITeacher:
+        return cls(cfg.name, cfg.openai, timeout_s=cfg.timeout_s, concurrency=cfg.concurrency)
+
+    @classmethod
+    def record_model(cls, cfg: TeacherConfig) -> str:
+        return cfg.openai.model
+
+    @classmethod
+    def needs_of(cls, cfg: TeacherConfig) -> frozenset[str]:
+        return frozenset({"video"} if cfg.openai.video_mode == "video_url" else {"jpeg"})
+
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAITeacher(name={self.name!r}, model={self.options.model!r}, base_url={self.urls})"
 
     def max_n_per_request(self) -> int | None:
         return 1 if self.n_honoured is False else None
+
+    def answered(self, asked: int, got: int) -> None:
+        """What an answer with `asked` samples asked in one request (`n`) tells of the server, online or in a
+        batch line: with `use_n: auto`, fewer choices than asked means it ignores `n`, and the rest of the
+        run asks one sample per request."""
+        if asked > 1 and self.options.use_n == "auto":
+            if got < asked:
+                self.n_honoured = False
+            elif self.n_honoured is None:
+                self.n_honoured = True
 
     def estimate_tokens(self, item: Item, media: Media, n: int, params: GenParams) -> int:
         text = (len(self.render_prompt(item)) + len(self.system_prompt or "")) // 4
@@ -192,11 +212,7 @@ class OpenAITeacher(Teacher):
                        start_index: int = 0) -> list[Response]:
         """One HTTP request for samples start_index..start_index+n-1; returns the choices received (maybe fewer)."""
         out = await self._sample(self.messages(item, media), n, params, start_index)
-        if n > 1 and self.options.use_n == "auto":
-            if len(out) < n:
-                self.n_honoured = False
-            elif self.n_honoured is None:
-                self.n_honoured = True
+        self.answered(n, len(out))
         return out[:n]
 
     async def _sample(self, messages: list[dict[str, Any]], n: int, params: GenParams,

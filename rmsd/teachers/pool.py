@@ -1,10 +1,13 @@
-"""Build `Teacher` objects from a pool config (`teachers/*.yaml`): the user-edge registry of backends.
+"""Build `Teacher` objects from a pool config (`teachers/*.yaml`) through the registry of backends.
 
-Built-in backends are named (`openai`, `hf`, `simulated`); a custom teacher is named by
-import path, `backend: mypkg.module:MyTeacher`, must subclass `rmsd.teachers.base.Teacher`
-and is constructed as `MyTeacher(name=..., **options)`. Every problem (an unknown module,
-a class that is not a Teacher, options the class rejects, a missing API key or model
-folder) is a one-line `RmsdError` raised here, before the runner sends any request.
+A pool entry's `backend` is a name of the registry (`rmsd.pool_config.BACKENDS`: `openai`,
+`hf`, `simulated`), which stands for the import path of its class, or a custom teacher's own
+import path, `backend: mypkg.module:MyTeacher`; either way `backend_class` imports the class,
+checks it subclasses `rmsd.teachers.base.Teacher`, and the class builds the teacher
+(`Teacher.from_config`: a custom class is constructed as `MyTeacher(name=..., **options)`).
+Every problem (an unknown module, a class that is not a Teacher, options the class rejects, a
+missing API key or model folder) is a one-line `RmsdError` raised here, before the runner
+sends any request.
 
 What a teacher sees of a video is known here without building it (`media_needs`), which
 the record keys use (`rmsd.sampling.keys`: a teacher that never looks at the frames keeps its
@@ -17,13 +20,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig, TeacherConfig
+from rmsd.pool_config import BACKENDS, PoolConfig, TeacherConfig
 from rmsd.teachers.base import GenParams, Teacher
-
-BUILTIN = ("openai", "hf", "simulated")
 
 
 def gen_params(cfg: TeacherConfig) -> GenParams:
@@ -31,26 +31,19 @@ def gen_params(cfg: TeacherConfig) -> GenParams:
     return GenParams(temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed)
 
 
+def backend_class(cfg: TeacherConfig) -> type[Teacher]:
+    """The Teacher class of a pool entry: the registry's for a built-in name, the import path's for a custom one."""
+    return load_class(BACKENDS.get(cfg.backend, cfg.backend), cfg.name)
+
+
 def model_name(cfg: TeacherConfig) -> str:
     """The `model` field of records: what answered (an API model, a checkpoint, a simulator, a class)."""
-    if cfg.backend == "openai":
-        return cfg.openai.model
-    if cfg.backend == "hf":
-        return str(Path(cfg.hf.model_path).expanduser())
-    if cfg.backend == "simulated":
-        return "simulated"
-    return cfg.backend
+    return backend_class(cfg).record_model(cfg)
 
 
 def media_needs(cfg: TeacherConfig) -> frozenset[str]:
     """What the teacher `build_teacher(cfg)` makes will ask of a video (its `media_needs`), without building it."""
-    if cfg.backend == "openai":
-        return frozenset({"video"} if cfg.openai.video_mode == "video_url" else {"jpeg"})
-    if cfg.backend == "hf":
-        return frozenset({"frames"})
-    if cfg.backend == "simulated":
-        return frozenset()  # the simulator reads the ground truth, never the pixels
-    return frozenset(load_class(cfg.backend, cfg.name).media_needs)
+    return backend_class(cfg).needs_of(cfg)
 
 
 def load_class(spec: str, teacher: str) -> type[Teacher]:
@@ -74,31 +67,9 @@ def load_class(spec: str, teacher: str) -> type[Teacher]:
     return cls
 
 
-def _custom(cfg: TeacherConfig) -> Teacher:
-    cls = load_class(cfg.backend, cfg.name)
-    try:
-        return cls(name=cfg.name, **cfg.options)
-    except TypeError as e:
-        raise RmsdError(f"teacher {cfg.name}: {cls.__name__} rejected its options {sorted(cfg.options)}: {e}") from None
-
-
 def build_teacher(cfg: TeacherConfig, pool: PoolConfig | None = None) -> Teacher:
     """One teacher, with the pool's system prompt and prompt template set on it."""
-    if cfg.backend == "openai":
-        from rmsd.teachers.openai_api import OpenAITeacher
-
-        teacher: Teacher = OpenAITeacher(cfg.name, cfg.openai, timeout_s=cfg.timeout_s, concurrency=cfg.concurrency)
-    elif cfg.backend == "hf":
-        from rmsd.teachers.hf_local import HFTeacher
-
-        teacher = HFTeacher(cfg.name, cfg.hf)
-    elif cfg.backend == "simulated":
-        from rmsd.teachers.simulated import SimulatedTeacher
-
-        teacher = SimulatedTeacher(cfg.name, **cfg.simulated.model_dump())
-        teacher.media_needs = media_needs(cfg)
-    else:
-        teacher = _custom(cfg)
+    teacher = backend_class(cfg).from_config(cfg)
     if pool is not None:
         teacher.system_prompt, teacher.prompt_template = pool.system_prompt, pool.prompt_template
     return teacher

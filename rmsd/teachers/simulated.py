@@ -42,6 +42,7 @@ from typing import Any
 from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
 from rmsd.data.synthvid import DIRECTIONS, PALETTE, SHAPES, TIME_STEP, describe_objects, format_span, object_name
 from rmsd.errors import RmsdError
+from rmsd.pool_config import SimulatedOptions, TeacherConfig
 from rmsd.teachers.base import GenParams, Media, Response, Teacher
 from rmsd.teachers.perception import applies, believed_answer
 
@@ -107,6 +108,20 @@ class SimulatedTeacher(Teacher):
         self.difficulty_seed = difficulty_seed
         self.weaknesses = _weaknesses(name, weaknesses or [])
         self._validate()
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> SimulatedTeacher:
+        teacher = cls(cfg.name, **cfg.simulated.model_dump())
+        teacher.media_needs = cls.needs_of(cfg)
+        return teacher
+
+    @classmethod
+    def record_model(cls, cfg: TeacherConfig) -> str:
+        return "simulated"
+
+    @classmethod
+    def needs_of(cls, cfg: TeacherConfig) -> frozenset[str]:
+        return frozenset()  # a pool's simulator reads the ground truth, never the pixels
 
     def _validate(self) -> None:
         where = f"simulated teacher {self.name!r}"
@@ -253,8 +268,6 @@ class SimulatedTeacher(Teacher):
 def _weaknesses(name: str, given: list[Any]) -> list[dict[str, Any]]:
     """Weaknesses validated and completed by rmsd.config (the one declaration of their fields and
     ranges), as dicts: a teacher built from a pool and one built by hand fire on the same questions."""
-    from rmsd.pool_config import SimulatedOptions
-
     try:
         parsed = SimulatedOptions(weaknesses=[w.model_dump() if hasattr(w, "model_dump") else dict(w) for w in given])
     except ValueError as e:

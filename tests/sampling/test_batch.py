@@ -22,7 +22,7 @@ from rmsd.config import PoolConfig, load_recipe
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.pipeline import sample_recipe
-from rmsd.sampling.batch_files import Ledger
+from rmsd.sampling.ledger import Ledger
 from rmsd.sampling.runner import run_sampling
 from rmsd.sampling.store import SampleStore, read_failures, read_records
 from rmsd.teachers.pool import build_teachers
@@ -244,7 +244,7 @@ def test_cancel_stops_the_open_batches_and_online_then_resumes(tmp_path):
 
         async def submit_only() -> None:  # a run that submitted and was stopped while its batch waits
             from rmsd.sampling.batch import BatchRun
-            from rmsd.sampling.runner import make_lanes
+            from rmsd.sampling.work import make_lanes
 
             p = recipe.load_pool()
             teachers = build_teachers(p)

@@ -218,10 +218,10 @@ def sample(path: Path, pool: dict, items: list[Item], num_frames: int = 8) -> di
 
 
 def test_a_rerun_resamples_after_an_output_knob_and_resumes_after_plumbing(tmp_path, monkeypatch):
-    from rmsd.sampling import runner
+    from rmsd.sampling import online
     from rmsd.teachers.base import Media
 
-    monkeypatch.setattr(runner, "build_media", lambda item, needs, n, side: Media(jpeg_b64=["AAAA"] * n))
+    monkeypatch.setattr(online, "build_media", lambda item, needs, n, side: Media(jpeg_b64=["AAAA"] * n))
     items = [Item(**{**VIDEO.to_dict(), "item_id": f"v{i}"}) for i in range(3)]
     with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
         def pool(**openai) -> dict:

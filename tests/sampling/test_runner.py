@@ -14,7 +14,7 @@ from fake_openai import FakeOpenAIServer, max_in_window
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig
-from rmsd.sampling import runner
+from rmsd.sampling import online
 from rmsd.sampling.ratelimit import (
     JITTER_MARGIN_S,
     RateLimiter,
@@ -22,8 +22,9 @@ from rmsd.sampling.ratelimit import (
     TokenBucket,
     backoff_delay,
 )
-from rmsd.sampling.runner import chunks, parse_shard, run_sampling, shard_items
+from rmsd.sampling.runner import parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
+from rmsd.sampling.work import chunks
 from rmsd.teachers.base import Media, Response, Teacher, parse_retry_after
 from rmsd.teachers.pool import build_teachers
 
@@ -212,7 +213,7 @@ def test_media_is_built_once_per_item_and_the_video_sent_once_with_n(server, tmp
         built.append((item.item_id, needs))
         return Media(jpeg_b64=["AAAA"] * 8, timestamps=[i / 2 for i in range(8)], duration=4.0)
 
-    monkeypatch.setattr(runner, "build_media", fake_media)
+    monkeypatch.setattr(online, "build_media", fake_media)
     its = items(6, video="/videos/x.mp4")
     with_n = sample(its, tmp_path / "n", api("a", server.url, samples=4), api("b", server.url, samples=4))
     assert sorted(i for i, _ in built) == sorted(it.item_id for it in its)  # once per item, two teachers x K=4

@@ -106,3 +106,38 @@ def test_bad_pools_stop_before_any_request(tmp_path, monkeypatch):
         build_teachers(pool({"name": "h", "backend": "hf", "hf": {"model_path": str(tmp_path / "none")}}))
     with pytest.raises(RmsdError, match="expected package.module:ClassName"):
         load_class("pkg.mod:", "t")
+
+
+# ----------------------------------------------------------------------------- registry
+def test_the_registry_names_each_builtin_class_and_its_section():
+    """Each built-in name stands for its class's import path; the pool section of that name holds its options."""
+    from rmsd.pool_config import BACKENDS, TeacherConfig
+    from rmsd.teachers.hf_local import HFTeacher
+    from rmsd.teachers.openai_api import OpenAITeacher
+    from rmsd.teachers.pool import backend_class
+
+    assert tuple(BACKENDS) == ("openai", "hf", "simulated")
+    cfgs = [TeacherConfig.model_validate(t) for t in (API, {"name": "h", "backend": "hf", "hf": {"model_path": "/m"}},
+                                                       SIM)]
+    assert [backend_class(c) for c in cfgs] == [OpenAITeacher, HFTeacher, SimulatedTeacher]
+    assert all(name in TeacherConfig.model_fields for name in BACKENDS)  # the section of the same name
+    with pytest.raises(Exception, match="unknown: use openai, hf, simulated or package.module:Class"):
+        TeacherConfig.model_validate({"name": "x", "backend": "gpt5"})
+
+
+def test_no_name_of_a_backend_is_compared_outside_the_registry():
+    """What construction, validation and keys need to know of a backend is asked of its class: no `== "openai"`
+    (or any other registered name) compared in rmsd/ outside rmsd/pool_config.py, where the table is."""
+    import re
+    from pathlib import Path
+
+    from rmsd.pool_config import BACKENDS
+
+    root = Path(__file__).resolve().parents[2] / "rmsd"
+    names = "|".join(BACKENDS)
+    pattern = re.compile(rf"""(==|!=|\bin)\s*[({{\[]?\s*["']({names})["']|["']({names})["']\s*(==|!=|,\s*["'])""")
+    found = [f"{f.relative_to(root)}:{n}: {line.strip()}" for f in root.rglob("*.py") if f.name != "pool_config.py"
+             or f.parent != root for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
+    before = 'if cfg.backend not in ("openai", "hf", "simulated"):\n    elif cfg.backend == "hf":'
+    assert sum(bool(pattern.search(line)) for line in before.splitlines()) == 2  # the rule reads what it forbids

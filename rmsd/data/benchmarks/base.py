@@ -152,6 +152,14 @@ def aggregate_scores(rows: list[dict[str, Any]], keys: Iterable[str],
 
 
 # ----------------------------------------------------------------------------- reading data
+HUB_ID = re.compile(r"[\w.\-]+/[\w.\-]+")  # owner/name of a dataset on the Hugging Face hub
+
+
+def is_hub_id(path: str) -> bool:
+    """A dataset `path` that names a hub dataset (owner/name) rather than a local file or folder."""
+    return HUB_ID.fullmatch(path) is not None
+
+
 def read_rows(path: str | Path, split: str, config: str | None, benchmark: str) -> tuple[list[dict], Path | None]:
     """Rows of one split (and config) and the folder they came from (None for a hub dataset).
 
@@ -165,7 +173,7 @@ def read_rows(path: str | Path, split: str, config: str | None, benchmark: str) 
         return read_data_file(p), p.parent
     if p.is_dir():
         return [row for f in data_files(p, split, config, benchmark) for row in read_data_file(f)], p
-    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", str(path)):
+    if is_hub_id(str(path)):
         return _load_hub(str(path), split, config, benchmark), None
     raise RmsdError(f"{benchmark}: dataset {path} not found: pass a local folder/file in the public schema "
                     f"or a hub id (owner/name)")

@@ -17,8 +17,6 @@ from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item, read_items
 from rmsd.errors import RmsdError
 
-NAME = "synthvid"
-SPLITS = ("train", "test")
 BREAKDOWNS = ("task_type", "difficulty", "question_kind")
 
 

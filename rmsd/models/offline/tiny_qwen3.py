@@ -55,10 +55,9 @@ def deepstack_indexes(depth: int) -> list[int]:
     return sorted({max(0, depth * k // 4 - 1) for k in (1, 2, 3)})
 
 
-def build_qwen3_vl_config(preset: Preset, tokenizer) -> object:
-    """The Qwen3VLConfig of a preset, token ids taken from `tokenizer`."""
-    from transformers import Qwen3VLConfig
-
+def qwen3_parts(preset: Preset, tokenizer, **rope: float) -> tuple[dict, dict, dict]:
+    """What the Qwen3-VL and Qwen3.5 configs of a preset share: (text config, vision config, the top-level
+    token ids), token ids taken from `tokenizer`; `rope`: rope parameters a family adds (after the theta)."""
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     p = preset
     head_dim = p.text_hidden // p.text_heads
@@ -68,7 +67,7 @@ def build_qwen3_vl_config(preset: Preset, tokenizer) -> object:
         "vocab_size": len(tokenizer), "hidden_size": p.text_hidden, "intermediate_size": p.text_intermediate,
         "num_hidden_layers": p.text_layers, "num_attention_heads": p.text_heads, "head_dim": head_dim,
         "num_key_value_heads": p.text_kv_heads, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": p.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": p.rope_theta, **rope,
                             "mrope_section": list(p.mrope_section), "mrope_interleaved": True},
         "initializer_range": p.initializer_range, "tie_word_embeddings": True,
         "bos_token_id": None, "eos_token_id": ids[IM_END], "pad_token_id": ids[PAD],
@@ -77,13 +76,20 @@ def build_qwen3_vl_config(preset: Preset, tokenizer) -> object:
         "depth": p.vision_depth, "hidden_size": p.vision_hidden, "num_heads": p.vision_heads,
         "intermediate_size": p.vision_intermediate, "out_hidden_size": p.text_hidden, "patch_size": PATCH,
         "temporal_patch_size": TEMPORAL_PATCH, "spatial_merge_size": MERGE,
-        "num_position_embeddings": NUM_POSITION_EMBEDDINGS,
-        "deepstack_visual_indexes": deepstack_indexes(p.vision_depth), "initializer_range": p.initializer_range,
+        "num_position_embeddings": NUM_POSITION_EMBEDDINGS, "initializer_range": p.initializer_range,
     }
-    return Qwen3VLConfig(
-        text_config=text, vision_config=vision, image_token_id=ids[IMAGE_PAD], video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START], vision_end_token_id=ids[VISION_END], tie_word_embeddings=True,
-    )
+    tokens = {"image_token_id": ids[IMAGE_PAD], "video_token_id": ids[VIDEO_PAD],
+              "vision_start_token_id": ids[VISION_START], "vision_end_token_id": ids[VISION_END]}
+    return text, vision, tokens
+
+
+def build_qwen3_vl_config(preset: Preset, tokenizer) -> object:
+    """The Qwen3VLConfig of a preset, token ids taken from `tokenizer`."""
+    from transformers import Qwen3VLConfig
+
+    text, vision, tokens = qwen3_parts(preset, tokenizer)
+    vision["deepstack_visual_indexes"] = deepstack_indexes(preset.vision_depth)
+    return Qwen3VLConfig(text_config=text, vision_config=vision, **tokens, tie_word_embeddings=True)
 
 
 def build_qwen3_vl_processor(corpus: list[str], vocab_size: int = 1024):

@@ -28,20 +28,8 @@ the families differ only where the architectures do:
 
 from __future__ import annotations
 
-from rmsd.models.offline.tiny_qwen3 import NUM_POSITION_EMBEDDINGS, build_qwen3_vl_processor
-from rmsd.models.offline.vocab import (
-    IM_END,
-    IMAGE_PAD,
-    MERGE,
-    PAD,
-    PATCH,
-    SPECIAL_TOKENS,
-    TEMPORAL_PATCH,
-    VIDEO_PAD,
-    VISION_END,
-    VISION_START,
-    Preset,
-)
+from rmsd.models.offline.tiny_qwen3 import build_qwen3_vl_processor, qwen3_parts
+from rmsd.models.offline.vocab import Preset
 
 FULL_ATTENTION_INTERVAL = 4  # every 4th layer is full attention, as in every published Qwen3.5 config
 CONV_KERNEL = 4  # linear_conv_kernel_dim of the published configs
@@ -73,34 +61,12 @@ def layer_types(layers: int, interval: int = FULL_ATTENTION_INTERVAL) -> list[st
 
 
 def build_qwen3_5_config(preset: Preset, tokenizer) -> object:
-    """The Qwen3_5Config of a preset, token ids taken from `tokenizer`."""
+    """The Qwen3_5Config of a preset, token ids taken from `tokenizer`: Qwen3-VL's parts with a hybrid text stack."""
     from transformers import Qwen3_5Config
 
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    p = preset
-    head_dim = p.text_hidden // p.text_heads
-    if p.text_hidden % p.text_heads or head_dim != 2 * sum(p.mrope_section):
-        raise ValueError(f"preset: head_dim {head_dim} must equal 2 * sum(mrope_section) {p.mrope_section}")
-    key_heads = max(p.text_kv_heads // 2, 1)
-    text = {
-        "vocab_size": len(tokenizer), "hidden_size": p.text_hidden, "intermediate_size": p.text_intermediate,
-        "num_hidden_layers": p.text_layers, "num_attention_heads": p.text_heads, "head_dim": head_dim,
-        "num_key_value_heads": p.text_kv_heads, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-        "layer_types": layer_types(p.text_layers), "linear_conv_kernel_dim": CONV_KERNEL,
-        "linear_key_head_dim": head_dim, "linear_value_head_dim": head_dim,
-        "linear_num_key_heads": key_heads, "linear_num_value_heads": 2 * key_heads,
-        "rope_parameters": {"rope_type": "default", "rope_theta": p.rope_theta, "partial_rotary_factor": 1.0,
-                            "mrope_section": list(p.mrope_section), "mrope_interleaved": True},
-        "initializer_range": p.initializer_range, "tie_word_embeddings": True,
-        "bos_token_id": None, "eos_token_id": ids[IM_END], "pad_token_id": ids[PAD],
-    }
-    vision = {
-        "depth": p.vision_depth, "hidden_size": p.vision_hidden, "num_heads": p.vision_heads,
-        "intermediate_size": p.vision_intermediate, "out_hidden_size": p.text_hidden, "patch_size": PATCH,
-        "temporal_patch_size": TEMPORAL_PATCH, "spatial_merge_size": MERGE,
-        "num_position_embeddings": NUM_POSITION_EMBEDDINGS, "initializer_range": p.initializer_range,
-    }
-    return Qwen3_5Config(
-        text_config=text, vision_config=vision, image_token_id=ids[IMAGE_PAD], video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START], vision_end_token_id=ids[VISION_END], tie_word_embeddings=True,
-    )
+    text, vision, tokens = qwen3_parts(preset, tokenizer, partial_rotary_factor=1.0)
+    key_heads = max(preset.text_kv_heads // 2, 1)
+    text.update({"layer_types": layer_types(preset.text_layers), "linear_conv_kernel_dim": CONV_KERNEL,
+                 "linear_key_head_dim": text["head_dim"], "linear_value_head_dim": text["head_dim"],
+                 "linear_num_key_heads": key_heads, "linear_num_value_heads": 2 * key_heads})
+    return Qwen3_5Config(text_config=text, vision_config=vision, **tokens, tie_word_embeddings=True)
