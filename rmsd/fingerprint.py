@@ -66,22 +66,28 @@ def folder_identity(folder: Path) -> str:
 
 
 def items_identity(items: Iterable[Item]) -> str:
-    """Every field of every item, in order (ids, prompts, options, answers, media paths, meta)."""
-    return digest([dataclasses.asdict(it) for it in items])
+    """Every field of every item, in order (ids, prompts, options, answers, meta); media by file name, so a
+    project folder moved elsewhere keeps its identities."""
+    rows = []
+    for it in items:
+        row = dataclasses.asdict(it)
+        row["video"], row["image"] = (Path(p).name if p else p for p in (it.video, it.image))
+        rows.append(row)
+    return digest(rows)
 
 
 def media_identity(items: Iterable[Item]) -> str:
-    """The items' video and image files by size and modification time (a missing file counts as missing)."""
-    seen: dict[str, Any] = {}
+    """The items' video and image files, in order, by size and modification time (None: missing)."""
+    stats: dict[str, Any] = {}
     for it in items:
         for path in (it.video, it.image):
-            if path and path not in seen:
+            if path and path not in stats:
                 try:
                     st = os.stat(path)
-                    seen[path] = [st.st_size, st.st_mtime_ns]
+                    stats[path] = [st.st_size, st.st_mtime_ns]
                 except OSError:
-                    seen[path] = None
-    return digest(seen)
+                    stats[path] = None
+    return digest(list(stats.values()))
 
 
 def model_identity(folder: Path) -> str:

@@ -175,9 +175,9 @@ def run_recipe(recipe: Recipe, *, start: str | None = None, stop: str | None = N
 
     chosen = select(recipe, start, stop)
     run = _Run(recipe, chosen, dry_run, progress, echo, gpu_memory)
-    stages.validate(run)  # whatever --from says: a recipe with problems runs nothing
+    stages.validate(run)
     run.check_owners()
-    for stage in chosen[1:] if chosen[0] == "validate" else chosen:
+    for stage in (s for s in chosen if s != "validate"):
         started = time.perf_counter()
         status, why = getattr(stages, stage)(run)
         run.line(stage, status, why, time.perf_counter() - started)
