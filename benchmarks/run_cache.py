@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 
-def cached(run: Path, recipe: Any, points: list[int]) -> dict[str, Any] | None:
-    """The result of an earlier identical run (same recipe, same curve points), else None."""
+def cached(run: Path, recipe: Any, points: list[int], matched: str | None = None) -> dict[str, Any] | None:
+    """The result of an earlier identical run (same recipe, same curve points, and where both record it the same
+    matched set: `rmsd.pipeline.matched_identity`, which changes when the set is made again from other samples
+    or settings into the same folder), else None."""
     path = run / "result.json"
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
+    if matched is not None and saved.get("matched", matched) != matched:
+        return None
     now = recipe.model_dump(mode="json")
     same = same_config(saved.get("recipe"), now, recipe.model_dump(mode="json", exclude_defaults=True))
     return saved if same and saved.get("points") == points else None
