@@ -102,6 +102,10 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
         ctx.note(f"{stage}: up to date ({out}: trained with the same inputs)")
         return out
     if stale is not None:
+        owner = _owner(out)
+        if ctx.recipe and owner not in (None, "", ctx.recipe):  # another recipe's run: never overwritten
+            raise RmsdError(f"{out} holds recipe {owner}'s {stage} stage, trained with other inputs: choose another "
+                            "--out (distill.out)")
         ctx.note(f"{stage}: training again from the start: {stale}")
         if state.is_main_process:
             clear_stage(out)
@@ -140,6 +144,14 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
     state.wait_for_everyone()  # the next stage loads this folder in every process
     del trainer
     return out
+
+
+def _owner(out: Path) -> str | None:
+    """The recipe whose run wrote a stage folder (its fingerprint.json), or None."""
+    from rmsd.fingerprint import read
+
+    record = read(out)
+    return record.get("recipe") if record is not None else None
 
 
 def restore_weights(model: Any, checkpoint: Path) -> None:

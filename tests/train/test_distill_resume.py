@@ -69,6 +69,12 @@ def test_a_finished_stage_with_another_max_steps_or_lr_is_trained_again(matched,
     said = distill(recipe, matched_dir, out, "--resume", "--set", "distill.sft.max_steps=4")  # same inputs
     assert "up to date" in said and (out / "sft" / "stage.json").stat().st_mtime_ns == mtime
 
+    # another recipe resuming into this folder with other inputs is refused, the folder left as it is
+    result = CliRunner().invoke(app, ["distill", "--recipe", str(recipe), "--matched", str(matched_dir), "--out",
+                                      str(out), "--resume", "--set", "name=other-recipe", "--set", "distill.sft.lr=0.01"])
+    assert result.exit_code == 2 and "holds recipe tiny-run's sft stage" in result.stderr
+    assert (out / "sft" / "stage.json").stat().st_mtime_ns == mtime
+
 
 def test_checkpoints_resume_only_with_their_inputs_and_restore_the_weights(matched, tmp_path):
     torch.set_num_threads(1)
