@@ -142,7 +142,7 @@ def _train(run: Any, stage: str) -> tuple[str, str]:
     done = report[stage]
     if done["status"] == "resumed":
         return "resumed", f"from {done['from']}"
-    return done["status"], done.get("why") or ""
+    return done["status"], done.get("why") or ("not trained yet" if point is None else "")
 
 
 def eval(run: Any) -> tuple[str, str]:  # noqa: A001 - the stage's name
