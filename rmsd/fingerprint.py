@@ -11,11 +11,12 @@ earlier one. `differences` names what changed, key by key.
 
 How it differs from make's timestamps: a stage is compared on what it read, not on when its
 inputs were written, so a file rewritten with the same content, or a knob set back, costs
-nothing; and the upstream part of a stage's inputs is the upstream stage's own inputs, so
-checking a whole recipe reads no weights. Identities: the items (every field a stage can
-see), media files by size and modification time (a corpus of videos is too large to read on
-every check), small files (config, tokenizer, weights up to `HASH_LIMIT`) by content, larger
-ones by size and modification time.
+nothing; and a training stage's upstream part is the matched set's record and the previous
+stage's inputs, not their bytes. Identities: the items (every field a stage can see), media
+files by size and modification time (a corpus of videos is too large to read on every
+check), a model folder's files (config, tokenizer, weights) by content up to `HASH_LIMIT`,
+larger ones by size and modification time; an evaluated checkpoint by its files and the
+inputs that trained it.
 
     rmsd run --recipe recipes/synthvid/tiny_rmsd.yaml      # a second call: every stage up to date
 """
@@ -91,13 +92,11 @@ def media_identity(items: Iterable[Item]) -> str:
 
 
 def model_identity(folder: Path) -> str:
-    """A checkpoint as a later stage sees it: the inputs that trained it (its stage.json), else its files."""
+    """A checkpoint as an evaluation sees it: its files (weights by content up to HASH_LIMIT, else by size and
+    mtime) and the inputs that trained it (its stage.json), so a stage trained again is scored again."""
     stage = Path(folder) / "stage.json"
-    if stage.is_file():
-        inputs = json.loads(stage.read_text()).get("inputs")
-        if inputs is not None:
-            return digest(inputs)
-    return folder_identity(Path(folder))
+    inputs = json.loads(stage.read_text()).get("inputs") if stage.is_file() else None
+    return digest({"files": folder_identity(Path(folder)), "trained_with": inputs})
 
 
 def recipe_keys(recipe: Recipe, *names: str) -> dict[str, Any]:

@@ -101,3 +101,23 @@ def test_checkpoints_resume_only_with_their_inputs_and_restore_the_weights(match
                    "--set", "distill.sft.lr=5e-4")
     assert "checkpoints were made with other inputs: distill.sft.lr 0.001 -> 0.0005" in said
     assert stage(other)["resumed_from"] is None and stage(other)["global_step"] == 4
+
+
+def test_a_cut_adversarial_stage_resumes_to_the_same_weights(matched, tmp_path):
+    """GRPO against the discriminator: rollouts draw from the RNG, so the checkpoint's RNG, optimizer and
+    discriminator states must all come back for the resumed stage to end where the uninterrupted one does."""
+    torch.set_num_threads(1)
+    recipe, matched_dir, _ = matched
+    adversarial = ["--set", "distill.adversarial.enabled=true", "--set", "distill.adversarial.max_steps=4",
+                   "--set", "distill.adversarial.save_steps=2"]
+    full = tmp_path / "full"
+    distill(recipe, matched_dir, full, *adversarial)
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "adversarial" / "checkpoint-4")
+    for name in ("stage.json", "model.safetensors"):
+        (cut / "adversarial" / name).unlink()
+    said = distill(recipe, matched_dir, cut, "--resume", *adversarial)
+    assert "sft: up to date" in said and "adversarial: resuming from" in said
+    ours, theirs = (load_file(str(r / "adversarial" / "model.safetensors")) for r in (cut, full))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
