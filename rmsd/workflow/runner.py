@@ -142,7 +142,8 @@ class _Run:
 
     # ------------------------------------------------------------------------- ownership
     def check_owners(self) -> None:
-        """Refuse, before anything runs, an output folder another recipe's run wrote with other inputs."""
+        """Refuse, before anything runs, an output folder another recipe's run wrote: a matched set made with other
+        inputs (one made with the same inputs is shared harmlessly), any checkpoints or results."""
         name = self.recipe.name
         if "match" in self.chosen:
             record = fingerprint.read(self.matched)
