@@ -340,7 +340,7 @@ def plan(
 @app.command("run")
 def run_(
     recipe: Path = RECIPE,
-    start: str = typer.Option(None, "--from", help="first stage: validate, sample, match, sft, adversarial (or "
+    start: str = typer.Option(None, "--from", help="first stage: validate, data, sample, match, sft, adversarial (or "
                               "distill), eval; earlier outputs are taken as they are"),
     stop: str = typer.Option(None, "--until", help="last stage (same names)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would run, the requests, tokens and cost of "

@@ -181,3 +181,23 @@ def test_dry_run_sends_no_request_and_writes_nothing(tmp_path):
     batch_full = (batch["prompt_tokens"] * 2.5 + batch["completion_tokens"] * 10.0) / 1e6
     assert batch["cost_usd"] == pytest.approx(0.5 * batch_full)  # the pool's default batch_discount
     assert files(tmp_path) == before
+
+
+def test_a_recipe_that_generates_its_data_goes_from_nothing(tmp_path):
+    """`dataset.generate`: the data stage writes the synthvid set unless the folder holds it; a benchmark that
+    cannot generate its data is refused when the recipe loads."""
+    path = tiny_recipe(tmp_path, dataset__generate=20)
+    report, _ = run(path, stop="data")
+    assert report.status() == {"validate": "checked", "data": "ran"}
+    assert json.loads((tmp_path / "data" / "info.json").read_text())["n"] == 20
+    before = files(tmp_path)
+    report, _ = run(path, stop="sample")
+    assert report.status() == {"validate": "checked", "data": "up to date", "sample": "ran"}
+    assert {k: v for k, v in files(tmp_path).items() if k.startswith("data")} == {
+        k: v for k, v in before.items() if k.startswith("data")}
+    result = CliRunner().invoke(app, ["run", "--recipe", str(path), "--from", "data", "--set", "dataset.generate=null"])
+    assert result.exit_code == 2 and "--from data: the recipe disables that stage (dataset.generate is not set)" in \
+        result.stderr
+    result = CliRunner().invoke(app, ["validate", str(tiny_recipe(tmp_path, dataset__benchmark="videomme",
+                                                                  dataset__generate=20))])
+    assert result.exit_code == 2 and "generate: videomme cannot generate its data" in result.stderr

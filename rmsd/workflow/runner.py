@@ -1,6 +1,7 @@
 """`rmsd run`: a recipe from its data to its report in one command that knows what is up to date.
 
-validate → sample → match → sft → adversarial (each training stage the recipe enables) → eval
+validate → data (a procedural dataset the recipe generates) → sample → match → sft → adversarial
+(each training stage the recipe enables) → eval
 (every evaluation set) → one closing report. Each stage compares the inputs it would read with
 the ones its output records (`rmsd.fingerprint`) and is skipped when they are equal, saying so;
 a changed knob re-runs its stage and, since each stage records the one before it, every later
@@ -31,8 +32,10 @@ from rmsd import fingerprint
 from rmsd.config import Recipe
 from rmsd.errors import RmsdError
 
-STAGES = ("validate", "sample", "match", "sft", "adversarial", "eval")
+STAGES = ("validate", "data", "sample", "match", "sft", "adversarial", "eval")
 TRAINING = ("sft", "adversarial")
+OPTIONAL = {"data": "dataset.generate is not set", "sft": "distill.sft.enabled: false",
+            "adversarial": "distill.adversarial.enabled: false"}  # what leaves a stage out
 
 
 @dataclass
@@ -65,7 +68,9 @@ class RunReport:
 
 
 def enabled_stages(recipe: Recipe) -> list[str]:
-    return [s for s in STAGES if s not in TRAINING or getattr(recipe.distill, s).enabled]
+    """The recipe's stages: the data stage when it generates its dataset, the training stages it enables."""
+    on = {"data": recipe.dataset.generate is not None, **{s: getattr(recipe.distill, s).enabled for s in TRAINING}}
+    return [s for s in STAGES if on.get(s, True)]
 
 
 def select(recipe: Recipe, start: str | None, stop: str | None) -> list[str]:
@@ -82,7 +87,7 @@ def select(recipe: Recipe, start: str | None, stop: str | None) -> list[str]:
         if name != "distill" and name not in STAGES:
             raise RmsdError(f"{flag} {name}: no such stage; stages: {', '.join(STAGES)} (distill = the training stages)")
         if name != "distill" and name not in enabled:
-            raise RmsdError(f"{flag} {name}: the recipe disables that stage (distill.{name}.enabled: false)")
+            raise RmsdError(f"{flag} {name}: the recipe disables that stage ({OPTIONAL[name]})")
         return enabled.index(names[0] if flag == "--from" else names[-1])
 
     first, last = index(start, "--from", 0), index(stop, "--until", len(enabled) - 1)
@@ -113,6 +118,10 @@ class _Run:
 
             self._items = training_items(self.recipe)[0]
         return self._items
+
+    def forget_items(self) -> None:
+        """The dataset was written again: items and planned keys are read afresh."""
+        self._items = self._planned = None
 
     def planned(self) -> tuple[Any, list[str]]:
         """The pool's planned keys, per teacher and all together (from the config: no teacher is built)."""

@@ -34,11 +34,28 @@ def validate(run: Any) -> None:
     run.line("validate", "checked", "recipe and pool")  # whatever --from says: a recipe with problems runs nothing
 
 
+def data(run: Any) -> tuple[str, str]:
+    """A benchmark that makes its own data (synthvid) writes `dataset.generate` items, unless they are there."""
+    from rmsd.pipeline import benchmark_of
+
+    ds = run.recipe.dataset
+    benchmark = benchmark_of(run.recipe)
+    if benchmark.generated(ds.path, ds.generate):
+        return "up to date", f"{ds.generate} {benchmark.name} items in {ds.path}"
+    if run.dry_run:
+        return "would run", f"{ds.generate} {benchmark.name} items to write to {ds.path}"
+    info = benchmark.generate_data(ds.path, ds.generate)
+    run.forget_items()
+    return "ran", f"{info['counts']['train']} train / {info['counts']['test']} test items in {ds.path}"
+
+
 def sample(run: Any) -> tuple[str, str]:
     """Every planned sample in the store: up to date; else ask for the missing ones (only those)."""
     from rmsd.sampling.store import stored_keys
 
     recipe = run.recipe
+    if run.dry_run and run.changed:
+        return "would run", AFTER
     per_teacher, keys = run.planned()
     have = stored_keys(run.store) if (run.store / "data").is_dir() else set()
     missing = sum(k not in have for k in keys)
@@ -75,6 +92,8 @@ def _estimate(run: Any, per_teacher: Any, have: set[str]) -> dict[str, dict[str,
 
 def match(run: Any) -> tuple[str, str]:
     """The matched set of the pool's samples in the store, matched with the recipe's settings."""
+    if run.dry_run and run.changed:
+        return "would run", AFTER
     present = run.present()
     inputs = fingerprint.match_inputs(run.recipe, present, run.items())
     record = fingerprint.read(run.matched)
@@ -82,7 +101,7 @@ def match(run: Any) -> tuple[str, str]:
         return "up to date", f"{run.matched}: matched from the same samples and settings"
     why = fingerprint.why_stale(record["inputs"], inputs) if record is not None else "no matched set yet"
     if run.dry_run:
-        return "would run", AFTER if run.changed else why
+        return "would run", why
     if not present:
         raise RmsdError(f"{run.store}: holds no sample of this recipe's pool: run from sample")
     from rmsd.pipeline import match_recipe
