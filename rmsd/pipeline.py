@@ -363,6 +363,7 @@ def eval_jobs(recipe: Recipe, model: Path, out: Path, limit: int | None = None
                               f"items, {jobs[-1].extraction} extraction, greedy decoding); predictions and results "
                               f"in {folder}" + (f". {note}" if note else ""))
         inputs[s.name] = {**fingerprint.eval_inputs(recipe, s, identity, items), "limit": limit}
+        jobs[-1].resume_key = fingerprint.digest(inputs[s.name])  # a killed scoring of the same inputs goes on
     if ev.judge_teacher is not None and not any(job.benchmark.llm_judge for job in jobs):
         raise RmsdError(f"eval.judge_teacher is for benchmarks scored by an LLM judge (MathVerse); none of "
                         f"{', '.join(job.name for job in jobs)} is")

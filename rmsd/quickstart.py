@@ -84,7 +84,7 @@ def _data(recipe: Recipe, n: int, seed: int) -> dict[str, Any]:
 def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides: list[str] | None = None,
                    seed: int = 0) -> dict[str, Any]:
     """Run every phase; returns {variant: eval results} and writes OUT/quickstart.json."""
-    from rmsd.pipeline import eval_recipe, student_path
+    from rmsd.pipeline import student_path
     from rmsd.workflow.runner import run_recipe
 
     quiet_libraries()
@@ -112,18 +112,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
 
     t0 = _phase("4/4 evaluate the untrained student and R-MSD's SFT stage on synthvid test")
     student = student_path(recipe)
-    stages = {"sft": Path(rmsd_run.paths["sft"]), **({"adversarial": Path(rmsd_run.paths["adversarial"])}
-                                                  if "adversarial" in rmsd_run.paths else {})}
-    variants = {"untrained": student, "single-sample SFT": Path(single.paths["sft"]), "R-MSD SFT": stages["sft"]}
-    results = {"untrained": eval_recipe(recipe, student, out=out / "eval" / "untrained", show=False,
-                                        skip_current=True)["synthvid"],
-               "single-sample SFT": single.results["synthvid"]}
-    if "adversarial" in stages:
-        results["R-MSD SFT"] = eval_recipe(recipe, stages["sft"], show=False, skip_current=True)["synthvid"]
-        variants["R-MSD SFT + adversarial"] = stages["adversarial"]
-        results["R-MSD SFT + adversarial"] = rmsd_run.results["synthvid"]
-    else:
-        results["R-MSD SFT"] = rmsd_run.results["synthvid"]
+    variants, results = _variants(recipe, out, student, rmsd_run, single)
     _done(t0, "evaluated")
 
     _print_table(results)
@@ -144,6 +133,26 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
                "seconds": round(time.perf_counter() - started, 1)}
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _variants(recipe: Recipe, out: Path, student: Path, rmsd_run: Any, single: Any
+              ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """Each student's folder and results: the runs' final models, and the untrained student and R-MSD's SFT
+    stage scored here (a set already scored with the same inputs is read back)."""
+    from rmsd.pipeline import eval_recipe
+
+    sft = Path(rmsd_run.paths["sft"])
+    variants = {"untrained": student, "single-sample SFT": Path(single.paths["sft"]), "R-MSD SFT": sft}
+    results = {"untrained": eval_recipe(recipe, student, out=out / "eval" / "untrained", show=False,
+                                        skip_current=True)["synthvid"],
+               "single-sample SFT": single.results["synthvid"]}
+    if "adversarial" in rmsd_run.paths:
+        results["R-MSD SFT"] = eval_recipe(recipe, sft, show=False, skip_current=True)["synthvid"]
+        variants["R-MSD SFT + adversarial"] = Path(rmsd_run.paths["adversarial"])
+        results["R-MSD SFT + adversarial"] = rmsd_run.results["synthvid"]
+    else:
+        results["R-MSD SFT"] = rmsd_run.results["synthvid"]
+    return variants, results
 
 
 def _print_table(results: dict[str, dict[str, Any]]) -> None:

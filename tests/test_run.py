@@ -201,3 +201,31 @@ def test_a_recipe_that_generates_its_data_goes_from_nothing(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(tiny_recipe(tmp_path, dataset__benchmark="videomme",
                                                                   dataset__generate=20))])
     assert result.exit_code == 2 and "generate: videomme cannot generate its data" in result.stderr
+
+
+def test_a_killed_evaluation_generates_only_what_it_had_not_reached(finished, tmp_path, monkeypatch):
+    import rmsd.models.processing
+
+    torch.set_num_threads(1)
+    path = copy_of(finished, tmp_path)
+    folder = path.parent / "runs" / "eval" / "distilled-adversarial"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    key = json.loads((folder / "fingerprint.json").read_text())["digest"]
+    for name in ("results.json", "fingerprint.json", "predictions.jsonl"):
+        (folder / name).unlink()
+    kept = [json.dumps({"resume_key": key})] + [json.dumps({"item_id": r["item_id"], "response": r["response"]})
+                                                for r in rows[:2]]
+    (folder / "predictions.partial.jsonl").write_text("\n".join(kept) + '\n{"item_id": "cut by the ki')
+    asked: list[str] = []
+    generate = rmsd.models.processing.generate
+
+    def counting(model, processor, prompts, *args, **kwargs):
+        asked.extend(prompts)
+        return generate(model, processor, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(rmsd.models.processing, "generate", counting)
+    report, _ = run(path)
+    assert report.status()["eval"] == "ran" and len(asked) == len(rows) - 2
+    again = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in again[:2]] == [r["response"] for r in rows[:2]]
+    assert not (folder / "predictions.partial.jsonl").exists() and (folder / "fingerprint.json").is_file()

@@ -7,7 +7,8 @@ the ones its output records (`rmsd.fingerprint`) and is skipped when they are eq
 a changed knob re-runs its stage and, since each stage records the one before it, every later
 one, never an earlier one. Interrupted means resumed: sampling asks only for the keys its store
 lacks (`rmsd.sampling.runner`), a training stage continues from its last checkpoint of the same
-inputs (`rmsd.train.distill`), evaluation scores only the sets without current results.
+inputs (`rmsd.train.distill`), evaluation scores only the sets without current results and, in a
+set killed while being scored, only the items it had not reached (`rmsd.eval.evaluate`).
 
 How it differs from calling the five stage commands (which stay, and keep the same records):
 the folders are threaded from the recipe, the matched set is built from the samples the
