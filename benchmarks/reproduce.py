@@ -71,11 +71,11 @@ from typing import Any
 
 import run_cache  # sibling scripts of this benchmark (a script's own folder is sys.path[0])
 import student_errors
+from regimes import DEFAULT_METHODS, REGIMES, pilot_decision, pilot_rung, regime_hash
 from reproduce_report import DATA_SEED, METHODS, machine, results_table, summarise, write_results
 from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 RECIPES = ROOT / "recipes" / "synthvid"
 # --quick: a smoke test of every code path in about a minute, not a measurement.
 QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
@@ -86,55 +86,12 @@ QUICK = {"n": 200, "sft_steps": 20, "adv_steps": 6, "points": 4, "overrides": [
 ]}
 
 
-# ----------------------------------------------------------------------------- the regime
-# A regime is declared in benchmarks/results/regime_<name>.md with its hash and committed before its first
-# run; `--regime NAME` runs exactly it (every method, every seed; finished runs come from the cache). It is
-# never tuned on its results: a change makes another regime, with another hash.
-REGIMES: dict[str, dict[str, Any]] = {
-    "v3": {"n": 1000, "seeds": [0, 1, 2], "points": 4, "methods": [
-        "ceiling", "single", "ceiling_multi", "uniform", "matched", "matched_conf", "sanity_matched",
-        "anchored", "gt", "rmsd", "sft_rl", "visd_rl"]},
-}
-
-
-DEFAULT_METHODS = tuple(REGIMES["v3"]["methods"])  # visd and the lr-2e-4 pair are follow-ups, run on their own
-
-
-def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], work: Path) -> str:
-    """sha256 of what defines a run of the experiment: the data (generator version, item count, data seed), the
-    curve points, and every (seed, method)'s recipe with its pool's content in place of the pool's path, the
-    folders under `work` written WORK/..., and the recipe's name and description (prose) left out.
-
-    Settings at their defaults are left out (as `run_cache` does): a config field added later, whose default
-    keeps the old behaviour, does not change a declared regime's hash."""
-    from rmsd.data.synthvid import GENERATOR_VERSION
-
-    def under_work(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: under_work(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [under_work(v) for v in value]
-        if isinstance(value, str):
-            for root in {str(work), str(work.resolve())}:
-                if value == root or value.startswith(root + "/"):
-                    return "WORK" + value[len(root):]
-        return value
-
-    runs = {f"{seed}/{method}": {**under_work(r.model_dump(mode="json", exclude={"name", "description"},
-                                                          exclude_defaults=True)),
-                                 "pool": r.load_pool().model_dump(mode="json", exclude_defaults=True)}
-            for seed, by_method in recipes.items() for method, r in by_method.items()}
-    regime = {"data": {"benchmark": "synthvid", "generator_version": GENERATOR_VERSION, "n": n, "seed": DATA_SEED},
-              "points": points, "runs": runs}
-    return hashlib.sha256(json.dumps(regime, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def commit_results(results: Path, message: str, repo: Path = ROOT) -> None:
-    """Commit the results folder's reproduce files (only them: other changes in the checkout stay as they are),
-    so an interrupted experiment keeps what finished."""
+def commit_results(results: Path, message: str, repo: Path = ROOT, pattern: str = "reproduce*") -> None:
+    """Commit the results folder's files named `pattern` (only them: other changes in the checkout stay as they
+    are), so an interrupted experiment keeps what finished."""
     import subprocess
 
-    files = [str(p.resolve()) for p in sorted(results.glob("reproduce*")) if p.is_file()]
+    files = [str(p.resolve()) for p in sorted(results.glob(pattern)) if p.is_file()]
     try:
         subprocess.run(["git", "add", "--", *files], cwd=repo, check=True, capture_output=True)
         subprocess.run(["git", "commit", "-m", message, "--", *files], cwd=repo, check=True, capture_output=True)
@@ -143,15 +100,17 @@ def commit_results(results: Path, message: str, repo: Path = ROOT) -> None:
 
 
 # ----------------------------------------------------------------------------- recipes and budget
-def load_method(method: str, work: Path, seed: int, overrides: list[str]) -> Any:
-    """The method's recipe with every path under `work` and the seed applied."""
+def load_method(method: str, work: Path, seed: int, overrides: list[str], recipes: Path = RECIPES,
+                runs: Path | None = None) -> Any:
+    """The method's recipe (from the `recipes` folder) with every path under `work` and the seed applied; the run
+    itself under `runs` (default `work`: a pilot keeps each rung's runs apart while sharing data and samples)."""
     from rmsd.config import load_recipe
 
-    path = RECIPES / f"experiment_{method}.yaml"
+    path = recipes / f"experiment_{method}.yaml"
     own = load_recipe(path, overrides)
     samples_name = Path(own.sampling.out).name  # the noise-free methods sample another pool into another store
     matched_name = Path(own.matching.out).name  # methods with another filter (or store) differ here
-    run = work / method / f"seed{seed}"
+    run = (runs or work) / method / f"seed{seed}"
     paths = [
         f"dataset.path={work / 'data'}", f"sampling.out={work / samples_name}", f"matching.out={work / matched_name}",
         f"student.build_out={work / f'student_seed{seed}'}", f"distill.out={run}", f"eval.out={run / 'eval'}",
@@ -160,13 +119,14 @@ def load_method(method: str, work: Path, seed: int, overrides: list[str]) -> Any
     return load_recipe(path, overrides + paths)
 
 
-def budget_overrides(method: str, sft_steps: int | None, adv_steps: int | None) -> list[str]:
+def budget_overrides(method: str, sft_steps: int | None, adv_steps: int | None,
+                     recipes: Path = RECIPES) -> list[str]:
     """--sft-steps S --adv-steps R for one method: S + R SFT steps without an adversarial stage."""
     if sft_steps is None and adv_steps is None:
         return []
     from rmsd.config import load_recipe
 
-    base = load_recipe(RECIPES / f"experiment_{method}.yaml").distill
+    base = load_recipe(recipes / f"experiment_{method}.yaml").distill
     s = base.sft.max_steps if sft_steps is None else sft_steps
     r = base.adversarial.max_steps if adv_steps is None else adv_steps
     if base.adversarial.enabled:
@@ -297,6 +257,7 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
     stages = distill_recipe(recipe, matched, resume=True, callbacks=[callback])
     seconds = prefix_seconds + time.perf_counter() - t0 - callback.seconds
     final = eval_recipe(recipe, stages[list(stages)[-1]], out=run / "eval" / "final", show=False)["synthvid"]
+    final["per_item"] = per_item_scores(run / "eval" / "final")
     curve = prefix_curve + callback.curve + [{"stage": list(stages)[-1], "step": s + r, "overall": final["overall"],
                                               "task_type": final.get("breakdowns", {}).get("task_type", {})}]
     result = {"method": method, "seed": seed, "final": final, "curve": curve, "train_seconds": round(seconds, 1),
@@ -305,6 +266,13 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
               "matched": identity}
     (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def per_item_scores(folder: Path) -> dict[str, float]:
+    """{item_id: score} of an evaluation's predictions: the paired per-item comparisons and the per-question-kind
+    tables read them from the committed results, where the runs' folders are gone."""
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
+    return {r["item_id"]: round(float(r["score"]), 4) for r in rows}
 
 
 def sft_prefix(method: str, recipe: Any, matched: Path, seed: int, work: Path,
@@ -382,14 +350,22 @@ def parse_args() -> argparse.Namespace:
                          "items and curve points")
     ap.add_argument("--commit", action="store_true",
                     help="git-commit the results files after every finished run (an interruption keeps them)")
+    ap.add_argument("--recipes", type=Path, default=RECIPES,
+                    help="folder of the experiment_<method>.yaml recipes (default recipes/synthvid: v3's)")
     args = ap.parse_args()
+    args.runs = None
     if args.regime:
         fixed = [f for f in ("n", "sft_steps", "adv_steps", "points") if getattr(args, f) is not None]
-        if fixed or args.quick or args.overrides or args.methods != list(DEFAULT_METHODS) or args.seeds != [0, 1, 2]:
-            ap.error("--regime fixes the methods, seeds, items, steps and points: leave the other run options out")
+        if fixed or args.quick or args.overrides or args.methods != list(DEFAULT_METHODS) or args.seeds != [0, 1, 2] \
+                or args.recipes != RECIPES:
+            ap.error("--regime fixes the methods, seeds, items, steps, points and recipes: leave the other run "
+                     "options out")
         regime = REGIMES[args.regime]
         args.methods, args.seeds, args.n, args.points = list(regime["methods"]), list(regime["seeds"]), \
             regime["n"], regime["points"]
+        args.recipes = ROOT / regime["recipes"]
+        if "pilot" in regime:  # S is the pilot's; each S's runs in their own folder, where the pilot left them
+            args.sft_steps, args.adv_steps = pilot_decision(args.regime), regime["adv_steps"]
     if any(o.split("=", 1)[0].strip().endswith(".max_steps") for o in args.overrides):
         ap.error("set the step budget with --sft-steps/--adv-steps (one S and R for every method), not --set")
     if args.quick:
@@ -400,9 +376,12 @@ def parse_args() -> argparse.Namespace:
     args.points = args.points or 6
     args.work = args.work or ROOT / ("runs/reproduce-quick" if args.quick else
                                      f"runs/reproduce-{args.regime}" if args.regime else "runs/reproduce")
-    # the declared regime's results are the repository's (the earlier regimes' sit in results/synthvid-v1, -v2);
-    # an ad-hoc or quick run never overwrites them
-    args.results = args.results or (RESULTS if args.regime else args.work / "results")
+    # a declared regime's results are the repository's (the newest regime's in benchmarks/results, earlier ones in
+    # benchmarks/results/synthvid-v<N>); an ad-hoc or quick run never overwrites them
+    args.results = args.results or (ROOT / REGIMES[args.regime]["results"] if args.regime else
+                                    args.work / "results")
+    if args.regime and "pilot" in REGIMES[args.regime]:
+        args.runs = args.work / f"S{args.sft_steps}"
     return args
 
 
@@ -411,17 +390,22 @@ def main() -> None:
 
     args = parse_args()
     started = time.perf_counter()
-    recipes = {seed: {m: load_method(m, args.work, seed, args.overrides + budget_overrides(m, args.sft_steps,
-                                                                                          args.adv_steps))
-                      for m in args.methods} for seed in args.seeds}
+    def method_recipe(method: str, seed: int) -> Any:
+        budget = budget_overrides(method, args.sft_steps, args.adv_steps, args.recipes)
+        return load_method(method, args.work, seed, args.overrides + budget, args.recipes, args.runs)
+
+    recipes = {seed: {m: method_recipe(m, seed) for m in args.methods} for seed in args.seeds}
     first = recipes[args.seeds[0]]
     total = check_budget(first)
     # S, where the adversarial stages start, whichever methods run: the curve points stay the same.
-    s = steps(load_method("rmsd", args.work, 0, args.overrides + budget_overrides("rmsd", args.sft_steps,
-                                                                                  args.adv_steps)))[0]
+    s = steps(method_recipe("rmsd", 0))[0]
     points = curve_points(total, s, args.points)  # the same global steps for every method
     matched = prepare(args.work, args.n, first)
     info = json.loads((args.work / "data" / "info.json").read_text())
+    from rmsd.data.benchmarks.synthvid import load_items
+
+    test_items = {it.item_id: {"task_type": it.task_type, "kind": f"{it.meta['difficulty']}/{it.meta['question_kind']}"}
+                  for it in load_items(args.work / "data", split="test")}  # per-item claims read them from the json
     main_matched = next((d for d in matched.values() if d.name == "matched"), next(iter(matched.values())))
     report = json.loads((main_matched / "match_report.json").read_text())
     matched_rows = [json.loads(line) for line in (main_matched / "matched.jsonl").open()]
@@ -430,12 +414,19 @@ def main() -> None:
             "pool": Path(load_recipe(RECIPES / "experiment_base.yaml").pool).name,  # the experiment's (noisy) pool
             "methods": args.methods, "seeds": args.seeds, "n": args.n, "overrides": args.overrides,
             "budget": {"total": total, "sft": s, "adversarial": total - s}, "points": points,
-            "data": info["counts"], "min_weight": report.get("config", {}).get("min_weight", 0.5),
+            "data": info["counts"], "test_items": test_items, "min_weight": report.get("config", {}).get("min_weight", 0.5),
             "machine": machine(), "wall_seconds": 0.0}
     committed = args.results / "reproduce.json"  # read before this run rewrites it
 
+    pilot = REGIMES.get(args.regime or "", {}).get("pilot")
+    rung = pilot_rung(args.regime, args.sft_steps) if pilot else None
+    if rung is not None:  # the pilot's runs at this S, when they ran what this regime runs for them
+        subset = {seed: {m: recipes[seed][m] for m in pilot["methods"]} for seed in pilot["seeds"]}
+        rung = rung if regime_hash(subset, args.n, points, args.work) == rung["regime_hash"] else None
+
     def earlier(method: str, seed: int, recipe: Any, at: list[int]) -> dict[str, Any] | None:
-        return run_cache.committed(committed_copy, meta["regime_hash"], method, seed, recipe, at)
+        return run_cache.committed(committed_copy, meta["regime_hash"], method, seed, recipe, at) or (
+            run_cache.committed_in(rung, rung["regime_hash"], method, seed, recipe, at) if rung else None)
 
     committed_copy = args.work / "committed_reproduce.json"
     if committed.is_file():

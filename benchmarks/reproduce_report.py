@@ -13,10 +13,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import steps_to_target  # a sibling script: the VISD-vs-GRPO section and its plot
+import paired  # sibling scripts: the paired per-item claims
+import steps_to_target  # the VISD-vs-GRPO section and its plot
 
 METHODS = ("ceiling", "ceiling_multi", "sanity_matched", "single", "uniform", "matched", "matched_conf", "anchored",
-           "gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
+           "gt", "single_gt", "rmsd", "sft_rl", "visd", "visd_rl", "sft_rl_2e4", "visd_rl_2e4")
 TASK_TYPES = ("mcq", "numeric", "grounding", "open")
 DATA_SEED = 1234
 
@@ -179,6 +180,9 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
     earlier = (f" ({cached} of {len(runs)} runs read from the results committed by earlier invocations; every "
                f"run's own seconds are in the json)" if cached else "")
     failures = [f"- {r['method']} seed {r['seed']}: `{r['error']}`" for r in runs if "error" in r]
+    # regimes that keep each test item's score (v4 on) judge their claims per item, paired
+    claim_rows = paired.claims(runs, {i: v["task_type"] for i, v in meta["test_items"].items()}) \
+        if meta.get("test_items") else []
     parts = [
         "# synthvid reproduction: multi-sample reliable distillation against its baselines", "",
         "**QUICK SMOKE RUN: tiny data and steps, not a measurement.**\n" if meta["quick"] else "",
@@ -201,11 +205,14 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], report: dict[s
         "## Test accuracy, mean ± std over seeds", "",
         results_table(summary), "",
         "Accuracy is the benchmark's harness score (greedy decoding, the eval split); per task type beside it.", "",
+        *(["## Claims on paired per-item differences", "", paired.claims_table(claim_rows), "",
+           paired.__doc__.split("\n\n")[1].replace("\n", " "), "The VISD claim (≤ 0.6x sft_rl's steps to its final "
+           "training reward) is in the steps-to-target section below.", ""] if claim_rows else []),
         *(["## Claims and headroom", "", claims_table(summary), "",
             "Headroom: ceiling − single for the claims against single-sample SFT, ceiling_multi − uniform for the "
             "weighting comparisons (regime_v3.md's rule). The VISD claim (≤ 0.6x sft_rl's steps to its final "
             "training reward) is in the steps-to-target section below.", ""]
-          if any(r["method"] == "ceiling" for r in summary) else []),
+          if any(r["method"] == "ceiling" for r in summary) and not claim_rows else []),
         *(["## What the students answered, beside their targets", "",
            "The analysis a claim that does not hold is reported with (regime_v3.md): what each student answered "
            "(`benchmarks/student_errors.py`, from its predictions) and how right its SFT targets were.", "",

@@ -32,7 +32,12 @@ def committed(results: Path, regime_hash: str, method: str, seed: int, recipe: A
     """The same run as recorded in a committed reproduce.json of the same regime, else None."""
     if not results.is_file():
         return None
-    saved = json.loads(results.read_text())
+    return committed_in(json.loads(results.read_text()), regime_hash, method, seed, recipe, points)
+
+
+def committed_in(saved: dict[str, Any], regime_hash: str, method: str, seed: int, recipe: Any,
+                 points: list[int]) -> dict[str, Any] | None:
+    """The same run among `saved["runs"]` when `saved` records the same regime hash, else None."""
     if saved.get("regime_hash") != regime_hash:
         return None
     now = recipe.model_dump(mode="json")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from rmsd.config_errors import format_errors, read_text, yaml_error
 from rmsd.credentials import credential_problems
-from rmsd.data.benchmarks import BENCHMARKS, benchmark_class, unknown_name
+from rmsd.data.benchmarks import BENCHMARKS, REGISTRY, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig, Strict, refuse_credentials
 
@@ -46,7 +46,8 @@ class DatasetConfig(Strict):
         "videommmu, mathverse)"))
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str = Field("train", description="split sampled by the teachers and distilled on")
-    eval_split: str = Field("test", description="split `rmsd eval` scores when eval.benchmarks is not set")
+    eval_split: str = Field("test", description=(
+        "split `rmsd eval` scores when eval.benchmarks is not set (a benchmark's; a training corpus has none)"))
     config: str | None = Field(None, description="dataset config (Video-MMMU: Perception, Comprehension, Adaptation)")
     video_root: str | None = Field(None, description="folder holding the videos/images; default: beside the data")
     num_frames: int = Field(8, ge=1, le=1024, description=(
@@ -147,7 +148,10 @@ class LoRAConfig(Strict):
 
 class StudentConfig(Strict):
     path: str | None = Field(None, description="checkpoint folder (from_pretrained); e.g. a Qwen2.5-VL-3B download")
-    build: Literal["tiny", "small", "base"] | None = Field(None, description="build an offline student of this size")
+    build: Literal["tiny", "tiny-pretrained", "small", "base"] | None = Field(None, description=(
+        "build an offline student of this size from random weights; tiny-pretrained: the tiny student "
+        "pre-trained on format drills and captions, shipped with rmsd (rmsd/assets/tiny-base; it reads the "
+        "clip, as a real Instruct checkpoint does: start experiments from it)"))
     family: Literal["qwen2_5_vl", "qwen3_vl", "qwen3_5"] | None = Field(None, description=(
         "architecture of a built student (default qwen2_5_vl); only with build: a checkpoint's family "
         "is read from its config.json"))
@@ -166,7 +170,11 @@ class StudentConfig(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:
         if (self.path is None) == (self.build is None):
-            raise ValueError("set exactly one of student.path (a checkpoint) or student.build (tiny|small|base)")
+            raise ValueError("set exactly one of student.path (a checkpoint) or student.build "
+                             "(tiny|tiny-pretrained|small|base)")
+        if self.build == "tiny-pretrained" and self.family not in (None, "qwen2_5_vl"):
+            raise ValueError("student.build tiny-pretrained is a qwen2_5_vl student: leave student.family out "
+                             "(or build tiny with that family)")
         if self.path is not None and self.family is not None:
             raise ValueError("student.family applies to student.build only: a checkpoint's family is read from "
                              "its config.json")
@@ -195,6 +203,10 @@ class TrainCommon(Strict):
 
 class SFTStageConfig(TrainCommon):
     samples_per_item: int | None = Field(None, ge=1, description="1 = single-sample baseline (first valid sample)")
+    single_from: Literal["valid", "kept"] = Field("valid", description=(
+        "with samples_per_item 1, the sample taken: valid = the first format-valid one, whatever matching said "
+        "(the paper's single-sample baseline); kept = the first one matching kept (with matching.use_ground_truth, "
+        "one correct sample per item: filtering without more samples)"))
     weighting: Literal["matched", "uniform", "matched_conf"] = Field(
         "matched", description="matched: match weights normalised per item (R-MSD); uniform: 1 per kept sample; "
         "matched_conf: match weights over the item's pool samples, normalised over the batch, so an item the pool "
@@ -229,6 +241,25 @@ class VISDConfig(Strict):
         return self
 
 
+class TemporalConfig(Strict):
+    """Video-R1's temporal contrast (T-GRPO, docs/method.md; the rule: `rmsd.losses.temporal`).
+
+    Each item is also answered from its frames shuffled; a correct in-order rollout earns
+    `bonus` when the in-order group scores at least `ratio` times the shuffled one. Needs the
+    correctness reward and items with a ground truth; shuffled rollouts are never trained on.
+    """
+
+    enabled: bool = False
+    bonus: float = Field(0.3, ge=0.0, le=10.0, description=(
+        "alpha: added to the correctness reward of each correct in-order rollout when the rule fires (Video-R1: 0.3)"))
+    ratio: float = Field(1.0, gt=0.0, le=10.0, description=(
+        "mu: the bonus fires when in-order accuracy >= mu x shuffled accuracy; 1.0 is the paper's rule (its author, "
+        "tulerfeng/Video-R1#74), Video-R1's code uses 0.8"))
+    shuffled_generations: int | None = Field(None, ge=1, le=64, description=(
+        "G': rollouts per item on the shuffled frames (generated and scored only); null: num_generations // 2, "
+        "as Video-R1"))
+
+
 class AdversarialStageConfig(TrainCommon):
     enabled: bool = False
     lr: float = Field(1e-4, gt=0.0, lt=1.0)
@@ -251,12 +282,26 @@ class AdversarialStageConfig(TrainCommon):
         default_factory=lambda: {"discriminator": 1.0}, description="reward = sum of weight * component"
     )
     visd: VISDConfig = Field(default_factory=VISDConfig)
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig, description=(
+        "Video-R1's T-GRPO temporal contrast: a bonus for correct answers from ordered frames over shuffled ones"))
 
     @model_validator(mode="after")
     def _some_reward(self) -> AdversarialStageConfig:
         if self.enabled and not any(self.reward_weights.values()):
             raise ValueError("reward_weights gives every reward weight 0: the student would learn nothing")
         return self
+
+    @model_validator(mode="after")
+    def _temporal_needs_correctness(self) -> AdversarialStageConfig:
+        if self.temporal.enabled and not self.reward_weights.get("correctness"):
+            raise ValueError("temporal needs the correctness reward (its bonus is paid on correct answers): set "
+                             "reward_weights.correctness > 0, on a corpus with ground-truth answers")
+        return self
+
+    @property
+    def shuffled_generations(self) -> int:
+        """G′ of the temporal contrast: the recipe's, or Video-R1's num_generations // 2."""
+        return self.temporal.shuffled_generations or max(1, self.num_generations // 2)
 
     def active_rewards(self) -> dict[str, float]:
         """The reward components with a non-zero weight, in the recipe's order."""
@@ -282,7 +327,7 @@ class EvalSetConfig(Strict):
     split: str | None = Field(None, description="split scored; default the benchmark's own (test, testmini)")
     config: str | None = Field(None, description="dataset config (Video-MMMU track); null: all of them")
     video_root: str | None = Field(None, description="folder holding its videos/images; default: beside the data")
-    extraction: Literal["harness", "strict", "legacy"] | None = Field(None, description=(
+    extraction: Literal["harness", "strict", "legacy", "lenient"] | None = Field(None, description=(
         "answer extraction; default eval.extraction"))
     limit: int | None = Field(None, ge=1, description="score only the first N items (debugging); default eval.limit")
     label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$", description=(
@@ -300,16 +345,22 @@ class EvalConfig(Strict):
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(64, ge=1)
-    extraction: Literal["harness", "strict", "legacy"] = Field("harness", description="harness = comparable numbers")
+    extraction: Literal["harness", "strict", "legacy", "lenient"] = Field("harness", description=(
+        "harness = comparable numbers; legacy: Video-MME's old extractor; lenient: videor1's earlier reading"))
     judge_teacher: str | None = Field(None, description=(
         "pool teacher used as the LLM judge of the benchmarks scored by one (MathVerse)"))
     benchmarks: list[EvalSetConfig] = Field(default_factory=list, description=(
-        "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split"))
+        "held-out benchmarks `rmsd eval` scores, each on its own data; empty: the dataset's eval_split, or none "
+        "for a training corpus"))
 
     def sets(self, dataset: DatasetConfig) -> list[EvalSetConfig]:
-        """`benchmarks`, or the one set they default to: the dataset's benchmark on its `eval_split`."""
+        """`benchmarks`, or the one set they default to: the dataset's benchmark on its `eval_split`. A training
+        corpus (its registry class's `corpus`) has no evaluation split: without `benchmarks` there is no set, so
+        nothing is compared with its items and `rmsd eval` has nothing to score."""
         if self.benchmarks:
             return list(self.benchmarks)
+        if dataset.benchmark in REGISTRY and benchmark_class(dataset.benchmark).corpus:
+            return []
         return [EvalSetConfig(benchmark=dataset.benchmark, path=dataset.path, split=dataset.eval_split,
                               config=dataset.config, video_root=dataset.video_root)]
 

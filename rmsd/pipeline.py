@@ -110,14 +110,19 @@ def student_path(recipe: Recipe, build: bool = True) -> Path:
         if not is_adapter_folder(path):  # a LoRA stage's folder holds adapters, not a config.json
             check_checkpoint(path, "student.path")
         return path
+    from rmsd.models.offline.pretrain import copy_shipped, is_shipped_copy
     from rmsd.models.offline.tiny import build_student
 
     path = recipe.path_of(s.build_out)
     asked = {"stage": "student", "recipe": {"student.build": s.build, "student.family": s.build_family,
                                             "distill.sft.seed": recipe.distill.sft.seed}}
+    pretrained = s.build == "tiny-pretrained"
     if not (path / "config.json").is_file():
         if build:
-            build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
+            if pretrained:
+                copy_shipped(path)
+            else:
+                build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
             fingerprint.write(path, recipe.name, asked)
         return path
     from rmsd.models.family import family_of
@@ -126,6 +131,10 @@ def student_path(recipe: Recipe, build: bool = True) -> Path:
     if built != s.build_family:
         raise RmsdError(f"{path} holds a {built} student but the recipe builds {s.build_family}: "
                         "delete the folder or set student.build_out elsewhere")
+    if pretrained != is_shipped_copy(path):  # a random-weight student where the shipped base is asked, or back
+        held = "the shipped pre-trained base" if not pretrained else "another student"
+        raise RmsdError(f"{path} holds {held} but the recipe builds {s.build}: delete the folder or set "
+                        "student.build_out elsewhere")
     record = fingerprint.read(path)
     stale = fingerprint.why_stale(record["inputs"], asked) if record is not None else None
     if stale is not None:
@@ -278,6 +287,9 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         student = student_path(recipe)
     s = recipe.student
     base = (str(Path(s.path).expanduser()) if s.path is not None else
+            "built from config: the pre-trained base shipped with rmsd (rmsd/assets/tiny-base, rebuilt by `rmsd "
+            f"build-student --pretrain --rebuild`; its pretrain.json records how) copied into {student}"
+            if s.build == "tiny-pretrained" else
             f"built from config: `rmsd build-student --size {s.build} --seed {recipe.distill.sft.seed}` "
             f"(random weights, local tokenizer) into {student}")
     ctx = DistillContext(
@@ -347,14 +359,14 @@ def eval_jobs(recipe: Recipe, model: Path, out: Path, limit: int | None = None
     """The evaluation sets as jobs, where each one's numbers come from, and the inputs each set's results answer."""
     from rmsd import fingerprint
     from rmsd.eval.evaluate import EvalJob
-    from rmsd.eval.sets import load_set
+    from rmsd.eval.sets import load_set, scored_sets
 
     ev, ds = recipe.eval, recipe.dataset
     note = ("trained by a recipe that sets dataset.allow_eval_overlap: its training data may overlap this set"
             if ds.allow_eval_overlap else None)
     jobs, provenance, inputs = [], {}, {}
     identity = fingerprint.model_identity(model)
-    for s in ev.sets(ds):
+    for s in scored_sets(ds, ev):
         folder = out / s.name if ev.benchmarks else out
         benchmark, items = load_set(s, ev, limit)
         jobs.append(EvalJob(s.name, judged(recipe, benchmark, out), items, folder, s.extraction or ev.extraction,

@@ -274,8 +274,12 @@ def _phases(stage: str, arch: Architecture, s: Settings, models: tuple[ModelHeld
     disc = activation_bytes(arch, disc_tokens, 0, b, checkpointing=s.student.gradient_checkpointing,
                             with_vision=False)
     pixels = pixel_bytes(arch, items, patches, b)  # one vision dict per item, shared by its G rollouts
+    # the temporal contrast generates G' rollouts per item from a shuffled copy of its clip, in a call of its own,
+    # while the ordered clips are already held
+    shuffled = adv.shuffled_generations if adv.temporal.enabled else 0
     return {"student step": grads["student"] + student + pixels, "discriminator step": grads["discriminator"] + disc,
-            "generation": generation_cache_bytes(arch, rows, prompt + completion, b) + pixels,
+            "generation": generation_cache_bytes(arch, items * max(adv.num_generations, shuffled),
+                                                 prompt + completion, b) + pixels * (1 + bool(shuffled)),
             "optimizer step": _adamw_step(models[0])}
 
 

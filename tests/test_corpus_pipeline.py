@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 import yaml
-from corpora import videor1_corpus, write_mp4, write_png
+from corpora import llava_dataset, videor1_corpus, write_mp4, write_png
 from fake_openai import FakeOpenAIServer
 from schemas import mathverse_row, videomme_row, write_parquet
 from typer.testing import CliRunner
 
 from rmsd.cli import app
 from rmsd.models.offline.tiny import build_student
+from rmsd.sampling.store import read_records
 
 
 def run_ok(*args: str):
@@ -90,3 +91,39 @@ def test_distil_on_a_video_r1_corpus_and_score_two_held_out_benchmarks(tmp_path)
     assert "duration" in table and "problem_version" in table  # each set's own breakdowns in the one table
     card = (sft / "README.md").read_text()
     assert "### videomme" in card and "### mathverse" in card and "`testmini` split" in card
+
+
+def test_a_corpus_only_recipe_samples_every_question_once_and_eval_says_what_to_add(tmp_path):
+    # LLaVA-Video-178K in its hub layout, split train (its caption, open-ended and multiple-choice files ask about
+    # the same videos), no eval.benchmarks: nothing to compare, every question sampled under its own id
+    torch.set_num_threads(1)
+    root = llava_dataset(tmp_path / "LLaVA-Video-178K")
+    videor1, rows = videor1_corpus(tmp_path / "corpus")
+    student = build_student(tmp_path / "student", size="tiny", seed=0)
+    with FakeOpenAIServer() as server:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(yaml.safe_dump({"name": "api", "teachers": [
+            {"name": "t1", "backend": "openai", "samples": 2, "openai": {"model": "fake-vlm", "base_url": server.url}}]}))
+        recipes = {}
+        for name, dataset in (("llava", {"benchmark": "llava_video", "path": str(root), "split": "train",
+                                         "video_root": str(root)}),
+                              ("videor1", {"benchmark": "videor1", "path": str(videor1.parent)})):
+            recipes[name] = tmp_path / f"{name}.yaml"
+            recipes[name].write_text(yaml.safe_dump({
+                "name": name, "pool": str(pool), "dataset": {**dataset, "num_frames": 4, "max_side": 32},
+                "sampling": {"out": str(tmp_path / name / "samples")}, "student": {"path": str(student)},
+                "eval": {"out": str(tmp_path / name / "eval")}}))
+            run_ok("validate", str(recipes[name]))
+            sampled = run_ok("sample", "--recipe", str(recipes[name]))
+            assert "no evaluation set to compare the training items with" in sampled.output
+        assert server.stats.requests == 7 + len(rows)  # one request (n=2) per question, none refused
+    records = read_records(tmp_path / "llava" / "samples")
+    ids = {r["item_id"] for r in records}
+    assert len(ids) == 7 and len(records) == 14
+    summary = json.loads((tmp_path / "llava" / "samples" / "summary.json").read_text())
+    assert summary["contamination"]["eval_sets"] == [] and summary["contamination"]["overlapping_items"] == 0
+    result = CliRunner().invoke(app, ["eval", "--recipe", str(recipes["llava"]), "--model", str(student)],
+                                prog_name="rmsd")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: nothing to score: dataset llava_video is a training corpus with no "
+                                    "evaluation split and eval.benchmarks is empty; add a held-out benchmark")

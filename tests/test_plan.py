@@ -292,3 +292,21 @@ def test_every_recipe_header_shows_the_plan_rmsd_plan_gives_it_now():
     assert len(headers) >= 8  # the 4B and Qwen3.5 recipes, full and LoRA
     stale = [str(path.relative_to(ROOT)) for path, shown, now in headers if shown != now]
     assert not stale, f"re-run the `rmsd plan` command in these headers and paste its output: {stale}"
+
+
+def test_the_temporal_contrast_is_planned_as_its_extra_generation(students):
+    """Its shuffled rollouts are generated in a call of their own, with a second clip per item on the device."""
+    from rmsd.plan import _phases
+
+    arch = architecture(students["qwen2_5_vl"])
+    base = _settings({"distill.adversarial.reward_weights": {"correctness": 1.0}})
+
+    def generation(temporal: dict) -> int:
+        s = with_keys(base, {"distill.adversarial.temporal": temporal})
+        return _phases("adversarial", arch, s, models_held("adversarial", arch, s))["generation"]
+
+    plain = generation({"enabled": False})
+    half = generation({"enabled": True})  # G' = G // 2 = 1 rows: only the shuffled clip adds
+    wide = generation({"enabled": True, "shuffled_generations": 6})  # G' = 6 > G = 2 rows: a larger cache too
+    assert plain < half < wide
+    assert generation({"enabled": True, "shuffled_generations": 2}) == half  # G' <= G: the ordered call's cache

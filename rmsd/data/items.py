@@ -39,6 +39,8 @@ class Item:
     video / image: absolute path of the media file, or None.
     meta: the benchmark's other fields under their public names (duration, domain, ...);
         for synthvid the scene ground truth (objects, colours, trajectories, times).
+    origin: where a loader read it, (data file, 0-based row), for messages that must name the row
+        (`rmsd.data.benchmarks.base.origin_text`); not written by `to_dict`, not compared.
     """
 
     item_id: str
@@ -51,6 +53,7 @@ class Item:
     video: str | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    origin: tuple[str, int] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.task_type not in TASK_TYPES:
@@ -66,11 +69,13 @@ class Item:
         return list(OPTION_LETTERS[: len(self.options)])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        del row["origin"]  # where this copy was read from is no part of the item
+        return row
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Item:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row and k != "origin"})
 
 
 _TEXT_FIELDS = ("item_id", "benchmark", "task_type", "question", "prompt")
@@ -115,22 +120,25 @@ def read_items(path: str | Path, *, limit: int | None = None, media_required: bo
     """Items of a JSONL file written by `write_items` (the first `limit`); a bad line is one RmsdError
     naming the file and line, or, given `bad(where, field, reason, detail)`, reported there and left out."""
     items: list[Item] = []
+    row = -1  # the row among non-blank lines: an item's `origin`
     with Path(path).open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if limit is not None and len(items) >= limit:
                 break
             if not line.strip():
                 continue
+            row += 1
             where = f"{path}:{n}"
             try:
-                row = json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 if bad is None:
                     raise RmsdError(f"{where}: not valid JSON ({e.msg})") from None
                 bad(where, "(line)", "not valid JSON", e.msg)
                 continue
             try:
-                items.append(item_from_row(row, where, media_required))
+                items.append(item_from_row(record, where, media_required))
+                items[-1].origin = (str(path), row)
             except RmsdError as e:
                 if bad is None:
                     raise

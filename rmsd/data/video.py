@@ -119,6 +119,28 @@ def load_media(item: Any, num_frames: int, max_side: int | None) -> tuple[Frames
     return None, None
 
 
+def shuffled_frames(frames: Frames, key: str) -> tuple[Frames, list[int]]:
+    """The same frames in a fixed random order (Video-R1's T-GRPO input), and that order.
+
+    Only the pixels move: fps, timestamps and duration stay as they were, so the prompt and
+    the processor's time grid (`video_metadata`) are the ordered clip's and only what is seen
+    at each time changes. The order depends on `key` alone (e.g. seed and item id), is never
+    the identity for two frames or more, and the array is a new read-only copy (the cached
+    decode is untouched: nothing is decoded again).
+    """
+    import hashlib
+
+    n = frames.num_frames
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+    order = [int(i) for i in rng.permutation(n)]
+    if n > 1 and order == list(range(n)):  # an unshuffled "shuffle" would make the contrast moot
+        order = order[1:] + order[:1]
+    array = frames.array[order]
+    array.flags.writeable = False
+    return Frames(array=array, fps=frames.fps, timestamps=frames.timestamps, duration=frames.duration,
+                  path=frames.path), order
+
+
 def encode_jpeg_b64(frames: np.ndarray, quality: int = 85) -> list[str]:
     """Base64 JPEG strings (no `data:` prefix), one per frame of uint8 [N, H, W, 3] or one image [H, W, 3]."""
     from PIL import Image

@@ -70,7 +70,7 @@ def score_predictions(items: list[Item], texts: list[str], benchmark: Benchmark,
             "response": text,
             "prediction": pred,
             "answer": item.answer,
-            "score": float(benchmark.score(pred, item)),
+            "score": float(benchmark.score(pred, item, mode=extraction)),
             **benchmark.breakdowns(item),
         })
     return rows

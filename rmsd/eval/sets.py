@@ -1,9 +1,11 @@
 """The evaluation sets of a recipe, and the guard that keeps training items out of them.
 
 A recipe scores its student on `eval.benchmarks` (each its own data, split and extraction), or,
-without that list, on its dataset's `eval_split`. Before the teachers are sampled and before the
-student trains, the training items are checked against every one of those sets
-(`rmsd.data.contamination`): an item with the same media content, or the same question on
+without that list, on its dataset's `eval_split` — unless the dataset is a training corpus (its
+registry class's `corpus`: Video-R1, LLaVA-Video, an items file), which has no evaluation split: then
+there is no set, nothing is compared, and `rmsd eval` says there is nothing to score and how to add a
+benchmark. Before the teachers are sampled and before the student trains, the training items are
+checked against every one of those sets (`rmsd.data.contamination`): an item with the same media content, or the same question on
 same-named media, is refused with one line, unless `dataset.allow_eval_overlap` is set — and then
 the run summary, the match report, the model card and the evaluation results say so. Training
 on the very split a set scores is refused whatever that knob says.
@@ -43,6 +45,17 @@ def evaluated_training_split(dataset: DatasetConfig, ev: EvalConfig) -> str | No
     return None
 
 
+def scored_sets(dataset: DatasetConfig, ev: EvalConfig) -> list[EvalSetConfig]:
+    """The sets `rmsd eval` scores; none (a training corpus without `eval.benchmarks`) is one line saying what
+    to add."""
+    sets = ev.sets(dataset)
+    if not sets:
+        raise RmsdError(f"nothing to score: dataset {dataset.benchmark} is a training corpus with no evaluation split "
+                        "and eval.benchmarks is empty; add a held-out benchmark, e.g. eval: {benchmarks: [{benchmark: "
+                        "videomme, path: lmms-lab/Video-MME, video_root: /data/videomme/data}]}")
+    return sets
+
+
 def load_set(s: EvalSetConfig, ev: EvalConfig, limit: int | None = None,
              every_item: bool = False) -> tuple[Benchmark, list[Item]]:
     """The set's benchmark and items: the first `limit`, else the set's or eval's limit; `every_item`: all of
@@ -77,6 +90,8 @@ def check_training_items(items: list[Item], dataset: DatasetConfig, ev: EvalConf
 
 def overlap_note(check: dict[str, Any]) -> str:
     """How a card or summary states the check's outcome, in one sentence."""
+    if not check["eval_sets"]:
+        return "no evaluation set to compare the training items with (a training corpus without eval.benchmarks)"
     sets = ", ".join(check["eval_sets"])
     if check["overlapping_items"]:
         return (f"WARNING: {check['overlapping_items']} training items overlap the evaluation sets ({sets}); "

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rmsd.config import MatchingConfig
-from rmsd.data.benchmarks.base import Benchmark
+from rmsd.data.benchmarks.base import Benchmark, repeated_id
 from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
 from rmsd.matching.consensus import VoteResult, build_votes, dawid_skene, majority_vote
@@ -93,7 +93,7 @@ def _prepare(items: list[Item], records: list[dict[str, Any]], benchmark: Benchm
     item_of: dict[str, Item] = {}
     for it in items:
         if it.item_id in item_of:
-            raise RmsdError(f"item id {it.item_id!r} appears twice in the dataset: item ids must be unique")
+            raise RmsdError(repeated_id(item_of[it.item_id], it))
         item_of[it.item_id] = it
     record_keys = list(dict.fromkeys(k for rec in records for k in rec if k not in MATCH_FIELDS))
     missing = [k for k in REQUIRED_FIELDS if k not in record_keys]
@@ -255,9 +255,10 @@ def _teacher_reliability(pool: _Pool, votes: Any, result: VoteResult, vote_rows:
 
 
 def _numeric_label(answer: str) -> str:
-    """The category a numeric answer votes for: its canonical value, so "3", "3.0" and " 3 " agree."""
+    """The category a numeric answer votes for: its canonical value, so "3", "3.0", " 3 " agree, and "1,200" and
+    "1200" (a strict reading may keep the answer as written, as Video-R1's does)."""
     try:
-        value = float(answer)
+        value = float(answer.replace(",", ""))
     except ValueError:
         return answer.strip().lower()
     return format_number(value) if np.isfinite(value) else str(value)

@@ -47,6 +47,7 @@ from typing import Any
 
 from rmsd.config import SamplingConfig
 from rmsd.credentials import Redactor
+from rmsd.data.benchmarks.base import repeated_id
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
 from rmsd.pool_config import PoolConfig, TeacherConfig
@@ -137,11 +138,11 @@ def make_lanes(pool: PoolConfig, teachers: dict[str, Teacher], num_frames: int =
 
 def plan(items: list[Item], lanes: dict[str, Lane], store: SampleStore) -> tuple[list[tuple[Item, list[Job]]], list[str]]:
     """Per item, the jobs (teacher, missing indices) still to do; and every key planned."""
-    work, planned, seen = [], [], set()
+    work, planned, seen = [], [], {}
     for item in items:
         if item.item_id in seen:
-            raise RmsdError(f"item id {item.item_id!r} appears twice in the dataset: item ids must be unique")
-        seen.add(item.item_id)
+            raise RmsdError(repeated_id(seen[item.item_id], item))
+        seen[item.item_id] = item
         jobs = []
         for lane in lanes.values():
             if item.task_type not in lane.cfg.task_types:

@@ -24,6 +24,10 @@ How it differs from `trl.GRPOTrainer`:
 - **Discriminator warm-up.** For `disc_warmup_steps` steps rollouts are generated and D is
   trained, but the student takes no step (its gradients stay None), and nothing only the
   student's update needs is computed: no VISD judge (paid with an LLM judge), no EMA teacher.
+- **Temporal contrast** (`temporal.enabled`, Video-R1's T-GRPO; `rmsd.train.temporal`): each item
+  is also answered G′ times from its frames shuffled (TRL's own generation, never trained on),
+  and the correct ordered rollouts of an item that scored at least μ times better in order get
+  +α on their correctness reward before TRL normalises the group (`_calculate_rewards`).
 - D, the EMA teacher and the curriculum are saved in every checkpoint and restored on resume.
 - **LoRA students** (`student.lora`, `rmsd.models.lora`): the model arrives as a peft model;
   the discriminator can be an adapter on its base (`discriminator: lora`), and the reference
@@ -31,8 +35,8 @@ How it differs from `trl.GRPOTrainer`:
 
 This class is one of rmsd's two seams with TRL's internals (the other is
 `rmsd.train.sft_trainer`): what it relies on beyond TRL's public API is declared here, the
-private GRPOTrainer methods it overrides in `TRL_OVERRIDES`, the trainer attributes it reads or
-writes in `TRL_ATTRIBUTES`, the TRL methods that call the log-prob forward in
+private GRPOTrainer methods it overrides in `TRL_OVERRIDES` and calls in `TRL_CALLED`, the
+trainer attributes it reads or writes in `TRL_ATTRIBUTES`, the TRL methods that call the log-prob forward in
 `TRL_LOGPS_CALLERS` and the name of TRL's reference adapter (`ref`);
 tests/train/test_trl_args.py pins each against the installed TRL and fails naming what moved.
 
@@ -62,6 +66,7 @@ from rmsd.train.discriminator import AdapterDiscriminator, Adversary, Discrimina
 from rmsd.train.rewards import CorrectnessReward, FormatReward
 from rmsd.train.rollouts import encode_prompts, scored_forward, token_types_of
 from rmsd.train.stage_inputs import PromptCache, StudentInputs
+from rmsd.train.temporal import TemporalReward
 from rmsd.train.visd import TEACHER_DIR, RolloutScorer, StructuredSignal, completion_texts
 
 DISC_DIR = "discriminator"
@@ -76,6 +81,11 @@ TRL_OVERRIDES = {
                                            "batch_size", "compute_entropy", "compute_aux_loss"),
     "_compute_loss": ("self", "model", "inputs"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+}
+# The private TRL methods called (not overridden) here, with the parameters passed (TRL 1.16).
+TRL_CALLED = {
+    "_generate_single_turn": ("self", "prompt_ids", "images", "multimodal_fields", "num_generations"),
 }
 # GRPOTrainer's attributes read or written here (set in its __init__ or training_step).
 TRL_ATTRIBUTES = ("_metrics", "_step", "ref_model", "generation_kwargs", "generation_config", "temperature",
@@ -117,6 +127,8 @@ class AdversarialTrainer(GRPOTrainer):
         # The vision rows of the TRL call in progress (only inside TRL_LOGPS_CALLERS; None otherwise).
         self._vision_rows: list[dict[str, torch.Tensor]] | None = None
         rewards = stage.active_rewards()
+        self.temporal = self._build_temporal(train_dataset) if stage.temporal.enabled else None
+        self._shuffled: dict[str, list[float | None]] | None = None  # this generation batch's shuffled scores
         self.adversary = self._build_adversary(model, args, processing_class, teacher_samples, rewards)
         funcs = {"discriminator": self.adversary, "format": FormatReward(), "correctness": self._correctness}
         assert set(funcs) == set(REWARDS), "every reward the recipe can name has a function here"
@@ -168,6 +180,14 @@ class AdversarialTrainer(GRPOTrainer):
                          weight_decay=s.disc_weight_decay, max_grad_norm=args.max_grad_norm,
                          max_response_tokens=args.max_completion_length, rollouts_per_item=s.disc_rollouts_per_item,
                          system=self.inputs.system, seed=args.seed)
+
+    def _build_temporal(self, dataset: Any) -> TemporalReward:
+        if self._correctness is None:
+            raise RmsdError("distill.adversarial.temporal needs the benchmark's scorer for its correctness reward: "
+                            "pass benchmark=get_benchmark(name)")
+        temporal = TemporalReward(self.stage, self.items, self._correctness)
+        temporal.check(list(dataset["item_id"]))
+        return temporal
 
     def _lora_reference(self) -> None:
         """A LoRA student's reference (beta > 0) is its base with the stage's starting adapters.
@@ -239,9 +259,11 @@ class AdversarialTrainer(GRPOTrainer):
         if self.adversary is not None:
             self.adversary.update_enabled = self.model.training
         try:
+            if self.temporal is not None and self.model.training and not self.in_warmup():
+                self._shuffled = self._shuffled_scores([x["item_id"] for x in inputs])
             rollout = super()._generate_and_score_completions(inputs)  # the rewards: pre-step D scores
         finally:
-            self._prompt_rows = None
+            self._prompt_rows, self._shuffled = None, None
             vision, self._vision_rows = self._vision_rows, None
         if self.adversary is not None and self.model.training:  # then D's own step, on the same pairs
             for name, value in self.adversary.update().items():
@@ -255,11 +277,54 @@ class AdversarialTrainer(GRPOTrainer):
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, Any]]:
         if self._prompt_rows is None or len(self._prompt_rows) != len(prompts):
             raise RuntimeError("prompts reached _tokenize_prompts without the rows encoded by this trainer")
-        prompt_ids = [ids for ids, _ in self._prompt_rows]
-        fields = merge_vision([vision for _, vision in self._prompt_rows])
+        return self._generation_inputs(self._prompt_rows)
+
+    def _generation_inputs(self, rows: list[tuple[list[int], dict[str, torch.Tensor]]]
+                           ) -> tuple[list[list[int]], None, dict[str, Any]]:
+        prompt_ids = [ids for ids, _ in rows]
+        fields = merge_vision([vision for _, vision in rows])
         # A per-token list: TRL left-pads it like the prompt ids before generate().
         fields["mm_token_type_ids"] = [self.token_types(torch.tensor(ids)).tolist() for ids in prompt_ids]
         return prompt_ids, None, fields
+
+    # -- the temporal contrast (Video-R1's T-GRPO) --------------------------------------
+    def _shuffled_scores(self, item_ids: list[str]) -> dict[str, list[float | None]]:
+        """Correctness of G′ rollouts per item on its shuffled frames, gathered over processes (an item whose G
+        rollouts are split across processes is answered G′ times on each, and p̃ pools them)."""
+        local = self.temporal.shuffled_scores(item_ids, self.prompt_cache, self.accelerator.device,
+                                              self._generate_texts)
+        if self.accelerator.num_processes == 1:
+            return local
+        from accelerate.utils import gather_object
+
+        pooled: dict[str, list[float | None]] = {}
+        for item_id, scores in gather_object(list(local.items())):
+            pooled.setdefault(item_id, []).extend(scores)
+        return pooled
+
+    def _generate_texts(self, rows: list[tuple[list[int], dict[str, torch.Tensor]]]) -> list[str]:
+        """One sampled completion per row, by TRL's own generation (same config, same sampling as the rollouts)."""
+        prompt_ids, images, fields = self._generation_inputs(rows)
+        completion_ids, _ = self._generate_single_turn(prompt_ids, images, fields, self.temporal.generations)
+        return self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+
+    def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
+                           completion_ids_list: list[Any]) -> torch.Tensor:
+        """TRL's rewards [B_all, n_rewards] (gathered over processes), plus the temporal bonus on the correctness
+        column (as Video-R1 adds it to its accuracy reward) when this batch has shuffled scores."""
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._shuffled is None:
+            return rewards
+        item_ids = [x["item_id"] for x in inputs]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            item_ids = gather_object(item_ids)
+        column = list(self.stage.active_rewards()).index("correctness")
+        bonus = self.temporal.bonuses(rewards[:, column].tolist(), item_ids, self._shuffled, self.num_generations,
+                                      self.log_metric)
+        rewards[:, column] += torch.tensor(bonus, dtype=rewards.dtype, device=rewards.device)
+        return rewards
 
     # -- log-prob forwards with the vision tensors --------------------------------------
     @torch.no_grad()

@@ -212,7 +212,7 @@ def _sft_trainer(cfg: SFTStageConfig, ctx: DistillContext, student: Path, out: P
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer, sft_rows
     from rmsd.train.trl_args import sft_config
 
-    rows = sft_rows(ctx.matched, cfg.samples_per_item, cfg.weighting)
+    rows = sft_rows(ctx.matched, cfg.samples_per_item, cfg.weighting, cfg.single_from)
     if not rows:
         raise RmsdError("the matched dataset has no usable sample for stage sft: check `rmsd match`'s report")
     model, processor = _load(ctx, student)

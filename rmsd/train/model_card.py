@@ -51,7 +51,8 @@ def write_card(folder: str | Path, info: CardInfo, stage: str, label: str, setti
                            sort_keys=False).strip()
     body = [f"---\n{front}\n---", f"# {Path(folder).resolve().name}: rmsd stage `{stage}` ({label})", "",
             f"- Base model: {info.base}", f"- Recipe: {info.recipe or '(none: Python API)'}",
-            f"- Command: `{info.command}`", *([f"- Training data: {info.data}"] if info.data else []), "",
+            f"- Command: `{info.command}`", *([f"- Training data: {info.data}"] if info.data else []),
+            *_temporal_line(settings), "",
             "Load it like any transformers VLM checkpoint:", "",
             "```python", "from transformers import AutoModelForImageTextToText, AutoProcessor",
             f'model = AutoModelForImageTextToText.from_pretrained("{Path(folder).resolve()}")',
@@ -60,6 +61,17 @@ def write_card(folder: str | Path, info: CardInfo, stage: str, label: str, setti
             "```", ""]
     path.write_text("\n".join(body) + ("\n" + kept if kept else ""))
     return path
+
+
+def _temporal_line(settings: dict[str, Any]) -> list[str]:
+    """A GRPO stage that used Video-R1's temporal contrast says so, with its constants."""
+    temporal = settings.get("temporal") or {}
+    if not temporal.get("enabled"):
+        return []
+    shuffled = temporal.get("shuffled_generations") or max(1, settings.get("num_generations", 2) // 2)
+    return [f"- Temporal reward: Video-R1's T-GRPO contrast (bonus α = {temporal['bonus']} for correct in-order "
+            f"answers when in-order accuracy ≥ μ = {temporal['ratio']} × shuffled accuracy; {shuffled} shuffled-frame "
+            "rollouts per item, never trained on; figures `temporal/*` in the trainer state)"]
 
 
 def add_results(folder: str | Path, scored: dict[str, tuple[dict[str, Any], str]]) -> bool:

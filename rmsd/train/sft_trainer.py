@@ -57,10 +57,11 @@ TRL_ATTRIBUTES = ("_metrics", "_total_train_tokens", "model_accepts_loss_kwargs"
 TRL_FUSED_OUTPUTS = ("log_probs", "entropy", "is_top1", "label_mask")
 
 
-def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str) -> list[dict[str, Any]]:
+def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weighting: str,
+             single_from: str = "valid") -> list[dict[str, Any]]:
     """Dataset rows `{"item_id", "texts", "weights"}` from matched samples (one row per item).
 
-    samples_per_item, weighting: the recipe's distill.sft keys of these names (documented there);
+    samples_per_item, weighting, single_from: the recipe's distill.sft keys of these names (documented there);
     with weighting matched_conf a multi-sample row also carries `item_weight`, the item's c_i
     (`rmsd.losses.item_confidence` over every sample of the item in `matched`, kept or not).
 
@@ -75,7 +76,10 @@ def sft_rows(matched: list[dict[str, Any]], samples_per_item: int | None, weight
     for item_id, samples in by_item.items():
         samples = sorted(samples, key=lambda r: (r.get("sample_index", 0), str(r.get("teacher", ""))))
         if samples_per_item == 1:
-            chosen = [r for r in samples if r.get("format_ok") and r.get("text")][:1]
+            usable = [r for r in samples if r.get("format_ok") and r.get("text")]
+            if single_from == "kept":  # matching's verdict decides (with ground truth: a correct sample)
+                usable = [r for r in usable if r.get("kept") and float(r.get("weight", 0.0)) > 0.0]
+            chosen = usable[:1]
             weights = [1.0] * len(chosen)
         else:
             for r in samples:

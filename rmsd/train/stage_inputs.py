@@ -8,7 +8,8 @@ prompt as token ids, its clip's (or image's) processed vision tensors, and the t
 each teacher response. A plain trainer re-runs the video processor and the tokeniser on
 every batch (TRL's collators do); here a step only looks the encodings up and pads them, and
 the tensors are exactly those of `rmsd.models.processing.encode` (`encode_prompt` says why).
-Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32), bounded by
+Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32; two with the
+temporal contrast, whose shuffled copy is kept too: `shuffled_prompt`), bounded by
 `RMSD_PROMPT_CACHE_MB` (default 2048; least recently used items are dropped, then re-encoded).
 
     rmsd distill --recipe recipes/synthvid/tiny_rmsd.yaml --matched runs/synthvid-tiny-rmsd/matched
@@ -17,13 +18,13 @@ Memory: one clip's pixels per item (0.68 MB for 8 frames at 84 px, float32), bou
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rmsd.data.frame_cache import env_megabytes
 from rmsd.data.items import Item
-from rmsd.data.video import load_media
+from rmsd.data.video import load_media, shuffled_frames
 from rmsd.errors import RmsdError
 from rmsd.models.processing import EncodedPrompt, assemble_samples, encode_prompt
 
@@ -79,17 +80,32 @@ class PromptCache:
 
     def prompt(self, item_id: str) -> EncodedPrompt:
         """The item's prompt, encoded the first time it is asked for (or again after it was dropped)."""
-        if item_id in self._prompts:
-            self.hits += 1
-            self._prompts.move_to_end(item_id)
-            return self._prompts[item_id]
-        self.misses += 1
+        return self._kept(item_id, lambda: self._encode(item_id, None))
+
+    def shuffled_prompt(self, item_id: str, seed: int) -> EncodedPrompt:
+        """The item's prompt over its frames in a fixed random order (`rmsd.data.video.shuffled_frames`, keyed by
+        seed and item id): the same token ids, the pixels permuted; the frames come from the frame cache."""
+        return self._kept(f"{item_id}\x00shuffled:{seed}", lambda: self._encode(item_id, f"{seed}:{item_id}"))
+
+    def _encode(self, item_id: str, shuffle_key: str | None) -> EncodedPrompt:
         item = self.item(item_id)
         frames, image = load_media(item, self.num_frames, self.max_side)
-        enc = encode_prompt(self.processor, item.prompt, frames, system=self.system, image=image)
+        if shuffle_key is not None:
+            if frames is None:
+                raise RmsdError(f"item {item_id} has no video: only a clip's frames can be shuffled")
+            frames, _ = shuffled_frames(frames, shuffle_key)
+        return encode_prompt(self.processor, item.prompt, frames, system=self.system, image=image)
+
+    def _kept(self, key: str, make: Callable[[], EncodedPrompt]) -> EncodedPrompt:
+        if key in self._prompts:
+            self.hits += 1
+            self._prompts.move_to_end(key)
+            return self._prompts[key]
+        self.misses += 1
+        enc = make()
         size = sum(v.numel() * v.element_size() for v in enc.vision.values())
         if size <= self.max_bytes:
-            self._prompts[item_id] = enc
+            self._prompts[key] = enc
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, old = self._prompts.popitem(last=False)

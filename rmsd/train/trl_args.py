@@ -32,6 +32,7 @@ ADVERSARIAL_TO_TRL = {**COMMON_TO_TRL, "num_generations": "num_generations", "te
 SFT_OWN = {
     "enabled": "rmsd.train.distill.run_stages",
     "samples_per_item": "rmsd.train.sft_trainer.sft_rows", "weighting": "rmsd.train.sft_trainer.sft_rows",
+    "single_from": "rmsd.train.sft_trainer.sft_rows",
 }
 ADVERSARIAL_OWN = {
     "enabled": "rmsd.train.distill.run_stages",
@@ -42,6 +43,7 @@ ADVERSARIAL_OWN = {
     "discriminator": "AdversarialTrainer._build_adversary (a backbone copy, or an adapter on the student's base)",
     "disc_warmup_steps": "AdversarialTrainer.training_step",
     "visd": "rmsd.train.distill (rmsd.train.visd.StructuredSignal, rmsd.train.curriculum)",
+    "temporal": "AdversarialTrainer (rmsd.train.temporal: shuffled rollouts; rmsd.losses.temporal: the bonus)",
 }
 
 

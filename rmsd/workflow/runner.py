@@ -36,7 +36,8 @@ from rmsd.errors import RmsdError
 STAGES = ("validate", "data", "sample", "match", "sft", "adversarial", "eval")
 TRAINING = ("sft", "adversarial")
 OPTIONAL = {"data": "dataset.generate is not set", "sft": "distill.sft.enabled: false",
-            "adversarial": "distill.adversarial.enabled: false"}  # what leaves a stage out
+            "adversarial": "distill.adversarial.enabled: false",
+            "eval": "a training corpus with eval.benchmarks empty: nothing to score"}  # what leaves a stage out
 
 
 @dataclass
@@ -69,8 +70,10 @@ class RunReport:
 
 
 def enabled_stages(recipe: Recipe) -> list[str]:
-    """The recipe's stages: the data stage when it generates its dataset, the training stages it enables."""
-    on = {"data": recipe.dataset.generate is not None, **{s: getattr(recipe.distill, s).enabled for s in TRAINING}}
+    """The recipe's stages: the data stage when it generates its dataset, the training stages it enables, eval
+    when it has an evaluation set."""
+    on = {"data": recipe.dataset.generate is not None, **{s: getattr(recipe.distill, s).enabled for s in TRAINING},
+          "eval": bool(recipe.eval.sets(recipe.dataset))}
     return [s for s in STAGES if on.get(s, True)]
 
 

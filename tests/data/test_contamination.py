@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpora import CHOICES, videor1_corpus, videor1_row, write_mp4
+from corpora import CHOICES, VIDEO_DIR, videor1_corpus, videor1_row, write_mp4
 from schemas import videomme_row, write_parquet
 
 from rmsd.config import load_recipe
@@ -88,7 +88,7 @@ def test_the_guard_refuses_a_copied_evaluation_video_in_one_line_unless_allowed(
     assert len(items) == len(rows) and report["contamination"]["overlapping_items"] == 0
     assert overlap_note(report["contamination"]) == "no training item overlaps the evaluation sets (videomme)"
 
-    leaked = _videomme(tmp_path / "leaked", [corpus.parent / "videos" / "clip0.mp4"])  # clip0 is vid0.mp4 there
+    leaked = _videomme(tmp_path / "leaked", [corpus.parent / VIDEO_DIR / "ytb_clip0.mp4"])  # clip0 is vid0.mp4 there
     recipe = load_recipe(_recipe(tmp_path, corpus, [{"benchmark": "videomme", "path": str(leaked)}]))
     with pytest.raises(RmsdError) as err:
         _items(recipe)
@@ -107,7 +107,7 @@ def test_the_guard_refuses_a_copied_evaluation_video_in_one_line_unless_allowed(
 def test_an_evaluation_limit_does_not_hide_an_overlap_past_it(tmp_path):
     corpus, _ = videor1_corpus(tmp_path)
     leaked = _videomme(tmp_path / "leaked", [write_mp4(tmp_path / "other.mp4", seed=42),
-                                             corpus.parent / "videos" / "clip0.mp4"])  # the 2nd question's video
+                                             corpus.parent / VIDEO_DIR / "ytb_clip0.mp4"])  # the 2nd question's video
     recipe = load_recipe(_recipe(tmp_path, corpus, [{"benchmark": "videomme", "path": str(leaked), "limit": 1}]))
     with pytest.raises(RmsdError, match="same media content"):
         _items(recipe)

@@ -301,6 +301,18 @@ def test_config_errors_stop_before_any_request(server, tmp_path):
     assert json.loads(json.dumps(read_failures(tmp_path))) == []
 
 
+def test_a_repeated_item_id_names_the_file_and_rows_it_came_from(server, tmp_path):
+    from rmsd.data.items import read_items, write_items
+
+    file = tmp_path / "items.jsonl"
+    write_items(items(3) + items(2)[1:], file)  # q1 twice: lines 2 and 4
+    pool = PoolConfig.model_validate({"name": "p", "teachers": [api("a", server.url)]})
+    with SampleStore(tmp_path / "store") as store, pytest.raises(RmsdError) as err:
+        asyncio.run(run_sampling(read_items(file), pool, {"a": Scripted("a")}, store, progress=False))
+    assert str(err.value).startswith(f"item id 'q1' appears twice in the dataset (rows {file}:2 and {file}:4): ")
+    assert server.stats.requests == 0
+
+
 def test_a_custom_teacher_that_returns_fewer_samples_is_asked_only_for_the_rest(tmp_path):
     pool = PoolConfig.model_validate({"name": "p", "teachers": [{"name": "one", "backend": "x.y:Z", "samples": 4}]})
     teacher = Scripted("one", "one")

@@ -67,6 +67,25 @@ def test_sft_rows_selection():
     assert sft_rows(only_wrong, None, "matched") == []  # no kept sample: the item is left out of multi-sample SFT
 
 
+def test_single_sample_from_kept_takes_the_first_sample_matching_kept():
+    """single_from kept (v4's single_gt): one sample per item, the first that matching kept; an item whose every
+    sample was dropped is left out, where the paper's baseline (single_from valid) would train on its first."""
+    class It:
+        def __init__(self, i):
+            self.item_id, self.task_type, self.answer = i, "mcq", "B"
+
+    matched = matched_rows([It("a"), It("b")])
+    first_dropped = [dict(r, kept=False, weight=0.0) if (r["teacher"], r["sample_index"]) == ("sim-a", 0) else r
+                     for r in matched]
+    kept = {r["item_id"]: r for r in sft_rows(first_dropped, 1, "matched", "kept")}
+    assert kept["a"]["texts"] == [next(r["text"] for r in matched if r["teacher"] == "sim-b" and r["sample_index"] == 0)]
+    assert kept["a"]["weights"] == [1.0]
+    valid = {r["item_id"]: r for r in sft_rows(first_dropped, 1, "matched", "valid")}
+    assert valid["a"]["texts"][0].startswith("<think>I watch")  # the dropped first sample: the baseline's pick
+    only_wrong = [dict(r, kept=False, weight=0.0) for r in matched if r["item_id"] == "a"]
+    assert sft_rows(only_wrong, 1, "matched", "kept") == []
+
+
 def test_collator_builds_one_sequence_per_sample(env):
     processor, items = env["processor"], env["items"]
     first = env["order"][0]

@@ -80,8 +80,10 @@ class Benchmark:
         self.check_mode(mode)
         return extract_answer(text, item, mode)
 
-    def score(self, pred: str | None, item: Item) -> float:
-        """Score in [0, 1] of an extracted answer. Default: by task type (`score` below)."""
+    def score(self, pred: str | None, item: Item, mode: str | None = None) -> float:
+        """Score in [0, 1] of an answer `extract` read in `mode` (None: the benchmark's default reading). Default:
+        by task type (`score` below); a benchmark whose scores differ by reading (Video-R1's evaluation script
+        scores regression unlike its training reward) looks at `mode`."""
         return score(pred, item)
 
     def breakdowns(self, item: Item) -> dict[str, str]:
@@ -340,3 +342,22 @@ def located_rows(path: str | Path, split: str, config: str | None, benchmark: st
 
 def where_of(file: Path | None, index: int, source: Any) -> str:
     return row_location(file, index) if file is not None else f"{source} row {index + 1}"
+
+
+def origin_text(item: Item) -> str | None:
+    """`file:line` (or `file row N`) of the row an item was read from, when its loader recorded it."""
+    if item.origin is None:
+        return None
+    file, index = item.origin
+    try:
+        return row_location(Path(file), index)
+    except (OSError, ValueError, IndexError):  # the file changed since: the row number still says where
+        return f"{file} row {index + 1}"
+
+
+def repeated_id(first: Item, again: Item) -> str:
+    """The one line for an item id that two items share, naming the rows they were read from where known."""
+    where = [w for w in (origin_text(first), origin_text(again)) if w]
+    rows = f" (rows {where[0]} and {where[1]})" if len(where) == 2 else f" (row {where[0]})" if where else ""
+    return (f"item id {again.item_id!r} appears twice in the dataset{rows}: item ids must be unique; fix the rows, or "
+            "set dataset.on_bad_row: skip where the loader reports repeated ids")

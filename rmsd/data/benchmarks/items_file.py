@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmsd.data.benchmarks.base import BadRows, Benchmark
+from rmsd.data.benchmarks.base import BadRows, Benchmark, origin_text
 from rmsd.data.items import Item, read_items
 from rmsd.errors import RmsdError
 
@@ -45,8 +45,14 @@ class ItemsFile(Benchmark):
         file = items_path(path, split or self.default_split)
         root = Path(video_root) if video_root is not None else file.parent
         bad = BadRows(on_bad_row)
-        items = []
+        items: list[Item] = []
+        seen: dict[str, Item] = {}
         for item in read_items(file, limit=limit, media_required=True, bad=bad):
+            if item.item_id in seen:
+                bad(origin_text(item) or str(file), "item_id", "duplicate item_id",
+                    f"{item.item_id} appears twice (first at {origin_text(seen[item.item_id])})")
+                continue
+            seen[item.item_id] = item
             for field in ("video", "image"):
                 media = getattr(item, field)
                 if media is not None:

@@ -392,7 +392,7 @@ class MathVerse(Benchmark):
             return ex.format_number(math_value(answer))  # canonical, so teachers' answers vote by value
         return answer
 
-    def score(self, pred: str | None, item: Item) -> float:
+    def score(self, pred: str | None, item: Item, mode: str | None = None) -> float:
         if pred is None or item.answer is None:
             return 0.0
         if self.judge is not None:

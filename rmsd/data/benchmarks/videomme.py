@@ -83,7 +83,7 @@ class VideoMME(Benchmark):
             return ex.letter_harness(ex.strip_reasoning(text or ""), CHOICES)
         return ex.letter_strict(text, item.letters or CHOICES)
 
-    def score(self, pred: str | None, item: Item) -> float:
+    def score(self, pred: str | None, item: Item, mode: str | None = None) -> float:
         return float(pred is not None and item.answer is not None and pred.lower() == item.answer.lower())
 
     def breakdowns(self, item: Item) -> dict[str, str]:

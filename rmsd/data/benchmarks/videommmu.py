@@ -172,7 +172,7 @@ class VideoMMMU(Benchmark):
             return None
         return "\n".join(ex.open_key_responses(region, INDICATORS))
 
-    def score(self, pred: str | None, item: Item) -> float:
+    def score(self, pred: str | None, item: Item, mode: str | None = None) -> float:
         if pred is None or item.answer is None:
             return 0.0
         if item.task_type == "mcq":

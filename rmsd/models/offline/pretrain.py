@@ -301,20 +301,36 @@ def pretrained_base(out_dir: str | Path, size: str = "tiny", seed: int = 0, conf
                     log: Callable[[str], None] | None = print) -> Path:
     """The pre-trained base in `out_dir`: a copy of the shipped one (`SHIPPED`, the package's
     assets/tiny-base, seconds) when there is one built with exactly this size, seed and recipe,
-    else trained now (`build_pretrained`). The repository commits no shipped base: a package
-    build may add one."""
-    import shutil
-
+    else trained now (`build_pretrained`)."""
     config = config or PretrainConfig(seed=seed)
     if not rebuild and shipped_matches(size, seed, config):
-        out = Path(out_dir)
-        if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
-            raise RmsdError(f"{out} is not empty and holds no model config: choose an empty or new folder")
-        shutil.copytree(SHIPPED, out, dirs_exist_ok=True)
+        out = copy_shipped(out_dir)
         if log is not None:
             log(f"copied the shipped pre-trained base ({SHIPPED}); --rebuild trains it again")
         return out
     return build_pretrained(out_dir, size, seed, config, cache, log)
+
+
+def copy_shipped(out_dir: str | Path) -> Path:
+    """A copy of the shipped base (`student.build: tiny-pretrained`) in `out_dir`; seconds, no training."""
+    import shutil
+
+    if not (SHIPPED / "pretrain.json").is_file():
+        raise RmsdError(f"this rmsd has no shipped pre-trained base ({SHIPPED}): build one with `rmsd build-student "
+                        "--out DIR --pretrain` and name it as student.path")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise RmsdError(f"{out} is not empty and holds no model config: choose an empty or new folder")
+    shutil.copytree(SHIPPED, out, dirs_exist_ok=True)
+    return out
+
+
+def is_shipped_copy(folder: str | Path) -> bool:
+    """Whether `folder` holds the shipped base (its pretrain.json and weights are the shipped ones)."""
+    folder = Path(folder)
+    return all((folder / name).is_file() and (SHIPPED / name).is_file()
+               and (folder / name).read_bytes() == (SHIPPED / name).read_bytes()
+               for name in ("pretrain.json", "model.safetensors"))
 
 
 def shipped_matches(size: str, seed: int, config: PretrainConfig) -> bool:
