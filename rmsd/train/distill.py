@@ -96,7 +96,6 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
     out = ctx.out / stage
     inputs = stage_inputs(stage, cfg, ctx)
     checkpoint, stale = resume_point(out, ctx.resume, inputs)
-    state = PartialState()
     if checkpoint == "finished":
         ctx.report[stage] = {"status": "up to date", "seconds": 0.0}
         ctx.note(f"{stage}: up to date ({out}: trained with the same inputs)")
@@ -107,12 +106,14 @@ def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) 
             raise RmsdError(f"{out} holds recipe {owner}'s {stage} stage, trained with other inputs: choose another "
                             "--out (distill.out)")
         ctx.note(f"{stage}: training again from the start: {stale}")
-        if state.is_main_process:
-            clear_stage(out)
-        state.wait_for_everyone()
     elif checkpoint is not None:
         ctx.note(f"{stage}: resuming from {checkpoint} (its model, optimizer, scheduler and RNG states)")
     trainer = build_trainer(stage, cfg, ctx, student, out)
+    state = PartialState()  # after the trainer: its arguments set the distributed backend up first
+    if stale is not None:
+        if state.is_main_process:
+            clear_stage(out)
+        state.wait_for_everyone()
     label = stage_label(stage, cfg)
     if ctx.progress:
         from transformers.trainer_callback import PrinterCallback

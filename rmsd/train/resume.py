@@ -13,6 +13,7 @@ tell a stage is up to date without importing a trainer.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from rmsd.fingerprint import differences, recipe_section, why_stale
 from rmsd.models.lora import is_adapter_folder
 
 STAGE_FILE = "stage.json"
+KEPT = ("judge_cache.jsonl",)  # what a stage folder trained again keeps: LLM judge verdicts, paid for
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -71,8 +73,17 @@ def _finished_stale(recorded: dict[str, Any], inputs: dict[str, Any]) -> str | N
 
 
 def clear_stage(out: Path) -> None:
-    """Remove a stale stage's folder (a linked one, e.g. a shared prefix, is unlinked, not emptied)."""
+    """Remove a stale stage's folder, keeping its LLM judge's verdict cache (keyed by content, paid for: valid for
+    any configuration); a linked folder (e.g. a shared prefix) is unlinked, not emptied."""
     if out.is_symlink():
         out.unlink()
-    elif out.exists():
-        shutil.rmtree(out)
+        return
+    if not out.exists():
+        return
+    aside = {name: out.parent / f".{out.name}.{name}" for name in KEPT if (out / name).is_file()}
+    for name, where in aside.items():  # moved, not copied: a kill now leaves it beside the folder, whole
+        os.replace(out / name, where)
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name, where in aside.items():
+        os.replace(where, out / name)

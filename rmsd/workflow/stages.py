@@ -219,6 +219,10 @@ def memory_plan(recipe: Any, gpu_memory: float) -> str:
         student = student_path(recipe, build=False)
         if recipe.student.path is not None or (student / "config.json").is_file():
             return format_plan(plan_recipe(recipe, gpu_memory))
+        if recipe.student.build == "tiny-pretrained":  # the shipped base, read where it ships
+            from rmsd.models.offline.pretrain import SHIPPED
+
+            return format_plan(plan_recipe(recipe, gpu_memory, config=SHIPPED))
         from rmsd.models.offline.tiny import build_student
 
         with tempfile.TemporaryDirectory() as tmp:

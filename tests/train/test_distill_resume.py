@@ -121,3 +121,17 @@ def test_a_cut_adversarial_stage_resumes_to_the_same_weights(matched, tmp_path):
     assert "sft: up to date" in said and "adversarial: resuming from" in said
     ours, theirs = (load_file(str(r / "adversarial" / "model.safetensors")) for r in (cut, full))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_stage_trained_again_keeps_its_judge_verdicts(tmp_path):
+    """Clearing a stale stage folder keeps the LLM judge's cache (verdicts keyed by content, paid for)."""
+    from rmsd.train.resume import clear_stage
+
+    out = tmp_path / "adversarial"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "stage.json").write_text("{}")
+    (out / "judge_cache.jsonl").write_text('{"judge": "llm:t", "key": "k", "verdict": {}}\n')
+    clear_stage(out)
+    assert sorted(p.name for p in out.iterdir()) == ["judge_cache.jsonl"]
+    assert (out / "judge_cache.jsonl").read_text().startswith('{"judge": "llm:t"')
+    assert not list(tmp_path.glob(".*"))  # nothing left aside
