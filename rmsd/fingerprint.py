@@ -23,7 +23,6 @@ inputs that trained it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -71,7 +70,7 @@ def items_identity(items: Iterable[Item]) -> str:
     project folder moved elsewhere keeps its identities."""
     rows = []
     for it in items:
-        row = dataclasses.asdict(it)
+        row = it.to_dict()  # without where a loader read it (`Item.origin`): the item, not its copy
         row["video"], row["image"] = (Path(p).name if p else p for p in (it.video, it.image))
         rows.append(row)
     return digest(rows)
