@@ -1,8 +1,8 @@
 """benchmarks/reproduce.py's run cache: reuse a finished run only when it describes the same run.
 
 Two places hold finished runs: the run's own folder (`result.json`, under runs/, which a new session's
-work tree may not have) and the committed results (`benchmarks/results/reproduce.json`, which
-`reproduce.py --commit` commits after every run). A run found in either is not trained again, so an
+work tree may not have) and the committed results (the regime's `reproduce.json`, e.g.
+`benchmarks/results/synthvid-v3/reproduce.json`, which `reproduce.py --commit` commits after every run). A run found in either is not trained again, so an
 experiment longer than a session goes on where the last commit left it."""
 
 from __future__ import annotations
