@@ -39,7 +39,8 @@ split is measured during training by a `TrainerCallback` (distill keeps only its
 checkpoints, so checkpoints cannot give a curve), at the same global steps for every
 method; step 0 is the untrained student. A method that fails is recorded with its error
 and the others go on; finished runs are cached per (method, seed) under --work
-(`result.json`, `run_cache.py`), so a rerun only redoes what is missing, and the results
+(`result.json`, `run_cache.py`: the same recipe and curve points), so a rerun only redoes what is missing
+(a stage folder trained with other inputs is trained again: `rmsd.train.resume`), and the results
 are rewritten after every finished run (`--commit` also commits them). It refuses to run
 methods whose step totals differ.
 
@@ -201,10 +202,12 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
                earlier: Any = None) -> dict[str, Any]:
     """Distil one method with one seed; the curve at `points` (global steps), the final eval, the train time.
     `earlier(method, seed, recipe, points)`: the same run from the committed results, if any."""
-    from rmsd.pipeline import distill_recipe, eval_recipe
+    from rmsd.pipeline import distill_recipe, eval_recipe, matched_identity
 
     run = Path(recipe.distill.out)
-    cached = run_cache.cached(run, recipe, points) or (earlier(method, seed, recipe, points) if earlier else None)
+    identity = matched_identity(matched)
+    cached = run_cache.cached(run, recipe, points, identity) or (earlier(method, seed, recipe, points) if earlier
+                                                                 else None)
     if cached is not None:
         return {**cached, "cached": True}  # finished in an earlier session (its folder, or its committed result)
     shutil.rmtree(run, ignore_errors=True)  # a half-finished earlier attempt: start clean, the curve needs it
@@ -224,7 +227,8 @@ def run_method(method: str, recipe: Any, matched: Path, seed: int, work: Path, p
                                               "task_type": final.get("breakdowns", {}).get("task_type", {})}]
     result = {"method": method, "seed": seed, "final": final, "curve": curve, "train_seconds": round(seconds, 1),
               "train_log": callback.train_log,
-              "steps": {"sft": s, "adversarial": r}, "points": points, "recipe": recipe.model_dump(mode="json")}
+              "steps": {"sft": s, "adversarial": r}, "points": points, "recipe": recipe.model_dump(mode="json"),
+              "matched": identity}
     (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
@@ -238,10 +242,13 @@ def per_item_scores(folder: Path) -> dict[str, float]:
 
 def sft_prefix(method: str, recipe: Any, matched: Path, seed: int, work: Path,
                points: list[int]) -> tuple[Path, list[dict], float]:
-    """The S-step SFT stage that methods with an adversarial stage share, trained once per seed and config."""
-    from rmsd.pipeline import distill_recipe
+    """The S-step SFT stage that methods with an adversarial stage share, trained once per seed and config: its
+    key holds the matched set's identity (the inputs `rmsd match` recorded), not only its path, so a set matched
+    again from other samples or settings into the same folder trains a new prefix."""
+    from rmsd.pipeline import distill_recipe, matched_identity
 
-    key = json.dumps([recipe.distill.sft.model_dump(mode="json"), str(matched), recipe.student.model_dump(mode="json"),
+    key = json.dumps([recipe.distill.sft.model_dump(mode="json"), str(matched), matched_identity(matched),
+                      recipe.student.model_dump(mode="json"),
                       recipe.dataset.model_dump(mode="json"), recipe.eval.model_dump(mode="json", exclude={"out"}),
                       points], sort_keys=True)
     out = work / "sft-prefix" / f"seed{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"

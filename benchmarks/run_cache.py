@@ -1,8 +1,8 @@
 """benchmarks/reproduce.py's run cache: reuse a finished run only when it describes the same run.
 
 Two places hold finished runs: the run's own folder (`result.json`, under runs/, which a new session's
-work tree may not have) and the committed results (`benchmarks/results/reproduce.json`, which
-`reproduce.py --commit` commits after every run). A run found in either is not trained again, so an
+work tree may not have) and the committed results (the regime's `reproduce.json`, e.g.
+`benchmarks/results/synthvid-v3/reproduce.json`, which `reproduce.py --commit` commits after every run). A run found in either is not trained again, so an
 experiment longer than a session goes on where the last commit left it."""
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 
-def cached(run: Path, recipe: Any, points: list[int]) -> dict[str, Any] | None:
-    """The result of an earlier identical run (same recipe, same curve points), else None."""
+def cached(run: Path, recipe: Any, points: list[int], matched: str | None = None) -> dict[str, Any] | None:
+    """The result of an earlier identical run (same recipe, same curve points, and where both record it the same
+    matched set: `rmsd.pipeline.matched_identity`, which changes when the set is made again from other samples
+    or settings into the same folder), else None."""
     path = run / "result.json"
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
+    if matched is not None and saved.get("matched", matched) != matched:
+        return None
     now = recipe.model_dump(mode="json")
     same = same_config(saved.get("recipe"), now, recipe.model_dump(mode="json", exclude_defaults=True))
     return saved if same and saved.get("points") == points else None

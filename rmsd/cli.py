@@ -337,6 +337,25 @@ def plan(
     typer.echo(format_plan(result))
 
 
+@app.command("run")
+def run_(
+    recipe: Path = RECIPE,
+    start: str = typer.Option(None, "--from", help="first stage: validate, data, sample, match, sft, adversarial (or "
+                              "distill), eval; earlier outputs are taken as they are"),
+    stop: str = typer.Option(None, "--until", help="last stage (same names)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would run, the requests, tokens and cost of "
+                                 "the missing samples and the memory plan; write and send nothing"),
+    gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="GiB per GPU for the dry run's memory plan"),
+    overrides: list[str] = SET,
+) -> None:
+    """The whole recipe, stage by stage, skipping what is up to date and resuming what was cut short."""
+    from rmsd.workflow.runner import format_report, run_recipe
+
+    report = run_recipe(_recipe(recipe, overrides), start=start, stop=stop, dry_run=dry_run, echo=typer.echo,
+                        gpu_memory=gpu_memory)
+    typer.echo(format_report(report))
+
+
 @app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="folder for every artifact"),

@@ -55,6 +55,9 @@ class DatasetConfig(Strict):
     max_side: int | None = Field(None, ge=16, description=(
         "downscale frames so the longer side is at most this (in the record key of teachers that see pixels)"))
     limit: int | None = Field(None, ge=1, description="use only the first N items (debugging)")
+    generate: int | None = Field(None, ge=1, description=(
+        "a benchmark that makes its own data (synthvid): `rmsd run` writes this many items (seed 0) to path "
+        "unless it holds them"))
     on_bad_row: Literal["error", "skip"] = Field("error", description=(
         "a broken corpus row (missing media, unparseable options, unknown type): error = one line naming "
         "file:line and field; skip = leave it out and count it by reason in the run summary and match report"))
@@ -63,6 +66,12 @@ class DatasetConfig(Strict):
         "media); every output then says so. Training on the split the recipe evaluates is refused regardless"))
 
     _benchmark = field_validator("benchmark")(_known_benchmark)
+
+    @model_validator(mode="after")
+    def _generates(self) -> DatasetConfig:
+        if self.generate is not None and not benchmark_class(self.benchmark).generates:
+            raise ValueError(f"generate: {self.benchmark} cannot generate its data; download it to dataset.path")
+        return self
 
 
 # ----------------------------------------------------------------------------- sampling

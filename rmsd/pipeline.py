@@ -100,8 +100,12 @@ def check_checkpoint(path: Path, what: str) -> None:
         raise RmsdError(f"{what} {path}: transformers cannot read its config.json ({first[:200]})") from None
 
 
-def student_path(recipe: Recipe) -> Path:
-    """The student checkpoint folder: `student.path`, or a built offline student (built once)."""
+def student_path(recipe: Recipe, build: bool = True) -> Path:
+    """The student checkpoint folder: `student.path`, or a built offline student (built once; `build=False`: its
+    folder, built or not). A built student records what built it (size, seed, family); a folder built otherwise
+    is refused, never reused for another student."""
+    from rmsd import fingerprint
+
     s = recipe.student
     if s.path is not None:
         path = Path(s.path).expanduser()
@@ -112,12 +116,16 @@ def student_path(recipe: Recipe) -> Path:
     from rmsd.models.offline.tiny import build_student
 
     path = recipe.path_of(s.build_out)
+    asked = {"stage": "student", "recipe": {"student.build": s.build, "student.family": s.build_family,
+                                            "distill.sft.seed": recipe.distill.sft.seed}}
     pretrained = s.build == "tiny-pretrained"
     if not (path / "config.json").is_file():
-        if pretrained:
-            copy_shipped(path)
-        else:
-            build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
+        if build:
+            if pretrained:
+                copy_shipped(path)
+            else:
+                build_student(path, size=s.build, seed=recipe.distill.sft.seed, family=s.build_family)
+            fingerprint.write(path, recipe.name, asked)
         return path
     from rmsd.models.family import family_of
 
@@ -129,6 +137,11 @@ def student_path(recipe: Recipe) -> Path:
         held = "the shipped pre-trained base" if not pretrained else "another student"
         raise RmsdError(f"{path} holds {held} but the recipe builds {s.build}: delete the folder or set "
                         "student.build_out elsewhere")
+    record = fingerprint.read(path)
+    stale = fingerprint.why_stale(record["inputs"], asked) if record is not None else None
+    if stale is not None:
+        raise RmsdError(f"{path} holds a student built otherwise ({stale}): set student.build_out to another "
+                        "folder (or delete this one)")
     return path
 
 
@@ -162,18 +175,24 @@ def rekey_recipe(recipe: Recipe, samples: str | Path, out: str | Path) -> dict[s
                        recipe.dataset.num_frames, recipe.dataset.max_side)
 
 
-def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None,
+                 keys: set[str] | None = None) -> dict[str, Any]:
     """Match a sample store into weighted training targets; returns the report's statistics.
 
-    Where the items have ground truth, the report also carries the pool's error statistics
-    (`teacher_quality`: rmsd.matching.teacher_stats) and their figure."""
+    `keys`: match only the records with these keys (`rmsd run`: the ones the recipe's pool plans, so a
+    store that also holds another pool's samples gives this pool's). Where the items have ground truth, the
+    report also carries the pool's error statistics (`teacher_quality`: rmsd.matching.teacher_stats) and their
+    figure. The records and settings it read are recorded in OUT/fingerprint.json (`rmsd.fingerprint`)."""
     quiet_libraries()
+    from rmsd import fingerprint
     from rmsd.matching.dataset import write_matched
     from rmsd.matching.matcher import match_samples
     from rmsd.matching.report import write_report
     from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
+    if keys is not None:
+        records = [r for r in records if r["key"] in keys]
     benchmark = benchmark_of(recipe)
     items, data = training_items(recipe, benchmark=benchmark)
     rows, stats = match_samples(items, records, benchmark, recipe.matching)
@@ -181,8 +200,12 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     if any(it.answer is not None for it in items):
         stats["teacher_quality"] = teacher_statistics(items, records, benchmark)
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
+    ids = {it.item_id for it in items}
+    inputs = fingerprint.match_inputs(recipe, (r["key"] for r in records if r["item_id"] in ids), items)
+    (out / fingerprint.FILE).unlink(missing_ok=True)  # no record while the set is rewritten: a kill leaves none
     write_matched(rows, out)
     write_report(stats, out)
+    fingerprint.write(out, recipe.name, inputs)
     return stats
 
 
@@ -220,9 +243,38 @@ def _records(samples: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def matched_identity(matched_dir: str | Path) -> str:
+    """A matched set as a training stage sees it: the digest of the inputs `rmsd match` recorded, else its file."""
+    from rmsd import fingerprint
+    from rmsd.matching.dataset import matched_file
+
+    record = fingerprint.read(Path(matched_dir))
+    if record is not None:
+        return record["digest"]
+    return fingerprint.digest(fingerprint.file_identity(matched_file(matched_dir)))
+
+
+def distill_inputs(recipe: Recipe, matched_dir: str | Path, student: Path, items: list[Item]) -> dict[str, Any]:
+    """{stage: inputs} of every enabled training stage (`rmsd.fingerprint.training_inputs`), each later stage
+    starting from the one before it."""
+    from rmsd import fingerprint
+
+    common = {"matched": matched_identity(matched_dir), "student": fingerprint.folder_identity(student),
+              "items": fingerprint.items_identity(items), "media": fingerprint.media_identity(items)}
+    inputs, previous = {}, None
+    for stage in ("sft", "adversarial"):
+        if getattr(recipe.distill, stage).enabled:
+            inputs[stage] = fingerprint.training_inputs(recipe, stage, previous=previous, **common)
+            previous = fingerprint.digest(inputs[stage])
+    return inputs
+
+
 def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | None = None,
-                   resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Path]:
-    """Run the recipe's enabled stages; returns {stage: checkpoint folder}."""
+                   resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True,
+                   note: Any = print, report: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Run the recipe's enabled stages; returns {stage: checkpoint folder}. A stage is skipped (resume) only when
+    it was trained with the same inputs, and resumed only from checkpoints of them (`rmsd.train.distill`);
+    `note` gets what happened to each stage, `report` (filled) its status and seconds."""
     quiet_libraries()
     from accelerate import PartialState
 
@@ -252,30 +304,72 @@ def distill_recipe(recipe: Recipe, matched_dir: str | Path, out: str | Path | No
         pool=recipe.load_pool() if recipe.distill.adversarial.visd.judge == "llm" else None, progress=progress,
         card=run_info(base, recipe.name, recipe.source, data=f"{recipe.dataset.benchmark} {recipe.dataset.path} "
                       f"(split {recipe.dataset.split}); {overlap_note(data['contamination'])}"),
+        inputs=distill_inputs(recipe, matched_dir, student, loaded), recipe=recipe.name, note=note,
+        report=report if report is not None else {},
     )
     return run_stages(recipe.distill.sft, recipe.distill.adversarial, ctx, student)
 
 
 def eval_recipe(
-    recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True
+    recipe: Recipe, model: str | Path, limit: int | None = None, out: str | Path | None = None, show: bool = True,
+    skip_current: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Score a checkpoint on every evaluation set of the recipe (`eval.benchmarks`, else the dataset's
     `eval_split`), each with its benchmark's scorer; returns {set name: results}. A set's predictions and results
-    go to OUT/<set> (OUT itself for the dataset's own split), and every set's numbers into the model's card."""
+    go to OUT/<set> (OUT itself for the dataset's own split) with the inputs they answer (fingerprint.json), and
+    every set's numbers into the model's card. `skip_current`: a set whose recorded inputs are the ones asked for
+    is read back, not scored again; when every set is, nothing is written."""
     quiet_libraries()
-    from rmsd.eval.evaluate import EvalJob, evaluate_jobs
-    from rmsd.eval.sets import load_set, scored_sets
+    from rmsd import fingerprint
+    from rmsd.eval.evaluate import evaluate_jobs
     from rmsd.train.model_card import add_results
 
     model = Path(model)
     if not is_adapter_folder(model):
         check_checkpoint(model, "--model")
+    out = Path(out) if out is not None else eval_folder(recipe, model)
+    jobs, provenance, inputs = eval_jobs(recipe, model, out, limit)
+    current = {job.name: json.loads((job.out / "results.json").read_text()) for job in jobs
+               if skip_current and eval_is_current(job.out, inputs[job.name])}
+    if len(current) == len(jobs):
+        return {job.name: current[job.name] for job in jobs}
+    todo = [job for job in jobs if job.name not in current]
+    for job in todo:  # no record while a set is rescored: a kill leaves none
+        (job.out / fingerprint.FILE).unlink(missing_ok=True)
     ev, ds = recipe.eval, recipe.dataset
-    # runs/a/sft and runs/b/sft must not overwrite each other's results
-    out = Path(out) if out is not None else recipe.path_of(ev.out) / f"{model.parent.name}-{model.name}"
+    scored = {**current, **evaluate_jobs(model, todo, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                                         num_frames=ds.num_frames, max_side=ds.max_side, device=recipe.student.device,
+                                         max_pixels=recipe.student.max_pixels, show=show)}
+    for job in todo:
+        fingerprint.write(job.out, recipe.name, inputs[job.name])
+    scored = {job.name: scored[job.name] for job in jobs}
+    note = jobs[0].note
+    (out / "summary.json").write_text(json.dumps({"model": str(model), "sets": {
+        job.name: {"benchmark": job.benchmark.name, "overall": scored[job.name]["overall"], "n": len(job.items),
+                   "extraction": job.extraction, "results": str(job.out / "results.json")} for job in jobs},
+        **({"note": note} if note else {})}, indent=2))
+    add_results(model, {name: (scored[name], where) for name, where in provenance.items()})
+    return scored
+
+
+def eval_folder(recipe: Recipe, model: Path) -> Path:
+    """Where `rmsd eval` writes a model's results by default: runs/a/sft and runs/b/sft must not overwrite each
+    other's results."""
+    return recipe.path_of(recipe.eval.out) / f"{model.parent.name}-{model.name}"
+
+
+def eval_jobs(recipe: Recipe, model: Path, out: Path, limit: int | None = None
+              ) -> tuple[list[Any], dict[str, str], dict[str, dict[str, Any]]]:
+    """The evaluation sets as jobs, where each one's numbers come from, and the inputs each set's results answer."""
+    from rmsd import fingerprint
+    from rmsd.eval.evaluate import EvalJob
+    from rmsd.eval.sets import load_set, scored_sets
+
+    ev, ds = recipe.eval, recipe.dataset
     note = ("trained by a recipe that sets dataset.allow_eval_overlap: its training data may overlap this set"
             if ds.allow_eval_overlap else None)
-    jobs, provenance = [], {}
+    jobs, provenance, inputs = [], {}, {}
+    identity = fingerprint.model_identity(model)
     for s in scored_sets(ds, ev):
         folder = out / s.name if ev.benchmarks else out
         benchmark, items = load_set(s, ev, limit)
@@ -284,16 +378,17 @@ def eval_recipe(
         provenance[s.name] = (f"{s.benchmark} `{s.split or benchmark.default_split}` split of {s.path} ({len(items)} "
                               f"items, {jobs[-1].extraction} extraction, greedy decoding); predictions and results "
                               f"in {folder}" + (f". {note}" if note else ""))
+        inputs[s.name] = {**fingerprint.eval_inputs(recipe, s, identity, items), "limit": limit}
+        jobs[-1].resume_key = fingerprint.digest(inputs[s.name])  # a killed scoring of the same inputs goes on
     if ev.judge_teacher is not None and not any(job.benchmark.llm_judge for job in jobs):
         raise RmsdError(f"eval.judge_teacher is for benchmarks scored by an LLM judge (MathVerse); none of "
                         f"{', '.join(job.name for job in jobs)} is")
-    scored = evaluate_jobs(model, jobs, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                           num_frames=ds.num_frames, max_side=ds.max_side, device=recipe.student.device,
-                           max_pixels=recipe.student.max_pixels, show=show)
-    (out / "summary.json").write_text(json.dumps({"model": str(model), "sets": {
-        job.name: {"benchmark": job.benchmark.name, "overall": scored[job.name]["overall"], "n": len(job.items),
-                   "extraction": job.extraction, "results": str(job.out / "results.json")} for job in jobs},
-        **({"note": note} if note else {})}, indent=2))
-    add_results(model, {name: (scored[name], where) for name, where in provenance.items()})
-    return scored
+    return jobs, provenance, inputs
 
+
+def eval_is_current(folder: Path, inputs: dict[str, Any]) -> bool:
+    """Whether a set's results folder holds results of exactly these inputs."""
+    from rmsd import fingerprint
+
+    record = fingerprint.read(folder)
+    return record is not None and record["inputs"] == inputs and (folder / "results.json").is_file()

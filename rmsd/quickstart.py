@@ -1,15 +1,17 @@
 """`rmsd quickstart`: the whole pipeline on the embedded default, offline, on a CPU.
 
-Generates a small synthvid set (the generator's current version, v3), builds the tiny
-student, samples the simulated pool (the experiment's: `teachers/experiment_pool_v2.yaml`,
-three teachers that err like real ones, K = 2 samples each), matches, then distils two
-students from the same data and steps — single-sample SFT (one teacher response per item,
-the baseline) and R-MSD (quality-matched multi-sample SFT, then the adversarial stage) — and
-evaluates the untrained student and each result. It prints accuracy by task type, that this
-is one seed (the experiment, `benchmarks/reproduce.py --regime v3`, runs three), and where
-every artifact is. The recipe and pool are `rmsd/assets/quickstart*.yaml`; `--set`
-overrides any key (e.g. `--set distill.sft.max_steps=50` for a smoke run, `--set
-student.build=small --set student.device=cuda` on a GPU).
+Generates a small synthvid set (the generator's current version, v3), then runs two recipes
+through `rmsd run`'s code path (`rmsd.workflow.runner.run_recipe`): R-MSD (sample the
+experiment's simulated pool, `teachers/experiment_pool_v2.yaml`: three teachers that err like
+real ones, K = 2 samples each; match; quality-matched multi-sample SFT, then the adversarial
+stage; evaluate) and the single-sample SFT baseline (one teacher response per item, the same
+samples, matched set and steps), and evaluates the untrained student and R-MSD's SFT stage
+beside them. It prints accuracy by task type, that this is one seed (the experiment,
+`benchmarks/reproduce.py --regime v3`, runs three), and where every artifact is. Like `rmsd
+run`, the same command again finds every stage up to date, and one killed goes on where it
+stopped. The recipe and pool are `rmsd/assets/quickstart*.yaml`; `--set` overrides any key (e.g.
+`--set distill.sft.max_steps=50` for a smoke run, `--set student.build=small --set
+student.device=cuda` on a GPU).
 
     rmsd quickstart [--out runs/quickstart] [--n 400] [--set key=value ...]
 """
@@ -27,7 +29,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rmsd.config import Recipe, load_recipe
-from rmsd.errors import RmsdError
 from rmsd.matching.dataset import unusable_summary
 from rmsd.verbosity import quiet_libraries
 
@@ -58,55 +59,60 @@ def quickstart_recipe(out: Path, overrides: list[str] | None = None) -> Recipe:
     return load_recipe(ASSETS / "quickstart.yaml", paths + list(overrides or []))
 
 
-def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides: list[str] | None = None,
-                   seed: int = 0) -> dict[str, Any]:
-    """Run every phase; returns {variant: eval results} and writes OUT/quickstart.json."""
-    from rmsd.data.synthvid import generate
-    from rmsd.pipeline import distill_recipe, eval_recipe, match_recipe, sample_recipe, student_path
-
-    quiet_libraries()
-    out = Path(out)
-    recipe = quickstart_recipe(out, overrides)
-    # distill refuses a folder holding a previous run and would say "pass --resume", which quickstart lacks
-    previous = [p for p in (out / "single_sample", recipe.path_of(recipe.distill.out)) if p.exists()]
-    if previous:
-        raise RmsdError(f"{out} holds an earlier quickstart run ({previous[0]}): delete it or pass another --out")
-    started = time.perf_counter()
-
-    t0 = _phase("1/6 synthvid")
-    info = generate(recipe.dataset.path, n=n, seed=seed)
-    _done(t0, f"{info['counts']['train']} train / {info['counts']['test']} test items in {recipe.dataset.path}")
-
-    t0 = _phase("2/6 tiny student")
-    student = student_path(recipe)
-    _done(t0, f"student at {student}")
-
-    t0 = _phase("3/6 sample the simulated pool")
-    summary = sample_recipe(recipe, progress=True)
-    _done(t0, f"{summary.get('records', summary.get('done', '?'))} teacher responses in {recipe.sampling.out}")
-
-    t0 = _phase("4/6 match")
-    stats = match_recipe(recipe, recipe.sampling.out)
-    _done(t0, f"matched dataset in {recipe.matching.out}")
-    if unusable_summary(stats):
-        console.print(f"  {unusable_summary(stats)}")
-
-    t0 = _phase("5/6 distill: single-sample SFT baseline, then R-MSD (multi-sample SFT + adversarial)")
+def single_sample(recipe: Recipe, out: Path) -> Recipe:
+    """The baseline: the same recipe with one sample per item, uniform weights and no adversarial stage."""
     single = recipe.model_copy(deep=True)
     single.distill.out = str(out / "single_sample")
     single.distill.sft.samples_per_item = 1
     single.distill.sft.weighting = "uniform"
     single.distill.adversarial.enabled = False
-    single_ckpts = distill_recipe(single, recipe.matching.out)
-    rmsd_ckpts = distill_recipe(recipe, recipe.matching.out)
-    _done(t0, "students distilled")
+    return single
 
-    t0 = _phase("6/6 evaluate on synthvid test")
-    variants = {"untrained": student, "single-sample SFT": single_ckpts["sft"], "R-MSD SFT": rmsd_ckpts["sft"]}
-    if "adversarial" in rmsd_ckpts:
-        variants["R-MSD SFT + adversarial"] = rmsd_ckpts["adversarial"]
-    results = {name: eval_recipe(recipe, path, out=out / "eval" / name.replace(" ", "_"), show=False)["synthvid"]
-               for name, path in variants.items()}
+
+def _data(recipe: Recipe, n: int, seed: int) -> dict[str, Any]:
+    """The synthvid set, generated unless the folder holds this very one (same generator version, n and seed)."""
+    from rmsd.data.synthvid import GENERATOR_VERSION, generate
+
+    info = Path(recipe.dataset.path) / "info.json"
+    if info.is_file():
+        held = json.loads(info.read_text())
+        if (held.get("version"), held.get("n"), held.get("seed")) == (GENERATOR_VERSION, n, seed):
+            return held
+    return generate(recipe.dataset.path, n=n, seed=seed)
+
+
+def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides: list[str] | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Run every phase; returns {variant: eval results} and writes OUT/quickstart.json."""
+    from rmsd.pipeline import student_path
+    from rmsd.workflow.runner import run_recipe
+
+    quiet_libraries()
+    out = Path(out)
+    recipe = quickstart_recipe(out, overrides)
+    started = time.perf_counter()
+
+    t0 = _phase("1/4 synthvid")
+    info = _data(recipe, n, seed)
+    _done(t0, f"{info['counts']['train']} train / {info['counts']['test']} test items in {recipe.dataset.path}")
+
+    echo = lambda line: console.print(f"  {line}", highlight=False)  # noqa: E731 - the stages' one-line news
+    t0 = _phase("2/4 R-MSD: sample the simulated pool, match, multi-sample SFT + adversarial, evaluate")
+    rmsd_run = run_recipe(recipe, echo=echo)
+    _done(t0, "R-MSD distilled and evaluated")
+    matched = Path(recipe.matching.out)
+    report = json.loads((matched / "match_report.json").read_text())
+    if unusable_summary(report):
+        console.print(f"  {unusable_summary(report)}")
+
+    t0 = _phase("3/4 single-sample SFT baseline: one teacher response per item, the same samples and steps")
+    single_recipe = single_sample(recipe, out)
+    single = run_recipe(single_recipe, echo=echo)
+    _done(t0, "baseline distilled and evaluated")
+
+    t0 = _phase("4/4 evaluate the untrained student and R-MSD's SFT stage on synthvid test")
+    student = student_path(recipe)
+    variants, results = _variants(recipe, out, student, rmsd_run, single)
     _done(t0, "evaluated")
 
     _print_table(results)
@@ -120,10 +126,33 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
                  "matched": recipe.matching.out, **{k: str(v) for k, v in variants.items()}, "eval": str(out / "eval")}
     for k, v in artifacts.items():
         console.print(f"  {k:>24}: {v}")
+    stages_run = {"R-MSD": {s.stage: s.status for s in rmsd_run.stages},
+                  "single-sample SFT": {s.stage: s.status for s in single.stages}}
     console.print(f"total {time.perf_counter() - started:.0f} s")
-    report = {"results": results, "artifacts": artifacts, "seconds": round(time.perf_counter() - started, 1)}
-    (out / "quickstart.json").write_text(json.dumps(report, indent=2, default=str))
-    return report
+    summary = {"results": results, "artifacts": artifacts, "stages": stages_run,
+               "seconds": round(time.perf_counter() - started, 1)}
+    (out / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _variants(recipe: Recipe, out: Path, student: Path, rmsd_run: Any, single: Any
+              ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """Each student's folder and results: the runs' final models, and the untrained student and R-MSD's SFT
+    stage scored here (a set already scored with the same inputs is read back)."""
+    from rmsd.pipeline import eval_recipe
+
+    sft = Path(rmsd_run.paths["sft"])
+    variants = {"untrained": student, "single-sample SFT": Path(single.paths["sft"]), "R-MSD SFT": sft}
+    results = {"untrained": eval_recipe(recipe, student, out=out / "eval" / "untrained", show=False,
+                                        skip_current=True)["synthvid"],
+               "single-sample SFT": single.results["synthvid"]}
+    if "adversarial" in rmsd_run.paths:
+        results["R-MSD SFT"] = eval_recipe(recipe, sft, show=False, skip_current=True)["synthvid"]
+        variants["R-MSD SFT + adversarial"] = Path(rmsd_run.paths["adversarial"])
+        results["R-MSD SFT + adversarial"] = rmsd_run.results["synthvid"]
+    else:
+        results["R-MSD SFT"] = rmsd_run.results["synthvid"]
+    return variants, results
 
 
 def _print_table(results: dict[str, dict[str, Any]]) -> None:

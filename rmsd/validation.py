@@ -47,7 +47,17 @@ def validate_file(path: str | Path) -> list[str]:
         if "teachers" in data:
             parse_config(PoolConfig, path, data)
             return []
-        recipe = load_recipe(path)
+        return recipe_problems(load_recipe(path), path)
+    except ConfigError as e:
+        return e.problems
+    except RmsdError as e:
+        return [str(e)]
+
+
+def recipe_problems(recipe: Recipe, path: str | Path) -> list[str]:
+    """What is wrong with a loaded recipe as a whole (`rmsd validate`, and `rmsd run` with its --set overrides):
+    a training split it also evaluates, its pool and the pool's teachers its keys name; [] when nothing is."""
+    try:
         refusal = evaluated_training_split(recipe.dataset, recipe.eval)
         if refusal:
             return [f"{path}: {refusal}"]
@@ -55,7 +65,7 @@ def validate_file(path: str | Path) -> list[str]:
             pool_path = resolve_path(recipe.pool, str(path))
             if not pool_path.is_file():
                 return [f"{path}: pool: {recipe.pool}: no such file"]
-            return validate_file(pool_path) or _pool_names(path, recipe, load_pool(pool_path))
+            return validate_file(pool_path) or _pool_names(Path(path), recipe, load_pool(pool_path))
         return []
     except ConfigError as e:
         return e.problems

@@ -1,5 +1,6 @@
 """`rmsd quickstart` reduced to a smoke run: every phase on a small synthvid set, a few steps
-per stage, and its report (quickstart.json, the printed table, every artifact on disk)."""
+per stage, and its report (quickstart.json, the printed table, every artifact on disk); the same
+command again finds every stage up to date (it is two `rmsd run`s)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,17 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
 
     assert json.loads((out / "quickstart.json").read_text()) == json.loads(json.dumps(report, default=str))
     assert list(report["results"]) == VARIANTS
+    folders = {"untrained": "untrained", "single-sample SFT": "single_sample-sft", "R-MSD SFT": "rmsd-sft",
+               "R-MSD SFT + adversarial": "rmsd-adversarial"}
     for name, results in report["results"].items():
         assert 0.0 <= results["overall"] <= 1.0 and results["breakdowns"]["task_type"], name
-        predictions = out / "eval" / name.replace(" ", "_") / "predictions.jsonl"
+        predictions = out / "eval" / folders[name] / "predictions.jsonl"
         assert len(predictions.read_text().splitlines()) == results["n_items"] > 0
+    assert report["stages"]["R-MSD"] == {"validate": "checked", "sample": "ran", "match": "ran", "sft": "ran",
+                                         "adversarial": "ran", "eval": "ran"}
+    # the baseline is a run of its own recipe: the same store and matched set, its own training and results
+    assert report["stages"]["single-sample SFT"] == {"validate": "checked", "sample": "up to date",
+                                                     "match": "up to date", "sft": "ran", "eval": "ran"}
 
     artifacts = report["artifacts"]
     assert set(artifacts) == {"data", "student", "samples", "matched", "eval", *VARIANTS}
@@ -56,7 +64,7 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     assert "built from config" in card and "sft · single-sample" in card and "## Evaluation" in card
     assert "| mcq | accuracy |" in card and "| **overall** |" in card
 
-    for phase in ("1/6 synthvid", "2/6 tiny student", "3/6 sample", "4/6 match", "5/6 distill", "6/6 evaluate"):
+    for phase in ("1/4 synthvid", "2/4 R-MSD", "3/4 single-sample SFT baseline", "4/4 evaluate"):
         assert phase in text
     assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
     assert "One seed (student seed 0, data seed 0)" in text and "--regime v3" in text  # the same story as the experiment: one seed of it
@@ -65,10 +73,14 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     assert all(word in header.split() for name in VARIANTS for word in name.split())  # broken at spaces only
     assert report["seconds"] == pytest.approx(seconds, abs=5.0)
 
-    # a second run into the same folder stops at once with what to do (distill would ask for --resume)
-    again = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--n", "20"])
-    assert again.exit_code == 2 and again.stderr.startswith(f"error: {out} holds an earlier quickstart run")
-    assert len(again.stderr.splitlines()) == 1 and "1/6" not in again.stdout
+    # the same command again: every stage of both runs up to date, nothing trained or scored again
+    stage_files = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} | {
+        p: p.stat().st_mtime_ns for p in (out / "eval").rglob("results.json")}
+    args = ["quickstart", "--out", str(out), "--n", "20", *(a for o in FEW_STEPS for a in ("--set", o))]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in stage_files} == stage_files
+    assert "sft: up to date" in again.stdout and "eval: up to date" in again.stdout and "sample: up to date" in again.stdout
 
 
 def test_quickstart_samples_the_experiments_pool():

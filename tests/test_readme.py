@@ -26,15 +26,15 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 # What the blocks are run with instead of their real budgets: a few items, steps and tokens.
 ITEMS = 12  # items every block samples
+SYNTHVID_ITEMS = 30
 SMALL = [
-    f"dataset.limit={ITEMS}",
+    f"dataset.limit={ITEMS}", f"dataset.generate={SYNTHVID_ITEMS}",
     "distill.sft.max_steps=2", "distill.sft.batch_size=4",
     "distill.adversarial.max_steps=1", "distill.adversarial.batch_size=2",
     "distill.adversarial.num_generations=2", "distill.adversarial.disc_warmup_steps=0",
     "distill.adversarial.max_completion_length=8",
     "eval.limit=6", "eval.max_new_tokens=8",
 ]
-SYNTHVID_ITEMS = 30
 
 
 def blocks(language: str) -> list[str]:

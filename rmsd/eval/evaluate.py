@@ -3,7 +3,9 @@
 Greedy decoding with the benchmark's own prompt (`Item.prompt`), batched; the benchmark's
 extractor (`harness` mode by default, so numbers stay comparable with published ones) and
 metric; overall accuracy plus the breakdowns the benchmark reports. Writes
-`predictions.jsonl` (one row per item) and `results.json`, and prints a table. The same
+`predictions.jsonl` (one row per item) and `results.json`, and prints a table. A set given a
+`resume_key` keeps its completions batch by batch (`predictions.partial.jsonl`), so scoring it
+again after a kill with the same key generates only the items it had not reached. The same
 path loads the tiny offline student of either family (`rmsd build-student --family`) and any
 Qwen2.5-VL or Qwen3-VL `AutoModelForImageTextToText` checkpoint; frames reach the processor
 with their measured times (`rmsd.models.processing.video_metadata`).
@@ -34,8 +36,10 @@ def predict(
     num_frames: int = 8,
     max_side: int | None = None,
     progress: Any = None,
+    on_batch: Any = None,
 ) -> list[str]:
-    """Greedy completions for `items`, in order."""
+    """Greedy completions for `items`, in order; `on_batch(items, texts)` after each batch (a resumable set
+    keeps them)."""
     from rmsd.models.processing import generate
 
     texts: list[str] = []
@@ -47,6 +51,8 @@ def predict(
         outs = generate(model, processor, [it.prompt for it in batch], frames, images=images,
                         max_new_tokens=max_new_tokens, do_sample=False)
         texts.extend(o[0] for o in outs)
+        if on_batch is not None:
+            on_batch(batch, [o[0] for o in outs])
         if progress is not None:
             progress(len(batch))
     return texts
@@ -80,6 +86,43 @@ class EvalJob:
     out: Path
     extraction: str = "harness"
     note: str | None = None  # a sentence every output of this set carries (e.g. a contamination warning)
+    resume_key: str | None = None  # what its predictions answer: kept per batch, reused by a run with the same key
+
+
+PARTIAL = "predictions.partial.jsonl"
+
+
+def _kept(job: EvalJob) -> dict[str, str]:
+    """The completions a killed scoring of this set kept for the same `resume_key` ({item_id: text})."""
+    file = job.out / PARTIAL
+    if job.resume_key is None or not file.is_file():
+        return {}
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines(keepends=True) if line.endswith("\n")]
+    if not lines or json.loads(lines[0]).get("resume_key") != job.resume_key:
+        return {}
+    return {row["item_id"]: row["response"] for row in map(json.loads, lines[1:])}
+
+
+def _predict_set(model: Any, processor: Any, job: EvalJob, **options: Any) -> list[str]:
+    """A set's completions: those a killed run kept (same `resume_key`), then the rest, each batch appended to
+    OUT/predictions.partial.jsonl as it comes (removed once the set's results are written)."""
+    if job.resume_key is None:
+        return predict(model, processor, job.items, **options)
+    kept = _kept(job)
+    job.out.mkdir(parents=True, exist_ok=True)
+    file = job.out / PARTIAL
+    # written afresh with what it keeps: a line a kill cut short is not followed by the next batch's
+    file.write_text("".join(json.dumps(row) + "\n" for row in [{"resume_key": job.resume_key}, *(
+        {"item_id": i, "response": t} for i, t in kept.items())]), encoding="utf-8")
+    with file.open("a", encoding="utf-8") as f:
+        def keep(batch: list[Item], texts: list[str]) -> None:
+            f.writelines(json.dumps({"item_id": it.item_id, "response": t}) + "\n" for it, t in zip(batch, texts, strict=True))
+            f.flush()
+
+        todo = [it for it in job.items if it.item_id not in kept]
+        new = dict(zip((it.item_id for it in todo), predict(model, processor, todo, on_batch=keep, **options),
+                       strict=True))
+    return [kept[it.item_id] if it.item_id in kept else new[it.item_id] for it in job.items]
 
 
 def evaluate(
@@ -119,8 +162,8 @@ def evaluate_jobs(
     scored = {}
     for job in jobs:
         t0 = time.perf_counter()
-        texts = predict(model, processor, job.items, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                        num_frames=num_frames, max_side=max_side)
+        texts = _predict_set(model, processor, job, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             num_frames=num_frames, max_side=max_side)
         rows = score_predictions(job.items, texts, job.benchmark, job.extraction)
         results = {"model": str(model_path), "benchmark": job.benchmark.name, "extraction": job.extraction,
                    "n_items": len(rows), "seconds": round(time.perf_counter() - t0, 2),
@@ -130,6 +173,7 @@ def evaluate_jobs(
             for row in rows:
                 f.write(json.dumps(row) + "\n")
         (job.out / "results.json").write_text(json.dumps(results, indent=2))
+        (job.out / PARTIAL).unlink(missing_ok=True)
         scored[job.name] = results
     if show and len(jobs) == 1:
         print_results(scored[jobs[0].name], jobs[0].out)

@@ -219,6 +219,16 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield row
 
 
+def stored_keys(path: str | Path) -> set[str]:
+    """The keys of a store's complete records, read without opening it for writing (no lock, nothing created)."""
+    keys: set[str] = set()
+    for part in part_files(path):
+        for n, line in _complete_lines(part):
+            key = _fast_key(line)
+            keys.add(key if key is not None else parse_record(line, part, n)["key"])
+    return keys
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All records of a store (see `iter_records`); [] for an empty or missing store."""
     return list(iter_records(path))

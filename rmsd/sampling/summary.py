@@ -101,7 +101,7 @@ class BatchProgress:
             self._bar = None
 
 
-def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig, batch: bool = False) -> float | None:
+def cost_usd(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig, batch: bool = False) -> float | None:
     if cfg.price is None:
         return None
     share = cfg.price.batch_discount if batch else 1.0
@@ -110,7 +110,7 @@ def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherConfig, batch:
 
 def _modes(online: tuple[int, int], batch: tuple[int, int], cfg: TeacherConfig) -> dict[str, dict[str, Any]]:
     """Tokens and cost per mode; batch tokens are priced at `price.batch_discount`."""
-    return {mode: {"prompt_tokens": p, "completion_tokens": c, "cost_usd": _cost(p, c, cfg, batch=mode == "batch")}
+    return {mode: {"prompt_tokens": p, "completion_tokens": c, "cost_usd": cost_usd(p, c, cfg, batch=mode == "batch")}
             for mode, (p, c) in (("online", online), ("batch", batch))}
 
 

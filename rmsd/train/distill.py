@@ -8,7 +8,11 @@ from the SFT checkpoint, `rmsd.train.adversarial_trainer`). Each enabled stage w
 any `report_to` integration transformers knows). A finished stage leaves
 `OUT/<stage>/stage.json`; with `resume=True` a finished stage is skipped and a killed one
 continues from its last complete checkpoint (model, optimizers, rng, step, and for the
-adversarial stage the discriminator).
+adversarial stage the discriminator) — both only when the inputs they recorded
+(`OUT/<stage>/fingerprint.json`, written when the stage starts, and stage.json; see
+`rmsd.fingerprint`) equal the ones asked for. A stage trained with other inputs (another
+`max_steps`, `lr`, matched set, student) is trained again from the start, saying what differs:
+never returned as finished, never resumed from another configuration's checkpoints.
 
 With `student.lora` every stage trains LoRA adapters (`rmsd.models.lora`): `OUT/<stage>` is then
 a peft adapter folder on the student's base checkpoint (and `checkpoint-N` too), and the
@@ -27,9 +31,8 @@ first) and every stage reads the previous one from disk, so a stage can be re-ru
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +41,11 @@ from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, S
 from rmsd.data.benchmarks.base import Benchmark
 from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.fingerprint import recipe_section
 from rmsd.models import lora
 from rmsd.train.model_card import write_card
 from rmsd.train.progress import StageProgress, stage_label
-
-STAGE_FILE = "stage.json"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+from rmsd.train.resume import STAGE_FILE, clear_stage, resume_point
 
 
 @dataclass
@@ -63,6 +65,15 @@ class DistillContext:
     pool: Any = None  # the recipe's teacher pool (PoolConfig), required by an LLM judge
     progress: bool = True  # a bar (terminal) or plain lines (log) per stage instead of printed log dicts
     card: Any = None  # rmsd.train.model_card.CardInfo: every stage folder gets a model card
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage (rmsd.fingerprint.training_inputs)
+    recipe: str | None = None  # the recipe's name, recorded as the stage folder's owner
+    note: Callable[[str], None] = print  # "sft: resuming from ...", "sft: up to date", "sft: training again: ..."
+    report: dict[str, dict[str, Any]] = field(default_factory=dict)  # filled per stage: status, why, seconds
+
+
+def stage_inputs(stage: str, cfg: TrainCommon, ctx: DistillContext) -> dict[str, Any]:
+    """The inputs a stage records: the pipeline's (data, student, recipe keys), else its own config alone."""
+    return ctx.inputs.get(stage) or {"stage": stage, "recipe": {f"distill.{stage}": recipe_section(cfg)}}
 
 
 def run_stages(sft: SFTStageConfig, adversarial: AdversarialStageConfig, ctx: DistillContext,
@@ -79,52 +90,82 @@ def run_stages(sft: SFTStageConfig, adversarial: AdversarialStageConfig, ctx: Di
 
 
 def run_stage(stage: str, cfg: TrainCommon, ctx: DistillContext, student: Path) -> Path:
-    """Train one stage from `student` into OUT/<stage>, resuming or skipping as `ctx.resume` says."""
+    """Train one stage from `student` into OUT/<stage>, resuming or skipping as `ctx.resume` and its inputs say."""
     from accelerate import PartialState
 
     out = ctx.out / stage
-    checkpoint = _resume_point(out, ctx.resume)
+    inputs = stage_inputs(stage, cfg, ctx)
+    checkpoint, stale = resume_point(out, ctx.resume, inputs)
     if checkpoint == "finished":
+        ctx.report[stage] = {"status": "up to date", "seconds": 0.0}
+        ctx.note(f"{stage}: up to date ({out}: trained with the same inputs)")
         return out
+    if stale is not None:
+        owner = _owner(out)
+        if ctx.recipe and owner not in (None, "", ctx.recipe):  # another recipe's run: never overwritten
+            raise RmsdError(f"{out} holds recipe {owner}'s {stage} stage, trained with other inputs: choose another "
+                            "--out (distill.out)")
+        ctx.note(f"{stage}: training again from the start: {stale}")
+    elif checkpoint is not None:
+        ctx.note(f"{stage}: resuming from {checkpoint} (its model, optimizer, scheduler and RNG states)")
     trainer = build_trainer(stage, cfg, ctx, student, out)
+    state = PartialState()  # after the trainer: its arguments set the distributed backend up first
+    if stale is not None:
+        if state.is_main_process:
+            clear_stage(out)
+        state.wait_for_everyone()
     label = stage_label(stage, cfg)
     if ctx.progress:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(StageProgress(label))
-    if ctx.card is not None and PartialState().is_main_process:  # from the first step: a killed run has one too
-        out.mkdir(parents=True, exist_ok=True)
-        write_card(out, ctx.card, stage, label, cfg.model_dump(mode="json"))
+    if state.is_main_process:  # before the first checkpoint: the checkpoints belong to these inputs
+        from rmsd.fingerprint import write
+
+        write(out, ctx.recipe or "", inputs)
+        if ctx.card is not None:  # from the first step: a killed run has one too
+            write_card(out, ctx.card, stage, label, cfg.model_dump(mode="json"))
+    if checkpoint is not None and ctx.student.lora is None:
+        restore_weights(trainer.model, Path(checkpoint))
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
-    state = PartialState()
+    seconds = round(time.time() - started, 1)
     if state.is_main_process:
         if ctx.card is not None:  # again after save_model, in case anything rewrote it
             write_card(out, ctx.card, stage, label, cfg.model_dump(mode="json"))
         (out / STAGE_FILE).write_text(json.dumps({
             "stage": stage, "student": str(student), "global_step": trainer.state.global_step,
-            "resumed_from": checkpoint, "seconds": round(time.time() - started, 1), "config": cfg.model_dump(),
+            "resumed_from": checkpoint, "seconds": seconds, "config": cfg.model_dump(), "recipe": ctx.recipe,
+            "inputs": inputs,
         }, indent=2))
+    ctx.report[stage] = {"status": "resumed" if checkpoint else "ran", "from": checkpoint, "why": stale,
+                         "seconds": seconds}
     state.wait_for_everyone()  # the next stage loads this folder in every process
     del trainer
     return out
 
 
-def _resume_point(out: Path, resume: bool) -> str | None:
-    """None (fresh start), a checkpoint path to resume from, or "finished"."""
-    finished = (out / STAGE_FILE).is_file() and ((out / "config.json").is_file() or lora.is_adapter_folder(out))
-    checkpoints = sorted((int(m.group(1)), p) for p in out.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name)))
-    if not resume:
-        if finished or checkpoints:
-            raise RmsdError(f"{out} holds a previous run: pass --resume to continue it, or choose another --out")
-        return None
-    if finished:
-        return "finished"
-    # The trainer state is the last file a checkpoint writes: without it the save was cut short.
-    complete = [p for _, p in checkpoints if (p / "trainer_state.json").is_file()]
-    return str(complete[-1]) if complete else None
+def _owner(out: Path) -> str | None:
+    """The recipe whose run wrote a stage folder (its fingerprint.json), or None."""
+    from rmsd.fingerprint import read
+
+    record = read(out)
+    return record.get("recipe") if record is not None else None
+
+
+def restore_weights(model: Any, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into `model` as `from_pretrained` reads them (key names converted).
+
+    transformers' Trainer resumes a full model by loading the checkpoint's safetensors into its state dict
+    as they are, not strictly: the Qwen-VL families save under their checkpoint names
+    (`model.embed_tokens.weight`) while the module holds `model.language_model.embed_tokens.weight`, so no
+    key matches and the resumed stage would go on from the weights it started with (with the checkpoint's
+    optimizer state and step). LoRA adapters load through peft and are not affected."""
+    loaded = type(model).from_pretrained(str(checkpoint), dtype=next(model.parameters()).dtype)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
 
 
 # ----------------------------------------------------------------------------- stage builders

@@ -42,3 +42,17 @@ def test_a_run_in_the_committed_results_of_the_same_regime_is_not_trained_again(
     changed = load_recipe(ROOT / "recipes" / "synthvid" / "experiment_matched.yaml", ["distill.sft.lr=0.5"])
     assert run_cache.committed(results, "abc", "matched", 1, changed, [0, 150, 300]) is None
     assert run_cache.committed(tmp_path / "absent.json", "abc", "matched", 1, recipe, [0, 150, 300]) is None
+
+
+def test_a_run_on_a_matched_set_made_again_otherwise_is_not_reused(tmp_path):
+    """The same recipe and points, but the matched set in its folder was made again from other samples or settings
+    (another pool's store, another matching knob): the run is trained again, not reported from result.json."""
+    import json
+
+    recipe = load_recipe(ROOT / "recipes" / "synthvid" / "experiment_matched.yaml")
+    result = {"points": [0, 150], "recipe": recipe.model_dump(mode="json"), "matched": "a" * 64, "final": {}}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    assert run_cache.cached(tmp_path, recipe, [0, 150], "a" * 64) is not None
+    assert run_cache.cached(tmp_path, recipe, [0, 150], "b" * 64) is None
+    (tmp_path / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "matched"}))
+    assert run_cache.cached(tmp_path, recipe, [0, 150], "b" * 64) is not None  # recorded before sets were identified

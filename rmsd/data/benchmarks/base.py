@@ -38,7 +38,8 @@ class Benchmark:
     modes: extraction modes this benchmark accepts;
     media: what an item shows ("video", "image", or "mixed"): `rmsd plan` sizes a step by it;
     corpus: a training corpus (no test split of its own; broken rows may be skipped);
-    llm_judge: whether `with_judge` can score it with an LLM judge (`eval.judge_teacher`).
+    llm_judge: whether `with_judge` can score it with an LLM judge (`eval.judge_teacher`);
+    generates: whether `generate_data` can write its data (`dataset.generate`, `rmsd run`'s data stage).
     After `load_items`, `skipped` counts the rows left out, by reason (`dataset.on_bad_row: skip`).
     """
 
@@ -50,6 +51,7 @@ class Benchmark:
     media = "video"
     corpus = False
     llm_judge = False  # `with_judge` gives a copy scored by an LLM judge (eval.judge_teacher)
+    generates = False  # `generate_data` writes its data (a procedural benchmark)
 
     def __init__(self) -> None:
         self.skipped: dict[str, int] = {}
@@ -59,6 +61,14 @@ class Benchmark:
         """Items of `split`. `on_bad_row` is honoured by training corpora; an evaluation benchmark's broken
         row is always an error, since leaving it out would change the number it reports."""
         raise NotImplementedError
+
+    def generated(self, path: str | Path, n: int) -> bool:
+        """Whether `path` holds this benchmark's data as `generate_data(path, n)` would write it."""
+        raise RmsdError(f"dataset.generate: {self.name} cannot generate its data; download it to dataset.path")
+
+    def generate_data(self, path: str | Path, n: int) -> dict[str, Any]:
+        """Write `n` items of this benchmark to `path` (a procedural benchmark only); what was written."""
+        raise RmsdError(f"dataset.generate: {self.name} cannot generate its data; download it to dataset.path")
 
     def with_judge(self, ask: Any, cache_path: Path, name: str) -> Benchmark:
         """This benchmark scored by an LLM judge (`ask(prompt) -> reply`, verdicts cached at `cache_path`)."""

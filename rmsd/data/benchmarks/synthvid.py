@@ -11,6 +11,7 @@ with `rmsd.data.items.read_items` because it is faster and needs no Arrow cache.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rmsd.data.benchmarks.base import Benchmark
@@ -74,3 +75,20 @@ class SynthVid(Benchmark):
 
     def breakdowns(self, item: Item) -> dict[str, str]:
         return breakdowns(item)
+
+    generates = True
+
+    def generated(self, path: str | Path, n: int) -> bool:
+        """The folder's info.json says this generator version wrote `n` items with seed 0."""
+        from rmsd.data.synthvid import GENERATOR_VERSION
+
+        info = Path(path) / "info.json"
+        if not info.is_file():
+            return False
+        held = json.loads(info.read_text())
+        return (held.get("version"), held.get("n"), held.get("seed")) == (GENERATOR_VERSION, n, 0)
+
+    def generate_data(self, path: str | Path, n: int) -> dict:
+        from rmsd.data.synthvid import generate
+
+        return generate(path, n=n, seed=0)
