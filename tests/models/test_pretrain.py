@@ -94,3 +94,67 @@ def test_the_shipped_base_is_copied_only_for_its_own_recipe(tmp_path, monkeypatc
     retrained = pretrain.pretrained_base(tmp_path / "again", seed=0, config=config, cache=tmp_path / "cache",
                                          rebuild=True, log=None)
     assert json.loads((retrained / "pretrain.json").read_text())["steps"] == 2
+
+
+# ----------------------------------------------------------------------------- the shipped base
+def test_the_shipped_base_is_the_default_recipes_result_and_says_how_it_was_built():
+    from rmsd.models.offline.pretrain import SHIPPED, shipped_matches
+
+    record = json.loads((SHIPPED / "pretrain.json").read_text())
+    assert shipped_matches("tiny", 0, PretrainConfig())  # `rmsd build-student --pretrain` copies it
+    assert record["steps"] == PretrainConfig().steps and record["caption_split_seed"] == 9001
+    assert record["command"].startswith("rmsd build-student --out OUT --pretrain")
+    assert {"torch", "transformers", "python", "threads"} <= set(record) and record["seconds"] > 0
+    losses = record["loss_every_100"]
+    assert len(losses) == record["steps"] // 100 and losses[-1] < losses[0] / 2  # it learnt
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 16 * 2**20  # package data stays small
+
+
+def test_the_shipped_base_loads_offline_and_answers_in_format(tmp_path, monkeypatch):
+    """The weights load from the package folder with the hub unreachable, and the base writes the teachers'
+    reply format on distillation questions it never saw (their kinds are held out of pre-training)."""
+    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.data.synthvid import generate
+    from rmsd.data.video import load_frames
+    from rmsd.models.offline.pretrain import SHIPPED
+    from rmsd.models.processing import generate as answer
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    generate(tmp_path / "data", n=16, seed=77)
+    items = load_items(tmp_path / "data", split="train")[:12]
+    model, processor = load_student(SHIPPED)
+    replies = answer(model, processor, [it.prompt for it in items], [load_frames(it.video) for it in items],
+                     max_new_tokens=96)
+    formatted = [r[0] for r in replies if re.fullmatch(r"<think>.+</think><answer>.+</answer>", r[0].strip(), re.S)]
+    assert len(formatted) >= 10, replies
+
+
+def test_the_pretraining_videos_are_no_test_item_of_the_experiments_or_the_quickstart():
+    """The caption split (its own synthvid seed) shares no scene with a test item of any experiment regime or of the
+    quickstart: nothing the base saw is scored. With a training split it may share a one-object scene that the
+    generator's position grid draws twice (v4's 8,400 items share 1 of their 4,440 scenes, a training one): never
+    more than 0.1% of either set, and never a scene of more than one object."""
+    import inspect
+
+    import regimes
+
+    from rmsd.models.offline.pretrain import PRETRAIN_DATA_SEED
+    from rmsd.quickstart import run_quickstart
+
+    def scenes(n: int, seed: int, test_fraction: float = 0.2) -> dict[str, set[str]]:
+        splits = build_items(n, seed, test_fraction)
+        return {split: {json.dumps(it.meta["objects"], sort_keys=True) for it in items}
+                for split, items in splits.items()}
+
+    pretraining = scenes(2 * PretrainConfig().videos, PRETRAIN_DATA_SEED, test_fraction=0.0)["train"]
+    quickstart = inspect.signature(run_quickstart).parameters
+    used = {(r["n"], regimes.DATA_SEED) for r in regimes.REGIMES.values()}
+    used.add((quickstart["n"].default, quickstart["seed"].default))
+    for n, seed in sorted(used):
+        assert seed != PRETRAIN_DATA_SEED
+        theirs = scenes(n, seed)
+        assert pretraining.isdisjoint(theirs["test"]), (n, seed)
+        shared = pretraining & theirs["train"]
+        assert len(shared) <= 0.001 * min(len(pretraining), len(theirs["train"])), (n, seed, len(shared))
+        assert all(len(json.loads(scene)) == 1 for scene in shared), (n, seed)

@@ -46,7 +46,7 @@ from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.data.synthvid import FORMAT_HINTS, PALETTE, SHAPES, build_prompt, describe_objects, object_name
 from rmsd.errors import RmsdError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "tiny-base"  # package data: the default recipe's result
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "tiny-base"  # package data: the default recipe's result
 PRETRAIN_DATA_SEED = 9001  # the caption split's synthvid seed: no experiment or benchmark uses it
 CAPTION_PROMPT = "Caption the video: each object, when it appears and leaves, how it moves."
 HELD_OUT_KINDS = ("colour", "direction", "order", "last", "count", "max_visible", "when", "describe")
