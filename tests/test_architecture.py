@@ -139,7 +139,9 @@ def import_graph(files: dict[str, Path], bare: bool = False) -> dict[str, set[st
         found = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                # `from pkg import sub` depends on the submodule, not on what else pkg/__init__.py defines
+                subs = {f"{node.module}.{a.name}" for a in node.names} & files.keys()
+                found |= subs if len(subs) == len(node.names) else {node.module, *subs}
             elif isinstance(node, ast.Import):
                 found |= {a.name for a in node.names}
         graph[name] = {m for m in found if m in files and m != name}

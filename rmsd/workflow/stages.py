@@ -19,7 +19,7 @@ from typing import Any
 
 from rmsd import fingerprint
 from rmsd.errors import RmsdError
-from rmsd.workflow.runner import TRAINING, enabled_stages, sampling_totals
+from rmsd.workflow.state import TRAINING, enabled_stages, sampling_totals
 
 AFTER = "after the stages before it"
 
