@@ -5,9 +5,10 @@ through `rmsd run`'s code path (`rmsd.workflow.runner.run_recipe`): R-MSD (sampl
 experiment's simulated pool, `teachers/experiment_pool_v2.yaml`: three teachers that err like
 real ones, K = 2 samples each; match; quality-matched multi-sample SFT, then the adversarial
 stage; evaluate) and the single-sample SFT baseline (one teacher response per item, the same
-samples, matched set and steps), and evaluates the untrained student and R-MSD's SFT stage
-beside them. It prints accuracy by task type, that this is one seed (the experiment,
-`benchmarks/reproduce.py --regime v3`, runs three), and where every artifact is. Like `rmsd
+samples, matched set and steps), and evaluates the student they start from (the pre-trained tiny
+base shipped with rmsd: it reads the clip, as a real run's pretrained VLM does) and R-MSD's SFT
+stage beside them. It prints accuracy by task type, that this is one seed (the experiment,
+`benchmarks/reproduce.py --regime v4`, runs three), and where every artifact is. Like `rmsd
 run`, the same command again finds every stage up to date, and one killed goes on where it
 stopped. The recipe and pool are `rmsd/assets/quickstart*.yaml`; `--set` overrides any key (e.g.
 `--set distill.sft.max_steps=50` for a smoke run, `--set student.build=small --set
@@ -110,7 +111,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
     single = run_recipe(single_recipe, echo=echo)
     _done(t0, "baseline distilled and evaluated")
 
-    t0 = _phase("4/4 evaluate the untrained student and R-MSD's SFT stage on synthvid test")
+    t0 = _phase("4/4 evaluate the pre-trained base and R-MSD's SFT stage on synthvid test")
     student = student_path(recipe)
     variants, results = _variants(recipe, out, student, rmsd_run, single)
     _done(t0, "evaluated")
@@ -120,8 +121,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
     console.print(textwrap.fill(
         f"One seed (student seed {recipe.distill.sft.seed}, data seed {seed}) on {test_items} test items: a "
         "demonstration that every stage runs, not a "
-        "measurement. The experiment (same pool family, synthvid v3, 3 seeds, its ceiling) is "
-        "benchmarks/reproduce.py --regime v3 (benchmarks/results/regime_v3.md).", width=78))
+        "measurement. The experiment (the same pool and base, synthvid v3, 3 seeds, its ceiling) is "
+        "benchmarks/reproduce.py --regime v4 (benchmarks/results/regime_v4.md).", width=78))
     artifacts = {"data": recipe.dataset.path, "student": str(student), "samples": recipe.sampling.out,
                  "matched": recipe.matching.out, **{k: str(v) for k, v in variants.items()}, "eval": str(out / "eval")}
     for k, v in artifacts.items():
@@ -137,14 +138,14 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
 
 def _variants(recipe: Recipe, out: Path, student: Path, rmsd_run: Any, single: Any
               ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
-    """Each student's folder and results: the runs' final models, and the untrained student and R-MSD's SFT
+    """Each student's folder and results: the runs' final models, and the base they start from and R-MSD's SFT
     stage scored here (a set already scored with the same inputs is read back)."""
     from rmsd.pipeline import eval_recipe
 
     sft = Path(rmsd_run.paths["sft"])
-    variants = {"untrained": student, "single-sample SFT": Path(single.paths["sft"]), "R-MSD SFT": sft}
-    results = {"untrained": eval_recipe(recipe, student, out=out / "eval" / "untrained", show=False,
-                                        skip_current=True)["synthvid"],
+    variants = {"base": student, "single-sample SFT": Path(single.paths["sft"]), "R-MSD SFT": sft}
+    results = {"base": eval_recipe(recipe, student, out=out / "eval" / "base", show=False,
+                                   skip_current=True)["synthvid"],
                "single-sample SFT": single.results["synthvid"]}
     if "adversarial" in rmsd_run.paths:
         results["R-MSD SFT"] = eval_recipe(recipe, sft, show=False, skip_current=True)["synthvid"]

@@ -21,7 +21,7 @@ FEW_STEPS = [
     "distill.adversarial.max_completion_length=8", "distill.adversarial.disc_warmup_steps=1",
     "eval.max_new_tokens=8", "eval.batch_size=8",
 ]
-VARIANTS = ["untrained", "single-sample SFT", "R-MSD SFT", "R-MSD SFT + adversarial"]
+VARIANTS = ["base", "single-sample SFT", "R-MSD SFT", "R-MSD SFT + adversarial"]
 
 
 def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
@@ -35,7 +35,7 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
 
     assert json.loads((out / "quickstart.json").read_text()) == json.loads(json.dumps(report, default=str))
     assert list(report["results"]) == VARIANTS
-    folders = {"untrained": "untrained", "single-sample SFT": "single_sample-sft", "R-MSD SFT": "rmsd-sft",
+    folders = {"base": "base", "single-sample SFT": "single_sample-sft", "R-MSD SFT": "rmsd-sft",
                "R-MSD SFT + adversarial": "rmsd-adversarial"}
     for name, results in report["results"].items():
         assert 0.0 <= results["overall"] <= 1.0 and results["breakdowns"]["task_type"], name
@@ -67,7 +67,7 @@ def test_quickstart_runs_every_phase_and_reports_every_variant(tmp_path):
     for phase in ("1/4 synthvid", "2/4 R-MSD", "3/4 single-sample SFT baseline", "4/4 evaluate"):
         assert phase in text
     assert "synthvid test" in text and "overall" in text and "metric" in text and "accuracy" in text
-    assert "One seed (student seed 0, data seed 0)" in text and "--regime v3" in text  # the same story as the experiment: one seed of it
+    assert "One seed (student seed 0, data seed 0)" in text and "--regime v4" in text  # the same story as the experiment: one seed of it
     assert max(len(line) for line in text.splitlines()) <= 80  # every table fits a terminal
     header = text[text.index("synthvid test (simulated"):].split("───", 1)[0]
     assert all(word in header.split() for name in VARIANTS for word in name.split())  # broken at spaces only
