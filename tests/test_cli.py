@@ -161,7 +161,7 @@ def test_the_cli_chain_from_synthvid_to_eval(tmp_path):
     recipe = load_recipe(recipe_file)
 
     run_ok("synthvid", "--out", str(tmp_path / "data"), "--n", "50", "--seed", "0")
-    run_ok("build-student", "--out", str(tmp_path / "student"), "--seed", "0")
+    run_ok("build-student", "--out", str(tmp_path / "student"), "--pretrain")  # the recipe's base: the shipped copy
 
     # sample: every served (item, teacher) pair K times; a re-run resumes and adds nothing
     run_ok("sample", "--recipe", str(recipe_file))
