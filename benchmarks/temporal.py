@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -152,6 +153,31 @@ def table(sft: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def reading(runs: list[dict[str, Any]], part: str, n: int) -> dict[str, Any]:
+    """temporal_v1.md's reading rule on one part of the test split ("temporal" kinds or "rest"): d_s = temporal -
+    plain accuracy per seed; helped when every d_s > 0 and their mean exceeds 1 / sqrt(n), hurt in the mirror case,
+    else no measurable effect (also while a seed is missing)."""
+    acc = {(r["variant"], r["seed"]): r["scores"][part]["accuracy"] for r in runs}
+    seeds = sorted({s for v, s in acc if (("plain", s) in acc and ("temporal", s) in acc)})
+    d = {s: acc["temporal", s] - acc["plain", s] for s in seeds}
+    bar, mean = 1 / math.sqrt(n), (sum(d.values()) / len(d) if d else 0.0)
+    complete = len(seeds) == len(DECLARED["seeds"])
+    verdict = ("helped" if complete and all(x > 0 for x in d.values()) and mean > bar else
+               "hurt" if complete and all(x < 0 for x in d.values()) and mean < -bar else
+               "no measurable effect at this size" if complete else "pending (not every seed has both arms)")
+    return {"d": d, "mean": mean, "bar": bar, "verdict": verdict}
+
+
+def reading_lines(runs: list[dict[str, Any]], n_t: int, n_r: int) -> list[str]:
+    lines = ["## Reading (the declared rule)", ""]
+    for part, n, name in (("temporal", n_t, "temporal kinds"), ("rest", n_r, "the rest")):
+        r = reading(runs, part, n)
+        ds = ", ".join(f"d_{s} = {x * 100:+.1f}" for s, x in r["d"].items())
+        lines.append(f"- {name} ({n} items): {ds or 'no pair yet'}; mean {r['mean'] * 100:+.1f} points against the "
+                     f"bar 1/sqrt({n}) = {r['bar'] * 100:.1f}: **{r['verdict']}**")
+    return lines + [""]
+
+
 def report(out: Path, settings: dict[str, Any], sft: dict[str, Any], runs: list[dict[str, Any]],
            command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +188,8 @@ def report(out: Path, settings: dict[str, Any], sft: dict[str, Any], runs: list[
             f"Command: `{command}`", "",
             f"Test items: {n_t} of the temporal kinds ({', '.join(TEMPORAL_KINDS)}), {n_r} of the rest. Accuracy: "
             "the benchmark's score per item (mcq/numeric exact, grounding tIoU, open ROUGE-L), item-weighted. "
-            "Training figures: means over the RL stage's logged steps.", "", table(sft, runs), ""]
+            "Training figures: means over the RL stage's logged steps.", "", table(sft, runs), "",
+            *reading_lines(runs, n_t, n_r)]
     (out / "temporal_v1_results.md").write_text("\n".join(text))
 
 
@@ -171,9 +198,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/temporal_v1"))
     ap.add_argument("--base", type=Path, default=None, help="pre-trained base folder (default: built or shipped)")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny data and steps, an untrained base")
+    ap.add_argument("--report", action="store_true", help="only rewrite temporal_v1_results.md from temporal_v1.json")
     ap.add_argument("--commit", action="store_true",
                     help="git-commit the results after every finished run (an interrupted experiment keeps them)")
     args = ap.parse_args()
+    if args.report:  # the report's form changed after the runs: re-read them, train nothing
+        saved = json.loads((RESULTS / "temporal_v1.json").read_text())
+        report(RESULTS, saved["settings"], saved["sft"], saved["runs"], saved["command"])
+        print((RESULTS / "temporal_v1_results.md").read_text())
+        return
     settings = dict(QUICK if args.quick else DECLARED)
     overrides = list(settings.pop("overrides", []))
     work = args.work.resolve()

@@ -58,3 +58,21 @@ def test_the_smoke_run_goes_end_to_end(tmp_path):
     assert not any("temporal/bonus_fired" in r["train"] for r in data["runs"] if r["variant"] == "plain")
     card = (tmp_path / "sft_rl_temporal" / "seed0" / "adversarial" / "README.md").read_text()
     assert "Temporal reward: Video-R1's T-GRPO contrast" in card
+
+
+def test_the_declared_reading_rule():
+    """temporal_v1.md: helped when both seeds' differences are positive and their mean clears 1/sqrt(n)."""
+    import temporal
+
+    def runs(t0, t1, p0=0.5, p1=0.5):
+        out = []
+        for seed, (t, p) in enumerate(((t0, p0), (t1, p1))):
+            out += [{"variant": "temporal", "seed": seed, "scores": {"temporal": {"accuracy": t}}},
+                    {"variant": "plain", "seed": seed, "scores": {"temporal": {"accuracy": p}}}]
+        return out
+
+    assert temporal.reading(runs(0.62, 0.60), "temporal", 100)["verdict"] == "helped"  # +11 > 10 points
+    assert temporal.reading(runs(0.58, 0.60), "temporal", 100)["verdict"].startswith("no measurable")  # +9 < 10
+    assert temporal.reading(runs(0.70, 0.45), "temporal", 100)["verdict"].startswith("no measurable")  # mixed signs
+    assert temporal.reading(runs(0.35, 0.38), "temporal", 100)["verdict"] == "hurt"
+    assert temporal.reading(runs(0.70, 0.70)[:2], "temporal", 100)["verdict"].startswith("pending")
