@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import Recipe
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.benchmark import Benchmark
+from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.models.lora import is_adapter_folder
 from rmsd.verbosity import quiet_libraries
@@ -33,7 +33,7 @@ def judged(recipe: Recipe, benchmark: Benchmark, out: Path) -> Benchmark:
     name = recipe.eval.judge_teacher
     if name is None or not benchmark.llm_judge:
         return benchmark
-    from rmsd.teachers.pool import build_teacher, model_name
+    from rmsd.teachers.build import build_teacher, model_name
 
     pool = recipe.load_pool()
     configs = {t.name: t for t in pool.teachers}

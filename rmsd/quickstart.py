@@ -61,8 +61,8 @@ def quickstart_recipe(out: Path, overrides: list[str] | None = None) -> Recipe:
 def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides: list[str] | None = None,
                    seed: int = 0) -> dict[str, Any]:
     """Run every phase; returns {variant: eval results} and writes OUT/quickstart.json."""
-    from rmsd.data.synthvid import generate
     from rmsd.pipeline import distill_recipe, eval_recipe, match_recipe, sample_recipe, student_path
+    from rmsd.synthvid.generator import generate
 
     quiet_libraries()
     out = Path(out)
@@ -128,7 +128,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", n: int = 400, overrides:
 
 def _print_table(results: dict[str, dict[str, Any]]) -> None:
     """Scores by task type, each with its metric and item count, one column per student; fits 80 columns."""
-    from rmsd.data.items import METRIC_OF_TASK
+    from rmsd.datasets.items import METRIC_OF_TASK
 
     # no vertical rules and headers broken at spaces only: four students fit 80 columns without
     # rich folding a name mid-word ("single-sa / mple SFT")

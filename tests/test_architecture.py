@@ -321,3 +321,4 @@ def test_text_names_only_rmsd_names_that_import():
                 if not _resolves(name):
                     dead.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert not dead, "text names rmsd names that do not import:\n" + "\n".join(dead)
+

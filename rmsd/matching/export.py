@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from rmsd.data.items import Item
+from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.matching.dataset import matched_file, read_matched
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmsd.credentials import Redactor
-from rmsd.data.items import Item
+from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.ratelimit import backoff_delay
 from rmsd.sampling.store import SampleStore, now_iso
@@ -52,7 +52,7 @@ from rmsd.sampling.work import (
     plan,
     record_of,
 )
-from rmsd.teachers.base import Media, Response, TeacherError
+from rmsd.teachers.teacher import Media, Response, TeacherError
 
 CIRCUIT_BREAK_AFTER = 5
 

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from rmsd.data.items import Item
+from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.losses.multisample_sft import item_confidence, multisample_sft_loss
 from rmsd.models import shared_prefix

@@ -21,7 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.items import Item
+from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.matching.export import export_matched, repeats
 

@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
 from rmsd.models.offline.pretrain import MAKERS, PretrainConfig, build_pretrained, drill, stream
 from rmsd.models.processing import load_student
+from rmsd.synthvid.generator import build_items
 
 OPTION = re.compile(r"^- (.+) \(([A-F])\)$", re.M)
 

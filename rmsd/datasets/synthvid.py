@@ -1,10 +1,10 @@
-"""synthvid loader: the JSONL written by `rmsd.data.synthvid.generate` back into `Item`s.
+"""synthvid loader: the JSONL written by `rmsd.synthvid.generator.generate` back into `Item`s.
 
 Rows are already `Item` dicts (prompt, options, letter answers, scene ground truth in
 `meta`); the only change is the video path, stored relative to the dataset folder so the
 folder can move, and made absolute here. The files are plain JSONL that
 `datasets.load_dataset("json", data_files=...)` also reads (same rows); this loader reads them
-with `rmsd.data.items.read_items` because it is faster and needs no Arrow cache.
+with `rmsd.datasets.items.read_items` because it is faster and needs no Arrow cache.
 
     rmsd synthvid --out data/synthvid && rmsd eval --recipe recipes/synthvid/tiny_rmsd.yaml
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item, read_items
+from rmsd.datasets.benchmark import Benchmark
+from rmsd.datasets.items import Item, read_items
 from rmsd.errors import RmsdError
 
 BREAKDOWNS = ("task_type", "difficulty", "question_kind")

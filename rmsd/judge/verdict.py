@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from rmsd.data.items import OPTION_LETTERS, Item
+from rmsd.datasets.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
 
 DIMENSIONS = ("answer_correctness", "logical_consistency", "spatiotemporal_grounding")
