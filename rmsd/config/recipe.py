@@ -28,6 +28,7 @@ from rmsd.datasets import BENCHMARKS, REGISTRY, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
 
 REWARDS = ("discriminator", "format", "correctness")  # the adversarial stage's reward components
+KNOWN = ", ".join(BENCHMARKS)  # help texts read the registry's names: a new entry shows up in them
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -38,12 +39,10 @@ def _known_benchmark(name: str) -> str:
 
 
 class DatasetConfig(Strict):
-    """What the teachers are asked about and the student trains on: a training corpus (videor1, llava_video,
-    items) or a benchmark's split, read through the registry (`rmsd/datasets/__init__.py`)."""
+    """What the teachers are asked about and the student trains on: a training corpus or a benchmark's split,
+    read through the registry (`rmsd/datasets/__init__.py`)."""
 
-    benchmark: str = Field(description=(
-        "registry name: a training corpus (videor1, llava_video, items) or a benchmark (synthvid, videomme, "
-        "videommmu, mathverse)"))
+    benchmark: str = Field(description=f"registry name, a training corpus or a benchmark: {KNOWN}")
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str = Field("train", description="split sampled by the teachers and distilled on")
     eval_split: str = Field("test", description=(
@@ -313,7 +312,7 @@ class DistillConfig(Strict):
 class EvalSetConfig(Strict):
     """One evaluation benchmark of `eval.benchmarks` (its data need not be the training data's)."""
 
-    benchmark: str = Field(description="registry name: videomme, videommmu, mathverse, synthvid, ...")
+    benchmark: str = Field(description=f"registry name: {KNOWN}")
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str | None = Field(None, description="split scored; default the benchmark's own (test, testmini)")
     config: str | None = Field(None, description="dataset config (Video-MMMU track); null: all of them")
