@@ -322,3 +322,13 @@ def test_text_names_only_rmsd_names_that_import():
                     dead.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert not dead, "text names rmsd names that do not import:\n" + "\n".join(dead)
 
+
+def test_no_two_modules_share_a_file_name():
+    """A file name says which module it is: none repeats in the package or among the scripts of benchmarks/
+    (a package's `__init__.py` / `__main__.py` are its face, not a name)."""
+    names: dict[str, list[str]] = {}
+    for path in [*(ROOT / "rmsd").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *ROOT.glob("*.py")]:
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    twice = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not twice, f"modules that share a file name: {twice}"
