@@ -110,7 +110,7 @@ def end_to_end(items: list, tmp: Path, frames: int, name: str, **faults: object)
     """One batch run through the fake files + batches server; what the server billed and was sent."""
     from fake_batch import BatchBehaviour, FakeBatchServer
 
-    from rmsd.sampling.runner import run_sampling
+    from rmsd.sampling.sample import run_sampling
     from rmsd.sampling.store import SampleStore
     from rmsd.teachers.build import build_teachers
 

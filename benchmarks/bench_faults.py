@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     import rmsd
     from rmsd.config.pools import PoolConfig
     from rmsd.datasets.items import Item
-    from rmsd.sampling.runner import run_sampling
+    from rmsd.sampling.sample import run_sampling
     from rmsd.sampling.store import SampleStore
     from rmsd.teachers.build import build_teachers
 

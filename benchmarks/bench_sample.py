@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rmsd.config.pools import PoolConfig
 from rmsd.datasets.items import Item
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore
 from rmsd.teachers.build import build_teachers
 from rmsd.teachers.teacher import GenParams, Media

@@ -39,7 +39,7 @@ def measure(pool: Path, work: Path) -> dict:
     """Sample the pool on the experiment data and measure it; returns rmsd.matching.teacher_stats' dict."""
     from rmsd.config import load_recipe
     from rmsd.pipeline import teacher_stats_recipe
-    from rmsd.sampling.runner import sample_recipe
+    from rmsd.sampling.sample import sample_recipe
     from rmsd.synthvid.generator import generate
 
     data = work / "data"

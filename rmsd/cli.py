@@ -134,7 +134,7 @@ def sample(
     if cancel and batch_file is not None:
         raise RmsdError("--cancel and --batch-file do different things: pass one of them")
     from rmsd.pipeline import data_lines, sample_recipe
-    from rmsd.sampling.runner import parse_shard
+    from rmsd.sampling.sample import parse_shard
 
     done = sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None,
                          cancel=cancel, batch_file=batch_file)

@@ -140,7 +140,7 @@ def sample_recipe(recipe: Recipe, out: str | Path | None = None, limit: int | No
     `cancel`: cancel the store's open batches instead; `batch_file`: write the missing requests of its
     openai teachers to that file instead, submitting nothing (`rmsd.sampling.batch`)."""
     quiet_libraries()
-    from rmsd.sampling.runner import sample_into, shard_items
+    from rmsd.sampling.sample import sample_into, shard_items
 
     pool = recipe.load_pool()
     # cancelling asks no teacher anything: the check guards what is sampled, not what is stopped

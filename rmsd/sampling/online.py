@@ -1,6 +1,6 @@
 """Online sampling: one `Teacher.generate` call per HTTP request, as many in flight as the limits allow.
 
-The runner (`rmsd.sampling.runner`) hands this mode the lanes of the teachers not in batch
+The runner (`rmsd.sampling.sample`) hands this mode the lanes of the teachers not in batch
 mode, and the batch mode hands it the failed lines it asks online
 (`openai.batch_fallback: online`). For each item:
 - frames are decoded and JPEG-encoded once, in a worker thread, only for what its teachers

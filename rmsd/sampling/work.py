@@ -1,6 +1,6 @@
 """What a `rmsd sample` run has to do, and the interface of the modes that do it.
 
-The runner (`rmsd.sampling.runner`) gives each pool teacher a `Lane` (its limits, counters
+The runner (`rmsd.sampling.sample`) gives each pool teacher a `Lane` (its limits, counters
 and record keys), plans the `Job`s still missing from the store (per item, a lane and the
 sample indices to ask), and hands each lane to a `SamplingMode`: online
 (`rmsd.sampling.online`, one HTTP request per call) or batch (`rmsd.sampling.batch`, the

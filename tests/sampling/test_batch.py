@@ -23,7 +23,7 @@ from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.pipeline import sample_recipe
 from rmsd.sampling.ledger import Ledger
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_failures, read_records
 from rmsd.teachers.build import build_teachers
 

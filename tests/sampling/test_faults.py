@@ -16,7 +16,7 @@ from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window
 
 from rmsd.config.pools import PoolConfig
 from rmsd.datasets.items import Item
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.teachers.build import build_teachers
 

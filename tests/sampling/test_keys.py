@@ -31,7 +31,7 @@ from rmsd.config.pools import (
 )
 from rmsd.datasets.items import Item
 from rmsd.sampling.keys import key_maker
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, key_version, read_records
 from rmsd.teachers.build import build_teachers
 

@@ -17,7 +17,7 @@ from rmsd.datasets.items import Item
 from rmsd.errors import RmsdError
 from rmsd.sampling.batch import BatchRun
 from rmsd.sampling.ledger import IMPORTED, OPEN, TRANSITIONS, Ledger, PartState
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.sampling.work import make_lanes
 from rmsd.teachers.build import build_teachers

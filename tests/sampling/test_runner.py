@@ -22,7 +22,7 @@ from rmsd.sampling.ratelimit import (
     TokenBucket,
     backoff_delay,
 )
-from rmsd.sampling.runner import parse_shard, run_sampling, shard_items
+from rmsd.sampling.sample import parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
 from rmsd.sampling.work import chunks
 from rmsd.teachers.build import build_teachers

@@ -8,7 +8,7 @@ import pytest
 
 from rmsd.config.pools import HFOptions, PoolConfig
 from rmsd.datasets.synthvid import load_items
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.synthvid.generator import generate
 from rmsd.teachers.hf_local import HFTeacher
