@@ -38,8 +38,7 @@ REPORTED = "sigma cross ~0.22, sigma within 0.07-0.15, format violations 1-10% (
 def measure(pool: Path, work: Path) -> dict:
     """Sample the pool on the experiment data and measure it; returns rmsd.matching.teacher_stats' dict."""
     from rmsd.config import load_recipe
-    from rmsd.pipeline import teacher_stats_recipe
-    from rmsd.sampling.sample import sample_recipe
+    from rmsd.pipeline import sample_recipe, teacher_stats_recipe
     from rmsd.synthvid.generator import generate
 
     data = work / "data"
