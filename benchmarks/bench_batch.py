@@ -37,8 +37,8 @@ def make_items(data: Path, requests: int, per_video: int, frame_size: int) -> li
     """`requests` items over requests / per_video synthvid clips (consecutive items share a clip)."""
     import dataclasses
 
-    from rmsd.data.items import read_items
-    from rmsd.data.synthvid import generate
+    from rmsd.items import read_items
+    from rmsd.synthvid.generator import generate
 
     videos = max(1, requests // per_video)
     generate(data, n=videos, seed=0, frame_size=frame_size, questions_per_video=1, test_fraction=0.0)
@@ -75,7 +75,7 @@ def files_phase(items: list, tmp: Path, frames: int) -> dict:
     from rmsd.sampling.batch_files import import_results
     from rmsd.sampling.store import SampleStore
     from rmsd.sampling.work import make_lanes
-    from rmsd.teachers.pool import build_teachers
+    from rmsd.teachers.build import build_teachers
 
     pool = make_pool("http://127.0.0.1:9/v1")
     teachers = build_teachers(pool)
@@ -110,9 +110,9 @@ def end_to_end(items: list, tmp: Path, frames: int, name: str, **faults: object)
     """One batch run through the fake files + batches server; what the server billed and was sent."""
     from fake_batch import BatchBehaviour, FakeBatchServer
 
-    from rmsd.sampling.runner import run_sampling
+    from rmsd.sampling.sample import run_sampling
     from rmsd.sampling.store import SampleStore
-    from rmsd.teachers.pool import build_teachers
+    from rmsd.teachers.build import build_teachers
 
     with FakeBatchServer(BatchBehaviour(**faults)) as srv:
         pool = make_pool(srv.url)

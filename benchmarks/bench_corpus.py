@@ -3,7 +3,7 @@
 Writes a Video-R1-schema JSON of 260,000 rows (the five problem types, video and image rows, in
 Video-R1-260k's proportions of roughly 45% video), loads it with the `videor1` loader (media
 existence not checked: the files are not here), and runs the contamination check
-(`rmsd.data.contamination`) against 3,000 evaluation items in Video-MME's form, with `--planted`
+(`rmsd.datasets.contamination`) against 3,000 evaluation items in Video-MME's form, with `--planted`
 corpus rows that ask an evaluation question about a same-named video (the check must find exactly
 those). The measured part runs in a child process, so its peak resident memory is the corpus's,
 not the generator's. Targets: load + check ≤ 20 s and ≤ 1.5 GB.
@@ -59,9 +59,9 @@ def corpus_rows(n: int, planted: int, seed: int = 0) -> list[dict]:
 
 def measure(corpus: Path, n_eval: int) -> dict:
     """In the child: load the corpus, build the evaluation index, run the check."""
-    from rmsd.data.benchmarks import get_benchmark
-    from rmsd.data.contamination import EvalIndex, find_overlaps
-    from rmsd.data.items import Item
+    from rmsd.datasets import get_benchmark
+    from rmsd.datasets.contamination import EvalIndex, find_overlaps
+    from rmsd.items import Item
 
     evaluation = [Item(f"{n:03d}-1", "videomme", "mcq", eval_question(n), eval_question(n), ["a", "b", "c", "d"], "A",
                        video=f"/data/videomme/data/vid{n}.mp4") for n in range(n_eval)]

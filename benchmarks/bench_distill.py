@@ -87,9 +87,9 @@ def _release_memory() -> None:
 
 
 def setup(root: Path, n_items: int) -> dict[str, Any]:
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     generate(root / "data", n=n_items, seed=0)
     items = load_items(root / "data", split="train")
@@ -106,10 +106,10 @@ def setup(root: Path, n_items: int) -> dict[str, Any]:
 
 def quickstart_data(env: dict[str, Any]) -> None:
     """The quickstart's own matched targets (embedded recipe, simulated pool, label-free matching) and items."""
-    from rmsd.data.synthvid import generate
     from rmsd.matching.dataset import read_matched
     from rmsd.pipeline import load_recipe_items, match_recipe, sample_recipe
     from rmsd.quickstart import quickstart_recipe
+    from rmsd.synthvid.generator import generate
 
     recipe = quickstart_recipe(env["root"] / "qs")
     generate(recipe.dataset.path, n=400, seed=0)
@@ -214,7 +214,7 @@ def adversarial_ours(env, out, steps, batch, timer, gens, length, rewards, disc_
 def grpo_stock(env, out, steps, batch, timer, gens, length):
     from trl import GRPOConfig, GRPOTrainer
 
-    from rmsd.data.video import load_frames
+    from rmsd.media.video import load_frames
     from rmsd.models.processing import load_student
     from rmsd.scoring import format_ok
 

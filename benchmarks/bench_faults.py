@@ -53,11 +53,11 @@ def worker(args: argparse.Namespace) -> None:
     import inspect
 
     import rmsd
-    from rmsd.data.items import Item
-    from rmsd.pool_config import PoolConfig
-    from rmsd.sampling.runner import run_sampling
+    from rmsd.config.pools import PoolConfig
+    from rmsd.items import Item
+    from rmsd.sampling.sample import run_sampling
     from rmsd.sampling.store import SampleStore
-    from rmsd.teachers.pool import build_teachers
+    from rmsd.teachers.build import build_teachers
 
     teacher = {"name": "api", "backend": "openai", "samples": args.k, "concurrency": CONCURRENCY,
                "max_retries": 10, "timeout_s": TIMEOUT_S, "params": {"max_tokens": 64},

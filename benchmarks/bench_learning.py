@@ -36,14 +36,14 @@ from pathlib import Path
 
 import torch
 
-from rmsd.data.benchmarks.synthvid import load_items
-from rmsd.data.items import Item
-from rmsd.data.synthvid import GENERATOR_VERSION
-from rmsd.data.synthvid import generate as generate_synthvid
-from rmsd.data.video import load_frames
+from rmsd.datasets.synthvid import load_items
+from rmsd.items import Item
+from rmsd.media.video import load_frames
 from rmsd.models.offline.tiny import PRESETS, build_student
 from rmsd.models.processing import generate, load_student
 from rmsd.scoring import rouge_l
+from rmsd.synthvid.generator import GENERATOR_VERSION
+from rmsd.synthvid.generator import generate as generate_synthvid
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = (("tier", lambda it: it.meta["difficulty"]), ("task", lambda it: it.task_type),

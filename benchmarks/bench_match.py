@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from rmsd.config import MatchingConfig
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.synthvid import build_items
+from rmsd.datasets import get_benchmark
 from rmsd.matching.matcher import match_samples
+from rmsd.synthvid.generator import build_items
 from rmsd.teachers.simulated import SimulatedTeacher
 
 RESULTS = Path(__file__).parent / "results" / "match.md"

@@ -56,9 +56,9 @@ def _warm_up(work: Path, lora: dict | None = None) -> None:
     """One step of a throwaway tiny student: every lazy import and one-off buffer of a trainer step happens here."""
     from datasets import Dataset
 
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer
 
     generate(work / "data", n=2, seed=1)
@@ -122,12 +122,12 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     import torch
     from datasets import Dataset
 
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.memory import architecture, visual_tokens
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import load_student
     from rmsd.plan import GIB, Settings, stage_plan
+    from rmsd.synthvid.generator import generate
     from rmsd.train.collate import MultiSampleCollator
     from rmsd.train.sft_trainer import MultiSampleSFTTrainer
 

@@ -51,7 +51,7 @@ def setup(student: Path, p: int, r: int, k: int, seed: int = 0) -> dict[str, Any
     """The model (fused head, shared prefix enabled) and one item's K naive rows with their vision."""
     from trl.trainer.utils import add_fused_lm_head
 
-    from rmsd.data.video import Frames
+    from rmsd.media.video import Frames
     from rmsd.models import shared_prefix
     from rmsd.models.processing import encode_samples, load_student, set_max_pixels
 

@@ -33,12 +33,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from rmsd.data.items import Item
-from rmsd.pool_config import PoolConfig
-from rmsd.sampling.runner import run_sampling
+from rmsd.config.pools import PoolConfig
+from rmsd.items import Item
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore
-from rmsd.teachers.base import GenParams, Media
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
+from rmsd.teachers.teacher import GenParams, Media
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,8 +142,8 @@ def throughput(url: str, latency: float, seconds: float, levels: list[int], repe
 
 
 def billing(url: str, tmp: Path, k: int = 4, frames: int = 8, n_items: int = 10) -> list[dict]:
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
+    from rmsd.synthvid.generator import generate
 
     generate(tmp / "synthvid", n=n_items + 4, seed=0, frame_size=56)
     items = load_items(tmp / "synthvid", split="train")[:n_items]

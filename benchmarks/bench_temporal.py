@@ -63,7 +63,7 @@ def trainer(student: Path, items: dict, steps: int, temporal: bool, out: Path,
     from datasets import Dataset
 
     from rmsd.config import AdversarialStageConfig, StudentConfig
-    from rmsd.data.benchmarks import get_benchmark
+    from rmsd.datasets import get_benchmark
     from rmsd.train.adversarial_trainer import AdversarialTrainer
     from rmsd.train.distill import load_for_training
     from rmsd.train.stage_inputs import StudentInputs
@@ -119,9 +119,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -1,4 +1,4 @@
-"""Frame loading speed: `rmsd.data.video.load_frames` against transformers' PyAV loader.
+"""Frame loading speed: `rmsd.media.video.load_frames` against transformers' PyAV loader.
 
 Writes H.264 test clips (320x240, 30 fps, a scrolling texture and a moving square so that
 inter frames carry real residuals): 10 s with a keyframe every 250 frames (libx264's
@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from rmsd.data import frame_cache, video
+from rmsd.media import frame_cache, video
 
 CLIPS = [  # name, seconds, keyframe interval
     ("10s_gop250", 10, 250),
@@ -151,7 +151,7 @@ def table_row(row) -> str:
 
 def render(rows, prices, args) -> str:
     header = [
-        "# Frame loading: rmsd.data.video.load_frames vs transformers load_video (PyAV)",
+        "# Frame loading: rmsd.media.video.load_frames vs transformers load_video (PyAV)",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_video.py --repeats {args.repeats} "
         f"--frames {' '.join(map(str, args.frames))}`  ",

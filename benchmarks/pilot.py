@@ -151,7 +151,7 @@ def run_rung(regime: str, sft_steps: int, work: Path, record: dict[str, Any], sa
 
 
 def test_kinds(work: Path) -> dict[str, str]:
-    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.datasets.synthvid import load_items
 
     return {it.item_id: kind_of(it) for it in load_items(work / "data", split="test")}
 

@@ -31,8 +31,8 @@ WORDS = {"direction": r"moves (\w+)", "colour": r"object is (\w+)"}
 
 def probe(data: Path, clips: int, seed: int) -> tuple[float, float, int]:
     """(train accuracy, held-out accuracy, clips) of a linear probe for the direction."""
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.video import load_frames
+    from rmsd.datasets.synthvid import load_items
+    from rmsd.media.video import load_frames
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import encode, load_student
 
@@ -65,7 +65,7 @@ def probe(data: Path, clips: int, seed: int) -> tuple[float, float, int]:
 
 def words_and_letters(data: Path, predictions: Path) -> dict[str, Counter]:
     """Per question kind: counts of (word right?, letter right?) in the student's replies."""
-    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.datasets.synthvid import load_items
 
     items = {it.item_id: it for it in load_items(data, "test")}
     counts: dict[str, Counter] = {kind: Counter() for kind in WORDS}

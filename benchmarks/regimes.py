@@ -44,7 +44,7 @@ def regime_hash(recipes: dict[int, dict[str, Any]], n: int, points: list[int], w
 
     Settings at their defaults are left out (as `run_cache` does): a config field added later, whose default
     keeps the old behaviour, does not change a declared regime's hash."""
-    from rmsd.data.synthvid import GENERATOR_VERSION
+    from rmsd.synthvid.generator import GENERATOR_VERSION
 
     def under_work(value: Any) -> Any:
         if isinstance(value, dict):

@@ -123,8 +123,8 @@ def curve_points(total: int, boundary: int, n_points: int) -> list[int]:
 # ----------------------------------------------------------------------------- shared inputs
 def prepare(work: Path, n: int, recipes: dict[str, Any]) -> dict[str, Path]:
     """Data, one sample store and one matched set per distinct matching config; {method: matched dir}."""
-    from rmsd.data.synthvid import generate
     from rmsd.pipeline import match_recipe, sample_recipe
+    from rmsd.synthvid.generator import generate
 
     info = work / "data" / "info.json"
     if info.is_file() and json.loads(info.read_text()).get("n") != n:
@@ -367,7 +367,7 @@ def main() -> None:
     points = curve_points(total, s, args.points)  # the same global steps for every method
     matched = prepare(args.work, args.n, first)
     info = json.loads((args.work / "data" / "info.json").read_text())
-    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.datasets.synthvid import load_items
 
     test_items = {it.item_id: {"task_type": it.task_type, "kind": f"{it.meta['difficulty']}/{it.meta['question_kind']}"}
                   for it in load_items(args.work / "data", split="test")}  # per-item claims read them from the json

@@ -123,7 +123,7 @@ def target_row(method: str, work: Path) -> dict[str, Any] | None:
     """Target correctness per task type and the numeric targets' most common answer (weight share)."""
     import targets  # a sibling script; imports rmsd's SFT rows (torch), so only when targets are asked for
 
-    from rmsd.data.benchmarks import get_benchmark
+    from rmsd.datasets import get_benchmark
 
     benchmark = get_benchmark("synthvid")
 

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="the reproduce.py --work folder")
     ap.add_argument("--methods", nargs="+", default=["single", "uniform", "matched", "anchored", "gt"])
     args = ap.parse_args()
-    from rmsd.data.benchmarks import get_benchmark
+    from rmsd.datasets import get_benchmark
 
     benchmark = get_benchmark("synthvid")
     print("| targets | all | " + " | ".join(TASKS) + " | sequences / item | items |")

@@ -1,5 +1,5 @@
 """What every LLM judge shares (the VISD judge in `rmsd.judge.llm`, MathVerse's scorer in
-`rmsd.data.benchmarks.mathverse`): a JSONL verdict cache keyed by content hashes, and a
+`rmsd.datasets.mathverse`): a JSONL verdict cache keyed by content hashes, and a
 private event loop that drives their coroutines from synchronous code (trainers, `rmsd eval`).
 It sits below both, at the package root, so neither imports the other's package.
 

@@ -50,7 +50,7 @@ def synthvid(
     frame_size: int = typer.Option(84, "--frame-size", min=28, help="frame side in pixels (even)"),
 ) -> None:
     """Generate the synthvid benchmark: procedural mp4 videos with questions of all four task types."""
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     info = generate(out, n=n, seed=seed, test_fraction=test_fraction, frame_size=frame_size)
     typer.echo(f"wrote {info['counts']['total']} items to {out} ({info['counts']['train']} train, {info['counts']['test']} test)")
@@ -134,7 +134,7 @@ def sample(
     if cancel and batch_file is not None:
         raise RmsdError("--cancel and --batch-file do different things: pass one of them")
     from rmsd.pipeline import data_lines, sample_recipe
-    from rmsd.sampling.runner import parse_shard
+    from rmsd.sampling.sample import parse_shard
 
     done = sample_recipe(_recipe(recipe, overrides), out=out, limit=limit, shard=parse_shard(shard) if shard else None,
                          cancel=cancel, batch_file=batch_file)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import Recipe
-from rmsd.data.items import Item
+from rmsd.items import Item
 
 FILE = "fingerprint.json"
 HASH_LIMIT = 64 * 1024**2  # files up to this size are identified by content, larger ones by size and mtime

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import Recipe
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.benchmark import Benchmark
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.models.lora import is_adapter_folder
 from rmsd.verbosity import quiet_libraries
 
@@ -33,7 +33,7 @@ def judged(recipe: Recipe, benchmark: Benchmark, out: Path) -> Benchmark:
     name = recipe.eval.judge_teacher
     if name is None or not benchmark.llm_judge:
         return benchmark
-    from rmsd.teachers.pool import build_teacher, model_name
+    from rmsd.teachers.build import build_teacher, model_name
 
     pool = recipe.load_pool()
     configs = {t.name: t for t in pool.teachers}
@@ -153,7 +153,7 @@ def sample_recipe(recipe: Recipe, out: str | Path | None = None, limit: int | No
     `cancel`: cancel the store's open batches instead; `batch_file`: write the missing requests of its
     openai teachers to that file instead, submitting nothing (`rmsd.sampling.batch`)."""
     quiet_libraries()
-    from rmsd.sampling.runner import sample_into, shard_items
+    from rmsd.sampling.sample import sample_into, shard_items
 
     pool = recipe.load_pool()
     # cancelling asks no teacher anything: the check guards what is sampled, not what is stopped

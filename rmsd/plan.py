@@ -48,7 +48,7 @@ from rmsd.config import (
     SFTStageConfig,
     StudentConfig,
 )
-from rmsd.data.benchmarks import benchmark_class
+from rmsd.datasets import benchmark_class
 from rmsd.errors import RmsdError
 from rmsd.models.memory import (
     DTYPE_BYTES,
@@ -177,7 +177,7 @@ def _pool_sizes(recipe: Recipe) -> tuple[int, int]:
     Without a pool that loads: one teacher at the pool's defaults (`TeacherConfig.samples`) and
     the student's own reply budget (distill.adversarial.max_completion_length).
     """
-    from rmsd.pool_config import TeacherConfig
+    from rmsd.config.pools import TeacherConfig
 
     try:
         pool = recipe.load_pool()

@@ -72,7 +72,7 @@ def single_sample(recipe: Recipe, out: Path) -> Recipe:
 
 def _data(recipe: Recipe, n: int, seed: int) -> dict[str, Any]:
     """The synthvid set, generated unless the folder holds this very one (same generator version, n and seed)."""
-    from rmsd.data.synthvid import GENERATOR_VERSION, generate
+    from rmsd.synthvid.generator import GENERATOR_VERSION, generate
 
     info = Path(recipe.dataset.path) / "info.json"
     if info.is_file():
@@ -158,7 +158,7 @@ def _variants(recipe: Recipe, out: Path, student: Path, rmsd_run: Any, single: A
 
 def _print_table(results: dict[str, dict[str, Any]]) -> None:
     """Scores by task type, each with its metric and item count, one column per student; fits 80 columns."""
-    from rmsd.data.items import METRIC_OF_TASK
+    from rmsd.items import METRIC_OF_TASK
 
     # no vertical rules and headers broken at spaces only: four students fit 80 columns without
     # rich folding a name mid-word ("single-sa / mple SFT")

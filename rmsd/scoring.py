@@ -1,7 +1,7 @@
-"""Answer extraction and scoring primitives that the benchmarks (`rmsd.data.benchmarks`) compose.
+"""Answer extraction and scoring primitives that the benchmarks (`rmsd.datasets`) compose.
 
 They read text only (no item, no benchmark), so both the benchmarks and matching import them
-from below. `rmsd.data.benchmarks.base.extract_answer` / `score` compose them by task type.
+from below. `rmsd.datasets.benchmark.extract_answer` / `score` compose them by task type.
 
 Two modes everywhere:
 - **harness**: what the community harness (lmms-eval) does, misfires included, so numbers

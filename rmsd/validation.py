@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd.config import ConfigError, Recipe, load_pool, load_recipe, parse_config, read_yaml, resolve_path
+from rmsd.config.pools import PoolConfig
 from rmsd.errors import RmsdError
 from rmsd.eval.sets import evaluated_training_split
-from rmsd.pool_config import PoolConfig
 
 
 def _pool_names(path: Path, recipe: Recipe, pool: PoolConfig) -> list[str]:

@@ -18,7 +18,7 @@ VIDEO_DIR = "LLaVA-Video-178K/liwei_youtube_videos/videos/youtube_video_2024"  #
 
 def write_mp4(path: Path, seed: int = 0, frames: int = 8, side: int = 32, fps: int = 4) -> Path:
     """A short real H.264 clip whose bytes depend on `seed`."""
-    from rmsd.data.synthvid import encode_mp4
+    from rmsd.synthvid.generator import encode_mp4
 
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)

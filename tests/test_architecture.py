@@ -139,9 +139,9 @@ def import_graph(files: dict[str, Path], bare: bool = False) -> dict[str, set[st
         found = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                # `from pkg import sub` depends on the submodule, not on what else pkg/__init__.py defines
-                subs = {f"{node.module}.{a.name}" for a in node.names} & files.keys()
-                found |= subs if len(subs) == len(node.names) else {node.module, *subs}
+                names = {f"{node.module}.{a.name}" for a in node.names}
+                # `from rmsd import scoring` takes a module, as `import rmsd.scoring` does: no arrow to the face
+                found |= names if names <= set(files) else {node.module, *names}
             elif isinstance(node, ast.Import):
                 found |= {a.name for a in node.names}
         graph[name] = {m for m in found if m in files and m != name}
@@ -194,6 +194,16 @@ def test_the_circle_rule_finds_a_circle_hidden_in_a_function(tmp_path):
     (tmp_path / "d.py").write_text("import a\n")
     graph = import_graph({p.stem: p for p in tmp_path.glob("*.py")}, bare=True)
     assert circles(graph) == [["a", "b", "c"]]
+
+
+def test_the_circle_rule_reads_from_package_import_module_as_the_module(tmp_path):
+    files = {"p": tmp_path / "p.py", "p.a": tmp_path / "a.py", "p.b": tmp_path / "b.py"}
+    files["p"].write_text("def run():\n    from p.a import go\n")  # the face loads p.a on first use
+    files["p.b"].write_text("X = 1\n")
+    files["p.a"].write_text("from p import b\n")  # a module of p: no arrow back to the face
+    assert circles(import_graph(files)) == []
+    files["p.a"].write_text("from p import b, run\n")  # a name of the face itself: the circle it is
+    assert circles(import_graph(files)) == [["p", "p.a"]]
 
 DOCS = [ROOT / "ARCHITECTURE.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -323,3 +333,14 @@ def test_text_names_only_rmsd_names_that_import():
                 if not _resolves(name):
                     dead.append(f"{path.relative_to(ROOT)}:{line}: {name}")
     assert not dead, "text names rmsd names that do not import:\n" + "\n".join(dead)
+
+
+def test_no_two_modules_share_a_file_name():
+    """A file name says which module it is: none repeats in the package or among the scripts of benchmarks/
+    (a package's `__init__.py` / `__main__.py` are its face, not a name)."""
+    names: dict[str, list[str]] = {}
+    for path in [*(ROOT / "rmsd").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *ROOT.glob("*.py")]:
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    twice = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not twice, f"modules that share a file name: {twice}"

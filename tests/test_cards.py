@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from rmsd.config import load_recipe
-from rmsd.data.synthvid import generate
 from rmsd.pipeline import distill_recipe, match_recipe, sample_recipe
 from rmsd.sampling.store import SampleStore, read_failures, read_records
+from rmsd.synthvid.generator import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 

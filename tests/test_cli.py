@@ -49,8 +49,8 @@ def one_line_error(result) -> str:
 
 
 # ----------------------------------------------------------------------------- help
-def test_cli_py_shim_prints_the_same_help_as_the_console_script():
-    shim = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], cwd=ROOT, env=ENV,
+def test_python_m_rmsd_prints_the_same_help_as_the_console_script():
+    shim = subprocess.run([sys.executable, "-m", "rmsd", "--help"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
     script = subprocess.run([str(RMSD), "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert shim.returncode == script.returncode == 0, shim.stderr + script.stderr

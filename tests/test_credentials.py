@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from rmsd.cli import app
 from rmsd.config import load_recipe
+from rmsd.config.pools import PoolConfig
 from rmsd.credentials import Redactor, find_credentials
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
 from rmsd.validation import validate_file
 
 ROOT = Path(__file__).resolve().parents[1]

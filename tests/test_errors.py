@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.synthvid import generate
 from rmsd.sampling.store import SampleStore, part_files
+from rmsd.synthvid.generator import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = ROOT / "teachers" / "synthvid_sim.yaml"

@@ -58,11 +58,11 @@ def checkout(tmp_path, monkeypatch):
 def small_budgets(monkeypatch):
     """Every load_recipe call gets SMALL appended; synthvid.generate writes SYNTHVID_ITEMS items."""
     import rmsd.config
-    import rmsd.data.synthvid
+    import rmsd.synthvid.generator
 
-    load, generate = rmsd.config.load_recipe, rmsd.data.synthvid.generate
+    load, generate = rmsd.config.load_recipe, rmsd.synthvid.generator.generate
     monkeypatch.setattr(rmsd.config, "load_recipe", lambda path, overrides=None: load(path, [*(overrides or []), *SMALL]))
-    monkeypatch.setattr(rmsd.data.synthvid, "generate", lambda out, n, **kw: generate(out, n=min(n, SYNTHVID_ITEMS), **kw))
+    monkeypatch.setattr(rmsd.synthvid.generator, "generate", lambda out, n, **kw: generate(out, n=min(n, SYNTHVID_ITEMS), **kw))
 
 
 def test_the_readme_has_the_blocks_these_tests_run():
@@ -96,9 +96,9 @@ def test_python_block_runs(index, checkout, small_budgets, capsys):
 def test_custom_teacher_block_samples_through_a_pool(checkout, small_budgets):
     """The custom teacher, saved as the module the README names, answers through `rmsd sample`."""
     from rmsd.config import load_recipe
-    from rmsd.data.synthvid import generate
     from rmsd.pipeline import sample_recipe
     from rmsd.sampling.store import read_records
+    from rmsd.synthvid.generator import generate
 
     code = next(b for b in blocks("python") if defines_teacher(b))
     name = re.search(r"^class (\w+)\(Teacher\)", code, re.M).group(1)

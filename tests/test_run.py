@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import rmsd
 import rmsd.errors
 from rmsd.cli import app
-from rmsd.data.synthvid import generate
+from rmsd.synthvid.generator import generate
 from rmsd.workflow.runner import format_report
 
 TRAINED = ("sample", "match", "sft", "adversarial", "eval")

@@ -20,8 +20,8 @@ from run_recipes import ROOT, tiny_recipe
 from safetensors.torch import load_file
 
 import rmsd
-from rmsd.data.synthvid import generate
 from rmsd.sampling.store import part_files, read_records
+from rmsd.synthvid.generator import generate
 
 
 def start(recipe: Path, *args: str) -> subprocess.Popen:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
-from rmsd.data.video import load_media
+from rmsd.datasets.benchmark import Benchmark
+from rmsd.items import Item
+from rmsd.media.video import load_media
 
 
 def predict(
@@ -188,7 +188,7 @@ def print_results(results: dict[str, Any], out: str | Path | None = None) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    from rmsd.data.items import METRIC_OF_TASK
+    from rmsd.items import METRIC_OF_TASK
 
     console = Console(width=min(Console().width, 80))
     console.print(f"model: {results['model']}")
@@ -214,7 +214,7 @@ def print_summary(scored: dict[str, dict[str, Any]], outs: dict[str, Path]) -> N
     from rich.console import Console
     from rich.table import Table
 
-    from rmsd.data.items import METRIC_OF_TASK
+    from rmsd.items import METRIC_OF_TASK
 
     console = Console(width=min(Console().width, 100))
     first = next(iter(scored.values()))

@@ -5,7 +5,7 @@ without that list, on its dataset's `eval_split` — unless the dataset is a tra
 registry class's `corpus`: Video-R1, LLaVA-Video, an items file), which has no evaluation split: then
 there is no set, nothing is compared, and `rmsd eval` says there is nothing to score and how to add a
 benchmark. Before the teachers are sampled and before the student trains, the training items are
-checked against every one of those sets (`rmsd.data.contamination`): an item with the same media content, or the same question on
+checked against every one of those sets (`rmsd.datasets.contamination`): an item with the same media content, or the same question on
 same-named media, is refused with one line, unless `dataset.allow_eval_overlap` is set — and then
 the run summary, the match report, the model card and the evaluation results say so. Training
 on the very split a set scores is refused whatever that knob says.
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import DatasetConfig, EvalConfig, EvalSetConfig
-from rmsd.data.benchmarks import benchmark_class, get_benchmark
-from rmsd.data.benchmarks.base import Benchmark, is_hub_id
-from rmsd.data.contamination import EvalIndex, find_overlaps
-from rmsd.data.items import Item
+from rmsd.datasets import benchmark_class, get_benchmark
+from rmsd.datasets.benchmark import Benchmark, is_hub_id
+from rmsd.datasets.contamination import EvalIndex, find_overlaps
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 
 
 def _data_where(path: str) -> str:

@@ -1,4 +1,4 @@
-"""VISD judges: a rollout in, named scores and feedback out (`rmsd.judge.base`).
+"""VISD judges: a rollout in, named scores and feedback out (`rmsd.judge.verdict`).
 
 `Judge`, `Verdict`, `RuleJudge` and `LLMJudge` are importable from here, loaded on first use
 (`import rmsd.judge` alone imports none of them).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"Judge": "rmsd.judge.base", "Verdict": "rmsd.judge.base", "RuleJudge": "rmsd.judge.rules",
+_LAZY = {"Judge": "rmsd.judge.verdict", "Verdict": "rmsd.judge.verdict", "RuleJudge": "rmsd.judge.rules",
          "LLMJudge": "rmsd.judge.llm"}
 __all__ = sorted(_LAZY)
 

@@ -3,7 +3,7 @@
 The rubric prompt gives the judge the question (with its options), the reference answer,
 for synthvid items the ground-truth scene (objects, colours, shapes, when each is visible,
 how it moves — `Item.meta`, ARCHITECTURE.md "synthvid scene") and the student's rollout,
-and asks for one JSON object: the three scores of `rmsd.judge.base.DIMENSIONS` in [0, 1]
+and asks for one JSON object: the three scores of `rmsd.judge.verdict.DIMENSIONS` in [0, 1]
 and a feedback line per dimension naming what was wrong and where. The reply is parsed
 leniently (```json fences and prose around the object are fine) and checked strictly
 (three numbers in [0, 1], a feedback string). A malformed reply is asked again, with a
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.cache import JsonlCache, PrivateLoop, content_key
-from rmsd.data.items import Item
-from rmsd.data.synthvid import object_name
+from rmsd.config.pools import PoolConfig
 from rmsd.errors import RmsdError
-from rmsd.judge.base import DIMENSIONS, Judge, Verdict, reference_text
-from rmsd.pool_config import PoolConfig
+from rmsd.items import Item
+from rmsd.judge.verdict import DIMENSIONS, Judge, Verdict, reference_text
+from rmsd.synthvid.generator import object_name
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class LLMJudge(Judge):
     def from_pool(cls, pool: PoolConfig, teacher_name: str | None, cache_path: str | Path | None = None,
                   **options: Any) -> LLMJudge:
         """The judge asking the pool's teacher `teacher_name` (any backend); `close()` releases it."""
-        from rmsd.teachers.pool import build_teacher, model_name
+        from rmsd.teachers.build import build_teacher, model_name
 
         cfg = next((t for t in pool.teachers if t.name == teacher_name), None)
         if cfg is None:

@@ -32,10 +32,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rmsd.data.items import OPTION_LETTERS, Item
-from rmsd.data.synthvid import PALETTE, SHAPES, max_visible, object_name
-from rmsd.judge.base import Judge, Verdict
+from rmsd.items import OPTION_LETTERS, Item
+from rmsd.judge.verdict import Judge, Verdict
 from rmsd.scoring import letter_strict, number_strict, parse_span, rouge_l, span_strict, temporal_iou
+from rmsd.synthvid.generator import PALETTE, SHAPES, max_visible, object_name
 
 COLOURS = (*PALETTE, "orange", "purple", "pink", "white", "black", "brown", "grey", "gray")
 SHAPE_WORDS = (*SHAPES, "rectangle", "star", "diamond", "hexagon", "oval", "ball", "dot")

@@ -16,7 +16,7 @@ the test oracles (TRL's GRPO loss written out, advantage bounds) live in
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
 from rmsd.losses.bradley_terry import bradley_terry_loss, discriminator_accuracy
 from rmsd.losses.multisample_sft import item_confidence, multisample_sft_loss, normalised_weights, sequence_nll
-from rmsd.losses.temporal import TemporalContrast, temporal_contrast
+from rmsd.losses.temporal_bonus import TemporalContrast, temporal_contrast
 
 __all__ = [
     "bradley_terry_loss",

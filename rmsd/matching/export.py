@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.matching.dataset import matched_file, read_matched
 
 FORMATS = ("trl", "swift", "llamafactory", "sharegpt")

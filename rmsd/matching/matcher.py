@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from rmsd.config import MatchingConfig
-from rmsd.data.benchmarks.base import Benchmark, repeated_id
-from rmsd.data.items import OPTION_LETTERS, Item
+from rmsd.datasets.benchmark import Benchmark, repeated_id
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
 from rmsd.matching.consensus import VoteResult, build_votes, dawid_skene, majority_vote
 from rmsd.scoring import format_number, format_ok, parse_span, rouge_l, temporal_iou
 
@@ -65,7 +65,7 @@ def match_samples(items: list[Item], records: list[dict[str, Any]], benchmark: B
     """Weight every record whose item is in `items`.
 
     benchmark: has `extract(text, item, mode) -> str | None` and `score(pred, item) -> float`
-        (a `rmsd.data.benchmarks` entry).
+        (a `rmsd.datasets` entry).
     config: the recipe's matching section (`rmsd.config.MatchingConfig`, each knob documented there).
     Returns one row per matched record (the record's fields plus MATCH_FIELDS) and the
     statistics `rmsd.matching.report` draws.

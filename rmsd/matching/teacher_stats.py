@@ -41,8 +41,8 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets.benchmark import Benchmark
+from rmsd.items import Item
 from rmsd.judge.rules import RuleJudge
 from rmsd.scoring import format_ok
 from rmsd.teachers.perception import SIGNATURES, signature

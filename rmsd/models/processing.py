@@ -7,7 +7,7 @@ distillation and the `hf` teacher all go through here, so training sees exactly 
 that generation and evaluation see.
 
 How it differs from calling the processor directly:
-- frames come pre-sampled (`rmsd.data.video.Frames`) and their real rate and times reach
+- frames come pre-sampled (`rmsd.media.video.Frames`) and their real rate and times reach
   the processor as `video_metadata`; left alone the processor assumes 24 fps, which shrinks
   Qwen2.5-VL's `second_per_grid_ts` and collapses the temporal position encoding (motion
   questions then learned much worse in an early synthvid run), and makes Qwen3-VL write wrong `<t seconds>`
@@ -127,14 +127,14 @@ def video_metadata(frames: Any) -> dict[str, Any]:
     that rate's grid at its real time, `index = timestamp * fps` (fractional: ~i + 0.5 for
     frames at segment centres), so the times the processor derives (`index / fps`; Qwen3-VL
     writes the mean of each temporal patch's two as `<t seconds>`) are the times
-    `rmsd.data.video.load_frames` measured. Frames without `timestamps` are taken as
+    `rmsd.media.video.load_frames` measured. Frames without `timestamps` are taken as
     evenly spaced from 0 s.
     """
     array = frames.array
     fps = getattr(frames, "fps", None)
     if fps is None or not fps > 0:
         raise RmsdError(f"frames of {getattr(frames, 'path', 'a video')} have no positive fps ({fps}): "
-                        "load them with rmsd.data.video.load_frames")
+                        "load them with rmsd.media.video.load_frames")
     n, height, width = array.shape[:3]
     times = getattr(frames, "timestamps", None)
     if times is not None and len(times) != n:

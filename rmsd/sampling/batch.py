@@ -42,10 +42,10 @@ from typing import Any
 
 import openai
 
+from rmsd.config.pools import PoolConfig
 from rmsd.credentials import Redactor
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
+from rmsd.items import Item
 from rmsd.sampling.batch_files import (
     ENDPOINT,
     TERMINAL,
@@ -72,8 +72,8 @@ from rmsd.sampling.work import (
     media_error,
     plan,
 )
-from rmsd.teachers.base import Media, Teacher
 from rmsd.teachers.openai_api import DUMMY_KEY, OpenAITeacher, resolve_api_key
+from rmsd.teachers.teacher import Media, Teacher
 
 UNANSWERED = {"failed": "failed_batch", "expired": "expired", "cancelled": "cancelled"}
 POLL_ERRORS_BEFORE_GIVING_UP = 20

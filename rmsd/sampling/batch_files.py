@@ -37,8 +37,8 @@ from rmsd.errors import RmsdError
 from rmsd.sampling.ledger import IMPORTED, Ledger, PartState
 from rmsd.sampling.store import SampleStore, now_iso
 from rmsd.sampling.work import record_of
-from rmsd.teachers.base import TeacherError
 from rmsd.teachers.openai_api import responses_from_body
+from rmsd.teachers.teacher import TeacherError
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})  # a provider batch's end statuses

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rmsd.data.items import Item
-from rmsd.pool_config import PoolConfig
+from rmsd.config.pools import PoolConfig
+from rmsd.items import Item
 from rmsd.sampling.keys import key_maker
 from rmsd.sampling.summary import cost_usd
 from rmsd.sampling.work import chunks
-from rmsd.teachers.base import Media, Teacher
-from rmsd.teachers.pool import gen_params
+from rmsd.teachers.build import gen_params
+from rmsd.teachers.teacher import Media, Teacher
 
 
 def planned_keys(items: list[Item], pool: PoolConfig, num_frames: int, max_side: int | None

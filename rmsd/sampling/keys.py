@@ -15,7 +15,7 @@ Settings that cannot change an answer stay out (`NOT_IN_KEY` in `rmsd.config`):
 concurrency, rate limits, timeouts, retries, the list and order of `base_url`s, the key's
 variable name, `use_n`, logprobs, price, `openai.mode` and the batch knobs (a store mixes modes), hf device and batch size, K (raising it adds
 indices). Settings enter only when they differ from their default
-(`rmsd.pool_config.output_settings`), so adding a knob whose default keeps the old behaviour
+(`rmsd.config.pools.output_settings`), so adding a knob whose default keeps the old behaviour
 changes no key; changing an in-key default needs a KEY_VERSION bump.
 
 How it differs from hashing the request (lm-eval's cache): a request body also holds
@@ -41,11 +41,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.items import Item
+from rmsd.config.pools import BACKENDS, PoolConfig, TeacherConfig, output_settings
 from rmsd.errors import RmsdError
-from rmsd.pool_config import BACKENDS, PoolConfig, TeacherConfig, output_settings
+from rmsd.items import Item
 from rmsd.sampling.store import KEY_VERSION, SampleStore, iter_records, key_version, write_card
-from rmsd.teachers.pool import backend_class, model_name
+from rmsd.teachers.build import backend_class, model_name
 
 PIXEL_NEEDS = frozenset({"frames", "jpeg"})
 

@@ -1,6 +1,6 @@
 """Online sampling: one `Teacher.generate` call per HTTP request, as many in flight as the limits allow.
 
-The runner (`rmsd.sampling.runner`) hands this mode the lanes of the teachers not in batch
+The runner (`rmsd.sampling.sample`) hands this mode the lanes of the teachers not in batch
 mode, and the batch mode hands it the failed lines it asks online
 (`openai.batch_fallback: online`). For each item:
 - frames are decoded and JPEG-encoded once, in a worker thread, only for what its teachers
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmsd.credentials import Redactor
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.sampling.ratelimit import backoff_delay
 from rmsd.sampling.store import SampleStore, now_iso
 from rmsd.sampling.summary import Progress
@@ -52,7 +52,7 @@ from rmsd.sampling.work import (
     plan,
     record_of,
 )
-from rmsd.teachers.base import Media, Response, TeacherError
+from rmsd.teachers.teacher import Media, Response, TeacherError
 
 CIRCUIT_BREAK_AFTER = 5
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rmsd.pool_config import TeacherConfig
+from rmsd.config.pools import TeacherConfig
 from rmsd.sampling.ledger import Ledger
 from rmsd.sampling.store import SampleStore
 from rmsd.sampling.work import Lane

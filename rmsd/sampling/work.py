@@ -1,6 +1,6 @@
 """What a `rmsd sample` run has to do, and the interface of the modes that do it.
 
-The runner (`rmsd.sampling.runner`) gives each pool teacher a `Lane` (its limits, counters
+The runner (`rmsd.sampling.sample`) gives each pool teacher a `Lane` (its limits, counters
 and record keys), plans the `Job`s still missing from the store (per item, a lane and the
 sample indices to ask), and hands each lane to a `SamplingMode`: online
 (`rmsd.sampling.online`, one HTTP request per call) or batch (`rmsd.sampling.batch`, the
@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.benchmarks.base import repeated_id
-from rmsd.data.items import Item
-from rmsd.data.video import encode_jpeg_b64, load_frames, load_image
+from rmsd.config.pools import PoolConfig, TeacherConfig
+from rmsd.datasets.benchmark import repeated_id
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig, TeacherConfig
+from rmsd.items import Item
+from rmsd.media.video import encode_jpeg_b64, load_frames, load_image
 from rmsd.sampling.keys import KeyMaker
 from rmsd.sampling.ratelimit import RateLimiter
 from rmsd.sampling.store import SampleStore
-from rmsd.teachers.base import GenParams, Media, Response, Teacher
-from rmsd.teachers.pool import gen_params
+from rmsd.teachers.build import gen_params
+from rmsd.teachers.teacher import GenParams, Media, Response, Teacher
 
 MEDIA_THREADS = 4  # worker threads decoding and encoding media
 

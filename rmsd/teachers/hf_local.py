@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.items import Item
+from rmsd.config.pools import HFOptions, TeacherConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import HFOptions, TeacherConfig
-from rmsd.teachers.base import GenParams, Media, Response, Teacher
+from rmsd.items import Item
+from rmsd.teachers.teacher import GenParams, Media, Response, Teacher
 
 
 @dataclass

@@ -42,10 +42,10 @@ from urllib.parse import urlparse
 
 import openai
 
-from rmsd.data.items import Item
+from rmsd.config.pools import OpenAIOptions, TeacherConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import OpenAIOptions, TeacherConfig
-from rmsd.teachers.base import GenParams, Media, Response, Teacher, TeacherError, parse_retry_after
+from rmsd.items import Item
+from rmsd.teachers.teacher import GenParams, Media, Response, Teacher, TeacherError, parse_retry_after
 
 DUMMY_KEY = "EMPTY"
 IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}  # OpenAI's published per-image cost at detail low / a 512px tile

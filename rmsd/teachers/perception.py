@@ -21,8 +21,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rmsd.data.items import OPTION_LETTERS, Item
-from rmsd.data.synthvid import describe_objects, format_span, max_visible, object_name
+from rmsd.items import OPTION_LETTERS, Item
+from rmsd.synthvid.generator import describe_objects, format_span, max_visible, object_name
 
 SCENE_WEAKNESSES = ("confuse_directions", "miss_short_objects", "early_span")  # they change the perceived scene
 KINDS_AFFECTED = {  # question kinds whose answer a weakness can change (the rest it leaves alone)

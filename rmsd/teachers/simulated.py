@@ -39,12 +39,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
-from rmsd.data.synthvid import DIRECTIONS, PALETTE, SHAPES, TIME_STEP, describe_objects, format_span, object_name
+from rmsd.config.pools import SimulatedOptions, TeacherConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import SimulatedOptions, TeacherConfig
-from rmsd.teachers.base import GenParams, Media, Response, Teacher
+from rmsd.items import OPTION_LETTERS, TASK_TYPES, Item
+from rmsd.synthvid.generator import DIRECTIONS, PALETTE, SHAPES, TIME_STEP, describe_objects, format_span, object_name
 from rmsd.teachers.perception import applies, believed_answer
+from rmsd.teachers.teacher import GenParams, Media, Response, Teacher
 
 TIERS = ("easy", "medium", "hard")
 FORMAT_ERRORS = ("no_tags", "broken_tags", "unextractable")
@@ -86,8 +86,8 @@ class SimulatedTeacher(Teacher):
     verbosity: "short" (one fact + conclusion) or "long" (a timestamped timeline first).
     seed: style and format randomness; error_seed: mistakes (default: private per teacher).
     question_difficulty, competence_spread, difficulty_seed: the per-question competence
-        (module docstring; rmsd.pool_config.SimulatedOptions documents each).
-    weaknesses: systematic mistakes, dicts as rmsd.pool_config.SimulatedOptions.weaknesses dumps them.
+        (module docstring; rmsd.config.pools.SimulatedOptions documents each).
+    weaknesses: systematic mistakes, dicts as rmsd.config.pools.SimulatedOptions.weaknesses dumps them.
     """
 
     backend = "simulated"

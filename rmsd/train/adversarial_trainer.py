@@ -56,9 +56,9 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from rmsd.config import REWARDS, AdversarialStageConfig
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets.benchmark import Benchmark
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.models import lora, shared_prefix
 from rmsd.train.collate import merge_vision
 from rmsd.train.curriculum import Curriculum, CurriculumSampler

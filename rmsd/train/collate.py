@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from rmsd.data.items import Item
-from rmsd.data.video import load_media
 from rmsd.errors import RmsdError
+from rmsd.items import Item
+from rmsd.media.video import load_media
 from rmsd.models.family import family_of, select_encoder_outputs
 from rmsd.train.stage_inputs import PromptCache
 

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig, TrainCommon
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets.benchmark import Benchmark
 from rmsd.errors import RmsdError
 from rmsd.fingerprint import recipe_section
+from rmsd.items import Item
 from rmsd.models import lora
 from rmsd.train.model_card import write_card
 from rmsd.train.progress import StageProgress, stage_label

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rmsd.data.items import METRIC_OF_TASK
+from rmsd.items import METRIC_OF_TASK
 
 CARD = "README.md"
 RESULTS_HEADING = "## Evaluation"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item
+from rmsd.datasets.benchmark import Benchmark
+from rmsd.items import Item
 
 
 class FormatReward:

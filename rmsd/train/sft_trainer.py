@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.losses.multisample_sft import item_confidence, multisample_sft_loss
 from rmsd.models import shared_prefix
 from rmsd.train.collate import VISION_KEYS, MultiSampleCollator, item_vision, vision_kwargs

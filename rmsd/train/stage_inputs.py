@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rmsd.data.frame_cache import env_megabytes
-from rmsd.data.items import Item
-from rmsd.data.video import load_media, shuffled_frames
 from rmsd.errors import RmsdError
+from rmsd.items import Item
+from rmsd.media.frame_cache import env_megabytes
+from rmsd.media.video import load_media, shuffled_frames
 from rmsd.models.processing import EncodedPrompt, assemble_samples, encode_prompt
 
 DEFAULT_CACHE_MB = 2048.0
@@ -83,7 +83,7 @@ class PromptCache:
         return self._kept(item_id, lambda: self._encode(item_id, None))
 
     def shuffled_prompt(self, item_id: str, seed: int) -> EncodedPrompt:
-        """The item's prompt over its frames in a fixed random order (`rmsd.data.video.shuffled_frames`, keyed by
+        """The item's prompt over its frames in a fixed random order (`rmsd.media.video.shuffled_frames`, keyed by
         seed and item id): the same token ids, the pixels permuted; the frames come from the frame cache."""
         return self._kept(f"{item_id}\x00shuffled:{seed}", lambda: self._encode(item_id, f"{seed}:{item_id}"))
 

@@ -6,7 +6,7 @@ the decoded frames come from the frame cache, only their pixels are permuted, th
 the processor's timestamps are the ordered clip's). Those rollouts are scored by the same
 correctness reward and then dropped: they are never trained on, so no log-prob forward (and
 no shared-prefix pass) is spent on them, only their generation. The ordered rollouts'
-correctness then gets the bonus of `rmsd.losses.temporal.temporal_contrast`, item by item.
+correctness then gets the bonus of `rmsd.losses.temporal_bonus.temporal_contrast`, item by item.
 
 The trainer (`rmsd.train.adversarial_trainer`, the seam with TRL) hands this component a
 `generate(rows) -> texts` function that samples exactly as the ordered rollouts are sampled;
@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rmsd.config import AdversarialStageConfig
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.losses.temporal import temporal_contrast
+from rmsd.items import Item
+from rmsd.losses.temporal_bonus import temporal_contrast
 from rmsd.train.stage_inputs import PromptCache
 
 Scores = list[float | None]

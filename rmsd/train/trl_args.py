@@ -43,7 +43,7 @@ ADVERSARIAL_OWN = {
     "discriminator": "AdversarialTrainer._build_adversary (a backbone copy, or an adapter on the student's base)",
     "disc_warmup_steps": "AdversarialTrainer.training_step",
     "visd": "rmsd.train.distill (rmsd.train.visd.StructuredSignal, rmsd.train.curriculum)",
-    "temporal": "AdversarialTrainer (rmsd.train.temporal: shuffled rollouts; rmsd.losses.temporal: the bonus)",
+    "temporal": "AdversarialTrainer (rmsd.train.temporal: shuffled rollouts; rmsd.losses.temporal_bonus: the bonus)",
 }
 
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from rmsd.data.items import Item
-from rmsd.judge.base import DIMENSIONS, Judge, Verdict, check_template, feedback_prompt
+from rmsd.items import Item
+from rmsd.judge.verdict import DIMENSIONS, Judge, Verdict, check_template, feedback_prompt
 from rmsd.losses.advantages import decoupled_token_advantages, lambda_schedule
 from rmsd.models.family import copy_vision_span
 from rmsd.train.ema import AdapterEMATeacher, EMATeacher, ema_teacher
@@ -77,7 +77,7 @@ class StructuredSignal:
     lam, lam_schedule, eps: λ, its schedule ("constant" | "linear" decay to 0 at
         `total_steps`), ε of the magnitude clip.
     feedback_template: the teacher's prompt ({prompt}, {feedback}, optional {reference},
-        {response}); None = `rmsd.judge.base.DEFAULT_FEEDBACK_TEMPLATE`.
+        {response}); None = `rmsd.judge.verdict.DEFAULT_FEEDBACK_TEMPLATE`.
     """
 
     def __init__(self, judge: Judge, teacher: EMATeacher | AdapterEMATeacher, *, lam: float = 0.5, lam_schedule: str = "linear",

@@ -6,7 +6,7 @@ validate → data (a procedural dataset the recipe generates) → sample → mat
 the ones its output records (`rmsd.fingerprint`) and is skipped when they are equal, saying so;
 a changed knob re-runs its stage and, since each stage records the one before it, every later
 one, never an earlier one. Interrupted means resumed: sampling asks only for the keys its store
-lacks (`rmsd.sampling.runner`), a training stage continues from its last checkpoint of the same
+lacks (`rmsd.sampling.sample`), a training stage continues from its last checkpoint of the same
 inputs (`rmsd.train.distill`), evaluation scores only the sets without current results and, in a
 set killed while being scored, only the items it had not reached (`rmsd.eval.evaluate`).
 

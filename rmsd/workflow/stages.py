@@ -77,7 +77,7 @@ def sample(run: Any) -> tuple[str, str]:
 def _estimate(run: Any, per_teacher: Any, have: set[str]) -> dict[str, dict[str, Any]]:
     """Requests, tokens and cost of the missing samples, from teachers built but never asked."""
     from rmsd.sampling.estimate import estimate
-    from rmsd.teachers.pool import build_teachers
+    from rmsd.teachers.build import build_teachers
 
     pool = run.recipe.load_pool()
     teachers = build_teachers(pool)

@@ -47,7 +47,7 @@ def test_v4_runs_the_issues_methods_from_the_shipped_base_on_one_budget(tmp_path
 
 
 def test_v4_has_enough_test_items_and_at_most_three_epochs():
-    from rmsd.data.synthvid import build_items
+    from rmsd.synthvid.generator import build_items
 
     splits = build_items(V4["n"], reproduce.DATA_SEED)
     assert len(splits["test"]) >= 1500

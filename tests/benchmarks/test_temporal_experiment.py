@@ -1,4 +1,4 @@
-"""benchmarks/temporal.py, the temporal-contrast experiment: it runs what benchmarks/results/temporal_v1.md declares,
+"""benchmarks/temporal_experiment.py, the temporal-contrast experiment: it runs what benchmarks/results/temporal_v1.md declares,
 its two arms differ only in the contrast, and its split of the test accuracy is the item-weighted one."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import temporal  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+import temporal_experiment as temporal  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
 ROOT = Path(__file__).resolve().parents[2]
 DECLARATION = (ROOT / "benchmarks" / "results" / "temporal_v1.md").read_text()
@@ -62,7 +62,7 @@ def test_the_smoke_run_goes_end_to_end(tmp_path):
 
 def test_the_declared_reading_rule():
     """temporal_v1.md: helped when both seeds' differences are positive and their mean clears 1/sqrt(n)."""
-    import temporal
+    import temporal_experiment as temporal
 
     def runs(t0, t1, p0=0.5, p1=0.5):
         out = []

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from schemas import mathverse_row, videomme_row, write_parquet
 
-from rmsd.data.benchmarks import BENCHMARKS, get_benchmark
-from rmsd.data.benchmarks.mathverse import MathVerse, MathVerseJudge
+from rmsd.datasets import BENCHMARKS, get_benchmark
+from rmsd.datasets.mathverse import MathVerse, MathVerseJudge
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import score_predictions
 
@@ -349,20 +349,20 @@ def test_registry():
 
 def test_no_name_of_a_benchmark_is_checked_outside_its_module_and_the_table():
     """What the stages need to know about a benchmark is an attribute of its class: no `== "mathverse"` (or any
-    other registered name) compared in rmsd/ outside rmsd/data/benchmarks/."""
+    other registered name) compared in rmsd/ outside rmsd/datasets/."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "rmsd"
     names = "|".join(BENCHMARKS)
     pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\{{?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
-    found = [f"{f.relative_to(root)}:{n}" for f in root.rglob("*.py") if "benchmarks" not in f.parts
+    found = [f"{f.relative_to(root)}:{n}" for f in root.rglob("*.py") if "datasets" not in f.parts
              for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
 
 
 def test_synthvid_scoring_through_the_registry():
-    from rmsd.data.synthvid import build_items
+    from rmsd.synthvid.generator import build_items
 
     bench = get_benchmark("synthvid")
     items = build_items(40, seed=3, test_fraction=0.0)["train"]

@@ -14,10 +14,10 @@ from corpora import CHOICES, VIDEO_DIR, videor1_corpus, videor1_row, write_mp4
 from schemas import videomme_row, write_parquet
 
 from rmsd.config import load_recipe
-from rmsd.data.contamination import EvalIndex, find_overlaps, normalise_question
-from rmsd.data.items import Item
+from rmsd.datasets.contamination import EvalIndex, find_overlaps, normalise_question
 from rmsd.errors import RmsdError
 from rmsd.eval.sets import check_training_items, overlap_note
+from rmsd.items import Item
 from rmsd.validation import validate_file
 
 

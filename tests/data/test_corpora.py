@@ -10,11 +10,11 @@ import re
 import pytest
 from corpora import CHOICES, VIDEO_DIR, llava_row, mc_question, videor1_corpus, videor1_row, write_mp4, write_png
 
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.videor1 import build_prompt, relative_score, word_similarity
-from rmsd.data.items import Item, write_items
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.videor1 import build_prompt, relative_score, word_similarity
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import score_predictions
+from rmsd.items import Item, write_items
 
 
 # ----------------------------------------------------------------------------- Video-R1

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from corpora import ACADEMIC, CHARADES, YOUTUBE, YTB, llava_dataset, write_mp4
 
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.llava_video import answer_letter, parse_question
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.llava_video import answer_letter, parse_question
 from rmsd.errors import RmsdError
 
 

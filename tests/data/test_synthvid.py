@@ -10,10 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from rmsd.data.benchmarks.synthvid import breakdowns, load_items
-from rmsd.data.items import OPTION_LETTERS, TASK_TYPES
-from rmsd.data.synthvid import BACKGROUND, PALETTE, TASK_MIX, TIER_MIX, build_items, generate, scene_at
+from rmsd.datasets.synthvid import breakdowns, load_items
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, TASK_TYPES
+from rmsd.synthvid.generator import BACKGROUND, PALETTE, TASK_MIX, TIER_MIX, build_items, generate, scene_at
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +303,7 @@ def test_cli_writes_a_dataset(tmp_path):
 
 def test_easy_objects_cross_most_of_the_frame(many_items):
     """The easy tier's moving object travels 55-70% of the frame side; medium and hard 30-50%."""
-    from rmsd.data.synthvid import TRAVEL
+    from rmsd.synthvid.generator import TRAVEL
 
     seen = set()
     for item in many_items:

@@ -1,4 +1,4 @@
-"""rmsd.data.video: clips written with PyAV in each codec/container, frames identified by colour.
+"""rmsd.media.video: clips written with PyAV in each codec/container, frames identified by colour.
 
 Frame i of every clip is a flat colour that encodes i (red = i % 16, green = i // 16, in
 steps of 16), so a test can say which frames came back, not only how many.
@@ -18,10 +18,10 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from rmsd.data import video  # noqa: E402
-from rmsd.data.frame_cache import cache_info, clear_cache, set_cache_limit  # noqa: E402
-from rmsd.data.video import VideoError, encode_jpeg_b64, load_frames, load_image  # noqa: E402
 from rmsd.errors import RmsdError  # noqa: E402
+from rmsd.media import video  # noqa: E402
+from rmsd.media.frame_cache import cache_info, clear_cache, set_cache_limit  # noqa: E402
+from rmsd.media.video import VideoError, encode_jpeg_b64, load_frames, load_image  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -227,7 +227,7 @@ def test_truncated_file_with_index_first_warns_and_repeats_the_last_frame(tmp_pa
     write_clip(str(path), "libx264", "mp4", 60, container_options={"movflags": "faststart"})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 3 // 4])  # the index and the first keyframe take the first ~60%
-    with caplog.at_level(logging.WARNING, logger="rmsd.data.video"):
+    with caplog.at_level(logging.WARNING, logger="rmsd.media.video"):
         frames = load_frames(path, 8)
     indices = [frame_index(f) for f in frames.array]
     assert indices == sorted(indices) and indices[-1] < 59 and indices[-1] == indices[-2]

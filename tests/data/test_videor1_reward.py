@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from corpora import CHOICES, videor1_row, write_mp4
 
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.videor1_reward import eval_reward, rouge_mean, training_reward
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.videor1_reward import eval_reward, rouge_mean, training_reward
 from rmsd.eval.evaluate import score_predictions
 from rmsd.train.rewards import CorrectnessReward
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from schemas import mathverse_row, videomme_row, write_parquet
 
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.synthvid import encode_mp4, generate
+from rmsd.datasets import get_benchmark
 from rmsd.errors import RmsdError
 from rmsd.eval.evaluate import evaluate
 from rmsd.models.offline.tiny import build_student
+from rmsd.synthvid.generator import encode_mp4, generate
 
 MAX_NEW_TOKENS = 10
 

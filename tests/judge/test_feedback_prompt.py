@@ -4,10 +4,10 @@ import copy
 
 import pytest
 
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.judge.base import Verdict, feedback_prompt
-from rmsd.teachers.base import Teacher
+from rmsd.items import Item
+from rmsd.judge.verdict import Verdict, feedback_prompt
+from rmsd.teachers.teacher import Teacher
 
 ITEM = Item(item_id="i1", benchmark="synthvid", task_type="mcq", question="Which colour?",
             prompt="Which colour?\n(A) red\n(B) blue\nReply <think>...</think><answer>(X)</answer>.",

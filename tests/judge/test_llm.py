@@ -10,12 +10,12 @@ import socket
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items, object_name
+from rmsd.config.pools import OpenAIOptions, PoolConfig
 from rmsd.errors import RmsdError
-from rmsd.judge.base import DIMENSIONS, reference_text
+from rmsd.items import Item
 from rmsd.judge.llm import LLMJudge, MalformedVerdict, parse_verdict, reminder
-from rmsd.pool_config import OpenAIOptions, PoolConfig
+from rmsd.judge.verdict import DIMENSIONS, reference_text
+from rmsd.synthvid.generator import build_items, object_name
 from rmsd.teachers.openai_api import OpenAITeacher
 
 ITEM = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour is the square?",

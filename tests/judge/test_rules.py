@@ -2,10 +2,10 @@
 
 import pytest
 
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items
-from rmsd.judge.base import DIMENSIONS, Verdict
+from rmsd.items import Item
 from rmsd.judge.rules import RuleJudge, extract_claims, parse_response
+from rmsd.judge.verdict import DIMENSIONS, Verdict
+from rmsd.synthvid.generator import build_items
 from rmsd.teachers.simulated import SimulatedTeacher
 
 SCENE = {

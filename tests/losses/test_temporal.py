@@ -1,4 +1,4 @@
-"""Video-R1's T-GRPO temporal bonus (`rmsd.losses.temporal`) on hand-computed groups.
+"""Video-R1's T-GRPO temporal bonus (`rmsd.losses.temporal_bonus`) on hand-computed groups.
 
 Held to Video-R1's own definition, read from tulerfeng/Video-R1,
 src/r1-v/src/open_r1/trainer/grpo_trainer.py at commit 59d65c347e44efa71be27abf9d89b4a2bb7d1c05
@@ -16,7 +16,7 @@ import math
 import pytest
 
 from rmsd.config import AdversarialStageConfig, TemporalConfig
-from rmsd.losses.temporal import temporal_contrast
+from rmsd.losses.temporal_bonus import temporal_contrast
 
 
 def _video_r1(ordered: list[float], shuffled: list[float], mu: float = 0.8, alpha: float = 0.3) -> list[float]:

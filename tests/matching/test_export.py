@@ -21,8 +21,8 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.matching.export import export_matched, repeats
 
 ROOT = Path(__file__).resolve().parents[2]

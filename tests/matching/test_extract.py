@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from rmsd.data.benchmarks.base import extract_answer, score
-from rmsd.data.items import Item
+from rmsd.datasets.benchmark import extract_answer, score
+from rmsd.items import Item
 from rmsd.scoring import (
     answer_region,
     choice_mmmu,

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from rmsd.config import MatchingConfig
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items
+from rmsd.datasets import get_benchmark
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.matching.dataset import write_matched
 from rmsd.matching.matcher import MATCH_FIELDS, match_samples
 from rmsd.scoring import rouge_l
+from rmsd.synthvid.generator import build_items
 from rmsd.teachers.simulated import SimulatedTeacher
 
 OPTIONS = ["red", "blue", "green", "cyan"]

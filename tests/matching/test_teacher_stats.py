@@ -12,10 +12,10 @@ import yaml
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items, generate
+from rmsd.datasets import get_benchmark
+from rmsd.items import Item
 from rmsd.matching.teacher_stats import teacher_statistics
+from rmsd.synthvid.generator import build_items, generate
 from rmsd.teachers.simulated import SimulatedTeacher
 
 SYNTHVID = get_benchmark("synthvid")

@@ -1,6 +1,6 @@
 """The student families: build, load, the frames' real times in the model input, generation, gradients.
 
-Clips are real mp4 files written with PyAV and decoded by rmsd.data.video.load_frames, so
+Clips are real mp4 files written with PyAV and decoded by rmsd.media.video.load_frames, so
 the times checked are the ones rmsd measured, not numbers the test made up.
 """
 
@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from rmsd.data.synthvid import encode_mp4
-from rmsd.data.video import load_frames
 from rmsd.errors import RmsdError
+from rmsd.media.video import load_frames
 from rmsd.models.family import (
     copy_vision_span,
     family_of,
@@ -25,6 +24,7 @@ from rmsd.models.family import (
 )
 from rmsd.models.offline.tiny import build_student
 from rmsd.models.processing import encode, generate, load_student, to_model, video_metadata
+from rmsd.synthvid.generator import encode_mp4
 
 
 @pytest.fixture(scope="module")

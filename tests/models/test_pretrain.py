@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
 from rmsd.models.offline.pretrain import MAKERS, PretrainConfig, build_pretrained, drill, stream
 from rmsd.models.processing import load_student
+from rmsd.synthvid.generator import build_items
 
 OPTION = re.compile(r"^- (.+) \(([A-F])\)$", re.M)
 
@@ -113,11 +113,11 @@ def test_the_shipped_base_is_the_default_recipes_result_and_says_how_it_was_buil
 def test_the_shipped_base_loads_offline_and_answers_in_format(tmp_path, monkeypatch):
     """The weights load from the package folder with the hub unreachable, and the base writes the teachers'
     reply format on distillation questions it never saw (their kinds are held out of pre-training)."""
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
-    from rmsd.data.video import load_frames
+    from rmsd.datasets.synthvid import load_items
+    from rmsd.media.video import load_frames
     from rmsd.models.offline.pretrain import SHIPPED
     from rmsd.models.processing import generate as answer
+    from rmsd.synthvid.generator import generate
 
     torch.set_num_threads(1)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -19,13 +19,13 @@ import yaml
 from fake_batch import BatchBehaviour, FakeBatchServer
 
 from rmsd.config import PoolConfig, load_recipe
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 from rmsd.pipeline import sample_recipe
 from rmsd.sampling.ledger import Ledger
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_failures, read_records
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL = {"batch_poll_s": 0.001, "batch_poll_max_s": 0.01}
@@ -87,8 +87,8 @@ def test_batch_and_online_give_interchangeable_stores_and_resume_each_other(tmp_
 
 
 def test_request_lines_are_the_online_request_and_split_at_the_limits(tmp_path):
-    from rmsd.teachers.base import Media
-    from rmsd.teachers.pool import gen_params
+    from rmsd.teachers.build import gen_params
+    from rmsd.teachers.teacher import Media
 
     its = items(10)
     with FakeBatchServer() as srv:
@@ -207,7 +207,7 @@ def write_recipe(tmp: Path, url: str, mode: str = "batch") -> Path:
 
 
 def test_kill_9_right_after_creation_resumes_polling_the_same_batch(tmp_path):
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=6, seed=1, frame_size=56)
     store = tmp_path / "store"
@@ -235,7 +235,7 @@ def test_kill_9_right_after_creation_resumes_polling_the_same_batch(tmp_path):
 
 
 def test_cancel_stops_the_open_batches_and_online_then_resumes(tmp_path):
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=4, seed=2, frame_size=56)
     store = tmp_path / "store"
@@ -286,7 +286,7 @@ def run_batch_file(requests: Path, results: Path, drop: int = 0) -> None:
 
 
 def test_batch_file_then_import_gives_the_online_store(tmp_path):
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=4, seed=5, frame_size=56)
     with FakeBatchServer() as srv:
@@ -307,7 +307,7 @@ def test_batch_file_then_import_gives_the_online_store(tmp_path):
 
 
 def test_the_api_key_never_reaches_a_file_or_the_output_in_batch_mode(tmp_path):
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=4, seed=0, frame_size=56)
     secret = "sk-batchleak-" + "Qx7" * 10

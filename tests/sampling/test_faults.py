@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer, max_in_window, max_tokens_in_window
 
-from rmsd.data.items import Item
-from rmsd.pool_config import PoolConfig
-from rmsd.sampling.runner import run_sampling
+from rmsd.config.pools import PoolConfig
+from rmsd.items import Item
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
 
 ALL_FAULTS = ["429", "500", "503", "hang", "garbage", "empty"]
 WINDOW_S = 2.0  # the "minute" of the limits, shortened so the test spans several windows in seconds

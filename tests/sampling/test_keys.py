@@ -20,8 +20,7 @@ from fake_openai import FakeOpenAIServer
 from typer.testing import CliRunner
 
 from rmsd.cli import app
-from rmsd.data.items import Item
-from rmsd.pool_config import (
+from rmsd.config.pools import (
     GenParamsConfig,
     HFOptions,
     OpenAIOptions,
@@ -30,10 +29,11 @@ from rmsd.pool_config import (
     TeacherConfig,
     output_settings,
 )
+from rmsd.items import Item
 from rmsd.sampling.keys import key_maker
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, key_version, read_records
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 VIDEO = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour?", prompt="Which colour? (A) red",
@@ -113,7 +113,7 @@ KNOBS = [
 @pytest.fixture(autouse=True)
 def custom_teachers(tmp_path, monkeypatch):
     (tmp_path / "key_test_teachers.py").write_text(textwrap.dedent("""
-        from rmsd.teachers.base import Response, Teacher
+        from rmsd.teachers.teacher import Response, Teacher
 
         class Framed(Teacher):
             media_needs = frozenset({"jpeg"})
@@ -219,7 +219,7 @@ def sample(path: Path, pool: dict, items: list[Item], num_frames: int = 8) -> di
 
 def test_a_rerun_resamples_after_an_output_knob_and_resumes_after_plumbing(tmp_path, monkeypatch):
     from rmsd.sampling import online
-    from rmsd.teachers.base import Media
+    from rmsd.teachers.teacher import Media
 
     monkeypatch.setattr(online, "build_media", lambda item, needs, n, side: Media(jpeg_b64=["AAAA"] * n))
     items = [Item(**{**VIDEO.to_dict(), "item_id": f"v{i}"}) for i in range(3)]

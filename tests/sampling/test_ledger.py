@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from fake_batch import BatchBehaviour, FakeBatchServer
 
-from rmsd.data.items import Item
+from rmsd.config.pools import PoolConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
+from rmsd.items import Item
 from rmsd.sampling.batch import BatchRun
 from rmsd.sampling.ledger import IMPORTED, OPEN, TRANSITIONS, Ledger, PartState
-from rmsd.sampling.runner import run_sampling
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
 from rmsd.sampling.work import make_lanes
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
 
 S = PartState
 POLL = {"batch_poll_s": 0.001, "batch_poll_max_s": 0.01}

@@ -14,9 +14,9 @@ import yaml
 from fake_openai import FakeOpenAIServer
 
 from rmsd.config import load_recipe
-from rmsd.data.synthvid import generate
 from rmsd.pipeline import sample_recipe
 from rmsd.sampling.store import part_files, read_records
+from rmsd.synthvid.generator import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 

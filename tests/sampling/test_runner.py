@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer, max_in_window
 
-from rmsd.data.items import Item
+from rmsd.config.pools import PoolConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
+from rmsd.items import Item
 from rmsd.sampling import online
 from rmsd.sampling.ratelimit import (
     JITTER_MARGIN_S,
@@ -22,11 +22,11 @@ from rmsd.sampling.ratelimit import (
     TokenBucket,
     backoff_delay,
 )
-from rmsd.sampling.runner import parse_shard, run_sampling, shard_items
+from rmsd.sampling.sample import parse_shard, run_sampling, shard_items
 from rmsd.sampling.store import SampleStore, part_files, read_failures, read_records
 from rmsd.sampling.work import chunks
-from rmsd.teachers.base import Media, Response, Teacher, parse_retry_after
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
+from rmsd.teachers.teacher import Media, Response, Teacher, parse_retry_after
 
 TASKS = ("mcq", "open", "numeric", "grounding")
 
@@ -227,8 +227,8 @@ def test_media_is_built_once_per_item_and_the_video_sent_once_with_n(server, tmp
 
 
 def test_missing_and_corrupt_videos_fail_their_item_only(server, tmp_path):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=8, seed=2, frame_size=56)
     its = load_items(tmp_path / "data", split="train")[:4]
@@ -303,7 +303,7 @@ def test_config_errors_stop_before_any_request(server, tmp_path):
 
 
 def test_a_repeated_item_id_names_the_file_and_rows_it_came_from(server, tmp_path):
-    from rmsd.data.items import read_items, write_items
+    from rmsd.items import read_items, write_items
 
     file = tmp_path / "items.jsonl"
     write_items(items(3) + items(2)[1:], file)  # q1 twice: lines 2 and 4

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from rmsd.data.benchmarks.synthvid import load_items
-from rmsd.data.synthvid import generate
-from rmsd.pool_config import HFOptions, PoolConfig
-from rmsd.sampling.runner import run_sampling
+from rmsd.config.pools import HFOptions, PoolConfig
+from rmsd.datasets.synthvid import load_items
+from rmsd.sampling.sample import run_sampling
 from rmsd.sampling.store import SampleStore, read_records
+from rmsd.synthvid.generator import generate
 from rmsd.teachers.hf_local import HFTeacher
 
 torch = pytest.importorskip("torch")
@@ -70,7 +70,7 @@ def test_a_missing_checkpoint_is_a_config_error(tmp_path):
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
 def test_a_qwen3_vl_teacher_samples_video_items_with_their_frame_times(tmp_path, family):
     """The same backend on the other families: their prompts carry the clip's measured <t seconds>."""
-    from rmsd.data.video import load_frames
+    from rmsd.media.video import load_frames
     from rmsd.models.family import frame_times
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import encode

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from fake_openai import FakeOpenAIServer
 
-from rmsd.data.items import Item
+from rmsd.config.pools import OpenAIOptions
 from rmsd.errors import RmsdError
-from rmsd.pool_config import OpenAIOptions
-from rmsd.teachers.base import GenParams, Media, TeacherError
+from rmsd.items import Item
 from rmsd.teachers.openai_api import DUMMY_KEY, OpenAITeacher
+from rmsd.teachers.teacher import GenParams, Media, TeacherError
 
 ITEM = Item(item_id="q1", benchmark="t", task_type="mcq", question="Which colour?", prompt="Which colour? (A) red (B) blue",
             options=["red", "blue"])
@@ -231,7 +231,7 @@ def test_transformers_serve_ignores_n_and_logprobs_and_is_detected(tmp_path):
 def test_the_api_key_never_reaches_a_file_or_the_output(tmp_path):
     import yaml
 
-    from rmsd.data.synthvid import generate
+    from rmsd.synthvid.generator import generate
 
     generate(tmp_path / "data", n=6, seed=0, frame_size=56)
     secret = "sk-leaktest-" + "Zq9" * 10

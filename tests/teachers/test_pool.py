@@ -8,11 +8,11 @@ import textwrap
 import pytest
 
 from rmsd.config import ConfigError, load_pool
+from rmsd.config.pools import PoolConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
-from rmsd.teachers.base import Teacher
-from rmsd.teachers.pool import build_teacher, build_teachers, load_class, media_needs, model_name
+from rmsd.teachers.build import build_teacher, build_teachers, load_class, media_needs, model_name
 from rmsd.teachers.simulated import SimulatedTeacher
+from rmsd.teachers.teacher import Teacher
 
 
 def pool(*teachers: dict, **kw) -> PoolConfig:
@@ -26,7 +26,7 @@ API = {"name": "api", "backend": "openai", "openai": {"model": "gpt-x", "base_ur
 @pytest.fixture
 def custom_module(tmp_path, monkeypatch):
     (tmp_path / "my_teachers.py").write_text(textwrap.dedent("""
-        from rmsd.teachers.base import Response, Teacher
+        from rmsd.teachers.teacher import Response, Teacher
 
         class Echo(Teacher):
             media_needs = frozenset()
@@ -79,7 +79,7 @@ def test_custom_teacher_by_import_path(custom_module):
 @pytest.mark.parametrize("backend, options, message", [
     ("no_such_module_xyz:Thing", {}, "cannot import no_such_module_xyz"),
     ("{m}:Missing", {}, "has no Missing"),
-    ("{m}:NotATeacher", {}, "not a subclass of rmsd.teachers.base.Teacher"),
+    ("{m}:NotATeacher", {}, "not a subclass of rmsd.teachers.teacher.Teacher"),
     ("{m}:Abstract", {}, "does not implement"),
     ("{m}:Echo", {"colour": "red"}, "rejected its options"),
 ])
@@ -111,10 +111,10 @@ def test_bad_pools_stop_before_any_request(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- registry
 def test_the_registry_names_each_builtin_class_and_its_section():
     """Each built-in name stands for its class's import path; the pool section of that name holds its options."""
-    from rmsd.pool_config import BACKENDS, TeacherConfig
+    from rmsd.config.pools import BACKENDS, TeacherConfig
+    from rmsd.teachers.build import backend_class
     from rmsd.teachers.hf_local import HFTeacher
     from rmsd.teachers.openai_api import OpenAITeacher
-    from rmsd.teachers.pool import backend_class
 
     assert tuple(BACKENDS) == ("openai", "hf", "simulated")
     cfgs = [TeacherConfig.model_validate(t) for t in (API, {"name": "h", "backend": "hf", "hf": {"model_path": "/m"}},
@@ -127,17 +127,17 @@ def test_the_registry_names_each_builtin_class_and_its_section():
 
 def test_no_name_of_a_backend_is_compared_outside_the_registry():
     """What construction, validation and keys need to know of a backend is asked of its class: no `== "openai"`
-    (or any other registered name) compared in rmsd/ outside rmsd/pool_config.py, where the table is."""
+    (or any other registered name) compared in rmsd/ outside rmsd/config/pools.py, where the table is."""
     import re
     from pathlib import Path
 
-    from rmsd.pool_config import BACKENDS
+    from rmsd.config.pools import BACKENDS
 
     root = Path(__file__).resolve().parents[2] / "rmsd"
     names = "|".join(BACKENDS)
     pattern = re.compile(rf"""(==|!=|\bin)\s*[({{\[]?\s*["']({names})["']|["']({names})["']\s*(==|!=|,\s*["'])""")
-    found = [f"{f.relative_to(root)}:{n}: {line.strip()}" for f in root.rglob("*.py") if f.name != "pool_config.py"
-             or f.parent != root for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    found = [f"{f.relative_to(root)}:{n}: {line.strip()}" for f in root.rglob("*.py") if f != root / "config" / "pools.py"
+             for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
     before = 'if cfg.backend not in ("openai", "hf", "simulated"):\n    elif cfg.backend == "hf":'
     assert sum(bool(pattern.search(line)) for line in before.splitlines()) == 2  # the rule reads what it forbids

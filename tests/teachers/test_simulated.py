@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items
 from rmsd.errors import RmsdError
-from rmsd.teachers.base import GenParams, Media
+from rmsd.items import Item
+from rmsd.synthvid.generator import build_items
 from rmsd.teachers.simulated import SimulatedTeacher
+from rmsd.teachers.teacher import GenParams, Media
 
 STRICT = re.compile(r"<think>(.+?)</think><answer>(.*?)</answer>", re.S)
 VALID_ANSWER = {

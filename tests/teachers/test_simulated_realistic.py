@@ -15,12 +15,12 @@ import re
 import pytest
 
 from rmsd.config import load_pool
-from rmsd.data.items import Item
-from rmsd.data.synthvid import build_items
+from rmsd.config.pools import SimulatedOptions
 from rmsd.errors import RmsdError
-from rmsd.pool_config import SimulatedOptions
+from rmsd.items import Item
 from rmsd.sampling.keys import teacher_identity
-from rmsd.teachers.pool import build_teacher
+from rmsd.synthvid.generator import build_items
+from rmsd.teachers.build import build_teacher
 from rmsd.teachers.simulated import SimulatedTeacher
 
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)

@@ -10,9 +10,9 @@ import torch
 def make_env(tmp_path_factory):
     """`make_env(n, seed, matched, family)` -> {"root", "student", "items", "matched"}; `matched(items)` builds the
     rows; `family` is the student's architecture (default qwen2_5_vl)."""
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     def make(n: int, seed: int, matched, family: str = "qwen2_5_vl") -> dict:
         torch.set_num_threads(1)

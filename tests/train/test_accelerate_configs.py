@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     import torch.distributed as dist
     from accelerate import PartialState
     from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig
-    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.datasets.synthvid import load_items
     from rmsd.train.distill import DistillContext, run_stages
 
     torch.set_num_threads(1)
@@ -65,9 +65,9 @@ def test_each_shipped_config_loads_in_accelerate(name, kind):
 
 
 def test_the_ddp_config_runs_the_sft_stage_in_two_cpu_processes(tmp_path):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     torch.set_num_threads(1)
     generate(tmp_path / "data", n=4, seed=0)

@@ -240,7 +240,7 @@ def test_teacher_samples_follow_match_weights_and_are_cut_to_the_student_budget(
 def test_correctness_reward_scores_with_the_benchmark(env):
     import dataclasses
 
-    from rmsd.data.benchmarks import get_benchmark
+    from rmsd.datasets import get_benchmark
 
     mcq = next(it for it in env["items"].values() if it.task_type == "mcq")
     wrong = next(letter for letter in "ABCD" if letter != mcq.answer)

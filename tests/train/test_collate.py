@@ -33,10 +33,10 @@ def matched_rows(items) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import load_student
+    from rmsd.synthvid.generator import generate
 
     root = tmp_path_factory.mktemp("collate")
     generate(root / "data", n=6, seed=0)
@@ -118,7 +118,7 @@ def test_collator_builds_one_sequence_per_sample(env):
     assert per_row[0] is per_row[1] and per_row[0] is not per_row[2]
     assert torch.equal(per_row[0]["pixel_values_videos"], pv[0]) and torch.equal(per_row[2]["pixel_values_videos"], pv[1])
     # The real fps reached the processor: a temporal patch of 2 frames at the clip's sampled rate.
-    from rmsd.data.video import load_frames
+    from rmsd.media.video import load_frames
 
     frames = load_frames(first.video, num_frames=8)
     temporal = processor.video_processor.temporal_patch_size
@@ -159,7 +159,7 @@ def test_image_items_collate_and_share_their_encoding(env, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from rmsd.data.items import Item
+    from rmsd.items import Item
 
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(tmp_path / "d.png")
     item = Item(item_id="img", benchmark="mathverse", task_type="numeric", question="x?", prompt="What is x?",
@@ -212,7 +212,7 @@ def test_cached_prompts_give_the_processors_batch_exactly(env, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from rmsd.data.items import Item
+    from rmsd.items import Item
 
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(tmp_path / "d.png")
     image = Item(item_id="img", benchmark="mathverse", task_type="numeric", question="x?", prompt="What is x?",

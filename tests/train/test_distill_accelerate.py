@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent('''
     from accelerate import PartialState
     from transformers import TrainerCallback
     from rmsd.config import AdversarialStageConfig, DatasetConfig, SFTStageConfig, StudentConfig
-    from rmsd.data.benchmarks.synthvid import load_items
+    from rmsd.datasets.synthvid import load_items
     from rmsd.train.distill import DistillContext, build_trainer, run_stages
 
     torch.set_num_threads(1)
@@ -81,9 +81,9 @@ def _matched(items) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("distill")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from rmsd.cli import app
 from rmsd.config import load_recipe
-from rmsd.data.synthvid import generate
 from rmsd.pipeline import match_recipe, sample_recipe
+from rmsd.synthvid.generator import generate
 
 
 @pytest.fixture(scope="module")

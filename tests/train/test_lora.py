@@ -11,7 +11,7 @@ from trainers import ADVERSARIAL_TEST, SFT_TEST, adversarial_trainer, load, sft_
 from transformers import TrainerCallback
 
 from rmsd.config import VISDConfig
-from rmsd.data.benchmarks import get_benchmark
+from rmsd.datasets import get_benchmark
 from rmsd.judge.rules import RuleJudge
 from rmsd.models import lora
 from rmsd.train.discriminator import DISC_ADAPTER, AdapterDiscriminator
@@ -292,7 +292,7 @@ def _merged_export_equals_adapters(env, done, tmp_path, atol=1e-5):
     processor = AutoProcessor.from_pretrained(merged)
     adapted = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(env["student"]),
                                         done["adversarial"]).eval()
-    from rmsd.data.video import load_media
+    from rmsd.media.video import load_media
 
     item = next(iter(env["items"].values()))
     frames, _ = load_media(item, 8, None)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from trainers import adversarial_trainer, sft_trainer, student_inputs
 
-from rmsd.data.items import Item
+from rmsd.items import Item
 from rmsd.models import shared_prefix
 from rmsd.train.collate import MultiSampleCollator, item_vision, vision_kwargs
 from rmsd.train.sft_trainer import sft_rows
@@ -116,7 +116,7 @@ def test_left_padded_prompts_of_different_lengths_share_their_common_part(env):
     shared_prefix.enable(env["model"])
     items = [it for it in env["items"].values() if it.video][:2]
     prompts = [items[0].prompt, items[0].prompt, items[1].prompt, items[1].prompt + " Feedback: the count is wrong."]
-    from rmsd.data.video import load_media
+    from rmsd.media.video import load_media
 
     media = {it.item_id: load_media(it, 8, None)[0] for it in items}
     clips = [media[items[0].item_id]] * 2 + [media[items[1].item_id]] * 2

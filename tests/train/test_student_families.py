@@ -16,7 +16,7 @@ from trainers import adversarial_trainer, sft_trainer
 from transformers import TrainerCallback
 
 from rmsd.config import VISDConfig
-from rmsd.data.benchmarks import get_benchmark
+from rmsd.datasets import get_benchmark
 from rmsd.judge.rules import RuleJudge
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
@@ -36,9 +36,9 @@ def _matched(items) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def envs(tmp_path_factory):
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import generate
+    from rmsd.datasets.synthvid import load_items
     from rmsd.models.offline.tiny import build_student
+    from rmsd.synthvid.generator import generate
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("families")

@@ -39,14 +39,14 @@ def envs(make_env):
 
 
 def _benchmark():
-    from rmsd.data.benchmarks import get_benchmark
+    from rmsd.datasets import get_benchmark
 
     return get_benchmark("synthvid")
 
 
 def test_shuffled_frames_are_the_same_frames_reordered_with_the_same_times(envs):
-    from rmsd.data.frame_cache import cache_info
-    from rmsd.data.video import load_frames, shuffled_frames
+    from rmsd.media.frame_cache import cache_info
+    from rmsd.media.video import load_frames, shuffled_frames
 
     item = next(iter(envs["qwen2_5_vl"]["items"].values()))
     frames = load_frames(item.video, num_frames=8)
@@ -67,7 +67,7 @@ def test_shuffled_frames_are_the_same_frames_reordered_with_the_same_times(envs)
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_5"])
 def test_the_shuffled_prompt_keeps_tokens_and_time_grid_and_permutes_pixels(envs, family):
-    from rmsd.data.frame_cache import cache_info
+    from rmsd.media.frame_cache import cache_info
     from rmsd.models.processing import load_student
     from rmsd.train.stage_inputs import PromptCache
 
@@ -217,8 +217,8 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from rmsd.config import AdversarialStageConfig, StudentConfig
-from rmsd.data.benchmarks import get_benchmark
-from rmsd.data.benchmarks.synthvid import load_items
+from rmsd.datasets import get_benchmark
+from rmsd.datasets.synthvid import load_items
 from rmsd.train.adversarial_trainer import AdversarialTrainer
 from rmsd.train.distill import load_for_training
 from rmsd.train.stage_inputs import StudentInputs

@@ -11,7 +11,7 @@ from oracles import advantage_bounds
 from trainers import adversarial_trainer
 
 from rmsd.config import VISDConfig
-from rmsd.data.benchmarks import get_benchmark
+from rmsd.datasets import get_benchmark
 from rmsd.judge.rules import RuleJudge
 from rmsd.train.curriculum import Curriculum, CurriculumSampler
 from rmsd.train.visd import TEACHER_DIR, StructuredSignal
@@ -196,8 +196,8 @@ def test_llm_judge_from_the_pool_and_a_malformed_verdict_falls_back_to_reward_on
 
     from fake_openai import FakeOpenAIServer
 
+    from rmsd.config.pools import PoolConfig
     from rmsd.judge.llm import LLMJudge
-    from rmsd.pool_config import PoolConfig
 
     good = json.dumps({"answer_correctness": 1.0, "logical_consistency": 0.5, "spatiotemporal_grounding": 0.0,
                        "feedback": "answer_correctness: right\nspatiotemporal_grounding: wrong, no time cited"})

@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.items import OPTION_LETTERS, Item
-from rmsd.data.synthvid import FORMAT_HINTS, PALETTE, SHAPES, build_prompt, describe_objects, object_name
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
+from rmsd.synthvid.generator import FORMAT_HINTS, PALETTE, SHAPES, build_prompt, describe_objects, object_name
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "tiny-base"  # package data: the default recipe's result
 PRETRAIN_DATA_SEED = 9001  # the caption split's synthvid seed: no experiment or benchmark uses it
@@ -231,13 +231,13 @@ def train_steps(model: Any, processor: Any, batches: Iterator[list[Example]], st
                 on_step: Callable[[int, float], None] | None = None, max_seconds: float | None = None) -> dict:
     """Plain AdamW on reply tokens; returns {"steps", "seconds", "losses"} (one loss per step).
 
-    frames_of: path -> Frames (default: rmsd.data.video.load_frames with 8 frames).
+    frames_of: path -> Frames (default: rmsd.media.video.load_frames with 8 frames).
     on_step(step, loss): called after every step (evaluations; their time is not counted
     when it raises nothing and the caller subtracts it). max_seconds: stop early.
     """
     import torch
 
-    from rmsd.data.video import load_frames
+    from rmsd.media.video import load_frames
     from rmsd.models.processing import encode, to_model
 
     frames_of = frames_of or (lambda path: load_frames(path, num_frames=8))
@@ -271,8 +271,8 @@ def train_steps(model: Any, processor: Any, batches: Iterator[list[Example]], st
 # ----------------------------------------------------------------------------- the base
 def pretrain_videos(cache: Path, n_videos: int) -> list[Item]:
     """Items of the caption split (one per video), generated once under `cache`."""
-    from rmsd.data.benchmarks.synthvid import load_items
-    from rmsd.data.synthvid import GENERATOR_VERSION, generate
+    from rmsd.datasets.synthvid import load_items
+    from rmsd.synthvid.generator import GENERATOR_VERSION, generate
 
     folder = cache / f"synthvid-v{GENERATOR_VERSION}-s{PRETRAIN_DATA_SEED}-v{n_videos}"
     if not (folder / "info.json").is_file():

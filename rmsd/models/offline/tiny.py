@@ -192,7 +192,7 @@ def build_processor(corpus: list[str], vocab_size: int = 1024):
     pixels = {"size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, "patch_size": PATCH,
               "temporal_patch_size": TEMPORAL_PATCH, "merge_size": MERGE}
     image_processor = Qwen2VLImageProcessor(**pixels)
-    # Frames arrive already sampled (rmsd.data.video) with their fps: no resampling here.
+    # Frames arrive already sampled (rmsd.media.video) with their fps: no resampling here.
     video_processor = Qwen2VLVideoProcessor(**pixels, do_sample_frames=False, cap_pixels_per_frame=False)
     tokenizer = train_tokenizer(corpus, vocab_size)
     return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
@@ -201,7 +201,7 @@ def build_processor(corpus: list[str], vocab_size: int = 1024):
 
 def default_corpus(n_items: int = 600) -> list[str]:
     """synthvid prompts, answers and reasoning-style sentences, plus BENCHMARK_TEXT."""
-    from rmsd.data.synthvid import build_items, describe_objects, object_name
+    from rmsd.synthvid.generator import build_items, describe_objects, object_name
 
     texts = BENCHMARK_TEXT.splitlines()
     splits = build_items(n_items, seed=12345)

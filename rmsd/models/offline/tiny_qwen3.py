@@ -13,7 +13,7 @@ Same sizes per preset, tokenizer, chat template and pixel bounds as the Qwen2.5-
   real times must reach it (`rmsd.models.processing.video_metadata`).
 
 How it differs from Qwen3-VL's own processor defaults: frames are not resampled
-(`do_sample_frames=False`, rmsd.data.video already sampled them by time), and the video
+(`do_sample_frames=False`, rmsd.media.video already sampled them by time), and the video
 pixel budget is per frame (`cap_pixels_per_frame` with `max_video_tokens`), as
 `student.max_pixels` means for Qwen2.5-VL, instead of Qwen3-VL's per-clip total alone.
 

@@ -1,4 +1,4 @@
-"""The process-wide LRU cache of decoded frames and images (`rmsd.data.video` fills it).
+"""The process-wide LRU cache of decoded frames and images (`rmsd.media.video` fills it).
 
 Keys are (resolved path, mtime, size, what was asked: frames N / max_side, or an image), so
 a rewritten file is decoded again; values are read-only arrays shared by teachers,
@@ -6,7 +6,7 @@ students and evaluation. The limit is on array bytes: `RMSD_FRAME_CACHE_MB` (def
 or `set_cache_limit`; 0 disables caching. Worker threads asking for one key at once wait
 for a single decode instead of each decoding it.
 
-    python -c "from rmsd.data.frame_cache import cache_info; print(cache_info())"
+    python -c "from rmsd.media.frame_cache import cache_info; print(cache_info())"
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Build `Teacher` objects from a pool config (`teachers/*.yaml`) through the registry of backends.
 
-A pool entry's `backend` is a name of the registry (`rmsd.pool_config.BACKENDS`: `openai`,
+A pool entry's `backend` is a name of the registry (`rmsd.config.pools.BACKENDS`: `openai`,
 `hf`, `simulated`), which stands for the import path of its class, or a custom teacher's own
 import path, `backend: mypkg.module:MyTeacher`; either way `backend_class` imports the class,
-checks it subclasses `rmsd.teachers.base.Teacher`, and the class builds the teacher
+checks it subclasses `rmsd.teachers.teacher.Teacher`, and the class builds the teacher
 (`Teacher.from_config`: a custom class is constructed as `MyTeacher(name=..., **options)`).
 Every problem (an unknown module, a class that is not a Teacher, options the class rejects, a
 missing API key or model folder) is a one-line `RmsdError` raised here, before the runner
@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from rmsd.config.pools import BACKENDS, PoolConfig, TeacherConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import BACKENDS, PoolConfig, TeacherConfig
-from rmsd.teachers.base import GenParams, Teacher
+from rmsd.teachers.teacher import GenParams, Teacher
 
 
 def gen_params(cfg: TeacherConfig) -> GenParams:
@@ -60,7 +60,7 @@ def load_class(spec: str, teacher: str) -> type[Teacher]:
     if cls is None:
         raise RmsdError(f"{where}: module {module_name} has no {class_name}")
     if not (inspect.isclass(cls) and issubclass(cls, Teacher)):
-        raise RmsdError(f"{where}: {class_name} is not a subclass of rmsd.teachers.base.Teacher")
+        raise RmsdError(f"{where}: {class_name} is not a subclass of rmsd.teachers.teacher.Teacher")
     if inspect.isabstract(cls):
         raise RmsdError(f"{where}: {class_name} does not implement `async generate(item, media, n, params, "
                         "start_index)`")

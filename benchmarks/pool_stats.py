@@ -9,8 +9,8 @@ spread across and within questions, format violations, and the pairwise error co
 beside the targets the v2 pool was chosen from (GPT-4o-class teachers on video QA, summaries
 of arXiv 2603.11423; Video-MME accuracies, arXiv 2405.21075 and the Qwen2-VL-7B card).
 
-    python benchmarks/teacher_stats.py                      # v2 pool, then the old pool for comparison
-    python benchmarks/teacher_stats.py --pools teachers/experiment_pool_v2.yaml --work /tmp/ts
+    python benchmarks/pool_stats.py                      # v2 pool, then the old pool for comparison
+    python benchmarks/pool_stats.py --pools teachers/experiment_pool_v2.yaml --work /tmp/ts
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ REPORTED = "sigma cross ~0.22, sigma within 0.07-0.15, format violations 1-10% (
 def measure(pool: Path, work: Path) -> dict:
     """Sample the pool on the experiment data and measure it; returns rmsd.matching.teacher_stats' dict."""
     from rmsd.config import load_recipe
-    from rmsd.data.synthvid import generate
     from rmsd.pipeline import sample_recipe, teacher_stats_recipe
+    from rmsd.synthvid.generator import generate
 
     data = work / "data"
     if not (data / "info.json").is_file():
@@ -98,8 +98,8 @@ def main() -> None:
     first = args.work / f"stats-{args.pools[0].stem}" / "teacher_stats.png"
     shutil.copy(first, args.results / "teacher_stats.png")
     lines = ["# Simulated teacher pools against the figures reported for real teachers", "",
-             "Written by `benchmarks/teacher_stats.py`; command:", "",
-             "    python benchmarks/teacher_stats.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "",
+             "Written by `benchmarks/pool_stats.py`; command:", "",
+             "    python benchmarks/pool_stats.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "",
              f"Machine load (1/5/15 min) at the start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. "
              f"Data: synthvid, {N_ITEMS} items, seed {DATA_SEED} (the experiment's); statistics on the "
              "training split the teachers answer, K = 2 samples per teacher and item, through `rmsd sample` "
@@ -119,7 +119,7 @@ def main() -> None:
     lines += ["![teacher statistics of the first pool](teacher_stats.png)", ""]
     (args.results / "teacher_stats.md").write_text("\n".join(lines))
     (args.results / "teacher_stats.json").write_text(json.dumps(
-        {"command": "python benchmarks/teacher_stats.py " + " ".join(sys.argv[1:]), "load": load,
+        {"command": "python benchmarks/pool_stats.py " + " ".join(sys.argv[1:]), "load": load,
          "targets": {"reported": REPORTED, "accuracy": TARGETS}, "pools": measured}, indent=1) + "\n")
     print(f"wrote {args.results / 'teacher_stats.md'}")
 

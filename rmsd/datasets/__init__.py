@@ -16,10 +16,10 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from rmsd.data.benchmarks.base import Benchmark
+from rmsd.datasets.benchmark import Benchmark
 from rmsd.errors import RmsdError
 
-# name → "module:Class" under rmsd.data.benchmarks
+# name → "module:Class" under rmsd.datasets
 REGISTRY: dict[str, str] = {
     "synthvid": "synthvid:SynthVid",
     "videomme": "videomme:VideoMME",

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from rmsd.config import SamplingConfig
+from rmsd.config.pools import PoolConfig
 from rmsd.credentials import Redactor
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig
+from rmsd.items import Item
 from rmsd.sampling.batch import BatchRun, batch_control
 from rmsd.sampling.keys import legacy_store_error
 from rmsd.sampling.ledger import Ledger
@@ -39,8 +39,8 @@ from rmsd.sampling.online import OnlineMode
 from rmsd.sampling.store import KEY_VERSION, SampleStore, key_version
 from rmsd.sampling.summary import print_summary, summarize
 from rmsd.sampling.work import SamplingMode, make_lanes
-from rmsd.teachers.base import Teacher
-from rmsd.teachers.pool import build_teachers
+from rmsd.teachers.build import build_teachers
+from rmsd.teachers.teacher import Teacher
 
 
 # ----------------------------------------------------------------------------- sharding

@@ -3,13 +3,13 @@
 The teachers of a pool, their backends' options and a simulated teacher's error behaviour,
 each knob declared, documented and range-checked once; `Strict` (no unknown key, no value in
 an error message), the credential check every config runs, and which knobs enter the sample
-store's record keys (`NOT_IN_KEY`, `output_settings`). Recipes are `rmsd.config`.
+store's record keys (`NOT_IN_KEY`, `output_settings`). Recipes are `rmsd.config.recipe`.
 
 `BACKENDS` is the registry of teacher backends: one table, name → the `Teacher` class that
 serves it, written as an import path, so a built-in name is short for what a custom backend
 spells out (`backend: mypkg.module:MyTeacher`). Its options are the pool section of the same
 name (`openai:`, `hf:`, `simulated:`). Config validation reads the table here; building a
-teacher (`rmsd.teachers.pool`) imports the class it names, and everything else asks the
+teacher (`rmsd.teachers.build`) imports the class it names, and everything else asks the
 class (`Teacher.from_config`, `record_model`, `needs_of`), never the name. Adding a backend
 is its module plus one entry here (and its options section, if it takes one).
 
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from rmsd.credentials import credential_problems
-from rmsd.data.items import TASK_TYPES
+from rmsd.items import TASK_TYPES
 
 TaskType = Literal["mcq", "numeric", "open", "grounding"]
 

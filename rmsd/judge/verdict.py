@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
 
 DIMENSIONS = ("answer_correctness", "logical_consistency", "spatiotemporal_grounding")
 PLACEHOLDERS = ("prompt", "feedback", "reference", "response")

@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rmsd.data.benchmarks.base import (
+from rmsd.datasets.benchmark import (
     BadRows,
     Benchmark,
     all_data_files,
@@ -43,8 +43,8 @@ from rmsd.data.benchmarks.base import (
     read_data_file,
     where_of,
 )
-from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
 
 KINDS = {"caption": "cap", "open_ended": "oe", "multi_choice": "mc"}
 # an option marker: "A.", "A)", "A:", "(A)" after a line start or a space, before a space

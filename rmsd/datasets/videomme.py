@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd import scoring as ex
-from rmsd.data.benchmarks.base import (
+from rmsd.datasets.benchmark import (
     VIDEO_SUFFIXES,
     Benchmark,
     default_video_roots,
@@ -31,7 +31,7 @@ from rmsd.data.benchmarks.base import (
     require_fields,
     strip_option_letters,
 )
-from rmsd.data.items import Item
+from rmsd.items import Item
 
 FIELDS = ("video_id", "duration", "domain", "sub_category", "videoID", "question_id", "task_type", "question",
           "options", "answer")

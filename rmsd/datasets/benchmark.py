@@ -2,7 +2,7 @@
 
 One `Benchmark` subclass per benchmark or training corpus (`videomme.py`, `videommmu.py`,
 `mathverse.py`, `synthvid.py`; the corpora `videor1.py`, `llava_video.py`, `items_file.py`), each
-one entry of the registry (`rmsd/data/benchmarks/__init__.py`). Loaders read a local dataset folder or file in the
+one entry of the registry (`rmsd/datasets/__init__.py`). Loaders read a local dataset folder or file in the
 public schema (parquet, JSON, JSONL, as the hub stores them) or, for a hub id, go through
 `datasets.load_dataset`; the benchmark's own fields stay in `Item.meta` under their public
 names. Unlike lmms-eval, which wires a task from YAML + `!function` hooks, a benchmark here is
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rmsd import scoring as ex
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv")  # the harness falls back to .MP4 and .mkv

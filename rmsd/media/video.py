@@ -15,10 +15,10 @@ How it differs from the usual loaders (`transformers.video_utils.load_video`, de
 - survives missing duration metadata (reads packet timestamps), files without timestamps,
   undecodable packets, imprecise seeks (falls back to decoding) and cover-art "video" streams;
 - an LRU cache keyed by (path, mtime, size, N, max_side) returns read-only arrays, so
-  teachers, students and evaluation share one decode (`rmsd.data.frame_cache`);
+  teachers, students and evaluation share one decode (`rmsd.media.frame_cache`);
 - a file that cannot be read raises `VideoError` naming the file and the reason.
 
-    python -c "from rmsd.data.video import load_frames; f = load_frames('clip.mp4', 8); print(f.array.shape, f.fps)"
+    python -c "from rmsd.media.video import load_frames; f = load_frames('clip.mp4', 8); print(f.array.shape, f.fps)"
     python benchmarks/bench_video.py      # speed against transformers' PyAV loader
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from rmsd.data.frame_cache import cached
 from rmsd.errors import RmsdError
+from rmsd.media.frame_cache import cached
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, *, cache: b
 
 
 def load_media(item: Any, num_frames: int, max_side: int | None) -> tuple[Frames | None, np.ndarray | None]:
-    """(frames, image) of an `rmsd.data.items.Item`: exactly one is set for a video or image item, neither for text."""
+    """(frames, image) of an `rmsd.items.Item`: exactly one is set for a video or image item, neither for text."""
     if item.video:
         return load_frames(item.video, num_frames=num_frames, max_side=max_side), None
     if item.image:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from rmsd.data.items import Item
+from rmsd.items import Item
 
 SAMPLE_BYTES = 1 << 16  # bytes read at each of the fingerprint's three places
 _NON_WORD = re.compile(r"[\W_]+")

@@ -30,9 +30,9 @@ from typing import Any
 
 from rmsd import scoring as ex
 from rmsd.cache import JsonlCache, PrivateLoop, content_key
-from rmsd.data.benchmarks.base import Benchmark, find_media, missing_media_error, read_rows, require_fields
-from rmsd.data.items import OPTION_LETTERS, Item
+from rmsd.datasets.benchmark import Benchmark, find_media, missing_media_error, read_rows, require_fields
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
 
 FIELDS = ("sample_index", "problem_index", "problem_version", "question", "image", "answer", "question_type",
           "metadata", "query_wo", "query_cot", "question_for_eval")

@@ -31,7 +31,7 @@ Three readings of a reply on a Video-R1 item (`solution` is the row's field as w
   does). The script has no branch for OCR and free-form (it would score every such reply 0); here they keep the
   training reward's formulas (quirks 4 and 5) on the answer read this way, so a number on them means something:
   the one deliberate difference.
-- the **lenient** reading (`rmsd.data.benchmarks.videor1.VideoR1`, mode `lenient`) is rmsd's earlier one; README
+- the **lenient** reading (`rmsd.datasets.videor1.VideoR1`, mode `lenient`) is rmsd's earlier one; README
   lists where it differs.
 
     python -m pytest tests/data/test_videor1_reward.py

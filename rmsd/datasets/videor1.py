@@ -8,7 +8,7 @@ under `dataset.video_root`, default the folder of the JSON file. Image rows beco
 A folder holding both releases (Video-R1-260k.json, Video-R1-COT-165k.json) reads the one
 `dataset.config` names; an id seen twice is a broken row (`dataset.on_bad_row`).
 
-Scoring reproduces Video-R1's own (`rmsd/data/benchmarks/videor1_reward.py`, read from
+Scoring reproduces Video-R1's own (`rmsd/datasets/videor1_reward.py`, read from
 tulerfeng/Video-R1); the extraction mode picks one of three readings:
 
 - `strict` (`rmsd match`, the RL `correctness` reward, and `extract` / `score` called without a
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from rmsd import scoring as ex
-from rmsd.data.benchmarks import videor1_reward as vr
-from rmsd.data.benchmarks.base import (
+from rmsd.datasets import videor1_reward as vr
+from rmsd.datasets.benchmark import (
     BadRows,
     Benchmark,
     all_data_files,
@@ -45,8 +45,8 @@ from rmsd.data.benchmarks.base import (
     read_data_file,
     where_of,
 )
-from rmsd.data.items import OPTION_LETTERS, Item
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, Item
 
 FIELDS = ("problem_id", "problem", "data_type", "problem_type", "solution", "path")
 TASK_OF = {"multiple choice": "mcq", "numerical": "numeric", "regression": "numeric", "OCR": "open",

@@ -1,6 +1,6 @@
 """The item: one video (or image) + one question + task type + optional ground truth.
 
-Every benchmark loader (`rmsd.data.benchmarks`) turns its own schema into `Item`s; every
+Every benchmark loader (`rmsd.datasets`) turns its own schema into `Item`s; every
 later stage (sample, match, distill, eval) reads only this type. The benchmark's own
 fields stay in `meta` under their public names, so breakdowns (duration, domain, subject,
 problem version) and judges can read them.
@@ -18,7 +18,7 @@ from rmsd.errors import RmsdError
 
 TASK_TYPES = ("mcq", "numeric", "open", "grounding")
 CLOSED_TASK_TYPES = frozenset({"mcq", "numeric", "grounding"})
-# the score an item of each task type gets (rmsd.data.benchmarks.base.score): what tables call each column
+# the score an item of each task type gets (rmsd.datasets.benchmark.score): what tables call each column
 METRIC_OF_TASK = {"mcq": "accuracy", "numeric": "accuracy", "grounding": "tIoU", "open": "ROUGE-L"}
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -40,7 +40,7 @@ class Item:
     meta: the benchmark's other fields under their public names (duration, domain, ...);
         for synthvid the scene ground truth (objects, colours, trajectories, times).
     origin: where a loader read it, (data file, 0-based row), for messages that must name the row
-        (`rmsd.data.benchmarks.base.origin_text`); not written by `to_dict`, not compared.
+        (`rmsd.datasets.benchmark.origin_text`); not written by `to_dict`, not compared.
     """
 
     item_id: str

@@ -1,13 +1,13 @@
-"""Typed configuration: recipes (`recipes/<benchmark>/*.yaml`) and teacher pools (`teachers/*.yaml`).
+"""Typed recipes (`recipes/<benchmark>/*.yaml`), and the YAML loading they share with pools (`teachers/*.yaml`).
 
 Every key is read by name into a pydantic model; unknown keys are errors (with the closest
 known key), ranges are validated, and every problem is reported with its YAML path
-(`rmsd.config_errors`). A recipe may `include:` other YAML files (paths relative to the
+(`rmsd.config.messages`). A recipe may `include:` other YAML files (paths relative to the
 including file; the including file wins key by key) and any key can be overridden from the
 command line: `--set distill.sft.lr=1e-4`. Anything that looks like a credential, anywhere
 in a file or an override, is refused with its path and never shown (`rmsd.credentials`).
 The teacher pool's models, and which knobs enter the sample store's record keys
-(`NOT_IN_KEY`), are declared in `rmsd.pool_config`; import them from there.
+(`NOT_IN_KEY`), are declared in `rmsd.config.pools`; import them from there.
 
     rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
 """
@@ -21,13 +21,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from rmsd.config_errors import format_errors, read_text, yaml_error
+from rmsd.config.messages import format_errors, read_text, yaml_error
+from rmsd.config.pools import PoolConfig, Strict, refuse_credentials
 from rmsd.credentials import credential_problems
-from rmsd.data.benchmarks import BENCHMARKS, REGISTRY, benchmark_class, unknown_name
+from rmsd.datasets import BENCHMARKS, REGISTRY, benchmark_class, unknown_name
 from rmsd.errors import RmsdError
-from rmsd.pool_config import PoolConfig, Strict, refuse_credentials
 
 REWARDS = ("discriminator", "format", "correctness")  # the adversarial stage's reward components
+KNOWN = ", ".join(BENCHMARKS)  # help texts read the registry's names: a new entry shows up in them
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -38,12 +39,10 @@ def _known_benchmark(name: str) -> str:
 
 
 class DatasetConfig(Strict):
-    """What the teachers are asked about and the student trains on: a training corpus (videor1, llava_video,
-    items) or a benchmark's split, read through the registry (`rmsd/data/benchmarks/__init__.py`)."""
+    """What the teachers are asked about and the student trains on: a training corpus or a benchmark's split,
+    read through the registry (`rmsd/datasets/__init__.py`)."""
 
-    benchmark: str = Field(description=(
-        "registry name: a training corpus (videor1, llava_video, items) or a benchmark (synthvid, videomme, "
-        "videommmu, mathverse)"))
+    benchmark: str = Field(description=f"registry name, a training corpus or a benchmark: {KNOWN}")
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str = Field("train", description="split sampled by the teachers and distilled on")
     eval_split: str = Field("test", description=(
@@ -242,7 +241,7 @@ class VISDConfig(Strict):
 
 
 class TemporalConfig(Strict):
-    """Video-R1's temporal contrast (T-GRPO, docs/method.md; the rule: `rmsd.losses.temporal`).
+    """Video-R1's temporal contrast (T-GRPO, docs/method.md; the rule: `rmsd.losses.temporal_bonus`).
 
     Each item is also answered from its frames shuffled; a correct in-order rollout earns
     `bonus` when the in-order group scores at least `ratio` times the shuffled one. Needs the
@@ -322,7 +321,7 @@ class DistillConfig(Strict):
 class EvalSetConfig(Strict):
     """One evaluation benchmark of `eval.benchmarks` (its data need not be the training data's)."""
 
-    benchmark: str = Field(description="registry name: videomme, videommmu, mathverse, synthvid, ...")
+    benchmark: str = Field(description=f"registry name: {KNOWN}")
     path: str = Field(description="local dataset folder/file, or a hub id read through `datasets`")
     split: str | None = Field(None, description="split scored; default the benchmark's own (test, testmini)")
     config: str | None = Field(None, description="dataset config (Video-MMMU track); null: all of them")

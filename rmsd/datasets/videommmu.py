@@ -30,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmsd import scoring as ex
-from rmsd.data.benchmarks.base import (
+from rmsd.datasets.benchmark import (
     Benchmark,
     default_video_roots,
     find_media,
@@ -39,8 +39,8 @@ from rmsd.data.benchmarks.base import (
     require_fields,
     strip_option_letters,
 )
-from rmsd.data.items import Item
 from rmsd.errors import RmsdError
+from rmsd.items import Item
 
 CONFIGS = ("Perception", "Comprehension", "Adaptation")
 FIELDS = ("id", "question", "options", "answer", "question_type")

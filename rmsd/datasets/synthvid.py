@@ -1,10 +1,10 @@
-"""synthvid loader: the JSONL written by `rmsd.data.synthvid.generate` back into `Item`s.
+"""synthvid loader: the JSONL written by `rmsd.synthvid.generator.generate` back into `Item`s.
 
 Rows are already `Item` dicts (prompt, options, letter answers, scene ground truth in
 `meta`); the only change is the video path, stored relative to the dataset folder so the
 folder can move, and made absolute here. The files are plain JSONL that
 `datasets.load_dataset("json", data_files=...)` also reads (same rows); this loader reads them
-with `rmsd.data.items.read_items` because it is faster and needs no Arrow cache.
+with `rmsd.items.read_items` because it is faster and needs no Arrow cache.
 
     rmsd synthvid --out data/synthvid && rmsd eval --recipe recipes/synthvid/tiny_rmsd.yaml
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rmsd.data.benchmarks.base import Benchmark
-from rmsd.data.items import Item, read_items
+from rmsd.datasets.benchmark import Benchmark
 from rmsd.errors import RmsdError
+from rmsd.items import Item, read_items
 
 BREAKDOWNS = ("task_type", "difficulty", "question_kind")
 
@@ -80,7 +80,7 @@ class SynthVid(Benchmark):
 
     def generated(self, path: str | Path, n: int) -> bool:
         """The folder's info.json says this generator version wrote `n` items with seed 0."""
-        from rmsd.data.synthvid import GENERATOR_VERSION
+        from rmsd.synthvid.generator import GENERATOR_VERSION
 
         info = Path(path) / "info.json"
         if not info.is_file():
@@ -89,6 +89,6 @@ class SynthVid(Benchmark):
         return (held.get("version"), held.get("n"), held.get("seed")) == (GENERATOR_VERSION, n, 0)
 
     def generate_data(self, path: str | Path, n: int) -> dict:
-        from rmsd.data.synthvid import generate
+        from rmsd.synthvid.generator import generate
 
         return generate(path, n=n, seed=0)

@@ -17,8 +17,8 @@ The declared run writes temporal_v1.json and temporal_v1_results.md beside the d
 --quick (the smoke test) writes them to WORK/results instead. The settings are fixed here
 (`DECLARED`) as the declaration states them; a different design is a new declaration.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py --commit           # the declared experiment
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal.py --quick --work /tmp/temporal_smoke
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal_experiment.py --commit           # the declared experiment
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/temporal_experiment.py --quick --work /tmp/temporal_smoke
 """
 
 from __future__ import annotations

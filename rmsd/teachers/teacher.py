@@ -8,8 +8,8 @@ video is never decoded twice for one item. A teacher says what it needs of the v
 
 A pool entry becomes a teacher through its class (`from_config`), which also answers, without
 building one, what its records name as their `model` (`record_model`) and what it will ask of a
-video (`needs_of`): the registry of backends (`rmsd.pool_config.BACKENDS`) names the class,
-and nothing else looks at a backend's name. The pool (`rmsd.teachers.pool`) sets `system_prompt` and `prompt_template` on every teacher;
+video (`needs_of`): the registry of backends (`rmsd.config.pools.BACKENDS`) names the class,
+and nothing else looks at a backend's name. The pool (`rmsd.teachers.build`) sets `system_prompt` and `prompt_template` on every teacher;
 `render_prompt(item)` gives the user text. `ask(prompt)` is a text-only call for LLM judges.
 A backend raises `TeacherError(retryable=...)` to tell the runner whether to retry; any
 other exception is retried too (except `RmsdError`, a user mistake).
@@ -37,9 +37,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rmsd.data.items import Item
+from rmsd.config.pools import TeacherConfig
 from rmsd.errors import RmsdError
-from rmsd.pool_config import TeacherConfig
+from rmsd.items import Item
 
 MEDIA_KINDS = frozenset({"frames", "jpeg", "video"})
 
@@ -61,7 +61,7 @@ class GenParams:
 class Media:
     """What a teacher needs of an item's video or image, prepared once per item.
 
-    frames: a `rmsd.data.video.Frames` (uint8 array, fps, timestamps) or None.
+    frames: a `rmsd.media.video.Frames` (uint8 array, fps, timestamps) or None.
     jpeg_b64: the same frames (or the image) as base64 JPEG strings, for API teachers.
     video_b64: the video file itself, base64, for servers that take a `video_url`.
     Each field is filled only when a teacher of the pool needs it (`Teacher.media_needs`).

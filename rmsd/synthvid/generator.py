@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from rmsd.data.items import OPTION_LETTERS, TASK_TYPES, Item
 from rmsd.errors import RmsdError
+from rmsd.items import OPTION_LETTERS, TASK_TYPES, Item
 
 GENERATOR_VERSION = "3"  # 3: options read "- red (A)"; 2: the easy tier's objects travel 55-70% of the frame
 PALETTE = {  # well separated in RGB and after yuv420p compression
@@ -469,5 +469,5 @@ def _info(splits: dict[str, list[Item]], **params: Any) -> dict[str, Any]:
                          "difficulty": tally(items, lambda it: it.meta["difficulty"]),
                          "question_kind": tally(items, lambda it: it.meta["question_kind"])}
                  for split, items in splits.items()}
-    return {"generator": "rmsd.data.synthvid", "version": GENERATOR_VERSION, **params,
+    return {"generator": "rmsd.synthvid.generator", "version": GENERATOR_VERSION, **params,
             "counts": counts, "breakdown": breakdown}

@@ -1,22 +1,22 @@
 """rmsd's own items JSONL as a training corpus: any corpus converted once, then read as it is.
 
-A file written by `rmsd.data.items.write_items` (one `Item` per line: item_id, benchmark,
+A file written by `rmsd.items.write_items` (one `Item` per line: item_id, benchmark,
 task_type, question, prompt, options, answer, video, image, meta) is the way to bring a corpus
 rmsd has no loader for: convert it to items in a few lines of Python, write them, and name the
 file (or a folder holding `{split}.jsonl`) as `dataset.path` with `dataset.benchmark: items`.
 Relative media paths resolve under `dataset.video_root`, default the file's folder. Scoring is
 by task type (letter, number, temporal IoU, ROUGE-L), as for synthvid.
 
-    python -c "from rmsd.data.items import write_items; ..."   # then dataset: {benchmark: items, path: my.jsonl}
+    python -c "from rmsd.items import write_items; ..."   # then dataset: {benchmark: items, path: my.jsonl}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rmsd.data.benchmarks.base import BadRows, Benchmark, origin_text
-from rmsd.data.items import Item, read_items
+from rmsd.datasets.benchmark import BadRows, Benchmark, origin_text
 from rmsd.errors import RmsdError
+from rmsd.items import Item, read_items
 
 
 def items_path(path: str | Path, split: str) -> Path:
@@ -28,7 +28,7 @@ def items_path(path: str | Path, split: str) -> Path:
         return p / f"{split}.jsonl"
     present = ", ".join(sorted(f.name for f in p.glob("*.jsonl"))) if p.is_dir() else "no such folder"
     raise RmsdError(f"items: no items file at {p} for split {split!r} ({present}): name a JSONL file written by "
-                    "rmsd.data.items.write_items, or a folder holding {split}.jsonl")
+                    "rmsd.items.write_items, or a folder holding {split}.jsonl")
 
 
 class ItemsFile(Benchmark):
