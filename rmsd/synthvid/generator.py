@@ -354,7 +354,8 @@ def build_items(n: int, seed: int = 0, test_fraction: float = 0.2, frame_size: i
                 task_mix: dict[str, float] | None = None) -> dict[str, list[Item]]:
     """The items of both splits, in memory (no files): {"train": [...], "test": [...]}.
 
-    Videos are split, not items, stratified by tier, so no video is in both splits."""
+    Videos are split, not items, stratified by tier, so no video is in both splits; no scene is drawn twice, so
+    no video's content is either."""
     _validate(n, test_fraction, frame_size, fps, duration, questions_per_video)
     rng = random.Random(f"synthvid:{seed}")
     slots = _plan_slots(n, _normalised(tier_mix, TIER_MIX, "tier_mix"), _normalised(task_mix, TASK_MIX, "task_mix"))
@@ -364,8 +365,17 @@ def build_items(n: int, seed: int = 0, test_fraction: float = 0.2, frame_size: i
         indices = [i for i, (tr, _) in enumerate(videos) if tr == tier]
         test_ids.update(rng.sample(indices, round(test_fraction * len(indices))))
     splits: dict[str, list[Item]] = {"train": [], "test": []}
+    drawn: set[str] = set()
     for i, (tier, kinds) in enumerate(videos):
-        items = _video_items(rng, f"s{seed}_v{i:05d}", tier, kinds, frame_size, fps, duration)
+        # A one-object scene lies on a coarse grid (4 colours, 2 shapes, 4 directions, 0.5 s times), so in a few
+        # thousand videos one can come up twice: the same video under two ids, once in each split. A repeated
+        # scene is drawn again; sets without a repeat (every one used before this rule) are unchanged.
+        while True:
+            items = _video_items(rng, f"s{seed}_v{i:05d}", tier, kinds, frame_size, fps, duration)
+            scene = json.dumps(items[0].meta["objects"], sort_keys=True)
+            if scene not in drawn:
+                break
+        drawn.add(scene)
         splits["test" if i in test_ids else "train"].extend(items)
     return splits
 

@@ -317,3 +317,24 @@ def test_easy_objects_cross_most_of_the_frame(many_items):
             assert round(lo * meta["width"]) <= trip <= round(hi * meta["width"]), (item.item_id, trip)
             seen.add(meta["difficulty"])
     assert seen == {"easy", "medium", "hard"}
+
+
+def test_no_scene_is_drawn_twice_and_earlier_sets_are_unchanged():
+    """A one-object scene lies on a coarse grid, so 8,400 items (regime v4's) once drew one twice: the same video in
+    both splits, which the contamination guard refused. The generator draws such a scene again; the sets used
+    before that rule (regime v3's, the temporal experiment's, the quickstart's, the base's captions) had no repeat
+    and stay item for item what they were (digests taken before the change)."""
+    import hashlib
+
+    def scenes(splits):
+        return [json.dumps(it.meta["objects"], sort_keys=True) for items in splits.values() for it in items
+                if it.item_id.endswith("_q0")]
+
+    v4 = build_items(8400, 1234)
+    assert len(scenes(v4)) == len(set(scenes(v4))) and (len(v4["train"]), len(v4["test"])) == (6711, 1689)
+    pinned = {(1000, 1234, 0.2): "1f3f6534cba0998a", (400, 0, 0.2): "28c559f25f2dfef8",
+              (2000, 1234, 0.2): "84f02935ae1ff0ce", (3000, 9001, 0.0): "e2eb7824ebd19842"}
+    for (n, seed, test_fraction), digest in pinned.items():
+        splits = build_items(n, seed, test_fraction)
+        text = json.dumps({k: [it.to_dict() for it in v] for k, v in splits.items()}, sort_keys=True, default=str)
+        assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest, (n, seed)
