@@ -178,6 +178,16 @@ def reading_lines(runs: list[dict[str, Any]], n_t: int, n_r: int) -> list[str]:
     return lines + [""]
 
 
+def shown_command(command: str) -> str:
+    """The command as run, in backticks, with the script under its name today (the runs of 2026-12-07 ran it as
+    temporal.py)."""
+    script, parts = Path(__file__).name, command.split(" ")
+    if len(parts) > 1 and parts[1].startswith("benchmarks/") and parts[1] != f"benchmarks/{script}":
+        renamed = " ".join([parts[0], f"benchmarks/{script}", *parts[2:]])
+        return f"`{renamed}` (run as {Path(parts[1]).name}, the script's earlier name)"
+    return f"`{command}`"
+
+
 def report(out: Path, settings: dict[str, Any], sft: dict[str, Any], runs: list[dict[str, Any]],
            command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +195,7 @@ def report(out: Path, settings: dict[str, Any], sft: dict[str, Any], runs: list[
     (out / "temporal_v1.json").write_text(json.dumps(data, indent=2) + "\n")
     n_t, n_r = sft["temporal"]["n"], sft["rest"]["n"]
     text = ["# Temporal contrast experiment v1: results (declared in temporal_v1.md)", "",
-            f"Command: `{command}`", "",
+            f"Command: {shown_command(command)}", "",
             f"Test items: {n_t} of the temporal kinds ({', '.join(TEMPORAL_KINDS)}), {n_r} of the rest. Accuracy: "
             "the benchmark's score per item (mcq/numeric exact, grounding tIoU, open ROUGE-L), item-weighted. "
             "Training figures: means over the RL stage's logged steps.", "", table(sft, runs), "",
