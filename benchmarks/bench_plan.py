@@ -123,7 +123,7 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
     from datasets import Dataset
 
     from rmsd.datasets.synthvid import load_items
-    from rmsd.models.memory import architecture, visual_tokens
+    from rmsd.models.memory import architecture
     from rmsd.models.offline.tiny import build_student
     from rmsd.models.processing import load_student
     from rmsd.plan import GIB, Settings, stage_plan
@@ -181,12 +181,11 @@ def child(family: str, preset: str, items: int, samples: int, steps: int, work: 
                                                    "max_length": width}),
                         side=84, prompt_tokens=prompt - vis, response_tokens=width - prompt, pool_samples=samples)
     plan = stage_plan("sft", arch, settings, usable=1 << 62, suggest=False)
-    from rmsd.models.memory import DTYPE_BYTES, head_workspace_bytes
-    from rmsd.plan import _forward_bytes
+    from rmsd.models.memory import head_workspace_bytes, step_bytes
+    from rmsd.plan import _step
 
-    patches = visual_tokens(arch, 8, 84, 84)[1]
     reply = width - prompt
-    plan_saved = _forward_bytes(arch, settings, items, plan.rows, prompt, reply, patches, DTYPE_BYTES["float32"]) - \
+    plan_saved = step_bytes(arch, _step("sft", settings)).student - \
         head_workspace_bytes(arch, plan.rows * (reply + 1), head_trains=not lora)  # the kept tensors, not the head's
     student = plan.models[0]
     return {"family": family, "preset": preset, "params": arch.params, "lora": lora,
