@@ -1,5 +1,5 @@
 """Typed configuration, one package: recipes (`recipe.py`), teacher pools and the registry of teacher backends
-(`pools.py`), and how a config mistake reads (`messages.py`).
+(`pools.py`), the YAML loading both share (`loading.py`), and how a config mistake reads (`messages.py`).
 
 What a stage needs of a recipe is imported from here (`from rmsd.config import Recipe, load_recipe`); a
 pool's models and `BACKENDS` from `rmsd.config.pools`.
@@ -7,12 +7,12 @@ pool's models and `BACKENDS` from `rmsd.config.pools`.
     rmsd validate recipes/synthvid/tiny_rmsd.yaml teachers/synthvid_sim.yaml
 """
 
+from rmsd.config.loading import ConfigError, apply_overrides, load_pool, parse_config, read_yaml, resolve_path
 from rmsd.config.pools import PoolConfig
 from rmsd.config.recipe import (
     LORA_TARGETS,
     REWARDS,
     AdversarialStageConfig,
-    ConfigError,
     CurriculumConfig,
     DatasetConfig,
     DistillConfig,
@@ -27,12 +27,7 @@ from rmsd.config.recipe import (
     TemporalConfig,
     TrainCommon,
     VISDConfig,
-    apply_overrides,
-    load_pool,
     load_recipe,
-    parse_config,
-    read_yaml,
-    resolve_path,
 )
 
 __all__ = [
