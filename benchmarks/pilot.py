@@ -150,6 +150,14 @@ def run_rung(regime: str, sft_steps: int, work: Path, record: dict[str, Any], sa
     return rung
 
 
+def rejudge(record: dict[str, Any], work: Path, pilot: dict[str, Any]) -> None:
+    """The verdict of every rung whose runs are all there and all finished (the rule as `run_rung` applies it)."""
+    for rung in record["rungs"].values():
+        by = {(r["method"], r["seed"]): r for r in rung["runs"] if "error" not in r}
+        if set(by) == {(m, s) for m in pilot["methods"] for s in pilot["seeds"]}:
+            rung["verdict"] = verdict(by, test_kinds(work), pilot["seeds"])
+
+
 def test_kinds(work: Path) -> dict[str, str]:
     from rmsd.datasets.synthvid import load_items
 
@@ -161,10 +169,17 @@ def main() -> None:
     ap.add_argument("--regime", choices=sorted(r for r in REGIMES if "pilot" in REGIMES[r]), required=True)
     ap.add_argument("--work", type=Path, default=None, help="runs folder (default runs/reproduce-REGIME)")
     ap.add_argument("--commit", action="store_true", help="git-commit the pilot's files after every finished run")
+    ap.add_argument("--report", action="store_true",
+                    help="only rewrite pilot_REGIME.md/.json from the record, judging every complete rung; trains nothing")
     args = ap.parse_args()
     spec, work = REGIMES[args.regime], args.work or ROOT / f"runs/reproduce-{args.regime}"
     path = RESULTS / f"pilot_{args.regime}.json"
     record = json.loads(path.read_text()) if path.is_file() else {"rungs": {}}
+    if args.report:
+        rejudge(record, work, spec["pilot"])
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work)))
+        return
     if record.get("chosen_sft_steps") is not None:
         sys.exit(f"the pilot has decided (S = {record['chosen_sft_steps']}, {path}): it is not run again")
     record.update(command="python benchmarks/pilot.py " + " ".join(sys.argv[1:]), regime=args.regime, rule=RULE,
@@ -186,6 +201,7 @@ def main() -> None:
             save(f"S = {sft_steps} has failed runs: no decision", False)
             sys.exit(f"a run at S = {sft_steps} failed ({path}): the pilot cannot judge this rung")
         print(f"S = {sft_steps}: a {v['a']}, b {v['b']}, c {v['c']}", flush=True)
+        save(f"S = {sft_steps} judged: {'passes' if v['passes'] else 'does not pass'}", True)  # before the next rung
         if v["passes"]:
             record["chosen_sft_steps"] = sft_steps
             break

@@ -32,7 +32,7 @@ def small_regime(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_pilot_judges_every_rung_and_records_its_decision(small_regime, capsys):
+def test_the_pilot_judges_every_rung_and_records_its_decision(small_regime, monkeypatch):
     pilot.main()
     record = json.loads((small_regime / "results" / "pilot_small.json").read_text())
     assert list(record["rungs"]) == ["1", "2"]  # a 1-step student passes no rung: both were tried
@@ -49,6 +49,15 @@ def test_the_pilot_judges_every_rung_and_records_its_decision(small_regime, caps
     assert "Rung verdict: **does not pass**" in text and "| ceiling | 1 |" in text
     with pytest.raises(SystemExit, match="has decided"):
         pilot.main()
+
+    # --report judges every complete rung again from the record alone: nothing trained, the same verdicts
+    judged = {s: rung.pop("verdict") for s, rung in record["rungs"].items()}
+    (small_regime / "results" / "pilot_small.json").write_text(json.dumps(record))
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--report"])
+    pilot.main()
+    rewritten = json.loads((small_regime / "results" / "pilot_small.json").read_text())
+    assert {s: rung["verdict"] for s, rung in rewritten["rungs"].items()} == json.loads(json.dumps(judged))
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1])
 
     # an interrupted pilot (no decision yet, its run folders gone with the session) resumes from the record
     del record["chosen_sft_steps"]
