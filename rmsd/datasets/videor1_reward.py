@@ -2,7 +2,7 @@
 
 Read from tulerfeng/Video-R1 at commit 59d65c347e44efa71be27abf9d89b4a2bb7d1c05 (re-implemented, not
 copied): `src/r1-v/src/open_r1/grpo.py` (`accuracy_reward`, the GRPO accuracy reward) and `src/eval_bench.py`
-(`reward_fn`, `mean_relative_accuracy`). `tests/data/test_videor1_reward.py` holds every function here to a table
+(`reward_fn`, `mean_relative_accuracy`). `tests/datasets/test_videor1_reward.py` holds every function here to a table
 of replies scored by those definitions.
 
 Three readings of a reply on a Video-R1 item (`solution` is the row's field as written, "<answer>B</answer>"):
@@ -34,7 +34,7 @@ Three readings of a reply on a Video-R1 item (`solution` is the row's field as w
 - the **lenient** reading (`rmsd.datasets.videor1.VideoR1`, mode `lenient`) is rmsd's earlier one; README
   lists where it differs.
 
-    python -m pytest tests/data/test_videor1_reward.py
+    python -m pytest tests/datasets/test_videor1_reward.py
 """
 
 from __future__ import annotations

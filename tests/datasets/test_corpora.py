@@ -42,7 +42,7 @@ def test_every_video_r1_problem_type_becomes_an_item_with_its_answer(tmp_path):
 
 def test_each_problem_type_is_scored_as_video_r1_scores_it(tmp_path):
     # Video-R1's accuracy_reward (tulerfeng/Video-R1, src/r1-v/src/open_r1/grpo.py at commit
-    # 59d65c347e44efa71be27abf9d89b4a2bb7d1c05; the full table is tests/data/test_videor1_reward.py): "3.0" for "3" and "1200" for "1,200" score 0 (one side
+    # 59d65c347e44efa71be27abf9d89b4a2bb7d1c05; the full table is tests/datasets/test_videor1_reward.py): "3.0" for "3" and "1200" for "1,200" score 0 (one side
     # has a decimal mark), OCR is 1 - WER, regression 1 - relative error
     file, _ = videor1_corpus(tmp_path)
     bench = get_benchmark("videor1")
