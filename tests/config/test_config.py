@@ -11,7 +11,7 @@ from rmsd.config import ConfigError, load_pool, load_recipe
 from rmsd.errors import RmsdError
 from rmsd.validation import validate_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml")) + sorted((ROOT / "teachers").rglob("*.yaml"))
 
 
