@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import paired
 import reproduce
 import run_cache
 from method_recipes import ROOT, budget_overrides, load_method
@@ -73,8 +74,9 @@ def verdict(runs: dict[tuple[str, int], dict[str, Any]], kinds: dict[str, str], 
 
 
 # ----------------------------------------------------------------------------- the report
-def report(regime: str, record: dict[str, Any], kinds: dict[str, str]) -> str:
-    """pilot_<regime>.md: the rule, every rung's table per task type and per question kind, and the verdicts."""
+def report(regime: str, record: dict[str, Any], kinds: dict[str, str], tasks: dict[str, str] | None = None) -> str:
+    """pilot_<regime>.md: the rule, every rung's table per task type and per question kind, the verdicts, and
+    (with `tasks`: item id -> task type) each rung's headroom on paired per-item differences."""
     counts: dict[str, int] = {}
     for kind in kinds.values():
         counts[kind] = counts.get(kind, 0) + 1
@@ -104,6 +106,8 @@ def report(regime: str, record: dict[str, Any], kinds: dict[str, str]) -> str:
                 lines.append(f"\n{r['method']} seed {r['seed']} failed: {r['error']}")
         if rung.get("verdict"):
             lines += ["", *verdict_lines(s, rung["verdict"])]
+            if tasks:
+                lines += ["", headroom_line(done, tasks)]
         lines.append("")
     lines.append(f"Machine at the last write: {json.dumps(record['machine'])}")
     return "\n".join(lines) + "\n"
@@ -119,6 +123,24 @@ def verdict_lines(sft_steps: str, v: dict[str, Any]) -> list[str]:
         "(c) spread between the seeds of one method on each kind holding >= 10% of the test: "
         + ", ".join(f"{k} {d * 100:.1f}" for k, d in v["kind_spread"].items()) + f" points (needs <= 15): {said[v['c']]}",
         f"Rung verdict: **{'passes: S = ' + sft_steps if v['passes'] else 'does not pass'}**."]
+
+
+def headroom_line(runs: list[dict[str, Any]], tasks: dict[str, str]) -> str:
+    """ceiling - single on paired per-item differences, seeds pooled, with regime v4's bootstrap (benchmarks/
+    paired.py), overall and per task type: where the headroom the rule asks for lies. Analysis, not the rule."""
+    scores: dict[str, dict[int, dict[str, float]]] = {}
+    for r in runs:
+        scores.setdefault(r["method"], {})[r["seed"]] = r["final"]["per_item"]
+    diffs = paired.per_item_differences(scores.get("ceiling", {}), scores.get("single", {}))
+
+    def cell(values: list[float]) -> str:
+        b = paired.bootstrap(values)
+        return f"{b['mean'] * 100:+.1f} [{b['lo'] * 100:+.1f}, {b['hi'] * 100:+.1f}]"
+
+    by_type = [f"{t} ({sum(1 for i in diffs if tasks[i] == t)} items) {cell([d for i, d in diffs.items() if tasks[i] == t])}"
+               for t in TASK_TYPES if any(tasks[i] == t for i in diffs)]
+    return (f"Headroom, paired per item (seeds pooled, 95% bootstrap interval, points): ceiling - single overall "
+            f"{cell(list(diffs.values()))}; " + "; ".join(by_type) + ".")
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -164,6 +186,12 @@ def test_kinds(work: Path) -> dict[str, str]:
     return {it.item_id: kind_of(it) for it in load_items(work / "data", split="test")}
 
 
+def test_tasks(work: Path) -> dict[str, str]:
+    from rmsd.datasets.synthvid import load_items
+
+    return {it.item_id: it.task_type for it in load_items(work / "data", split="test")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--regime", choices=sorted(r for r in REGIMES if "pilot" in REGIMES[r]), required=True)
@@ -178,7 +206,7 @@ def main() -> None:
     if args.report:
         rejudge(record, work, spec["pilot"])
         path.write_text(json.dumps(record, indent=1) + "\n")
-        (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work)))
+        (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work), test_tasks(work)))
         return
     if record.get("chosen_sft_steps") is not None:
         sys.exit(f"the pilot has decided (S = {record['chosen_sft_steps']}, {path}): it is not run again")
@@ -190,7 +218,7 @@ def main() -> None:
         record.update(machine=machine(), wall_seconds=round(time.perf_counter() - started, 1))
         path.write_text(json.dumps(record, indent=1) + "\n")
         if (work / "data" / "test.jsonl").is_file():
-            (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work)))
+            (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work), test_tasks(work)))
         if args.commit and fresh:
             reproduce.commit_results(RESULTS, f"pilot {args.regime}: {what}", pattern=f"pilot_{args.regime}.*")
 

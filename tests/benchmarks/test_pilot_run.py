@@ -47,6 +47,7 @@ def test_the_pilot_judges_every_rung_and_records_its_decision(small_regime, monk
     text = (small_regime / "results" / "pilot_small.md").read_text()
     assert "## S = 1 " in text and "## S = 2 " in text and "Decision: **none**" in text
     assert "Rung verdict: **does not pass**" in text and "| ceiling | 1 |" in text
+    assert text.count("Headroom, paired per item") == 2  # every judged rung says where its headroom lies
     with pytest.raises(SystemExit, match="has decided"):
         pilot.main()
 

@@ -127,6 +127,19 @@ def test_the_rule_fails_on_each_of_its_three_conditions():
     assert pilot.verdict(runs, few, [0, 1])["big_kinds"] == ["easy/colour", "easy/direction"]
 
 
+def test_the_pilots_headroom_is_the_paired_difference_per_task_type():
+    # 2 seeds x 4 items: the ceiling is right on every item, single on the mcq items only on seed 0
+    tasks = {"a": "mcq", "b": "mcq", "c": "numeric", "d": "grounding"}
+    runs = [{"method": "ceiling", "seed": s, "final": {"per_item": dict.fromkeys(tasks, 1.0)}} for s in (0, 1)]
+    runs += [{"method": "single", "seed": 0, "final": {"per_item": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.5}}},
+             {"method": "single", "seed": 1, "final": {"per_item": {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.5}}}]
+    line = pilot.headroom_line(runs, tasks)
+    # per item, seeds pooled: a 0.5, b 0.5, c 1.0, d 0.5 -> overall +62.5; mcq +50 (both items alike: [+50, +50])
+    assert "ceiling - single overall +62.5 [" in line
+    assert "mcq (2 items) +50.0 [+50.0, +50.0]" in line and "numeric (1 items) +100.0" in line
+    assert "grounding (1 items) +50.0" in line and "open" not in line
+
+
 # ----------------------------------------------------------------------------- paired claims
 def test_paired_differences_average_seeds_per_item_and_the_interval_brackets_the_mean():
     a = {0: {"x": 1.0, "y": 1.0, "z": 0.0}, 1: {"x": 1.0, "y": 0.0, "z": 0.0}}
