@@ -277,10 +277,11 @@ def untrained(recipe: Any, seed: int) -> dict[str, Any]:
     return {"method": "untrained", "seed": seed, "final": final, "curve": [], "train_seconds": 0.0}
 
 
-def analysis(work: Path) -> str:
-    """student_errors' sections for the report; an analysis that fails is said so and loses no number."""
+def analysis(work: Path, runs: Path | None = None) -> str:
+    """student_errors' sections for the report (`runs`: the method folders, when not in `work`); an analysis that
+    fails is said so and loses no number."""
     try:
-        return student_errors.sections(work, level="###")
+        return student_errors.sections(work, level="###", runs=runs)
     except Exception as e:  # noqa: BLE001 - the runs' numbers are written whatever happens here
         return f"(the analysis failed: {type(e).__name__}: {e})"
 
@@ -409,7 +410,7 @@ def main() -> None:
                       f"({run['train_seconds']:.0f} s)", flush=True)
             # every finished run is in the results at once (a cached one too): an interruption loses one run at most
             meta.update(machine=machine(), wall_seconds=time.perf_counter() - started)
-            write_results(args.results, meta, runs, report, matched_rows, analysis(args.work))
+            write_results(args.results, meta, runs, report, matched_rows, analysis(args.work, args.runs))
             if args.commit and not run.get("cached"):
                 done = "failed" if "error" in run else f"overall {run['final']['overall']:.3f}"
                 commit_results(args.results, f"reproduce {args.regime or 'run'} ({meta['regime_hash']}): "

@@ -14,6 +14,7 @@ A claim that does not hold is reported with its analysis. This reads a finished
   answer for its question kind, no clip read; a student at this level has learnt the prior.
 
     python benchmarks/student_errors.py --work runs/reproduce-v3    # reproduce.md carries the same sections
+    python benchmarks/student_errors.py --work runs/reproduce-v4 --runs runs/reproduce-v4/S900  # one of v4's S
 """
 
 from __future__ import annotations
@@ -203,10 +204,11 @@ def students_table(found: dict[str, dict[int, list[dict[str, Any]]]], items: dic
     return "\n".join(lines)
 
 
-def sections(work: Path, with_targets: bool = True, level: str = "##") -> str:
-    """The students' table and the prior, then (with_targets) their targets' table; headings at `level`."""
+def sections(work: Path, with_targets: bool = True, level: str = "##", runs: Path | None = None) -> str:
+    """The students' table and the prior, then (with_targets) their targets' table; headings at `level`.
+    `runs`: where the method folders are, when not in `work` (a piloted regime's S<S>/, e.g. regime v4's)."""
     train, test = read_jsonl(work / "data" / "train.jsonl"), read_jsonl(work / "data" / "test.jsonl")
-    found = predictions(work)
+    found = predictions(runs or work)
     prior = prior_accuracy(train, test)
     parts = [f"{level} The students (means over seeds, final checkpoints, test split)", "",
              students_table(found, {it["item_id"]: it for it in test}), "",
@@ -223,18 +225,19 @@ def sections(work: Path, with_targets: bool = True, level: str = "##") -> str:
     return "\n".join(parts) + "\n"
 
 
-def report(work: Path, with_targets: bool = True) -> str:
+def report(work: Path, with_targets: bool = True, runs: Path | None = None) -> str:
     return (f"# What the students got wrong (`python benchmarks/student_errors.py --work {work.name} ...`)\n\n"
-            + sections(work, with_targets))
+            + sections(work, with_targets, runs=runs))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="the reproduce.py --work folder")
+    ap.add_argument("--runs", type=Path, help="the method folders, when not in --work (regime v4: WORK/S<S>)")
     ap.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     ap.add_argument("--no-targets", action="store_true", help="the students only (no rmsd import, no torch)")
     args = ap.parse_args()
-    text = report(args.work.resolve(), with_targets=not args.no_targets)
+    text = report(args.work.resolve(), with_targets=not args.no_targets, runs=args.runs and args.runs.resolve())
     if args.out:
         args.out.write_text(text)
     print(text, end="")

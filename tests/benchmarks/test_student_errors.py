@@ -82,6 +82,13 @@ def test_report_reads_every_seed_of_every_method_in_a_reproduce_work_folder(tmp_
     assert rows["matched"].startswith("| matched | 1 | 0.000 | 0.000 |")
     assert "mcq 0.333, numeric 0.500" in text
 
+    # a piloted regime (v4) keeps each S's method folders under S<S>/: the same students, read from there
+    (tmp_path / "S900").mkdir()
+    for method in ("single", "matched"):
+        (tmp_path / method).rename(tmp_path / "S900" / method)
+    assert "| single |" not in student_errors.report(tmp_path, with_targets=False)
+    assert student_errors.report(tmp_path, with_targets=False, runs=tmp_path / "S900") == text
+
 
 def test_kept_errors_say_what_consensus_kept_wrong_and_whose_samples_those_were():
     def row(item_id, teacher, answer, kept, task="numeric"):
