@@ -4,7 +4,9 @@ A claim that does not hold is reported with its analysis. This reads a finished
 `benchmarks/reproduce.py` work folder and writes, per method:
 
 - **targets**: the share of each item's target weight on a right answer, per task type
-  (`targets.correctness`), and the numeric answer the targets give most often with its share;
+  (`targets.correctness`), and the numeric answer the targets give most often with its share; per mcq
+  question kind, the share of target weight on the right option and the largest share one wrong value takes
+  of one right value's targets (systematic mistakes, which a student learns, or spread ones, which it outvotes);
 - **the students** (every seed's final predictions, `<method>/seed<k>/eval/final/predictions.jsonl`):
   accuracy per task type; for mcq and numeric how many distinct answers the student gives and the
   share of its most common one (a student that answers every item alike has learnt a prior, not
@@ -146,6 +148,62 @@ def target_row(method: str, work: Path) -> dict[str, Any] | None:
     return row
 
 
+@functools.cache
+def mcq_target_values(method: str, work: Path) -> tuple[tuple[str, str, str, float], ...]:
+    """(question kind, right option's text, the target's option text, weight) for every mcq target of a method."""
+    import targets  # a sibling script that imports torch: only when targets are asked for
+
+    from rmsd.datasets import get_benchmark
+
+    benchmark = get_benchmark("synthvid")
+    try:
+        rows, items = targets.method_targets(method, work)
+    except SystemExit:
+        return ()
+
+    def value(letter: str | None, options: list[str]) -> str:
+        k = "ABCDEFGH".find(letter or "?")
+        return options[k] if 0 <= k < len(options) else str(letter)
+
+    out = []
+    for r in rows:
+        item = items[r["item_id"]]
+        if item.task_type == "mcq":
+            kind, total = f"{item.meta['difficulty']}/{item.meta['question_kind']}", sum(r["weights"])
+            for text, w in zip(r["texts"], r["weights"], strict=True):
+                given = value(benchmark.extract(text, item, mode="strict"), item.options)
+                out.append((kind, value(item.answer, item.options), given, w / total))
+    return tuple(out)
+
+
+def kind_targets(values: tuple[tuple[str, str, str, float], ...]) -> dict[str, dict[str, Any]]:
+    """Per question kind: the items' target weight, its share on the right value, and the largest share one wrong
+    value takes of one right value's targets (a systematic mistake, which the student can learn, against mistakes
+    spread over the other options, which the commonest target outvotes)."""
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for kind, right, given, w in values:
+        by_kind[kind][right, given] += w
+    out = {}
+    for kind, c in by_kind.items():
+        per_right: dict[str, float] = defaultdict(float)
+        for (right, _), w in c.items():
+            per_right[right] += w
+        wrong = max(((w / per_right[r], r, g) for (r, g), w in c.items() if g != r), default=(0.0, "-", "-"))
+        out[kind] = {"weight": sum(c.values()), "right": sum(w for (r, g), w in c.items() if g == r) / sum(c.values()),
+                     "top_wrong": wrong[0], "top_wrong_pair": f"{wrong[1]} → {wrong[2]}"}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["weight"]))
+
+
+def kind_targets_table(work: Path, methods: list[str]) -> str:
+    lines = ["| method | mcq question kind | items | targets right | largest share one wrong value takes (right → wrong) |",
+             "|---|---|---:|---:|---|"]
+    for method in methods:
+        for kind, k in kind_targets(mcq_target_values(method, work)).items():
+            lines.append(f"| {method} | {kind} | {k['weight']:.0f} | {k['right']:.3f} | "
+                         f"{k['top_wrong']:.2f} ({k['top_wrong_pair']}) |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- what consensus kept
 def kept_errors(matched: list[dict[str, Any]], train: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per closed task type, over a matched set's rows: the items whose kept samples' answer is wrong, whose
@@ -221,7 +279,8 @@ def sections(work: Path, with_targets: bool = True, level: str = "##", runs: Pat
                   kept_table(kept_errors(read_jsonl(matched), train))]
     if with_targets:
         parts += ["", f"{level} Their targets (the rows each method's SFT stage reads, before any training)", "",
-                  targets_table(work, list(found))]
+                  targets_table(work, list(found)), "", "Their mcq targets by question kind:", "",
+                  kind_targets_table(work, list(found))]
     return "\n".join(parts) + "\n"
 
 

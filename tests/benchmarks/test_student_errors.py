@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import student_errors  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
 
@@ -88,6 +89,20 @@ def test_report_reads_every_seed_of_every_method_in_a_reproduce_work_folder(tmp_
         (tmp_path / method).rename(tmp_path / "S900" / method)
     assert "| single |" not in student_errors.report(tmp_path, with_targets=False)
     assert student_errors.report(tmp_path, with_targets=False, runs=tmp_path / "S900") == text
+
+
+def test_kind_targets_separate_spread_mistakes_from_systematic_ones():
+    values = (("easy/colour", "red", "red", 1.0), ("easy/colour", "red", "blue", 1.0), ("easy/colour", "red", "red", 1.0),
+              ("easy/colour", "blue", "blue", 0.5), ("easy/colour", "blue", "green", 0.5),
+              ("easy/direction", "up", "down", 1.0), ("easy/direction", "up", "down", 1.0),
+              ("easy/direction", "up", "up", 1.0), ("easy/direction", "left", "left", 1.0), ("hard/order", "a", "a", 1.0))
+    k = student_errors.kind_targets(values)
+    assert list(k) == ["easy/colour", "easy/direction", "hard/order"]  # by target weight (items)
+    assert k["easy/colour"]["weight"] == 4.0 and k["easy/colour"]["right"] == pytest.approx(2.5 / 4)
+    # blue -> green takes half of blue's one item, red -> blue a third of red's three
+    assert k["easy/colour"]["top_wrong"] == pytest.approx(0.5) and k["easy/colour"]["top_wrong_pair"] == "blue → green"
+    assert k["easy/direction"]["top_wrong"] == pytest.approx(2 / 3) and k["easy/direction"]["right"] == 0.5
+    assert k["hard/order"] == {"weight": 1.0, "right": 1.0, "top_wrong": 0.0, "top_wrong_pair": "- → -"}
 
 
 def test_kept_errors_say_what_consensus_kept_wrong_and_whose_samples_those_were():
