@@ -76,6 +76,9 @@ def data_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"left out {sum(report['skipped_rows'].values())} broken rows (dataset.on_bad_row: skip): {reasons}")
     if report.get("contamination"):
         lines.append(overlap_note(report["contamination"]))
+    if report.get("other_pool_samples"):
+        lines.append(f"left out {report['other_pool_samples']} samples of these items that this recipe's pool does "
+                     "not plan (other teachers, sample counts or settings)")
     return lines
 
 
@@ -179,10 +182,10 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
                  keys: set[str] | None = None) -> dict[str, Any]:
     """Match a sample store into weighted training targets; returns the report's statistics.
 
-    `keys`: match only the records with these keys (`rmsd run`: the ones the recipe's pool plans, so a
-    store that also holds another pool's samples gives this pool's). Where the items have ground truth, the
-    report also carries the pool's error statistics (`teacher_quality`: rmsd.matching.teacher_stats) and their
-    figure. The records and settings it read are recorded in OUT/fingerprint.json (`rmsd.fingerprint`)."""
+    Only the samples the recipe's pool plans for its items are matched (`keys`, else `pool_keys`): a store that
+    also holds another pool's samples, or this pool's under other settings, gives this pool's, as `rmsd run` does.
+    Where the items have ground truth, the report also carries the pool's error statistics (`teacher_quality`:
+    rmsd.matching.teacher_stats) and their figure. The records and settings it read are recorded in OUT/fingerprint.json (`rmsd.fingerprint`)."""
     quiet_libraries()
     from rmsd import fingerprint
     from rmsd.matching.dataset import write_matched
@@ -191,16 +194,22 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     from rmsd.matching.teacher_stats import teacher_statistics
 
     records = _records(samples)
-    if keys is not None:
-        records = [r for r in records if r["key"] in keys]
     benchmark = benchmark_of(recipe)
     items, data = training_items(recipe, benchmark=benchmark)
+    keys = keys if keys is not None else pool_keys(recipe, items, samples)
+    ids, other = {it.item_id for it in items}, []
+    if keys is not None:
+        other = [r for r in records if r["item_id"] in ids and r["key"] not in keys]
+        records = [r for r in records if r["key"] in keys]
+        if other and not records:
+            raise RmsdError(f"{samples}: none of its {len(other)} samples of this recipe's items is one its pool plans "
+                            f"(made by {', '.join(sorted({r['teacher'] for r in other}))} with other teachers, sample "
+                            "counts or settings): match with the recipe that sampled them, or sample this one first")
     rows, stats = match_samples(items, records, benchmark, recipe.matching)
-    stats.update(data)
+    stats.update(data, other_pool_samples=len(other))
     if any(it.answer is not None for it in items):
         stats["teacher_quality"] = teacher_statistics(items, records, benchmark)
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
-    ids = {it.item_id for it in items}
     inputs = fingerprint.match_inputs(recipe, (r["key"] for r in records if r["item_id"] in ids), items)
     (out / fingerprint.FILE).unlink(missing_ok=True)  # no record while the set is rewritten: a kill leaves none
     write_matched(rows, out)
@@ -229,6 +238,18 @@ def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | 
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
     json_path, _ = write_teacher_stats(stats, out)
     return stats, json_path
+
+
+def pool_keys(recipe: Recipe, items: list[Item], samples: str | Path) -> set[str] | None:
+    """The record keys the recipe's pool plans for `items`; None for a store of key version 1, whose keys predate
+    the settings in today's and which is read as it is (`rmsd sample rekey` carries one over)."""
+    from rmsd.sampling.estimate import all_keys, planned_keys
+    from rmsd.sampling.store import key_version
+
+    if key_version(samples) == 1:
+        return None
+    ds = recipe.dataset
+    return set(all_keys(planned_keys(items, recipe.load_pool(), ds.num_frames, ds.max_side)))
 
 
 def _records(samples: str | Path) -> list[dict[str, Any]]:
