@@ -196,20 +196,13 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
     records = _records(samples)
     benchmark = benchmark_of(recipe)
     items, data = training_items(recipe, benchmark=benchmark)
-    keys = keys if keys is not None else pool_keys(recipe, items, samples)
-    ids, other = {it.item_id for it in items}, []
-    if keys is not None:
-        other = [r for r in records if r["item_id"] in ids and r["key"] not in keys]
-        records = [r for r in records if r["key"] in keys]
-        if other and not records:
-            raise RmsdError(f"{samples}: none of its {len(other)} samples of this recipe's items is one its pool plans "
-                            f"(made by {', '.join(sorted({r['teacher'] for r in other}))} with other teachers, sample "
-                            "counts or settings): match with the recipe that sampled them, or sample this one first")
+    records, other = pool_records(recipe, items, records, samples, keys)
     rows, stats = match_samples(items, records, benchmark, recipe.matching)
-    stats.update(data, other_pool_samples=len(other))
+    stats.update(data, other_pool_samples=other)
     if any(it.answer is not None for it in items):
         stats["teacher_quality"] = teacher_statistics(items, records, benchmark)
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
+    ids = {it.item_id for it in items}
     inputs = fingerprint.match_inputs(recipe, (r["key"] for r in records if r["item_id"] in ids), items)
     (out / fingerprint.FILE).unlink(missing_ok=True)  # no record while the set is rewritten: a kill leaves none
     write_matched(rows, out)
@@ -220,7 +213,8 @@ def match_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = N
 
 def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | None = None,
                          split: str | None = None) -> tuple[dict[str, Any], Path]:
-    """The pool's error statistics on a store whose items have ground truth (`rmsd match stats`).
+    """The pool's error statistics on a store whose items have ground truth (`rmsd match stats`), from the
+    samples the recipe's pool plans for them (`pool_records`).
 
     Writes OUT/teacher_stats.json and .png (OUT: the recipe's matching.out); returns (stats, json path)."""
     from rmsd.matching.report import write_teacher_stats
@@ -232,12 +226,29 @@ def teacher_stats_recipe(recipe: Recipe, samples: str | Path, out: str | Path | 
     if not any(it.answer is not None for it in items):
         raise RmsdError(f"no item of {recipe.dataset.path} ({split or recipe.dataset.split}) has a known answer: "
                         "teacher statistics need ground truth")
-    stats = teacher_statistics(items, records, benchmark)
+    stats = teacher_statistics(items, pool_records(recipe, items, records, samples)[0], benchmark)
     if not stats["teachers"]:
         raise RmsdError(f"{samples}: no record belongs to an item with a known answer of this recipe's split")
     out = Path(out) if out is not None else recipe.path_of(recipe.matching.out)
     json_path, _ = write_teacher_stats(stats, out)
     return stats, json_path
+
+
+def pool_records(recipe: Recipe, items: list[Item], records: list[dict[str, Any]], samples: str | Path,
+                 keys: set[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The records the recipe's pool plans for `items` (`keys`, else `pool_keys`), and how many records of these
+    items it left out (other teachers, sample counts or settings); none of the pool's at all is an RmsdError."""
+    keys = keys if keys is not None else pool_keys(recipe, items, samples)
+    if keys is None:
+        return records, 0
+    ids = {it.item_id for it in items}
+    other = [r for r in records if r["item_id"] in ids and r["key"] not in keys]
+    mine = [r for r in records if r["key"] in keys]
+    if other and not mine:
+        raise RmsdError(f"{samples}: none of its {len(other)} samples of this recipe's items is one its pool plans "
+                        f"(made by {', '.join(sorted({r['teacher'] for r in other}))} with other teachers, sample "
+                        "counts or settings): match with the recipe that sampled them, or sample this one first")
+    return mine, len(other)
 
 
 def pool_keys(recipe: Recipe, items: list[Item], samples: str | Path) -> set[str] | None:

@@ -1,4 +1,4 @@
-"""`rmsd match` matches the samples its recipe's pool plans, as `rmsd run` does: a store that also holds
+"""`rmsd match` (and `rmsd match stats`) read the samples their recipe's pool plans, as `rmsd run` does: a store that also holds
 another pool's samples (a teacher dropped, a teacher's settings changed, fewer samples asked) gives this
 pool's only and says how many it left out; a store holding none of them is refused in one line."""
 
@@ -47,6 +47,12 @@ def test_match_reads_only_its_pools_samples_from_a_shared_store(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "m_small" / "matched.jsonl").read_text().splitlines()]
     assert {r["teacher"] for r in rows} == {"sim-strong", "sim-biased"}
     assert max(r["sample_index"] for r in rows if r["teacher"] == "sim-strong") == 1
+
+    # how the pool errs is measured on the same samples: the dropped teacher is not in it
+    run_ok("match", "stats", "--recipe", str(recipe_file), "--samples", str(tmp_path / "samples"),
+           "--out", str(tmp_path / "stats_small"), *smaller)
+    stats = json.loads((tmp_path / "stats_small" / "teacher_stats.json").read_text())
+    assert set(stats["teachers"]) == {"sim-strong", "sim-biased"}
 
     # the recipe's own pool: every sample, nothing left out
     result = run_ok("match", "--recipe", str(recipe_file), "--samples", str(tmp_path / "samples"))
