@@ -3,8 +3,8 @@
 Reads `<think>reasoning</think><answer>X</answer>` and scores three dimensions:
 - answer_correctness: option letter equality (mcq), number equality (numeric), temporal IoU
   with the reference span (grounding); for open descriptions, the share of scene objects
-  described times the share of their cited facts that are right (ROUGE-L against the
-  reference when the item has no scene).
+  described times the share of their cited facts that are right. An item without a scene is
+  scored by its own benchmark (below).
 - logical_consistency: the conclusion the reasoning states ("so the answer is (C)", else
   the only option/number/span it names) must equal the answer, and the reasoning must not
   reach two different conclusions; for descriptions, colours and motions named in the
@@ -19,9 +19,11 @@ correct answer. The feedback names each error and quotes where it is.
 
 How it differs from an LLM judge: exact and free, but it only understands the phrasing
 synthvid answers use (English, seconds, the palette's colours); unparsed text is simply not
-checked. The final answer is read by `rmsd.scoring` (strict mode), so the judge
-scores answers exactly as `rmsd match` scores teacher samples; the reasoning's claims are
-read by this module's own small regexes.
+checked. The final answer is read by `rmsd.scoring` (strict mode); an item without a synthvid
+scene (a corpus, a benchmark) is scored by its own benchmark in strict mode, so the judge scores
+answers exactly as `rmsd match` scores teacher samples and the RL correctness reward scores
+rollouts (Video-R1's items by Video-R1's reward); the reasoning's claims are read by this
+module's own small regexes.
 
     rmsd distill --recipe recipes/synthvid/tiny_visd.yaml --matched runs/synthvid-tiny-visd/matched
 """
@@ -34,7 +36,7 @@ from typing import Any
 
 from rmsd.items import OPTION_LETTERS, Item
 from rmsd.judge.verdict import Judge, Verdict
-from rmsd.scoring import letter_strict, number_strict, parse_span, rouge_l, span_strict, temporal_iou
+from rmsd.scoring import letter_strict, number_strict, parse_span, span_strict, temporal_iou
 from rmsd.synthvid.generator import PALETTE, SHAPES, max_visible, object_name
 
 COLOURS = (*PALETTE, "orange", "purple", "pink", "white", "black", "brown", "grey", "gray")
@@ -254,6 +256,18 @@ def _line(dimension: str, status: str, detail: str) -> str:
     return f"{dimension}: {status} — {detail}"
 
 
+def benchmark_correctness(item: Item, response_text: str) -> tuple[float, str]:
+    """An item without a synthvid scene scored as its benchmark scores it in strict mode — the RL correctness
+    reward's number and `rmsd match`'s reading, so a corpus with its authors' reward (Video-R1's) is judged by it."""
+    from rmsd.datasets import get_benchmark
+
+    benchmark = get_benchmark(item.benchmark)
+    answer = benchmark.extract(response_text, item, mode="strict")
+    score = float(benchmark.score(answer, item))
+    return score, _line("answer_correctness", "right" if score >= 0.5 else "wrong",
+                        f"answered {answer!r}, reference {item.answer!r}: {score:.2f} as {item.benchmark} scores it")
+
+
 class RuleJudge(Judge):
     """The rule-based judge (module docstring) for items with ground truth, best with a synthvid scene.
 
@@ -274,7 +288,8 @@ class RuleJudge(Judge):
         parsed = parse_response(response_text)
         meta = item.meta if item.meta.get("objects") else None
         scores, lines = {}, [f"format: {p}" for p in parsed.problems]
-        for dim, (score, line) in (("answer_correctness", self.correctness(item, parsed.answer, meta)),
+        correct = self.correctness(item, parsed.answer, meta) if meta else benchmark_correctness(item, response_text)
+        for dim, (score, line) in (("answer_correctness", correct),
                                    ("logical_consistency", self.consistency(item, parsed)),
                                    ("spatiotemporal_grounding", self.grounding(item, parsed.reasoning, meta))):
             scores[dim] = float(score)
@@ -307,9 +322,6 @@ class RuleJudge(Judge):
             iou = temporal_iou(got, want)
             status = "right" if iou >= self.min_iou else "wrong"
             return iou, _line(dim, status, f"answered {_fmt_span(got)}, reference {_fmt_span(want)} (tIoU {iou:.2f})")
-        if meta is None:
-            score = rouge_l(answer, ref)
-            return score, _line(dim, "right" if score >= 0.5 else "wrong", f"ROUGE-L {score:.2f} against the reference")
         return self._description(answer, meta, dim)
 
     def _description(self, answer: str, meta: dict, dim: str) -> tuple[float, str]:

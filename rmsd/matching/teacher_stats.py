@@ -14,7 +14,9 @@ teachers on a labelled benchmark), per teacher and task type:
   grounding, the description score for open items), logical consistency (does the
   reasoning conclude what the answer says) and spatio-temporal grounding (share of the
   facts the reasoning cites that match the scene); items without a scene (real
-  benchmarks) average the first two only, since nothing can check the citations;
+  benchmarks and corpora) average the first two only, since nothing can check the citations,
+  and their answer correctness is their benchmark's own strict score (Video-R1's reward for
+  Video-R1's items);
 - `sigma_cross`: the standard deviation over questions of the teacher's mean quality on
   each question (cross-question spread); `sigma_within`: the pooled within-question
   standard deviation, sqrt(mean over questions with ≥ 2 valid responses of the unbiased

@@ -152,11 +152,42 @@ def test_verdict_total_and_validation():
         judge.judge_many([ORDER, WHEN], ["<answer>(B)</answer>"])
 
 
-def test_rouge_l_fallback_for_open_items_without_a_scene():
-    item = Item(item_id="x", benchmark="videommmu", task_type="open", question="q", prompt="q",
-                answer="photosynthesis makes sugar")
-    v = judge.judge(item, "<think>Plants.</think><answer>photosynthesis makes sugar</answer>")
+def test_an_item_without_a_scene_is_scored_by_its_benchmark():
+    # a Video-MMMU open question, read as MMMU's harness reads it (the number the reply settles on)
+    item = Item(item_id="x", benchmark="videommmu", task_type="open", question="q", prompt="q", answer="4.5")
+    v = judge.judge(item, "<think>Add them.</think><answer>The total is 4.5</answer>")
     assert v.scores["answer_correctness"] == 1.0 and v.scores["spatiotemporal_grounding"] == 0.5
+    assert "1.00 as videommmu scores it" in v.feedback
+    assert judge.judge(item, "<think>Add them.</think><answer>4.6</answer>").scores["answer_correctness"] == 0.0
+
+
+REPLIES = ["<think>t</think><answer>B</answer>", "<think>t</think><answer>(B)</answer>", "<answer>3</answer>",
+           "<think>t</think><answer>3.0</answer>", "<answer>1,200</answer>", "<answer>1200</answer>",
+           "<answer>12.5</answer>", "<answer>11</answer>", "<answer>open the door</answer>",
+           "<answer>Open the door</answer>", "<answer>a person walks to the left</answer>",
+           "<answer>someone walks left</answer>", "no tags at all: B", "<answer></answer>"]
+
+
+def test_video_r1_items_are_judged_as_the_rl_correctness_reward_scores_them(tmp_path):
+    # Video-R1's reward is the corpus's own (rmsd/datasets/videor1_reward.py): "3.0" for "3" scores 0 there, OCR
+    # by word error rate, free-form by ROUGE; the judge's answer_correctness is that number on every reply
+    from corpora import videor1_corpus
+
+    from rmsd.datasets import get_benchmark
+    from rmsd.train.rewards import CorrectnessReward
+
+    file, _ = videor1_corpus(tmp_path)
+    bench = get_benchmark("videor1")
+    items = bench.load_items(file)
+    reward = CorrectnessReward({it.item_id: it for it in items}, bench)
+    judged, rewarded = [], []
+    for item in items:
+        judged += [judge.judge(item, text).scores["answer_correctness"] for text in REPLIES]
+        rewarded += reward(REPLIES, [item.item_id] * len(REPLIES))
+    assert judged == rewarded
+    assert 0.0 in judged and 1.0 in judged and any(0.0 < x < 1.0 for x in judged)  # every kind of outcome
+    numeric = next(it for it in items if it.answer == "3")
+    assert judge.judge(numeric, "<think>t</think><answer>3.0</answer>").scores["answer_correctness"] == 0.0
 
 
 def test_simulated_teachers_right_and_wrong_are_told_apart():
