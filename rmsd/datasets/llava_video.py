@@ -5,7 +5,9 @@ conversations [{from: human|gpt, value}], data_source`. Every human turn with th
 it is one item (a multi-turn conversation gives several, asked on their own: the questions of
 one conversation are about the same video, not about each other's answers). A human turn that
 lists lettered options — on their own lines ("A. run", "(B) walk", "C) sit", after an "Options:"
-header or not) or inline on one line ("…? A. run B. walk C. sit") — is a multiple-choice item;
+header or not) or inline on one line ("…? A. run B. walk C. sit") — is a multiple-choice item,
+unless its file is a caption or open-ended one (`*_cap_*`, `*_oe_*`: prose that reads "A. … B. …"
+there stays an open question);
 its answer is the option whose text the gpt turn gives ("A cup" is B when B's text is "a cup"),
 else the letter it starts with ("B", "B.", "(B) walk"). Any other question is an open item whose
 reference answer is the gpt turn (scored by ROUGE-L). The `<image>` placeholder is dropped from
@@ -159,7 +161,8 @@ class LLaVAVideo(Benchmark):
                 break
             report = bad.at(file, index, path)
             stem = file.stem if file is not None else f"{config or 'hub'}_{split}"
-            for item in self._items(row, self._roots(video_root, data_dir, file), check_media, report):
+            kind = _kind(file) if file is not None else KINDS.get(split)
+            for item in self._items(row, self._roots(video_root, data_dir, file), check_media, report, kind):
                 item.item_id = f"{stem}/{index}/{item.meta['turn']}"
                 if item.item_id in seen:
                     report("id", "duplicate id", f"{item.item_id} appears twice (first at "
@@ -182,7 +185,7 @@ class LLaVAVideo(Benchmark):
                   and file.parent.is_relative_to(data_dir) else Path("."))
         return list(dict.fromkeys([root / subset, root, *own]))
 
-    def _items(self, row: Any, roots: list[Path], check_media: bool, bad: Any) -> list[Item]:
+    def _items(self, row: Any, roots: list[Path], check_media: bool, bad: Any, kind: str | None) -> list[Item]:
         if not isinstance(row, dict) or not isinstance(row.get("conversations"), list) or row.get("id") is None:
             bad("conversations", "not a conversation row", "expected id, video, conversations [{from, value}]")
             return []
@@ -205,13 +208,17 @@ class LLaVAVideo(Benchmark):
             return []
         items = []
         for k, (human, gpt) in enumerate(pairs):
-            item = self._item(row, k, str(human.get("value") or ""), str(gpt.get("value") or ""), video, bad)
+            item = self._item(row, k, str(human.get("value") or ""), str(gpt.get("value") or ""), video, bad, kind)
             if item is not None:
                 items.append(item)
         return items
 
-    def _item(self, row: dict, k: int, asked: str, answer: str, video: Path, bad: Any) -> Item | None:
-        question, options, broken = parse_question(asked)
+    def _item(self, row: dict, k: int, asked: str, answer: str, video: Path, bad: Any, kind: str | None
+              ) -> Item | None:
+        # a caption or open-ended file's question is open even when its prose reads "A. … B. …"; a file of no
+        # known kind (a single JSON of one's own) is read by its markers
+        question, options, broken = ((_PLACEHOLDER.sub("", asked).strip(), [], False) if kind in ("cap", "oe")
+                                     else parse_question(asked))
         if broken:
             return bad(f"conversations[{2 * k}]", "unparseable options",
                        "option markers that are not A., B., … in order")

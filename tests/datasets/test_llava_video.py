@@ -41,6 +41,30 @@ def test_options_are_read_wherever_the_corpus_writes_them(tmp_path):
     assert header.options == ["a dog", "a cat", "a car"] and header.answer == "C"
 
 
+def test_an_open_file_keeps_prose_that_reads_like_options_open(tmp_path):
+    # the same lettered prose in an open-ended, a caption and a multiple-choice file: only the last is a choice
+    import json
+
+    from corpora import llava_row
+
+    root = tmp_path / "LLaVA-Video-178K"
+    write_mp4(root / ACADEMIC / CHARADES, seed=11)
+    asked = "<image>\nThe narrator lists two steps, A. cut the bread B. toast it. Which comes first?"
+    for name, answer in (("0_30_s_academic_oe_v0_1_qa_processed.json", "Cutting the bread comes first."),
+                         ("0_30_s_academic_v0_1_cap_processed.json", "A person cuts bread, then toasts it."),
+                         ("0_30_s_academic_mc_v0_1_qa_processed.json", "A")):
+        (root / ACADEMIC / name).write_text(json.dumps([llava_row("AB12C", CHARADES, [(asked, answer)], ACADEMIC)]))
+    bench = get_benchmark("llava_video")
+    by_kind = {it.item_id.split("/")[0]: it for it in bench.load_items(root)}
+    for stem in ("0_30_s_academic_oe_v0_1_qa_processed", "0_30_s_academic_v0_1_cap_processed"):
+        item = by_kind[stem]
+        assert item.task_type == "open" and item.options == [] and item.answer != "A"
+        assert item.question == "The narrator lists two steps, A. cut the bread B. toast it. Which comes first?"
+    mc = by_kind["0_30_s_academic_mc_v0_1_qa_processed"]
+    assert mc.task_type == "mcq" and mc.options == ["cut the bread", "toast it. Which comes first?"]
+    assert bench.skipped == {}
+
+
 @pytest.mark.parametrize("text, question, options", [
     ("Q?\nA. run\nB. walk", "Q?", ["run", "walk"]),
     ("Q? A. run B. walk C. sit", "Q?", ["run", "walk", "sit"]),
