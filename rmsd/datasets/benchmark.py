@@ -298,6 +298,7 @@ class BadRows:
             raise ValueError(f"on_bad_row {policy!r}: use error or skip")
         self.policy = policy
         self.counts: dict[str, int] = {}
+        self._first: dict[str, tuple[Path | None, int]] = {}  # item id -> the row that gave it first
 
     def __call__(self, where: str, field: str, reason: str, detail: str) -> None:
         """Report one broken row: `reason` is the short kind counted ("missing media"), `detail` the rest."""
@@ -305,6 +306,17 @@ class BadRows:
             raise RmsdError(f"{where}: field {field}: {reason}: {detail} (fix the row, or set dataset.on_bad_row: "
                             f"skip to leave such rows out)")
         self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def repeated(self, item_id: str, file: Path | None, index: int, source: Any, field: str, reason: str,
+                 hint: str = "") -> bool:
+        """Whether an earlier row gave `item_id`: then this row is reported broken (`reason` on `field`), naming
+        where both are; the first row that gives an id is remembered."""
+        first = self._first.setdefault(item_id, (file, index))
+        if first == (file, index):
+            return False
+        self(where_of(file, index, source), field, reason,
+             f"{item_id} appears twice (first at {where_of(*first, source)}){hint}")
+        return True
 
     def at(self, file: Path | None, index: int, source: Any) -> Any:
         """A reporter for one row: `report(field, reason, detail)`, its location worked out only if used."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmsd.datasets.benchmark import BadRows, Benchmark, origin_text
+from rmsd.datasets.benchmark import BadRows, Benchmark
 from rmsd.errors import RmsdError
 from rmsd.items import Item, read_items
 
@@ -46,13 +46,10 @@ class ItemsFile(Benchmark):
         root = Path(video_root) if video_root is not None else file.parent
         bad = BadRows(on_bad_row)
         items: list[Item] = []
-        seen: dict[str, Item] = {}
         for item in read_items(file, limit=limit, media_required=True, bad=bad):
-            if item.item_id in seen:
-                bad(origin_text(item) or str(file), "item_id", "duplicate item_id",
-                    f"{item.item_id} appears twice (first at {origin_text(seen[item.item_id])})")
+            origin, row = item.origin  # read_items gives every item its row
+            if bad.repeated(item.item_id, Path(origin), row, file, "item_id", "duplicate item_id"):
                 continue
-            seen[item.item_id] = item
             for field in ("video", "image"):
                 media = getattr(item, field)
                 if media is not None:

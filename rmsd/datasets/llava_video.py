@@ -43,7 +43,6 @@ from rmsd.datasets.benchmark import (
     find_media,
     located_rows,
     read_data_file,
-    where_of,
 )
 from rmsd.errors import RmsdError
 from rmsd.items import OPTION_LETTERS, Item
@@ -155,7 +154,6 @@ class LLaVAVideo(Benchmark):
             located, data_dir = located_rows(path, split, config, self.name)
         bad = BadRows(on_bad_row)
         items: list[Item] = []
-        seen: dict[str, tuple[Path | None, int]] = {}
         for file, index, row in located:
             if limit is not None and len(items) >= limit:
                 break
@@ -164,11 +162,8 @@ class LLaVAVideo(Benchmark):
             kind = _kind(file) if file is not None else KINDS.get(split)
             for item in self._items(row, self._roots(video_root, data_dir, file), check_media, report, kind):
                 item.item_id = f"{stem}/{index}/{item.meta['turn']}"
-                if item.item_id in seen:
-                    report("id", "duplicate id", f"{item.item_id} appears twice (first at "
-                                                 f"{where_of(*seen[item.item_id], path)}): two data files of one name?")
+                if bad.repeated(item.item_id, file, index, path, "id", "duplicate id", ": two data files of one name?"):
                     continue
-                seen[item.item_id] = (file, index)
                 item.origin = (str(file), index) if file is not None else None
                 items.append(item)
         self.skipped = bad.counts

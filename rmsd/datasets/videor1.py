@@ -43,7 +43,6 @@ from rmsd.datasets.benchmark import (
     extract_answer,
     located_rows,
     read_data_file,
-    where_of,
 )
 from rmsd.errors import RmsdError
 from rmsd.items import OPTION_LETTERS, Item
@@ -180,7 +179,6 @@ class VideoR1(Benchmark):
             located, data_dir = located_rows(path, split or self.default_split, config, self.name)
         bad = BadRows(on_bad_row)
         items: list[Item] = []
-        seen: dict[str, tuple[Path | None, int]] = {}
         roots: dict[Path | None, str] = {}  # one media root per data file (plain str: pathlib is slow per row)
         for file, index, row in located:
             if limit is not None and len(items) >= limit:
@@ -191,12 +189,8 @@ class VideoR1(Benchmark):
             item = self._item(row, roots[file], check_media, bad.at(file, index, path))
             if item is None:
                 continue
-            if item.item_id in seen:
-                first = where_of(*seen[item.item_id], path)
-                bad.at(file, index, path)("problem_id", "duplicate problem_id",
-                                          f"{item.item_id} appears twice (first at {first})")
+            if bad.repeated(item.item_id, file, index, path, "problem_id", "duplicate problem_id"):
                 continue
-            seen[item.item_id] = (file, index)
             item.origin = (str(file), index) if file is not None else None
             items.append(item)
         self.skipped = bad.counts
