@@ -126,21 +126,17 @@ def verdict_lines(sft_steps: str, v: dict[str, Any]) -> list[str]:
 
 
 def headroom_line(runs: list[dict[str, Any]], tasks: dict[str, str]) -> str:
-    """ceiling - single on paired per-item differences, seeds pooled, with regime v4's bootstrap (benchmarks/
-    paired.py), overall and per task type: where the headroom the rule asks for lies. Analysis, not the rule."""
-    scores: dict[str, dict[int, dict[str, float]]] = {}
-    for r in runs:
-        scores.setdefault(r["method"], {})[r["seed"]] = r["final"]["per_item"]
-    diffs = paired.per_item_differences(scores.get("ceiling", {}), scores.get("single", {}))
+    """ceiling - single on paired per-item differences, seeds pooled: regime v4's declared headroom comparison
+    (benchmarks/paired.py), overall and per task type: where the headroom the rule asks for lies. Analysis only."""
+    (row,) = [r for r in paired.claims(runs, tasks) if (r["a"], r["b"]) == ("ceiling", "single")]
 
-    def cell(values: list[float]) -> str:
-        b = paired.bootstrap(values)
+    def cell(b: dict[str, float]) -> str:
         return f"{b['mean'] * 100:+.1f} [{b['lo'] * 100:+.1f}, {b['hi'] * 100:+.1f}]"
 
-    by_type = [f"{t} ({sum(1 for i in diffs if tasks[i] == t)} items) {cell([d for i, d in diffs.items() if tasks[i] == t])}"
-               for t in TASK_TYPES if any(tasks[i] == t for i in diffs)]
+    by_type = [f"{t} ({row['task_type'][t]['n']} items) {cell(row['task_type'][t])}"
+               for t in TASK_TYPES if t in row["task_type"]]
     return (f"Headroom, paired per item (seeds pooled, 95% bootstrap interval, points): ceiling - single overall "
-            f"{cell(list(diffs.values()))}; " + "; ".join(by_type) + ".")
+            f"{cell(row)}; " + "; ".join(by_type) + ".")
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -168,7 +164,7 @@ def run_rung(regime: str, sft_steps: int, work: Path, record: dict[str, Any], sa
             save(f"{method} seed {seed} at S = {sft_steps}", not run.get("cached"))
     if all("error" not in r for r in rung["runs"]):
         by = {(r["method"], r["seed"]): r for r in rung["runs"]}
-        rung["verdict"] = verdict(by, test_kinds(work), pilot["seeds"])
+        rung["verdict"] = verdict(by, test_labels(work)[0], pilot["seeds"])
     return rung
 
 
@@ -177,19 +173,19 @@ def rejudge(record: dict[str, Any], work: Path, pilot: dict[str, Any]) -> None:
     for rung in record["rungs"].values():
         by = {(r["method"], r["seed"]): r for r in rung["runs"] if "error" not in r}
         if set(by) == {(m, s) for m in pilot["methods"] for s in pilot["seeds"]}:
-            rung["verdict"] = verdict(by, test_kinds(work), pilot["seeds"])
+            rung["verdict"] = verdict(by, test_labels(work)[0], pilot["seeds"])
 
 
-def test_kinds(work: Path) -> dict[str, str]:
+def test_labels(work: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Each test item's question kind and task type, from one read of the test split."""
     from rmsd.datasets.synthvid import load_items
 
-    return {it.item_id: kind_of(it) for it in load_items(work / "data", split="test")}
+    items = load_items(work / "data", split="test")
+    return {it.item_id: kind_of(it) for it in items}, {it.item_id: it.task_type for it in items}
 
 
-def test_tasks(work: Path) -> dict[str, str]:
-    from rmsd.datasets.synthvid import load_items
-
-    return {it.item_id: it.task_type for it in load_items(work / "data", split="test")}
+def write_report(regime: str, record: dict[str, Any], work: Path) -> None:
+    (RESULTS / f"pilot_{regime}.md").write_text(report(regime, record, *test_labels(work)))
 
 
 def main() -> None:
@@ -206,7 +202,7 @@ def main() -> None:
     if args.report:
         rejudge(record, work, spec["pilot"])
         path.write_text(json.dumps(record, indent=1) + "\n")
-        (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work), test_tasks(work)))
+        write_report(args.regime, record, work)
         return
     if record.get("chosen_sft_steps") is not None:
         sys.exit(f"the pilot has decided (S = {record['chosen_sft_steps']}, {path}): it is not run again")
@@ -218,7 +214,7 @@ def main() -> None:
         record.update(machine=machine(), wall_seconds=round(time.perf_counter() - started, 1))
         path.write_text(json.dumps(record, indent=1) + "\n")
         if (work / "data" / "test.jsonl").is_file():
-            (RESULTS / f"pilot_{args.regime}.md").write_text(report(args.regime, record, test_kinds(work), test_tasks(work)))
+            write_report(args.regime, record, work)
         if args.commit and fresh:
             reproduce.commit_results(RESULTS, f"pilot {args.regime}: {what}", pattern=f"pilot_{args.regime}.*")
 
