@@ -122,18 +122,27 @@ def prior_accuracy(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> d
 
 # ----------------------------------------------------------------------------- the targets
 @functools.cache  # a method's targets do not change between runs: reproduce.py's report after every run reuses them
-def target_row(method: str, work: Path) -> dict[str, Any] | None:
-    """Target correctness per task type and the numeric targets' most common answer (weight share)."""
+def method_targets(method: str, work: Path) -> tuple[list[dict], dict, Any] | None:
+    """(SFT rows, items by id, the synthvid benchmark) of a method, read once; None when it is not matched here."""
     import targets  # a sibling script; imports rmsd's SFT rows (torch), so only when targets are asked for
 
     from rmsd.datasets import get_benchmark
-
-    benchmark = get_benchmark("synthvid")
 
     try:
         rows, items = targets.method_targets(method, work)
     except SystemExit:  # not matched in this work folder
         return None
+    return rows, items, get_benchmark("synthvid")
+
+
+def target_row(method: str, work: Path) -> dict[str, Any] | None:
+    """Target correctness per task type and the numeric targets' most common answer (weight share)."""
+    import targets
+
+    found = method_targets(method, work)
+    if found is None:
+        return None
+    rows, items, benchmark = found
     row = {k: v["right"] for k, v in targets.correctness(rows, items, benchmark).items()}
     numeric: Counter = Counter()
     for r in rows:
@@ -148,21 +157,17 @@ def target_row(method: str, work: Path) -> dict[str, Any] | None:
     return row
 
 
-@functools.cache
 def mcq_target_values(method: str, work: Path) -> tuple[tuple[str, str, str, float], ...]:
     """(question kind, right option's text, the target's option text, weight) for every mcq target of a method."""
-    import targets  # a sibling script that imports torch: only when targets are asked for
+    from rmsd.items import OPTION_LETTERS
 
-    from rmsd.datasets import get_benchmark
-
-    benchmark = get_benchmark("synthvid")
-    try:
-        rows, items = targets.method_targets(method, work)
-    except SystemExit:
+    found = method_targets(method, work)
+    if found is None:
         return ()
+    rows, items, benchmark = found
 
     def value(letter: str | None, options: list[str]) -> str:
-        k = "ABCDEFGH".find(letter or "?")
+        k = OPTION_LETTERS.find(letter) if letter else -1
         return options[k] if 0 <= k < len(options) else str(letter)
 
     out = []
